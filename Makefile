@@ -1,0 +1,41 @@
+# Yihao: `make demo` runs the demo network on http://127.0.0.1:8080; `make test` runs the tests.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO_DATA ?= ./data/demo
+export YIHAO_DATA_DIR ?= $(DEMO_DATA)
+
+.PHONY: demo test lint format web install clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $@
+
+# The browser client, when it is present (web/package.json).
+web:
+	@if [ -f web/package.json ]; then cd web && npm ci --no-audit --no-fund && npm run build; fi
+
+demo: install web
+	$(BIN)/yihao migrate
+	$(BIN)/yihao seed-demo
+	$(BIN)/yihao serve --host 127.0.0.1 --port 8080
+
+test: install
+	$(BIN)/ruff check server tests scripts
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check server tests scripts
+	$(BIN)/ruff format --check server tests scripts
+	$(BIN)/mypy server
+
+format: install
+	$(BIN)/ruff format server tests scripts
+	$(BIN)/ruff check --fix server tests scripts
+
+clean:
+	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

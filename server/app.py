@@ -1,0 +1,213 @@
+"""``create_app(settings)``: the one place where components are built and wired.
+
+Every resource is created and disposed through ``cleanup_ctx``: the database
+engine (migrated at start in embedded mode), the Redis client and the Socket.IO
+manager's listener, the Socket.IO server itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import socketio
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.asyncio import Redis
+
+from server.config import Settings
+from server.container import Services
+from server.core.api import AUTHENTICATE, MAX_BODY, SERVICES, Routes, json_response
+from server.core.audit import AuditLog
+from server.core.auth import Passwords, Tokens
+from server.core.db import Database
+from server.core.errors import ServiceUnavailable
+from server.core.events import Events
+from server.core.middleware import (
+    ERROR_RENDERERS,
+    METRICS,
+    context_middleware,
+    error_middleware,
+    metrics_middleware,
+    security_headers_middleware,
+)
+from server.core.observability import Metrics
+from server.core.openapi import build_openapi
+from server.identity.routes import routes as identity_routes
+from server.identity.service import AuthService, IdentityService
+from server.realtime.gateway import EVENT, Gateway
+
+logger = logging.getLogger(__name__)
+
+SERVICES_KEY = SERVICES
+OPENAPI = web.AppKey("openapi", dict)
+ROUTE_TABLES: tuple[Routes, ...] = (identity_routes,)
+WEB_DIST = Path(__file__).resolve().parent.parent / "web" / "dist"
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(
+        middlewares=[
+            context_middleware,
+            security_headers_middleware,
+            metrics_middleware,
+            error_middleware,
+        ],
+        # The largest body any route takes; each route enforces its own smaller limit.
+        client_max_size=max(settings.max_body_bytes, settings.fhir_max_body_bytes),
+    )
+    metrics = Metrics()
+    app[METRICS] = metrics
+    app[ERROR_RENDERERS] = {}
+    app[MAX_BODY] = settings.max_body_bytes
+
+    db = Database(settings)
+    manager: socketio.AsyncManager | None = None
+    if settings.redis_url:
+        manager = socketio.AsyncRedisManager(settings.redis_url, channel=settings.redis_channel)
+    sio = socketio.AsyncServer(
+        async_mode="aiohttp",
+        client_manager=manager,
+        cors_allowed_origins=list(settings.cors_origins) or None,
+        max_http_buffer_size=settings.socket_max_message_bytes,
+        logger=False,
+        engineio_logger=False,
+    )
+    sio.attach(app, socketio_path="socket.io")
+
+    async def push(stream: str, envelope: dict[str, Any]) -> None:
+        await sio.emit(EVENT, envelope, room=stream)
+
+    events = Events(db, push)
+    audit = AuditLog(db)
+    passwords = Passwords(settings)
+    auth = AuthService(settings, db, audit, passwords, Tokens(settings))
+    identity = IdentityService(db, audit, events, passwords)
+    gateway = Gateway(settings, sio, auth.authenticate, events, metrics)
+    services = Services(
+        settings=settings,
+        db=db,
+        audit=audit,
+        events=events,
+        auth=auth,
+        identity=identity,
+        gateway=gateway,
+    )
+    app[SERVICES] = services
+    app[AUTHENTICATE] = auth.authenticate
+
+    for table in ROUTE_TABLES:
+        table.add_to(app)
+    app[OPENAPI] = build_openapi([op for table in ROUTE_TABLES for op in table.operations])
+    add_operations_routes(app)
+    add_web_client(app, settings.web_dir or WEB_DIST)
+
+    app.cleanup_ctx.append(_database(db, settings))
+    app.cleanup_ctx.append(_redis(services, settings, sio))
+    app.cleanup_ctx.append(_socketio(sio))
+    return app
+
+
+def _database(db: Database, settings: Settings) -> Any:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        if settings.effective_auto_migrate:
+            await db.migrate()
+        yield
+        await db.dispose()
+
+    return ctx
+
+
+def _redis(services: Services, settings: Settings, sio: socketio.AsyncServer) -> Any:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        if not settings.redis_url:
+            yield
+            return
+        services.redis = Redis.from_url(
+            settings.redis_url, socket_connect_timeout=2, socket_timeout=2
+        )
+        # Start listening to the other nodes now, not at the first local connection:
+        # an event published before the listener subscribed would miss this node.
+        sio.manager_initialized = True
+        sio.manager.initialize()
+        yield
+        manager = sio.manager
+        listener = getattr(manager, "thread", None)
+        if isinstance(listener, asyncio.Task):
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
+        # The manager opens its own clients and never closes them; we do.
+        for resource in (getattr(manager, "pubsub", None), getattr(manager, "redis", None)):
+            if resource is not None:
+                await resource.aclose()
+        await services.redis.aclose()
+
+    return ctx
+
+
+def _socketio(sio: socketio.AsyncServer) -> Any:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        yield
+        await sio.shutdown()
+
+    return ctx
+
+
+def add_operations_routes(app: web.Application) -> None:
+    async def healthz(request: web.Request) -> web.Response:
+        return json_response({"status": "ok"})
+
+    async def readyz(request: web.Request) -> web.Response:
+        services: Services = request.app[SERVICES]
+        checks: dict[str, str] = {}
+        try:
+            await asyncio.wait_for(services.db.ping(), timeout=3)
+            checks["database"] = "ok"
+        except Exception as exc:  # any failure means not ready; the kind is what operators need
+            checks["database"] = f"unavailable: {type(exc).__name__}"
+        if services.redis is not None:
+            try:
+                await asyncio.wait_for(services.redis.ping(), timeout=3)
+                checks["redis"] = "ok"
+            except Exception as exc:
+                checks["redis"] = f"unavailable: {type(exc).__name__}"
+        if any(value != "ok" for value in checks.values()):
+            problem = ServiceUnavailable("not ready", code="not_ready", extra={"checks": checks})
+            return json_response(problem.to_problem(request.path), 503, "application/problem+json")
+        return json_response({"status": "ready", "checks": checks})
+
+    async def metrics(request: web.Request) -> web.Response:
+        body = generate_latest(request.app[METRICS].registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def openapi(request: web.Request) -> web.Response:
+        return json_response(request.app[OPENAPI])
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/api/openapi.json", openapi)
+
+
+def add_web_client(app: web.Application, web_dir: Path) -> None:
+    """Serve the built browser client at ``/``; deep links get index.html."""
+    index = web_dir / "index.html"
+
+    async def spa(request: web.Request) -> web.StreamResponse:
+        if not index.exists():
+            return web.Response(
+                text="<!doctype html><title>Yihao</title><p>The web client is not built: "
+                "run <code>make web</code>.</p>",
+                content_type="text/html",
+            )
+        return web.FileResponse(index, headers={"Cache-Control": "no-cache"})
+
+    assets = web_dir / "assets"
+    if assets.is_dir():
+        app.router.add_static("/assets", assets, append_version=False)
+    app.router.add_get("/", spa)
+    # Client-side routes of the single-page app (not /api, /fhir or /socket.io).
+    app.router.add_get(r"/{path:(?!api/|fhir|socket\.io|assets/)[^.]*}", spa)

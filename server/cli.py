@@ -1,0 +1,229 @@
+"""The ``yihao`` command: run the server and administer it without the web client.
+
+    yihao serve [--host H] [--port P] [--config FILE]
+    yihao migrate
+    yihao seed-demo
+    yihao audit verify
+    yihao institution create --code QDSL --name 青岛市立医院 --kind tertiary [--region 370202]
+    yihao user create --username dr_li --password … --role specialist --institution QDSL
+                      [--name 李明] [--title 主任医师] [--department 心内科] [--resident-id …]
+    yihao user totp --username dr_li
+
+Exit codes: 0 success, 1 the operation was refused (the message says why),
+2 bad usage or settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from server.config import Settings, SettingsError, load_settings
+from server.core.api import SERVICES, field_errors
+from server.core.errors import YihaoError
+from server.core.observability import setup_logging
+from server.identity import schemas
+
+
+@asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[Any]:
+    """The app's services, started as for serving (migrations included) but not listening."""
+    from server.app import create_app
+
+    app = create_app(settings)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        yield app[SERVICES]
+    finally:
+        await runner.cleanup()
+
+
+def _with_services(settings: Settings, work: Callable[[Any], Awaitable[int]]) -> int:
+    async def run() -> int:
+        async with running(settings) as services:
+            return await work(services)
+
+    return asyncio.run(run())
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from server.app import create_app
+
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    if overrides:
+        settings = settings.with_overrides(**overrides)
+    print(f"Yihao serving on {settings.effective_public_url}", file=sys.stderr)
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        access_log=None,
+        print=None,
+        shutdown_timeout=10,
+    )
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from server.core.db import migrate_sync
+
+    migrate_sync(settings)
+    print("database is at the latest schema")
+    return 0
+
+
+def cmd_seed_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from server.seed import seed_demo
+
+    async def work(services: Any) -> int:
+        created = await seed_demo(services)
+        print(
+            f"demo network ready: {created['institutions']} institutions and "
+            f"{created['users']} accounts created"
+        )
+        return 0
+
+    return _with_services(settings, work)
+
+
+def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
+    async def work(services: Any) -> int:
+        result = await services.audit.verify()
+        if result.ok:
+            print(f"audit chain intact: {result.checked} entries verified")
+            return 0
+        print(
+            f"audit chain BROKEN at entry {result.broken_at}: {result.problem} "
+            f"({result.checked} entries verified before it)"
+        )
+        return 1
+
+    return _with_services(settings, work)
+
+
+def cmd_institution_create(args: argparse.Namespace, settings: Settings) -> int:
+    data = schemas.InstitutionCreate(
+        code=args.code, name=args.name, kind=args.kind, region=args.region
+    )
+
+    async def work(services: Any) -> int:
+        out = await services.identity.create_institution(None, data)
+        print(f"institution {out.code} created (id {out.id})")
+        return 0
+
+    return _with_services(settings, work)
+
+
+def cmd_user_create(args: argparse.Namespace, settings: Settings) -> int:
+    fields = {
+        "username": args.username, "password": args.password, "role": args.role,
+        "institution": args.institution, "name": args.name, "title": args.title,
+        "department": args.department, "resident_id": args.resident_id,
+    }  # fmt: skip
+    data = schemas.UserCreate(**{k: v for k, v in fields.items() if v is not None})
+
+    async def work(services: Any) -> int:
+        out = await services.identity.create_user(None, data)
+        print(f"user {out.username} created (id {out.id}, role {out.role})")
+        return 0
+
+    return _with_services(settings, work)
+
+
+def cmd_user_totp(args: argparse.Namespace, settings: Settings) -> int:
+    async def work(services: Any) -> int:
+        uri = await services.auth.enrol_totp(args.username)
+        print(f"TOTP enrolled for {args.username}; add to an authenticator app:\n{uri}")
+        return 0
+
+    return _with_services(settings, work)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="yihao", description="Yihao (一号) server")
+    parser.add_argument("--config", help="settings file (TOML); also YIHAO_CONFIG")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the server")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(func=cmd_serve)
+
+    commands.add_parser("migrate", help="bring the database to the latest schema").set_defaults(
+        func=cmd_migrate
+    )
+    commands.add_parser("seed-demo", help="create the demo network").set_defaults(
+        func=cmd_seed_demo
+    )
+
+    audit = commands.add_parser("audit", help="audit log").add_subparsers(dest="sub", required=True)
+    audit.add_parser("verify", help="check the hash chain").set_defaults(func=cmd_audit_verify)
+
+    institution = commands.add_parser("institution", help="institutions").add_subparsers(
+        dest="sub", required=True
+    )
+    inst_create = institution.add_parser("create", help="register an institution")
+    inst_create.add_argument("--code", required=True)
+    inst_create.add_argument("--name", required=True)
+    inst_create.add_argument(
+        "--kind", required=True, choices=["tertiary", "secondary", "community", "pharmacy", "lab"]
+    )
+    inst_create.add_argument("--region")
+    inst_create.set_defaults(func=cmd_institution_create)
+
+    user = commands.add_parser("user", help="accounts").add_subparsers(dest="sub", required=True)
+    user_create = user.add_parser("create", help="create an account")
+    user_create.add_argument("--username", required=True)
+    user_create.add_argument("--password", required=True)
+    user_create.add_argument(
+        "--role",
+        required=True,
+        choices=["specialist", "gp", "pharmacist", "nurse", "institution_admin",
+                 "platform_admin", "patient"],
+    )  # fmt: skip
+    user_create.add_argument("--institution", help="institution code (practitioners)")
+    user_create.add_argument("--resident-id", help="resident ID number (patients)")
+    user_create.add_argument("--name")
+    user_create.add_argument("--title")
+    user_create.add_argument("--department")
+    user_create.set_defaults(func=cmd_user_create)
+    user_totp = user.add_parser("totp", help="enrol a TOTP second factor for an account")
+    user_totp.add_argument("--username", required=True)
+    user_totp.set_defaults(func=cmd_user_totp)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except SettingsError as exc:
+        print(f"yihao: settings: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level, settings.log_format)
+    try:
+        return int(args.func(args, settings))
+    except ValidationError as exc:
+        for err in field_errors(exc):
+            print(f"yihao: {err['field'].replace('_', '-')}: {err['reason']}", file=sys.stderr)
+        return 2
+    except YihaoError as exc:
+        print(f"yihao: {exc.detail}", file=sys.stderr)
+        if exc.errors:
+            print(json.dumps(exc.errors, ensure_ascii=False), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,199 @@
+"""Settings: from environment variables (``YIHAO_<KEY>``) over an optional TOML file.
+
+Every key is declared once in :class:`Settings`. A value that is missing or
+wrong stops the server at start with a message naming the key and where it
+came from (the environment variable or the file), never later mid-request.
+
+TOML files may group keys in tables: ``[database] url = "…"`` is the key
+``database_url``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ENV_PREFIX = "YIHAO_"
+
+Role = Literal[
+    "specialist", "gp", "pharmacist", "nurse", "institution_admin", "platform_admin", "patient"
+]
+
+
+class SettingsError(Exception):
+    """A setting is missing or wrong; the message names the key."""
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Where the embedded mode keeps its SQLite file and recordings.
+    data_dir: Path = Path("./data")
+    # Empty: SQLite at <data_dir>/yihao.db. postgresql+asyncpg://… for the distributed mode.
+    database_url: str = ""
+    database_pool_size: int = Field(default=10, ge=1, le=200)
+    # Empty: in-process Socket.IO manager. redis://… fans events out across processes.
+    redis_url: str = ""
+    # The Redis pub/sub channel the Socket.IO manager uses; nodes of one cluster share it.
+    redis_channel: str = "yihao"
+    # Apply migrations at start. Defaults to on in embedded mode only (see effective_auto_migrate).
+    auto_migrate: bool | None = None
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    # Public base URL, used in FHIR links; derived from host/port when empty.
+    public_url: str = ""
+    web_dir: Path | None = None
+
+    # Secret for signing access tokens; every node of a cluster must share it.
+    secret_key: str = ""
+    access_token_ttl_seconds: int = Field(default=900, ge=30, le=86400)
+    refresh_token_ttl_seconds: int = Field(default=7 * 86400, ge=300, le=90 * 86400)
+    # Automatic logoff: a session idle this long is ended (0 disables).
+    session_idle_timeout_seconds: int = Field(default=1800, ge=0)
+    login_max_failures: int = Field(default=5, ge=1, le=100)
+    login_lockout_seconds: int = Field(default=900, ge=1)
+    # Login attempts allowed per client address per minute.
+    login_rate_per_minute: int = Field(default=30, ge=1)
+    # Roles that must present a TOTP code at login.
+    totp_required_roles: frozenset[Role] = frozenset()
+    # argon2id cost; the defaults follow RFC 9106's second recommended option.
+    argon2_time_cost: int = Field(default=3, ge=1)
+    argon2_memory_kib: int = Field(default=65536, ge=8)
+
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    fhir_max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    # Socket.IO: events a connection may send per 10 s before it is told to slow down.
+    socket_events_per_10s: int = Field(default=300, ge=1)
+    socket_max_message_bytes: int = Field(default=1024 * 1024, ge=1024)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
+    # Browser origins allowed to call the API and Socket.IO; empty means same origin only.
+    cors_origins: tuple[str, ...] = ()
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        if value and not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str) -> str:
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("secret_key")
+    @classmethod
+    def _check_secret(cls, value: str) -> str:
+        if value and len(value) < 32:
+            raise ValueError("must be at least 32 characters")
+        return value
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'yihao.db'}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.effective_database_url.startswith("sqlite")
+
+    @property
+    def effective_auto_migrate(self) -> bool:
+        return self.is_sqlite if self.auto_migrate is None else self.auto_migrate
+
+    @property
+    def effective_public_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    def with_overrides(self, **values: Any) -> Settings:
+        return self.model_validate({**self.model_dump(), **values})
+
+
+def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{name}_"))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _env_value(field: str, raw: str) -> Any:
+    annotation = str(Settings.model_fields[field].annotation)
+    if "frozenset" in annotation or "tuple" in annotation:
+        return [part.strip() for part in raw.split(",") if part.strip()]
+    return raw
+
+
+def load_settings(
+    path: str | Path | None = None,
+    environ: dict[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Read the file (if any), then the environment, then explicit overrides."""
+    environ = dict(os.environ if environ is None else environ)
+    values: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    path = path or environ.get(f"{ENV_PREFIX}CONFIG") or None
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                from_file = _flatten(tomllib.load(fh))
+        except OSError as exc:
+            raise SettingsError(f"{ENV_PREFIX}CONFIG: cannot read {path}: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"{path}: not valid TOML: {exc}") from exc
+        for key, value in from_file.items():
+            values[key] = value
+            origin[key] = f"'{key}' in {path}"
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == f"{ENV_PREFIX}CONFIG":
+            continue
+        key = name[len(ENV_PREFIX) :].lower()
+        if key not in Settings.model_fields:
+            # A mistyped variable would otherwise be silently ignored.
+            raise SettingsError(f"{name}: unknown setting")
+        values[key] = _env_value(key, raw)
+        origin[key] = name
+    for key, value in overrides.items():
+        values[key] = value
+        origin[key] = key
+    try:
+        settings = Settings.model_validate(values)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = str(err["loc"][0]) if err["loc"] else "?"
+            where = origin.get(key, f"{ENV_PREFIX}{key.upper()}")
+            problems.append(f"{where}: {err['msg']}")
+        raise SettingsError("; ".join(problems)) from None
+    if not settings.secret_key:
+        settings = settings.with_overrides(secret_key=_local_secret(settings))
+    return settings
+
+
+def _local_secret(settings: Settings) -> str:
+    """A secret kept in the data directory, for a single-node install.
+
+    A cluster must set YIHAO_SECRET_KEY explicitly: nodes would otherwise each
+    invent their own and refuse one another's tokens.
+    """
+    if not settings.is_sqlite:
+        raise SettingsError(f"{ENV_PREFIX}SECRET_KEY: required when the database is PostgreSQL")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    secret_file = settings.data_dir / "secret_key"
+    if not secret_file.exists():
+        secret_file.write_text(secrets.token_urlsafe(48))
+        secret_file.chmod(0o600)
+    return secret_file.read_text().strip()

@@ -1,0 +1,34 @@
+"""The services of one running app, built once by ``create_app`` and handed to the edges."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from server.config import Settings
+from server.core.api import SERVICES, Call
+from server.core.audit import AuditLog
+from server.core.db import Database
+from server.core.events import Events
+from server.identity.service import AuthService, IdentityService
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from server.realtime.gateway import Gateway
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    audit: AuditLog
+    events: Events
+    auth: AuthService
+    identity: IdentityService
+    gateway: Gateway
+    redis: Redis | None = None
+
+
+def services(call: Call) -> Services:
+    return call.request.app[SERVICES]  # type: ignore[no-any-return]

@@ -1,0 +1,242 @@
+"""Declaring REST operations: one declaration validates requests and documents them.
+
+A capability's ``routes.py`` declares each operation with :meth:`Routes.op`,
+naming the pydantic models of its body, query and answer. The same models
+validate the request at run time and build the OpenAPI document
+(:mod:`server.core.openapi`), so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from server.core.auth import Requester
+from server.core.errors import (
+    FieldError,
+    Forbidden,
+    MalformedJSON,
+    PayloadTooLarge,
+    Unauthorized,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
+
+Authenticate = Callable[[str], Awaitable[Requester]]
+AUTHENTICATE = web.AppKey("authenticate", Callable[[str], Awaitable[Requester]])
+SERVICES: web.AppKey[Any] = web.AppKey("services", object)
+MAX_BODY = web.AppKey("max_body", int)
+
+
+class Strict(BaseModel):
+    """Base of request models: unknown fields are an error, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+@dataclass
+class Call:
+    """What a handler gets: the request, who made it, and its validated parts."""
+
+    request: web.Request
+    requester: Requester | None
+    body: Any = None
+    query: Any = None
+
+    @property
+    def services(self) -> Any:
+        return self.request.app[SERVICES]
+
+    @property
+    def user(self) -> Requester:
+        assert self.requester is not None, "operation declared without auth"
+        return self.requester
+
+    def path_int(self, name: str) -> int:
+        return int(self.request.match_info[name])
+
+    def path_str(self, name: str) -> str:
+        return self.request.match_info[name]
+
+
+Handler = Callable[[Call], Awaitable[Any]]
+
+
+@dataclass
+class Operation:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    tags: tuple[str, ...]
+    body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    response: type[BaseModel] | None = None
+    status: int = 200
+    auth: bool = True
+    roles: frozenset[str] | None = None
+    errors: tuple[int, ...] = ()
+    raw_body: bool = False
+    body_limit: int | None = None
+    operation_id: str = ""
+
+    @property
+    def openapi_path(self) -> str:
+        return re.sub(r"\{(\w+)(:[^}]*)?\}", r"{\1}", self.path)
+
+    @property
+    def path_params(self) -> list[tuple[str, bool]]:
+        """(name, is_integer) for each path parameter."""
+        return [
+            (m.group(1), (m.group(2) or "") == r":\d+")
+            for m in re.finditer(r"\{(\w+)(:[^}]*)?\}", self.path)
+        ]
+
+
+@dataclass
+class Routes:
+    """A capability's operations, added to the app by ``create_app``."""
+
+    tag: str
+    operations: list[Operation] = field(default_factory=list)
+
+    def op(
+        self,
+        method: str,
+        path: str,
+        *,
+        summary: str,
+        body: type[BaseModel] | None = None,
+        query: type[BaseModel] | None = None,
+        response: type[BaseModel] | None = None,
+        status: int = 200,
+        auth: bool = True,
+        roles: set[str] | frozenset[str] | None = None,
+        errors: tuple[int, ...] = (),
+        body_limit: int | None = None,
+    ) -> Callable[[Handler], Handler]:
+        def decorate(handler: Handler) -> Handler:
+            self.operations.append(
+                Operation(
+                    method=method.upper(),
+                    path=path,
+                    handler=handler,
+                    summary=summary,
+                    tags=(self.tag,),
+                    body=body,
+                    query=query,
+                    response=response,
+                    status=status,
+                    auth=auth,
+                    roles=frozenset(roles) if roles else None,
+                    errors=errors,
+                    body_limit=body_limit,
+                    operation_id=handler.__name__,
+                )
+            )
+            return handler
+
+        return decorate
+
+    def add_to(self, app: web.Application) -> None:
+        for operation in self.operations:
+            app.router.add_route(operation.method, operation.path, make_view(operation))
+
+
+def field_errors(exc: ValidationError, prefix: str = "") -> list[FieldError]:
+    errors: list[FieldError] = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(part) for part in err["loc"]) or "body"
+        reason = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            reason = "unknown field"
+        errors.append({"field": prefix + loc, "reason": reason})
+    return errors
+
+
+def validation_failed(exc: ValidationError, prefix: str = "") -> ValidationFailed:
+    errors = field_errors(exc, prefix)
+    summary = "; ".join(f"{e['field']}: {e['reason']}" for e in errors[:5])
+    return ValidationFailed(summary, errors=errors)
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """Read the body, refusing it as soon as it passes ``limit`` bytes."""
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"the request body may be at most {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.content.iter_chunked(65536):
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the request body may be at most {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_json(request: web.Request, limit: int) -> Any:
+    ctype = request.content_type
+    if ctype != "application/json" and not ctype.endswith("+json"):
+        raise UnsupportedMediaType("send the body as application/json")
+    raw = await read_body(request, limit)
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedJSON(f"the body is not valid JSON: {exc}") from None
+
+
+def bearer_token(request: web.Request) -> str:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("send an access token: Authorization: Bearer <token>")
+    return token.strip()
+
+
+def json_response(
+    data: Any, status: int = 200, content_type: str = "application/json"
+) -> web.Response:
+    return web.Response(
+        body=json.dumps(data, ensure_ascii=False, separators=(",", ":")),
+        status=status,
+        content_type=content_type,
+    )
+
+
+def make_view(operation: Operation) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def view(request: web.Request) -> web.StreamResponse:
+        requester = None
+        if operation.auth:
+            requester = await request.app[AUTHENTICATE](bearer_token(request))
+            if operation.roles is not None and requester.role not in operation.roles:
+                raise Forbidden(f"the role '{requester.role}' may not do this")
+        query = None
+        if operation.query is not None:
+            try:
+                query = operation.query.model_validate(dict(request.query))
+            except ValidationError as exc:
+                raise validation_failed(exc) from None
+        body = None
+        if operation.body is not None:
+            limit = operation.body_limit or request.app[MAX_BODY]
+            payload = await read_json(request, limit)
+            try:
+                body = operation.body.model_validate(payload)
+            except ValidationError as exc:
+                raise validation_failed(exc) from None
+        result = await operation.handler(Call(request, requester, body, query))
+        if isinstance(result, web.StreamResponse):
+            return result
+        if result is None:
+            return web.Response(status=204 if operation.status == 200 else operation.status)
+        if isinstance(result, BaseModel):
+            result = result.model_dump(mode="json")
+        return json_response(result, operation.status)
+
+    view.__name__ = operation.operation_id
+    return view

@@ -1,0 +1,171 @@
+"""The audit log: append-only, each entry chained to the previous by SHA-256.
+
+Entries are written in the same transaction as the action they record, so an
+action without its audit entry cannot exist. A one-row head table holds the
+last sequence number and hash; appending locks that row, so the chain is a
+single line even with many writers on many nodes. ``verify`` walks the chain
+and names the first entry that was edited, deleted or moved.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Integer, String, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from server.core import context
+from server.core.auth import Requester
+from server.core.canonical import canonical_json
+from server.core.db import Base, Database, UTCDateTime, utcnow
+
+logger = logging.getLogger(__name__)
+
+GENESIS = "0" * 64
+
+
+class AuditHead(Base):
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    hash: Mapped[str] = mapped_column(String(64), nullable=False)
+
+
+class AuditEvent(Base):
+    __tablename__ = "audit_events"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, index=True)
+    actor_user_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    actor_role: Mapped[str | None] = mapped_column(String(32))
+    action: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+    outcome: Mapped[str] = mapped_column(String(16), nullable=False)
+    patient_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    resource: Mapped[str | None] = mapped_column(String(200))
+    reason: Mapped[str | None] = mapped_column(String(500))
+    ip: Mapped[str | None] = mapped_column(String(64))
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    prev_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    hash: Mapped[str] = mapped_column(String(64), nullable=False)
+
+    def content(self) -> dict[str, Any]:
+        """The fields the hash covers (everything but the hash itself)."""
+        return {
+            "seq": self.seq,
+            "at": self.at.isoformat(),
+            "actor_user_id": self.actor_user_id,
+            "actor_role": self.actor_role,
+            "action": self.action,
+            "outcome": self.outcome,
+            "patient_id": self.patient_id,
+            "resource": self.resource,
+            "reason": self.reason,
+            "ip": self.ip,
+            "request_id": self.request_id,
+            "details": self.details,
+            "prev_hash": self.prev_hash,
+        }
+
+
+def entry_hash(event: AuditEvent) -> str:
+    return hashlib.sha256(canonical_json(event.content())).hexdigest()
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    ok: bool
+    checked: int
+    broken_at: int | None = None
+    problem: str | None = None
+
+
+class AuditLog:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def record(
+        self,
+        session: AsyncSession,
+        action: str,
+        *,
+        actor: Requester | None = None,
+        actor_user_id: int | None = None,
+        outcome: str = "success",
+        patient_id: int | None = None,
+        resource: str | None = None,
+        reason: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> AuditEvent:
+        """Append an entry inside the caller's transaction."""
+        head = (
+            await session.execute(
+                update(AuditHead)
+                .where(AuditHead.id == 1)
+                .values(seq=AuditHead.seq + 1)
+                .returning(AuditHead.seq, AuditHead.hash)
+            )
+        ).one()
+        event = AuditEvent(
+            seq=head.seq,
+            at=utcnow(),
+            actor_user_id=actor.user_id if actor else actor_user_id,
+            actor_role=actor.role if actor else None,
+            action=action,
+            outcome=outcome,
+            patient_id=patient_id,
+            resource=resource,
+            reason=reason,
+            ip=context.client_ip.get(),
+            request_id=context.request_id.get(),
+            details=details or {},
+            prev_hash=head.hash,
+        )
+        event.hash = entry_hash(event)
+        session.add(event)
+        await session.execute(update(AuditHead).where(AuditHead.id == 1).values(hash=event.hash))
+        return event
+
+    async def record_alone(self, action: str, **kwargs: Any) -> None:
+        """Append an entry in a transaction of its own (failures, denials)."""
+        async with self.db.transaction() as tx:
+            await self.record(tx.session, action, **kwargs)
+
+    async def verify(self, batch: int = 1000) -> VerifyResult:
+        expected_prev, expected_seq, checked = GENESIS, 1, 0
+        async with self.db.read() as session:
+            last = 0
+            while True:
+                rows = (
+                    await session.scalars(
+                        select(AuditEvent)
+                        .where(AuditEvent.seq > last)
+                        .order_by(AuditEvent.seq)
+                        .limit(batch)
+                    )
+                ).all()
+                for row in rows:
+                    if row.seq != expected_seq:
+                        return VerifyResult(
+                            False, checked, expected_seq, f"entry {expected_seq} is missing"
+                        )
+                    if row.prev_hash != expected_prev:
+                        return VerifyResult(
+                            False, checked, row.seq, "does not follow the entry before it"
+                        )
+                    if entry_hash(row) != row.hash:
+                        return VerifyResult(False, checked, row.seq, "content was changed")
+                    expected_prev, expected_seq, checked = row.hash, row.seq + 1, checked + 1
+                    last = row.seq
+                if len(rows) < batch:
+                    break
+            head = await session.get(AuditHead, 1)
+        if head is None or head.seq != expected_seq - 1 or head.hash != expected_prev:
+            return VerifyResult(False, checked, expected_seq, "entries after this were removed")
+        return VerifyResult(True, checked)

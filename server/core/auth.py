@@ -1,0 +1,150 @@
+"""Authentication primitives: passwords, access tokens, TOTP, the requester.
+
+The login flow itself (lockout, sessions, refresh, revocation) lives in
+``server.identity.service``; this module holds the pieces it is built from.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import struct
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from server.config import Settings
+from server.core.errors import Unauthorized
+
+PRACTITIONER_ROLES = frozenset({"specialist", "gp", "pharmacist", "nurse", "institution_admin"})
+ALL_ROLES = PRACTITIONER_ROLES | {"platform_admin", "patient"}
+CLINICIAN_ROLES = frozenset({"specialist", "gp", "nurse"})
+
+
+@dataclass(frozen=True, slots=True)
+class Requester:
+    """Who is asking: established from a verified access token."""
+
+    user_id: int
+    role: str
+    session_id: str
+    institution_id: int | None = None
+    patient_id: int | None = None
+
+    @property
+    def is_practitioner(self) -> bool:
+        return self.role in PRACTITIONER_ROLES
+
+
+class Passwords:
+    """argon2id hashing with the configured cost."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._hasher = PasswordHasher(
+            time_cost=settings.argon2_time_cost, memory_cost=settings.argon2_memory_kib
+        )
+        # Verifying against this when the user does not exist costs the same
+        # time as a real check, so timing does not reveal which usernames exist.
+        self._dummy = self._hasher.hash(secrets.token_urlsafe(16))
+
+    def hash(self, password: str) -> str:
+        return self._hasher.hash(password)
+
+    def verify(self, stored: str | None, password: str) -> bool:
+        try:
+            return self._hasher.verify(stored or self._dummy, password) and stored is not None
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return False
+
+    def needs_rehash(self, stored: str) -> bool:
+        return self._hasher.check_needs_rehash(stored)
+
+
+class Tokens:
+    """Short-lived HS256 access tokens bound to a server-side session."""
+
+    ALGORITHM = "HS256"
+
+    def __init__(self, settings: Settings) -> None:
+        self._key = settings.secret_key
+        self.ttl = settings.access_token_ttl_seconds
+
+    def issue(self, requester: Requester) -> str:
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "sub": str(requester.user_id),
+            "sid": requester.session_id,
+            "role": requester.role,
+            "iat": now,
+            "exp": now + self.ttl,
+            "typ": "access",
+        }
+        if requester.institution_id is not None:
+            claims["inst"] = requester.institution_id
+        if requester.patient_id is not None:
+            claims["pat"] = requester.patient_id
+        return jwt.encode(claims, self._key, algorithm=self.ALGORITHM)
+
+    def decode(self, token: str) -> Requester:
+        try:
+            claims = jwt.decode(
+                token,
+                self._key,
+                algorithms=[self.ALGORITHM],
+                options={"require": ["sub", "sid", "exp", "role", "typ"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthorized("the access token has expired", code="token_expired") from None
+        except jwt.PyJWTError:
+            raise Unauthorized("the access token is not valid", code="token_invalid") from None
+        if claims.get("typ") != "access" or not str(claims["sub"]).isdigit():
+            raise Unauthorized("the access token is not valid", code="token_invalid")
+        return Requester(
+            user_id=int(claims["sub"]),
+            role=str(claims["role"]),
+            session_id=str(claims["sid"]),
+            institution_id=claims.get("inst"),
+            patient_id=claims.get("pat"),
+        )
+
+
+def new_refresh_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def hash_refresh_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+# --- TOTP (RFC 6238, SHA-1, 30 s, 6 digits: what authenticator apps expect) ---
+
+
+def new_totp_secret() -> str:
+    return base64.b32encode(secrets.token_bytes(20)).decode().rstrip("=")
+
+
+def totp_code(secret: str, at: float | None = None, step: int = 30) -> str:
+    key = base64.b32decode(secret + "=" * (-len(secret) % 8), casefold=True)
+    counter = int((time.time() if at is None else at) // step)
+    digest = hmac.new(key, struct.pack(">Q", counter), hashlib.sha1).digest()
+    offset = digest[-1] & 0x0F
+    value = struct.unpack(">I", digest[offset : offset + 4])[0] & 0x7FFFFFFF
+    return f"{value % 1_000_000:06d}"
+
+
+def verify_totp(secret: str, code: str, at: float | None = None) -> bool:
+    """Accept the current code and one step either side, for clock drift."""
+    now = time.time() if at is None else at
+    return any(
+        hmac.compare_digest(totp_code(secret, now + drift * 30), code) for drift in (-1, 0, 1)
+    )
+
+
+def totp_uri(secret: str, username: str) -> str:
+    return f"otpauth://totp/Yihao:{username}?secret={secret}&issuer=Yihao"

@@ -1,0 +1,181 @@
+"""Persistence: the engine, transactions with after-commit hooks, migrations.
+
+One model layer serves SQLite (embedded mode: WAL, foreign keys, a busy
+timeout, write transactions that take the lock up front) and PostgreSQL.
+Timestamps are stored in UTC and always come back timezone-aware.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import DateTime, MetaData, event, text
+from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.types import TypeDecorator
+
+from server.config import Settings
+
+logger = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp kept in UTC; refuses naive datetimes going in."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        # SQLite has no time zones: store naive UTC, add the zone back on the way out.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+AfterCommit = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class Tx:
+    """A unit of work: a session inside one transaction, plus work for after commit."""
+
+    session: AsyncSession
+    after_commit: list[AfterCommit] = field(default_factory=list)
+
+    def on_commit(self, callback: AfterCommit) -> None:
+        self.after_commit.append(callback)
+
+
+def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
+    # The driver's own transaction handling is turned off so that we emit BEGIN
+    # ourselves (see _sqlite_on_begin).
+    dbapi_conn.isolation_level = None
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _sqlite_on_begin(conn: Connection) -> None:
+    # BEGIN IMMEDIATE takes the write lock at the start, so two writers queue on
+    # the busy timeout instead of one failing when it upgrades a read lock.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class Database:
+    def __init__(self, settings: Settings) -> None:
+        self.url = settings.effective_database_url
+        self.is_sqlite = settings.is_sqlite
+        if self.is_sqlite:
+            path = self.url.split(":///", 1)[1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self.engine: AsyncEngine = create_async_engine(
+                self.url, pool_size=5, max_overflow=0, pool_timeout=30
+            )
+            event.listen(self.engine.sync_engine, "connect", _sqlite_on_connect)
+            event.listen(self.engine.sync_engine, "begin", _sqlite_on_begin)
+        else:
+            self.engine = create_async_engine(
+                self.url,
+                pool_size=settings.database_pool_size,
+                max_overflow=settings.database_pool_size,
+                pool_pre_ping=True,
+                pool_timeout=10,
+            )
+        self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Tx]:
+        """Run a unit of work; after-commit callbacks run only if it committed."""
+        async with self.sessionmaker() as session, session.begin():
+            tx = Tx(session)
+            yield tx
+        for callback in tx.after_commit:
+            try:
+                await callback()
+            except Exception:
+                # The data is committed; a failed push is caught up by replay.
+                logger.exception("after-commit callback failed")
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        async with self.sessionmaker() as session, session.begin():
+            yield session
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def migrate(self) -> None:
+        async with self.engine.begin() as conn:
+            await conn.run_sync(run_migrations)
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def alembic_config() -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return cfg
+
+
+def run_migrations(connection: Connection) -> None:
+    cfg = alembic_config()
+    cfg.attributes["connection"] = connection
+    command.upgrade(cfg, "heads")
+
+
+def migrate_sync(settings: Settings) -> None:
+    async def _run() -> None:
+        db = Database(settings)
+        try:
+            await db.migrate()
+        finally:
+            await db.dispose()
+
+    asyncio.run(_run())

@@ -1,0 +1,148 @@
+"""Request and answer models of the identity capability (they also make the OpenAPI document)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, StringConstraints, field_validator
+
+from server.core.api import Strict
+from server.core.ids import ResidentIdError, check_region
+from server.core.types import Code, OrgName, Password, PersonName, Phone, Region, Username
+
+InstitutionKind = Literal["tertiary", "secondary", "community", "pharmacy", "lab"]
+RoleName = Literal[
+    "specialist", "gp", "pharmacist", "nurse", "institution_admin", "platform_admin", "patient"
+]
+DOCTOR_TITLES = ("主任医师", "副主任医师", "主治医师", "住院医师")
+PHARMACIST_TITLES = ("主任药师", "副主任药师", "主管药师", "药师", "药士")
+NURSE_TITLES = ("主任护师", "副主任护师", "主管护师", "护师", "护士")
+Title = Literal[
+    "主任医师", "副主任医师", "主治医师", "住院医师",
+    "主任药师", "副主任药师", "主管药师", "药师", "药士",
+    "主任护师", "副主任护师", "主管护师", "护师", "护士",
+]  # fmt: skip
+TotpCode = Annotated[str, StringConstraints(pattern=r"^\d{6}$")]
+
+
+class LoginRequest(Strict):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=256)
+    totp: TotpCode | None = None
+
+
+class TokenResponse(BaseModel):
+    access_token: str
+    token_type: Literal["Bearer"] = "Bearer"
+    expires_in: int
+    refresh_token: str
+
+
+class RefreshRequest(Strict):
+    refresh_token: str = Field(min_length=10, max_length=200)
+
+
+class PasswordChange(Strict):
+    current_password: str = Field(min_length=1, max_length=256)
+    new_password: Password
+
+
+class TotpSetup(BaseModel):
+    secret: str
+    otpauth_uri: str
+
+
+class TotpConfirm(Strict):
+    code: TotpCode
+
+
+class InstitutionCreate(Strict):
+    code: Code
+    name: OrgName
+    kind: InstitutionKind
+    region: Region | None = None
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                check_region(value)
+            except ResidentIdError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+
+class DepartmentCreate(Strict):
+    name: OrgName = Field(max_length=50)
+
+
+class DepartmentOut(BaseModel):
+    id: int
+    name: str
+
+
+class InstitutionOut(BaseModel):
+    id: int
+    code: str
+    name: str
+    kind: InstitutionKind
+    region: str | None
+    departments: list[DepartmentOut]
+
+
+class InstitutionList(BaseModel):
+    items: list[InstitutionOut]
+
+
+class InstitutionQuery(Strict):
+    kind: InstitutionKind | None = None
+
+
+class InstitutionRef(BaseModel):
+    id: int
+    code: str
+    name: str
+    kind: InstitutionKind
+
+
+class UserCreate(Strict):
+    username: Username
+    password: Password
+    role: RoleName
+    name: PersonName | None = None
+    institution: Code | None = Field(default=None, description="institution code")
+    department: OrgName | None = Field(default=None, max_length=50)
+    title: Title | None = None
+    can_prescribe: bool | None = Field(
+        default=None, description="defaults to true for specialists and community doctors"
+    )
+    resident_id: str | None = Field(default=None, max_length=18, description="patients only")
+    sex: Literal["male", "female"] | None = None
+    birth_date: date | None = None
+    phone: Phone | None = None
+
+
+class UserOut(BaseModel):
+    id: int
+    username: str
+    role: RoleName
+    name: str | None
+    institution: InstitutionRef | None
+    department: str | None
+    title: str | None
+    can_prescribe: bool
+    patient_id: int | None
+    totp_enabled: bool
+    active: bool
+    created_at: datetime
+
+
+class UserList(BaseModel):
+    items: list[UserOut]
+
+
+class UserQuery(Strict):
+    institution: Code | None = None
+    role: RoleName | None = None

@@ -1,0 +1,672 @@
+"""Identity: institutions, departments, user accounts, logins.
+
+``IdentityService`` holds the administrative rules (who may create what, which
+role fits which kind of institution); ``AuthService`` the login rules
+(argon2id, lockout, TOTP, sessions with refresh and revocation, idle logoff).
+Every change is audited in the same transaction; changes to an institution
+are pushed on its stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from datetime import date, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from server.config import Settings
+from server.core.audit import AuditLog
+from server.core.auth import (
+    PRACTITIONER_ROLES,
+    Passwords,
+    Requester,
+    Tokens,
+    hash_refresh_token,
+    new_refresh_token,
+    new_totp_secret,
+    totp_uri,
+    verify_totp,
+)
+from server.core.db import Database, Tx, utcnow
+from server.core.errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    TooManyRequests,
+    Unauthorized,
+    ValidationFailed,
+)
+from server.core.events import Events
+from server.core.ids import ResidentIdError, parse_resident_id
+from server.core.ratelimit import RateLimiter
+from server.identity import schemas
+from server.identity.models import AuthSession, Department, Institution, Patient, User
+
+logger = logging.getLogger(__name__)
+
+# Which kinds of institution each practitioner role may belong to.
+ROLE_KINDS: dict[str, frozenset[str]] = {
+    "specialist": frozenset({"tertiary", "secondary"}),
+    "gp": frozenset({"community", "secondary"}),
+    "pharmacist": frozenset({"pharmacy", "tertiary", "secondary", "community"}),
+    "nurse": frozenset({"tertiary", "secondary", "community"}),
+    "institution_admin": frozenset({"tertiary", "secondary", "community", "pharmacy", "lab"}),
+}
+ROLE_TITLES: dict[str, tuple[str, ...]] = {
+    "specialist": schemas.DOCTOR_TITLES,
+    "gp": schemas.DOCTOR_TITLES,
+    "pharmacist": schemas.PHARMACIST_TITLES,
+    "nurse": schemas.NURSE_TITLES,
+}
+# Only the platform's administrators create these.
+PLATFORM_ONLY_ROLES = frozenset({"platform_admin", "institution_admin", "patient"})
+# Refreshing last_seen_at on every request would turn each read into a write.
+LAST_SEEN_RESOLUTION = timedelta(seconds=60)
+
+
+def institution_stream(institution_id: int) -> str:
+    return f"institution:{institution_id}"
+
+
+def institution_out(institution: Institution) -> schemas.InstitutionOut:
+    return schemas.InstitutionOut(
+        id=institution.id,
+        code=institution.code,
+        name=institution.name,
+        kind=institution.kind,  # type: ignore[arg-type]
+        region=institution.region,
+        departments=[schemas.DepartmentOut(id=d.id, name=d.name) for d in institution.departments],
+    )
+
+
+def user_out(user: User) -> schemas.UserOut:
+    inst = user.institution
+    return schemas.UserOut(
+        id=user.id,
+        username=user.username,
+        role=user.role,  # type: ignore[arg-type]
+        name=user.name,
+        institution=schemas.InstitutionRef(
+            id=inst.id,
+            code=inst.code,
+            name=inst.name,
+            kind=inst.kind,  # type: ignore[arg-type]
+        )
+        if inst
+        else None,
+        department=user.department.name if user.department else None,
+        title=user.title,
+        can_prescribe=user.can_prescribe,
+        patient_id=user.patient_id,
+        totp_enabled=user.totp_enabled,
+        active=user.active,
+        created_at=user.created_at,
+    )
+
+
+def _user_query() -> Any:
+    return select(User).options(selectinload(User.institution), selectinload(User.department))
+
+
+class IdentityService:
+    def __init__(self, db: Database, audit: AuditLog, events: Events, passwords: Passwords) -> None:
+        self.db = db
+        self.audit = audit
+        self.events = events
+        self.passwords = passwords
+
+    # --- institutions -------------------------------------------------------
+
+    async def list_institutions(self, kind: str | None = None) -> list[schemas.InstitutionOut]:
+        async with self.db.read() as session:
+            query = select(Institution).options(selectinload(Institution.departments))
+            if kind:
+                query = query.where(Institution.kind == kind)
+            rows = await session.scalars(query.order_by(Institution.id))
+            return [institution_out(i) for i in rows]
+
+    async def get_institution(self, institution_id: int) -> schemas.InstitutionOut:
+        async with self.db.read() as session:
+            return institution_out(await self._institution(session, institution_id))
+
+    async def _institution(self, session: AsyncSession, institution_id: int) -> Institution:
+        institution = await session.scalar(
+            select(Institution)
+            .options(selectinload(Institution.departments))
+            .where(Institution.id == institution_id)
+        )
+        if institution is None:
+            raise NotFound(f"no institution {institution_id}")
+        return institution
+
+    async def institution_by_code(self, session: AsyncSession, code: str) -> Institution:
+        institution = await session.scalar(
+            select(Institution)
+            .options(selectinload(Institution.departments))
+            .where(Institution.code == code)
+        )
+        if institution is None:
+            raise ValidationFailed.field("institution", f"no institution with code '{code}'")
+        return institution
+
+    async def create_institution(
+        self, actor: Requester | None, data: schemas.InstitutionCreate
+    ) -> schemas.InstitutionOut:
+        self.check_platform_admin(actor)
+        async with self.db.transaction() as tx:
+            if await tx.session.scalar(select(Institution.id).where(Institution.code == data.code)):
+                raise Conflict(
+                    f"an institution with code '{data.code}' exists", code="duplicate_code"
+                )
+            institution = Institution(
+                code=data.code, name=data.name, kind=data.kind, region=data.region
+            )
+            tx.session.add(institution)
+            await tx.session.flush()
+            await self.audit.record(
+                tx.session,
+                "institution.create",
+                actor=actor,
+                resource=f"Institution/{institution.id}",
+                details={"code": data.code, "kind": data.kind},
+            )
+            institution = await self._institution(tx.session, institution.id)
+            return institution_out(institution)
+
+    async def create_department(
+        self, actor: Requester | None, institution_id: int, data: schemas.DepartmentCreate
+    ) -> schemas.InstitutionOut:
+        self.check_institution_admin(actor, institution_id)
+        async with self.db.transaction() as tx:
+            institution = await self._institution(tx.session, institution_id)
+            await self._add_department(tx, actor, institution, data.name)
+            institution = await self._institution(tx.session, institution_id)
+            return institution_out(institution)
+
+    async def _add_department(
+        self, tx: Tx, actor: Requester | None, institution: Institution, name: str
+    ) -> Department:
+        if any(d.name == name for d in institution.departments):
+            raise Conflict(
+                f"department '{name}' exists at {institution.code}", code="duplicate_department"
+            )
+        department = Department(institution_id=institution.id, name=name)
+        tx.session.add(department)
+        await tx.session.flush()
+        await self.audit.record(
+            tx.session,
+            "department.create",
+            actor=actor,
+            resource=f"Department/{department.id}",
+            details={"institution_id": institution.id},
+        )
+        await self.events.append(
+            tx,
+            institution_stream(institution.id),
+            "institution",
+            "department_added",
+            {"institution_id": institution.id, "department": {"id": department.id, "name": name}},
+        )
+        return department
+
+    # --- users --------------------------------------------------------------
+
+    async def create_user(
+        self, actor: Requester | None, data: schemas.UserCreate
+    ) -> schemas.UserOut:
+        """Create an account. ``actor`` None means the operator's own CLI."""
+        async with self.db.transaction() as tx:
+            institution = (
+                await self.institution_by_code(tx.session, data.institution)
+                if data.institution
+                else None
+            )
+            self._check_may_create(actor, data, institution)
+            if await tx.session.scalar(select(User.id).where(User.username == data.username)):
+                raise Conflict(f"username '{data.username}' is taken", code="duplicate_username")
+            user = User(
+                username=data.username,
+                password_hash=self.passwords.hash(data.password),
+                role=data.role,
+                name=data.name,
+                title=data.title,
+            )
+            if data.role in PRACTITIONER_ROLES:
+                assert institution is not None
+                user.institution_id = institution.id
+                user.can_prescribe = (
+                    data.can_prescribe
+                    if data.can_prescribe is not None
+                    else data.role in {"specialist", "gp"}
+                )
+                if data.department:
+                    department = next(
+                        (d for d in institution.departments if d.name == data.department), None
+                    )
+                    if department is None:
+                        department = await self._add_department(
+                            tx, actor, institution, data.department
+                        )
+                    user.department_id = department.id
+            elif data.role == "patient":
+                patient = await self._patient_for_account(tx, actor, data)
+                user.patient_id = patient.id
+                user.name = data.name or patient.name
+            tx.session.add(user)
+            await tx.session.flush()
+            await self.audit.record(
+                tx.session,
+                "user.create",
+                actor=actor,
+                resource=f"User/{user.id}",
+                patient_id=user.patient_id,
+                details={"role": data.role, "institution_id": user.institution_id},
+            )
+            if user.institution_id is not None:
+                await self.events.append(
+                    tx,
+                    institution_stream(user.institution_id),
+                    "institution",
+                    "member_added",
+                    {"user_id": user.id, "role": user.role},
+                )
+            return user_out(await tx.session.scalar(_user_query().where(User.id == user.id)))
+
+    def _check_may_create(
+        self, actor: Requester | None, data: schemas.UserCreate, institution: Institution | None
+    ) -> None:
+        if actor is not None and actor.role != "platform_admin":
+            if actor.role != "institution_admin":
+                raise Forbidden("only administrators create accounts")
+            if data.role in PLATFORM_ONLY_ROLES:
+                raise Forbidden(f"only a platform administrator creates '{data.role}' accounts")
+            if institution is None or institution.id != actor.institution_id:
+                raise Forbidden(
+                    "an institution administrator creates accounts at their own institution"
+                )
+        if data.role in PRACTITIONER_ROLES:
+            if institution is None:
+                raise ValidationFailed.field("institution", f"required for the role '{data.role}'")
+            if institution.kind not in ROLE_KINDS[data.role]:
+                raise ValidationFailed.field(
+                    "role", f"a {data.role} cannot belong to a {institution.kind} institution"
+                )
+            if data.resident_id:
+                raise ValidationFailed.field(
+                    "resident_id", "only patient accounts take a resident ID"
+                )
+            allowed = ROLE_TITLES.get(data.role)
+            if data.title and (allowed is None or data.title not in allowed):
+                raise ValidationFailed.field(
+                    "title", f"'{data.title}' is not a title of a {data.role}"
+                )
+        else:
+            if institution is not None:
+                raise ValidationFailed.field(
+                    "institution", f"a {data.role} belongs to no institution"
+                )
+            if data.department or data.title or data.can_prescribe:
+                raise ValidationFailed.field(
+                    "role",
+                    f"department, title and prescribing right are for practitioners, not a {data.role}",
+                )
+            if data.role == "patient" and not data.resident_id:
+                raise ValidationFailed.field("resident_id", "required for a patient account")
+            if data.role != "patient" and data.resident_id:
+                raise ValidationFailed.field(
+                    "resident_id", "only patient accounts take a resident ID"
+                )
+
+    async def _patient_for_account(
+        self, tx: Tx, actor: Requester | None, data: schemas.UserCreate
+    ) -> Patient:
+        assert data.resident_id is not None
+        parsed = checked_resident_id(data.resident_id, sex=data.sex, birth_date=data.birth_date)
+        patient = await tx.session.scalar(
+            select(Patient).where(Patient.resident_id == parsed.number)
+        )
+        if patient is not None:
+            if await tx.session.scalar(select(User.id).where(User.patient_id == patient.id)):
+                raise Conflict("this resident already has an account", code="duplicate_account")
+            return patient
+        if not data.name:
+            raise ValidationFailed.field("name", "required for a new patient")
+        patient = Patient(
+            resident_id=parsed.number,
+            name=data.name,
+            sex=parsed.sex,
+            birth_date=parsed.birth_date,
+            phone=data.phone,
+        )
+        tx.session.add(patient)
+        await tx.session.flush()
+        await self.audit.record(
+            tx.session,
+            "patient.create",
+            actor=actor,
+            patient_id=patient.id,
+            resource=f"Patient/{patient.id}",
+        )
+        return patient
+
+    async def list_users(
+        self, actor: Requester, institution_code: str | None, role: str | None
+    ) -> list[schemas.UserOut]:
+        async with self.db.read() as session:
+            query = _user_query().order_by(User.id)
+            if actor.role == "institution_admin":
+                query = query.where(User.institution_id == actor.institution_id)
+            elif actor.role != "platform_admin":
+                raise Forbidden("only administrators list accounts")
+            if institution_code:
+                query = query.join(Institution, User.institution_id == Institution.id).where(
+                    Institution.code == institution_code
+                )
+            if role:
+                query = query.where(User.role == role)
+            return [user_out(u) for u in await session.scalars(query)]
+
+    async def get_user(self, actor: Requester, user_id: int) -> schemas.UserOut:
+        async with self.db.read() as session:
+            user = await session.scalar(_user_query().where(User.id == user_id))
+        if user is None:
+            raise NotFound(f"no user {user_id}")
+        visible = (
+            actor.user_id == user_id
+            or actor.role == "platform_admin"
+            or (
+                actor.is_practitioner and user.institution_id is not None and user.role != "patient"
+            )
+        )
+        if not visible:
+            raise NotFound(f"no user {user_id}")
+        return user_out(user)
+
+    # --- checks -------------------------------------------------------------
+
+    @staticmethod
+    def check_platform_admin(actor: Requester | None) -> None:
+        if actor is not None and actor.role != "platform_admin":
+            raise Forbidden("only a platform administrator may do this")
+
+    @staticmethod
+    def check_institution_admin(actor: Requester | None, institution_id: int) -> None:
+        if actor is None or actor.role == "platform_admin":
+            return
+        if actor.role != "institution_admin" or actor.institution_id != institution_id:
+            raise Forbidden("only an administrator of this institution may do this")
+
+
+def checked_resident_id(
+    raw: str, *, sex: str | None = None, birth_date: date | None = None, field: str = "resident_id"
+) -> Any:
+    """Parse an ID and check the caller's sex and birth date against it (422 on mismatch)."""
+    try:
+        parsed = parse_resident_id(raw)
+    except ResidentIdError as exc:
+        raise ValidationFailed.field(field, str(exc), code=f"resident_id_{exc.check}") from None
+    if sex is not None and sex != parsed.sex:
+        raise ValidationFailed.field(
+            "sex", f"the resident ID says {parsed.sex}", code="resident_id_sex"
+        )
+    if birth_date is not None and birth_date != parsed.birth_date:
+        raise ValidationFailed.field(
+            "birth_date",
+            f"the resident ID says {parsed.birth_date.isoformat()}",
+            code="resident_id_birth_date",
+        )
+    return parsed
+
+
+class AuthService:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        audit: AuditLog,
+        passwords: Passwords,
+        tokens: Tokens,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.audit = audit
+        self.passwords = passwords
+        self.tokens = tokens
+        self.login_limit = RateLimiter(settings.login_rate_per_minute)
+        self.refresh_limit = RateLimiter(settings.login_rate_per_minute * 2)
+
+    def _check_rate(self, limiter: RateLimiter, ip: str | None) -> None:
+        key = ip or "unknown"
+        if not limiter.allow(key):
+            retry = limiter.retry_after(key)
+            raise TooManyRequests(
+                "too many attempts from this address; wait and retry",
+                headers={"Retry-After": str(retry)},
+            )
+
+    async def login(self, data: schemas.LoginRequest, ip: str | None) -> schemas.TokenResponse:
+        self._check_rate(self.login_limit, ip)
+        async with self.db.read() as session:
+            user = await session.scalar(select(User).where(User.username == data.username))
+        now = utcnow()
+        if user is not None and user.locked_until is not None and user.locked_until > now:
+            await self.audit.record_alone(
+                "auth.login", actor_user_id=user.id, outcome="failure", reason="locked"
+            )
+            retry = int((user.locked_until - now).total_seconds()) + 1
+            raise Forbidden(
+                "the account is locked after repeated failed logins; try again later",
+                code="account_locked",
+                headers={"Retry-After": str(retry)},
+            )
+        password_ok = self.passwords.verify(user.password_hash if user else None, data.password)
+        if user is None or not password_ok or not user.active:
+            await self._record_failure(user, "bad_credentials")
+            raise Unauthorized("wrong username or password", code="invalid_credentials")
+        if user.totp_enabled and user.totp_secret:
+            if data.totp is None:
+                raise Unauthorized("this account needs a TOTP code", code="totp_required")
+            if not verify_totp(user.totp_secret, data.totp):
+                await self._record_failure(user, "bad_totp")
+                raise Unauthorized("the TOTP code is wrong", code="invalid_totp")
+        elif user.role in self.settings.totp_required_roles:
+            await self.audit.record_alone(
+                "auth.login", actor_user_id=user.id, outcome="failure", reason="totp_not_enrolled"
+            )
+            raise Forbidden(
+                "this role must sign in with a second factor; ask an administrator to enrol "
+                "TOTP for the account (yihao user totp --username …)",
+                code="totp_enrollment_required",
+            )
+        return await self._open_session(user, data.password)
+
+    async def _record_failure(self, user: User | None, reason: str) -> None:
+        async with self.db.transaction() as tx:
+            if user is not None:
+                failures = user.failed_logins + 1
+                values: dict[str, Any] = {"failed_logins": failures}
+                if failures >= self.settings.login_max_failures:
+                    values = {
+                        "failed_logins": 0,
+                        "locked_until": utcnow()
+                        + timedelta(seconds=self.settings.login_lockout_seconds),
+                    }
+                    reason = f"{reason}; locked"
+                await tx.session.execute(update(User).where(User.id == user.id).values(**values))
+            await self.audit.record(
+                tx.session,
+                "auth.login",
+                actor_user_id=user.id if user else None,
+                outcome="failure",
+                reason=reason,
+            )
+
+    async def _open_session(self, user: User, password: str) -> schemas.TokenResponse:
+        refresh = new_refresh_token()
+        now = utcnow()
+        async with self.db.transaction() as tx:
+            session = AuthSession(
+                id=secrets.token_hex(16),
+                user_id=user.id,
+                refresh_hash=hash_refresh_token(refresh),
+                created_at=now,
+                last_seen_at=now,
+                expires_at=now + timedelta(seconds=self.settings.refresh_token_ttl_seconds),
+            )
+            tx.session.add(session)
+            values: dict[str, Any] = {"failed_logins": 0, "locked_until": None}
+            if self.passwords.needs_rehash(user.password_hash):
+                # Costs were raised since this password was set: upgrade it now we know it.
+                values["password_hash"] = self.passwords.hash(password)
+            await tx.session.execute(update(User).where(User.id == user.id).values(**values))
+            await self.audit.record(
+                tx.session, "auth.login", actor_user_id=user.id, details={"session": session.id}
+            )
+        return self._token_response(user, session.id, refresh)
+
+    def _token_response(self, user: User, session_id: str, refresh: str) -> schemas.TokenResponse:
+        requester = Requester(
+            user_id=user.id,
+            role=user.role,
+            session_id=session_id,
+            institution_id=user.institution_id,
+            patient_id=user.patient_id,
+        )
+        return schemas.TokenResponse(
+            access_token=self.tokens.issue(requester),
+            expires_in=self.tokens.ttl,
+            refresh_token=refresh,
+        )
+
+    async def refresh(self, data: schemas.RefreshRequest, ip: str | None) -> schemas.TokenResponse:
+        self._check_rate(self.refresh_limit, ip)
+        now = utcnow()
+        async with self.db.transaction() as tx:
+            session = await tx.session.scalar(
+                select(AuthSession).where(
+                    AuthSession.refresh_hash == hash_refresh_token(data.refresh_token)
+                )
+            )
+            if session is None or session.revoked_at is not None or session.expires_at <= now:
+                raise Unauthorized("the refresh token is not valid", code="refresh_invalid")
+            if self._idle(session, now):
+                session.revoked_at, session.revoke_reason = now, "idle"
+                raise Unauthorized("the session ended after inactivity", code="session_idle")
+            user = await tx.session.get(User, session.user_id)
+            if user is None or not user.active:
+                raise Unauthorized("the account is disabled", code="account_disabled")
+            # Rotate: the old refresh token stops working at once.
+            refresh = new_refresh_token()
+            session.refresh_hash = hash_refresh_token(refresh)
+            session.last_seen_at = now
+        return self._token_response(user, session.id, refresh)
+
+    def _idle(self, session: AuthSession, now: Any) -> bool:
+        idle = self.settings.session_idle_timeout_seconds
+        return bool(idle) and (now - session.last_seen_at).total_seconds() > idle
+
+    async def authenticate(self, token: str) -> Requester:
+        """Verify an access token and that its session is still open."""
+        requester = self.tokens.decode(token)
+        now = utcnow()
+        async with self.db.read() as db_session:
+            session = await db_session.get(AuthSession, requester.session_id)
+        if (
+            session is None
+            or session.revoked_at is not None
+            or session.user_id != requester.user_id
+        ):
+            raise Unauthorized("the session has ended; sign in again", code="session_revoked")
+        if self._idle(session, now):
+            await self._end_session(session.id, "idle")
+            raise Unauthorized("the session ended after inactivity", code="session_idle")
+        if now - session.last_seen_at > LAST_SEEN_RESOLUTION:
+            async with self.db.transaction() as tx:
+                await tx.session.execute(
+                    update(AuthSession).where(AuthSession.id == session.id).values(last_seen_at=now)
+                )
+        return requester
+
+    async def _end_session(self, session_id: str, reason: str) -> None:
+        async with self.db.transaction() as tx:
+            await tx.session.execute(
+                update(AuthSession)
+                .where(AuthSession.id == session_id, AuthSession.revoked_at.is_(None))
+                .values(revoked_at=utcnow(), revoke_reason=reason)
+            )
+
+    async def logout(self, requester: Requester) -> None:
+        async with self.db.transaction() as tx:
+            await tx.session.execute(
+                update(AuthSession)
+                .where(AuthSession.id == requester.session_id)
+                .values(revoked_at=utcnow(), revoke_reason="logout")
+            )
+            await self.audit.record(tx.session, "auth.logout", actor=requester)
+
+    async def change_password(self, requester: Requester, data: schemas.PasswordChange) -> None:
+        async with self.db.transaction() as tx:
+            user = await tx.session.get(User, requester.user_id)
+            if user is None or not self.passwords.verify(user.password_hash, data.current_password):
+                raise ValidationFailed.field("current_password", "is wrong")
+            if data.new_password == data.current_password:
+                raise ValidationFailed.field("new_password", "must differ from the current one")
+            user.password_hash = self.passwords.hash(data.new_password)
+            user.password_changed_at = utcnow()
+            # Every session ends, this one included: a stolen token dies with the old password.
+            await tx.session.execute(
+                update(AuthSession)
+                .where(AuthSession.user_id == user.id, AuthSession.revoked_at.is_(None))
+                .values(revoked_at=utcnow(), revoke_reason="password_change")
+            )
+            await self.audit.record(
+                tx.session, "user.password_change", actor=requester, resource=f"User/{user.id}"
+            )
+
+    async def setup_totp(self, requester: Requester) -> schemas.TotpSetup:
+        async with self.db.transaction() as tx:
+            user = await tx.session.get(User, requester.user_id)
+            assert user is not None
+            if user.totp_enabled:
+                raise Conflict("TOTP is already enabled", code="totp_enabled")
+            user.totp_secret = new_totp_secret()
+            return schemas.TotpSetup(
+                secret=user.totp_secret, otpauth_uri=totp_uri(user.totp_secret, user.username)
+            )
+
+    async def confirm_totp(self, requester: Requester, code: str) -> None:
+        async with self.db.transaction() as tx:
+            user = await tx.session.get(User, requester.user_id)
+            assert user is not None
+            if user.totp_secret is None or user.totp_enabled:
+                raise Conflict("start TOTP setup first", code="totp_not_pending")
+            if not verify_totp(user.totp_secret, code):
+                raise ValidationFailed.field("code", "the code does not match")
+            user.totp_enabled = True
+            await self.audit.record(
+                tx.session, "user.totp_enable", actor=requester, resource=f"User/{user.id}"
+            )
+
+    async def enrol_totp(self, username: str) -> str:
+        """The operator's enrolment (CLI), for roles that must use TOTP from their first login."""
+        async with self.db.transaction() as tx:
+            user = await tx.session.scalar(select(User).where(User.username == username))
+            if user is None:
+                raise NotFound(f"no user '{username}'")
+            user.totp_secret = new_totp_secret()
+            user.totp_enabled = True
+            await self.audit.record(
+                tx.session, "user.totp_enable", actor_user_id=None, resource=f"User/{user.id}"
+            )
+            return totp_uri(user.totp_secret, user.username)
+
+    async def me(self, requester: Requester) -> schemas.UserOut:
+        async with self.db.read() as session:
+            user = await session.scalar(_user_query().where(User.id == requester.user_id))
+        if user is None:
+            raise Unauthorized("the account no longer exists")
+        return user_out(user)

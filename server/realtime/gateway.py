@@ -1,0 +1,161 @@
+"""The Socket.IO gateway: connect authentication, server-managed rooms, replay, acks.
+
+A client connects with ``auth: {"token": <access token>}``. The gateway
+verifies the token, keeps the requester in the socket's session and places the
+socket in the rooms it is entitled to (``user:<id>``, ``institution:<id>``,
+and whatever capabilities add through room providers). A client never names a
+room to join.
+
+Capabilities register their client → server events with :meth:`Gateway.on`:
+the payload is validated with a pydantic model, the handler gets the
+requester, and the ack is ``{"ok": true, "data": …}`` or
+``{"ok": false, "problem": {…}}`` with the same problem object the REST API
+uses. Acks are sent only after the handler's transaction committed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import socketio
+from pydantic import BaseModel, ValidationError
+
+from server.config import Settings
+from server.core import context
+from server.core.api import Strict, validation_failed
+from server.core.auth import Requester
+from server.core.errors import BadRequest, Forbidden, TooManyRequests, Unauthorized, YihaoError
+from server.core.events import REPLAY_PAGE, Events
+from server.core.observability import Metrics
+from server.core.ratelimit import RateLimiter
+
+logger = logging.getLogger(__name__)
+
+Authenticate = Callable[[str], Awaitable[Requester]]
+RoomProvider = Callable[[Requester], Awaitable[list[str]]]
+EventHandler = Callable[[str, Requester, Any], Awaitable[Any]]
+
+EVENT = "event"
+
+
+class SyncRequest(Strict):
+    positions: dict[str, int]
+
+
+def base_rooms(requester: Requester) -> list[str]:
+    rooms = [f"user:{requester.user_id}"]
+    if requester.institution_id is not None:
+        rooms.append(f"institution:{requester.institution_id}")
+    return rooms
+
+
+class Gateway:
+    def __init__(
+        self,
+        settings: Settings,
+        sio: socketio.AsyncServer,
+        authenticate: Authenticate,
+        events: Events,
+        metrics: Metrics,
+    ) -> None:
+        self.sio = sio
+        self.authenticate = authenticate
+        self.events = events
+        self.metrics = metrics
+        self.room_providers: list[RoomProvider] = []
+        self.limiter = RateLimiter(settings.socket_events_per_10s, per=10.0)
+        self.event_names: list[str] = []
+        sio.on("connect", self._on_connect)
+        sio.on("disconnect", self._on_disconnect)
+        self.on("sync", SyncRequest, self._on_sync)
+
+    async def push(self, stream: str, envelope: dict[str, Any]) -> None:
+        """Send a committed stream event to its room (every node, through the manager)."""
+        await self.sio.emit(EVENT, envelope, room=stream)
+
+    def add_room_provider(self, provider: RoomProvider) -> None:
+        self.room_providers.append(provider)
+
+    async def requester(self, sid: str) -> Requester:
+        session = await self.sio.get_session(sid)
+        requester = session.get("requester")
+        if requester is None:
+            raise Unauthorized("not signed in")
+        return requester  # type: ignore[no-any-return]
+
+    def on(self, event: str, model: type[BaseModel] | None, handler: EventHandler) -> None:
+        """Register a client → server event with validation, rate limit and a problem ack."""
+        self.event_names.append(event)
+
+        async def handle(sid: str, payload: Any = None) -> dict[str, Any]:
+            token = context.request_id.set(f"sio-{sid[:8]}")
+            try:
+                if not self.limiter.allow(sid):
+                    raise TooManyRequests("slow down: too many events on this connection")
+                requester = await self.requester(sid)
+                data: Any = payload
+                if model is not None:
+                    if not isinstance(payload, dict):
+                        raise BadRequest("the payload must be a JSON object")
+                    try:
+                        data = model.model_validate(payload)
+                    except ValidationError as exc:
+                        raise validation_failed(exc) from None
+                result = await handler(sid, requester, data)
+                if isinstance(result, BaseModel):
+                    result = result.model_dump(mode="json")
+                self.metrics.socket_events.labels(event, "ok").inc()
+                return {"ok": True, "data": result}
+            except YihaoError as exc:
+                self.metrics.socket_events.labels(event, exc.code).inc()
+                return {"ok": False, "problem": exc.to_problem()}
+            except Exception:
+                logger.exception("socket event failed", extra={"event": event})
+                self.metrics.socket_events.labels(event, "internal").inc()
+                return {"ok": False, "problem": YihaoError().to_problem()}
+            finally:
+                context.request_id.reset(token)
+
+        self.sio.on(event, handle)
+
+    async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        token = auth.get("token") if isinstance(auth, dict) else None
+        if not isinstance(token, str) or not token:
+            raise socketio.exceptions.ConnectionRefusedError(
+                Unauthorized("send auth: {token: <access token>}").to_problem()
+            )
+        try:
+            requester = await self.authenticate(token)
+        except YihaoError as exc:
+            raise socketio.exceptions.ConnectionRefusedError(exc.to_problem()) from None
+        await self.sio.save_session(sid, {"requester": requester})
+        rooms = base_rooms(requester)
+        for provider in self.room_providers:
+            rooms.extend(await provider(requester))
+        for room in rooms:
+            await self.sio.enter_room(sid, room)
+        self.metrics.sockets.inc()
+        logger.info("socket connected", extra={"sid": sid, "user_id": requester.user_id})
+
+    async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
+        self.metrics.sockets.dec()
+
+    def rooms_of(self, sid: str) -> set[str]:
+        return {room for room in self.sio.rooms(sid) if room != sid}
+
+    async def _on_sync(self, sid: str, requester: Requester, data: SyncRequest) -> dict[str, Any]:
+        """Replay what the client missed: the streams it sits in, after its positions."""
+        rooms = self.rooms_of(sid)
+        unknown = sorted(set(data.positions) - rooms)
+        if unknown:
+            raise Forbidden(f"not a member of: {', '.join(unknown)}", code="not_a_member")
+        replayed: list[dict[str, Any]] = []
+        more = False
+        for stream, after in sorted(data.positions.items()):
+            page = await self.events.replay(stream, after)
+            replayed.extend(page)
+            more = more or len(page) == REPLAY_PAGE
+        heads = await self.events.heads(sorted(rooms))
+        return {"events": replayed, "more": more, "heads": heads}

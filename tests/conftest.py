@@ -1,0 +1,203 @@
+"""Fixtures: the real app from the real factory, on SQLite and (integration tier) PostgreSQL + Redis.
+
+The integration tier is switched on by ``YIHAO_TEST_DATABASE_URL``
+(``postgresql+asyncpg://…``) and ``YIHAO_TEST_REDIS_URL``. Then every test
+that takes the ``backend`` fixture runs twice — on SQLite with the in-process
+Socket.IO manager, and on PostgreSQL with Redis — and tests marked
+``integration`` run too. A configured service that does not answer fails the
+run; it is never skipped.
+
+Each test session gets a database of its own (created, migrated once, dropped
+at the end), so parallel runs on one PostgreSQL server do not collide; each
+test starts from empty tables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import sqlalchemy as sa
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from server.app import create_app
+from server.config import Settings, load_settings
+from server.container import Services
+from server.core.api import SERVICES
+from server.core.db import Base, Database
+from tests.helpers import Api
+
+PG_URL = os.environ.get("YIHAO_TEST_DATABASE_URL", "")
+REDIS_URL = os.environ.get("YIHAO_TEST_REDIS_URL", "")
+INTEGRATION = bool(PG_URL)
+SECRET = "test-secret-key-that-is-long-enough-0123456789"
+
+# Cheap argon2 for tests: the cost is a setting, the algorithm is the same.
+TEST_SETTINGS: dict[str, Any] = {
+    "secret_key": SECRET,
+    "argon2_time_cost": 1,
+    "argon2_memory_kib": 64,
+    "log_format": "text",
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if INTEGRATION and not REDIS_URL:
+        raise pytest.UsageError("YIHAO_TEST_DATABASE_URL is set but YIHAO_TEST_REDIS_URL is not")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if INTEGRATION:
+        return
+    deselected = [item for item in items if item.get_closest_marker("integration")]
+    if deselected:
+        # Not skipped: the integration tier is simply not part of this run.
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if not item.get_closest_marker("integration")]
+
+
+async def _create_pg_database(name: str) -> str:
+    admin = create_async_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    try:
+        async with admin.connect() as conn:
+            await conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    finally:
+        await admin.dispose()
+    return make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+
+
+async def _drop_pg_database(name: str) -> None:
+    admin = create_async_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    try:
+        async with admin.connect() as conn:
+            await conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        await admin.dispose()
+
+
+def run_async(coro_fn: Any, *args: Any) -> Any:
+    """Run a coroutine to completion from sync code, even under a running loop."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(coro_fn(*args))).result()
+
+
+async def _migrate(settings: Settings) -> None:
+    db = Database(settings)
+    try:
+        await db.migrate()
+    finally:
+        await db.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_database_url() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for this test session."""
+    if not INTEGRATION:
+        pytest.fail("the PostgreSQL tier is off (set YIHAO_TEST_DATABASE_URL)")
+    name = f"yihao_test_{uuid.uuid4().hex[:10]}"
+    url = run_async(_create_pg_database, name)
+    run_async(_migrate, load_settings(environ={}, database_url=url, **TEST_SETTINGS))
+    yield url
+    run_async(_drop_pg_database, name)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    if not REDIS_URL:
+        pytest.fail("the Redis tier is off (set YIHAO_TEST_REDIS_URL)")
+    redis.Redis.from_url(REDIS_URL).ping()  # a configured Redis that is down fails here
+    return REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file that each test copies (migrating per test would be slow)."""
+    data_dir = tmp_path_factory.mktemp("template")
+    run_async(_migrate, load_settings(environ={}, data_dir=data_dir, **TEST_SETTINGS))
+    return data_dir / "yihao.db"
+
+
+def _backends() -> list[Any]:
+    params: list[Any] = ["sqlite"]
+    if INTEGRATION:
+        params.append(pytest.param("postgres", marks=pytest.mark.integration))
+    return params
+
+
+@pytest.fixture(params=_backends())
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+async def _truncate(url: str) -> None:
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+            await conn.execute(sa.text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+            await conn.execute(
+                sa.text("INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, :h)"),
+                {"h": "0" * 64},
+            )
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+async def settings(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest, sqlite_template: Path
+) -> Settings:
+    values = dict(TEST_SETTINGS, data_dir=tmp_path)
+    if backend == "postgres":
+        url = request.getfixturevalue("pg_database_url")
+        await _truncate(url)
+        values.update(
+            database_url=url,
+            redis_url=request.getfixturevalue("redis_url"),
+            redis_channel=f"yihao-test-{uuid.uuid4().hex[:8]}",
+        )
+    else:
+        shutil.copy(sqlite_template, tmp_path / "yihao.db")
+    return load_settings(environ={}, **values)
+
+
+@pytest.fixture
+async def app(settings: Settings) -> web.Application:
+    return create_app(settings)
+
+
+@pytest.fixture
+async def client(aiohttp_client: Any, app: web.Application) -> TestClient[Any, Any]:
+    return await aiohttp_client(app)  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def services(app: web.Application) -> Services:
+    return app[SERVICES]  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+async def network(client: TestClient[Any, Any], services: Services) -> Services:
+    """The demo network (institutions, practitioners, patients) in the test's database."""
+    from server.seed import seed_demo
+
+    await seed_demo(services)
+    return services
+
+
+@pytest.fixture
+async def api(client: TestClient[Any, Any]) -> AsyncIterator[Api]:
+    helper = Api(client)
+    yield helper
+    await helper.close()
