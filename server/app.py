@@ -36,6 +36,7 @@ from server.core.middleware import (
 )
 from server.core.observability import Metrics
 from server.core.openapi import build_openapi
+from server.core.signing import Signer
 from server.identity.routes import routes as identity_routes
 from server.identity.service import AuthService, IdentityService
 from server.realtime.gateway import EVENT, Gateway
@@ -95,6 +96,7 @@ def create_app(settings: Settings) -> web.Application:
         auth=auth,
         identity=identity,
         gateway=gateway,
+        signer=Signer(settings),
     )
     app[SERVICES] = services
     app[AUTHENTICATE] = auth.authenticate

@@ -3,6 +3,7 @@
 from server.core.audit import AuditEvent, AuditHead
 from server.core.db import Base
 from server.core.events import StreamEvent, StreamHead
+from server.core.signing import PractitionerKey
 from server.identity.models import AuthSession, Department, Institution, Patient, User
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "Department",
     "Institution",
     "Patient",
+    "PractitionerKey",
     "StreamEvent",
     "StreamHead",
     "User",
