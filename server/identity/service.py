@@ -138,6 +138,8 @@ class IdentityService:
             select(Institution)
             .options(selectinload(Institution.departments))
             .where(Institution.id == institution_id)
+            # Reloaded after adding a department in the same session: refresh the collection.
+            .execution_options(populate_existing=True)
         )
         if institution is None:
             raise NotFound(f"no institution {institution_id}")
