@@ -19,6 +19,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
 
 from server.config import Settings
+from server.consults.jobs import escalation_job
+from server.consults.routes import routes as consults_routes
+from server.consults.service import ConsultsService
+from server.consults.socket import ConsultSockets
 from server.container import Services
 from server.core.access import AccessService
 from server.core.api import AUTHENTICATE, MAX_BODY, SERVICES, Routes, json_response
@@ -51,7 +55,12 @@ logger = logging.getLogger(__name__)
 
 SERVICES_KEY = SERVICES
 OPENAPI = web.AppKey("openapi", dict)
-ROUTE_TABLES: tuple[Routes, ...] = (identity_routes, patient_routes, records_routes)
+ROUTE_TABLES: tuple[Routes, ...] = (
+    identity_routes,
+    patient_routes,
+    records_routes,
+    consults_routes,
+)
 WEB_DIST = Path(__file__).resolve().parent.parent / "web" / "dist"
 
 
@@ -98,6 +107,9 @@ def create_app(settings: Settings) -> web.Application:
     patients = PatientIndex(db, audit, access)
     records = RecordsService(db, audit, access, patients, identity)
     patients.followers.update(access=access, records=records)
+    signer = Signer(settings)
+    consults = ConsultsService(settings, db, audit, events, access, records, identity, auth, signer)
+    ConsultSockets(gateway, consults).register()
     services = Services(
         settings=settings,
         db=db,
@@ -106,10 +118,11 @@ def create_app(settings: Settings) -> web.Application:
         auth=auth,
         identity=identity,
         gateway=gateway,
-        signer=Signer(settings),
+        signer=signer,
         access=access,
         patients=patients,
         records=records,
+        consults=consults,
     )
     app[SERVICES] = services
     app[AUTHENTICATE] = auth.authenticate
@@ -124,6 +137,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_database(db, settings))
     app.cleanup_ctx.append(_redis(services, settings, sio))
     app.cleanup_ctx.append(_socketio(sio))
+    app.cleanup_ctx.append(escalation_job(consults, settings.consult_escalation_interval_seconds))
     return app
 
 

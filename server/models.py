@@ -1,5 +1,12 @@
 """Every table of the app, imported in one place so the metadata is complete (migrations)."""
 
+from server.consults.models import (
+    Consult,
+    ConsultMessage,
+    ConsultParticipant,
+    ConsultPresence,
+    ConsultTransition,
+)
 from server.core.access import AccessWindow, CareRelationship, Consent
 from server.core.audit import AuditEvent, AuditHead
 from server.core.db import Base
@@ -24,6 +31,11 @@ __all__ = [
     "Base",
     "CareRelationship",
     "Consent",
+    "Consult",
+    "ConsultMessage",
+    "ConsultParticipant",
+    "ConsultPresence",
+    "ConsultTransition",
     "Department",
     "Institution",
     "Patient",
