@@ -357,7 +357,7 @@ class Ingest:
         if not rtype or not rid or "/" in rid:
             return None
         if rtype == "Patient":
-            if rid.isdigit() and await self.patients.account(int(rid)) is not None:
+            if rid.isdigit() and await self.patients.exists(tx.session, int(rid)):
                 scope.refs[value] = value
                 return value
             return None
@@ -385,7 +385,7 @@ class Ingest:
             return None, None
         pid = int(rid)
         if pid not in scope.patients:
-            if not await self.access.has_care_relationship(pid, sender.institution_id):
+            if not await self.access.has_care(tx.session, pid, sender.institution_id):
                 return None, issue(
                     f"{item.path}.resource.{key}",
                     f"patient {pid} is not registered at this institution; send the Patient "

@@ -91,7 +91,8 @@ class RecordsService:
                 break
         else:
             resource["subject"] = {"reference": f"Patient/{patient_id}"}
-        institution = await self.identity.get_institution(institution_id)
+        # Inside the caller's transaction: no second connection (SQLite has one writer).
+        institution = await self.identity._institution(tx.session, institution_id)
         item = Item(0, "resource", None, resource)
         scope = Scope(patients={patient_id})
         try:
