@@ -53,8 +53,10 @@ async def test_patient_read_and_identifier_search(
         found = await get_fhir(api, "/fhir/Patient", identifier=identifier)
         assert found["type"] == "searchset" and found["total"] == 1
         assert found["entry"][0]["resource"]["id"] == str(pid)
-    nobody = await get_fhir(api, "/fhir/Patient", identifier=f"{RESIDENT_ID_SYSTEM}|11010519491231002X")
-    assert nobody["total"] == 0 and "entry" not in nobody or nobody["entry"] == []
+    nobody = await get_fhir(
+        api, "/fhir/Patient", identifier=f"{RESIDENT_ID_SYSTEM}|11010519491231002X"
+    )
+    assert (nobody["total"] == 0 and "entry" not in nobody) or nobody["entry"] == []
 
 
 async def test_clinical_searches(api: Api, network: Services, pushed: dict[str, Any]) -> None:
@@ -69,7 +71,9 @@ async def test_clinical_searches(api: Api, network: Services, pushed: dict[str, 
     assert {e["resource"]["code"]["coding"][0]["code"] for e in march["entry"]} == {
         "2345-7", "8480-6"
     }  # fmt: skip
-    since = await get_fhir(api, "/fhir/Observation", patient=pid, date="ge2025-02-01", code="2345-7")
+    since = await get_fhir(
+        api, "/fhir/Observation", patient=pid, date="ge2025-02-01", code="2345-7"
+    )
     assert since["total"] == 1
     active = await get_fhir(api, "/fhir/MedicationRequest", patient=pid, status="active")
     assert active["total"] == 1
@@ -98,7 +102,9 @@ async def test_everything_is_a_paged_searchset(
 ) -> None:
     pid = pushed["patient_id"]
     first = await get_fhir(api, f"/fhir/Patient/{pid}/$everything", _count="4")
-    assert first["type"] == "searchset" and first["total"] == 10  # the patient and 9 entries about them
+    assert (
+        first["type"] == "searchset" and first["total"] == 10
+    )  # the patient and 9 entries about them
     assert first["entry"][0]["resource"]["resourceType"] == "Patient"
     types = [e["resource"]["resourceType"] for e in first["entry"]]
     page = first
