@@ -251,6 +251,14 @@ class PatientIndex:
             ],
         )
 
+    @staticmethod
+    async def exists(session: AsyncSession, patient_id: int) -> bool:
+        """An account that is not merged away, checked in the caller's session."""
+        found = await session.scalar(
+            select(Patient.id).where(Patient.id == patient_id, Patient.merged_into_id.is_(None))
+        )
+        return found is not None
+
     async def account(self, patient_id: int) -> schemas.PatientOut | None:
         """Trusted read of an account (callers have checked access)."""
         async with self.db.read() as session:
@@ -270,7 +278,7 @@ class PatientIndex:
                 raise NotFound(f"no patient {patient_id}")
             if actor.role == "institution_admin":
                 assert actor.institution_id is not None
-                if not await self.access.has_care_relationship(patient_id, actor.institution_id):
+                if not await self.access.has_care(tx.session, patient_id, actor.institution_id):
                     raise Forbidden("the patient is not registered at your institution")
             patient.real_name_verified = verified
             await self.audit.record(

@@ -91,7 +91,8 @@ class RecordsService:
                 break
         else:
             resource["subject"] = {"reference": f"Patient/{patient_id}"}
-        institution = await self.identity.get_institution(institution_id)
+        # Inside the caller's transaction: no second connection (SQLite has one writer).
+        institution = await self.identity._institution(tx.session, institution_id)
         item = Item(0, "resource", None, resource)
         scope = Scope(patients={patient_id})
         try:
@@ -329,24 +330,24 @@ class RecordsService:
         if len(patients) != 1:
             raise BadRequest(f"searching {rtype} needs one 'patient' parameter")
         patient_id = _patient_param(patients[0])
-        _, excluded = await self._checked(
-            requester, patient_id, "fhir.search", rtype, emergency_reason
-        )
-        query = self._visible(select(RecordEntry.resource), patient_id, excluded).where(
-            RecordEntry.resource_type == rtype
-        )
+        filters: list[Any] = [RecordEntry.resource_type == rtype]
         for key, value in params:
             if key == "code":
                 system, bar, code = value.rpartition("|")
-                query = query.where(RecordEntry.code.in_(code.split(",")))
+                filters.append(RecordEntry.code.in_(code.split(",")))
                 if bar and system:
-                    query = query.where(RecordEntry.code_system == system)
+                    filters.append(RecordEntry.code_system == system)
             elif key == "status":
-                query = query.where(RecordEntry.status.in_(value.split(",")))
+                filters.append(RecordEntry.status.in_(value.split(",")))
             elif key == "category":
-                query = query.where(RecordEntry.category.in_(value.split(",")))
+                filters.append(RecordEntry.category.in_(value.split(",")))
             elif key == "date":
-                query = query.where(_date_filter(value))
+                filters.append(_date_filter(value))
+        # The parameters are checked first: a bad request is a 400 before any access decision.
+        _, excluded = await self._checked(
+            requester, patient_id, "fhir.search", rtype, emergency_reason
+        )
+        query = self._visible(select(RecordEntry.resource), patient_id, excluded).where(*filters)
         async with self.db.read() as session:
             total = await session.scalar(select(func.count()).select_from(query.subquery()))
             rows = await session.scalars(
