@@ -138,7 +138,9 @@ async def test_unanswered_requests_escalate_once_to_the_invited_admins(
     admin = await api.socket("admin_qdsl")
     consult = await new_consult(api, consult_case)
     assert await services.consults.escalate_overdue() == []  # not overdue yet
-    later = datetime.now(UTC) + timedelta(seconds=services.settings.consult_answer_timeout_seconds + 1)
+    later = datetime.now(UTC) + timedelta(
+        seconds=services.settings.consult_answer_timeout_seconds + 1
+    )
     assert await services.consults.escalate_overdue(later) == [consult["id"]]
     assert await services.consults.escalate_overdue(later) == []  # once
     event = await admin.wait_for(
@@ -146,6 +148,7 @@ async def test_unanswered_requests_escalate_once_to_the_invited_admins(
     )
     assert event["data"]["consult_id"] == consult["id"]
     status, body = await api.get(f"/api/v1/consults/{consult['id']}", as_="gp_zhang")
+    assert status == 200
     assert body["escalated_at"] is not None
 
 
