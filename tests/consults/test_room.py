@@ -11,11 +11,16 @@ from tests.consults.conftest import scheduled_consult
 from tests.helpers import Api, SocketClient
 
 
-async def enter(api: Api, consult: dict[str, Any]) -> tuple[SocketClient, SocketClient]:
-    """dr_li (host) opens the session; gp_zhang waits in the lobby and is admitted."""
+async def enter(
+    api: Api, consult: dict[str, Any], gp_api: Api | None = None
+) -> tuple[SocketClient, SocketClient]:
+    """dr_li (host) opens the session; gp_zhang waits in the lobby and is admitted.
+
+    With ``gp_api`` gp_zhang connects there (another node).
+    """
     cid = consult["id"]
     host = await api.socket("dr_li")
-    gp = await api.socket("gp_zhang")
+    gp = await (gp_api or api).socket("gp_zhang")
     ack = await host.call("consult.join", {"consult_id": cid})
     assert ack["ok"] and ack["data"]["state"] == "joined", ack
     ack = await gp.call("consult.join", {"consult_id": cid})
