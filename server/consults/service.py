@@ -145,7 +145,7 @@ class ConsultsService:
         return schemas.ConsultOut(
             id=consult.id,
             patient_id=consult.patient_id,
-            status=consult.status,  # type: ignore[arg-type]
+            status=consult.status,
             requester_id=consult.requester_id,
             requesting_institution_id=consult.requesting_institution_id,
             invited_institution_id=consult.invited_institution_id,
@@ -158,7 +158,7 @@ class ConsultsService:
             purpose=consult.purpose,
             clinical_question=consult.clinical_question,
             case_summary=consult.case_summary,
-            urgency=consult.urgency,  # type: ignore[arg-type]
+            urgency=consult.urgency,
             window_start=consult.window_start,
             window_end=consult.window_end,
             consent=consult.consent,
@@ -257,8 +257,8 @@ class ConsultsService:
             return schemas.History(
                 items=[
                     schemas.Transition(
-                        from_status=r.from_status,  # type: ignore[arg-type]
-                        to_status=r.to_status,  # type: ignore[arg-type]
+                        from_status=r.from_status,
+                        to_status=r.to_status,
                         actor_id=r.actor_id,
                         note=r.note,
                         at=r.at,
@@ -854,9 +854,7 @@ class ConsultsService:
     ) -> tuple[dict[str, Any], bool]:
         """Enter the live session, or its lobby. Returns the answer and whether admitted."""
         async with self.db.read() as session:
-            consult, participant = await self._check_participant(
-                session, data.consult_id, requester
-            )
+            consult, _ = await self._check_participant(session, data.consult_id, requester)
         if consult.status not in LIVE_STATES:
             raise Conflict(f"the consult is {consult.status}: no session", code="consult_not_live")
         method = await check_reauthenticated(
