@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import multiprocessing as mp
 import os
@@ -103,25 +104,34 @@ async def _prepare(base: str) -> dict[str, Any]:
     return {"consult_id": consult["id"], "gp_token": gp}
 
 
-async def _joins(base: str, consult_id: int, token: str, count: int) -> list[float]:
-    times: list[float] = []
+async def _joins(base: str, consult_id: int, token: str, count: int) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {k: [] for k in ("connect", "join", "sync", "record", "total")}
     stream = f"consult:{consult_id}"
     async with aiohttp.ClientSession() as http:
         for _ in range(count):
             start = time.perf_counter()
             sock = socketio.AsyncClient(reconnection=False)
             await sock.connect(base, auth={"token": token}, transports=["websocket"])
+            marks = [time.perf_counter()]
             joined = await sock.call("consult.join", {"consult_id": consult_id})
             assert joined["ok"] and joined["data"]["state"] == "joined", joined
+            marks.append(time.perf_counter())
             replay = await sock.call("sync", {"positions": {stream: 0}})
             assert replay["ok"] and len(replay["data"]["events"]) >= 20, replay
+            marks.append(time.perf_counter())
             async with http.get(
                 f"{base}/api/v1/consults/{consult_id}/record",
                 headers={"Authorization": f"Bearer {token}"},
             ) as response:
                 assert response.status == 200, await response.text()
                 await response.read()
-            times.append((time.perf_counter() - start) * 1000)
+            marks.append(time.perf_counter())
+            points = [start, *marks]
+            for key, (a, b) in zip(
+                ("connect", "join", "sync", "record"), itertools.pairwise(points), strict=True
+            ):
+                times[key].append((b - a) * 1000)
+            times["total"].append((marks[-1] - start) * 1000)
             await sock.disconnect()
     return times
 
@@ -178,13 +188,13 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(10)
-    report = {
-        "joins": len(times),
+    report: dict[str, Any] = {
+        "joins": len(times["total"]),
         "database": "postgresql" if args.database_url else "sqlite",
-        "join_ms_p50": round(percentile(times, 0.50), 2),
-        "join_ms_p95": round(percentile(times, 0.95), 2),
-        "join_ms_p99": round(percentile(times, 0.99), 2),
     }
+    for key, values in times.items():
+        report[f"{key}_ms_p50"] = round(percentile(values, 0.50), 2)
+        report[f"{key}_ms_p95"] = round(percentile(values, 0.95), 2)
     print(json.dumps(report))
 
 
