@@ -170,21 +170,36 @@ def main() -> None:
     parser.add_argument("--procs", type=int, default=2, help="load-generator processes")
     parser.add_argument("--acks", type=int, default=2000, help="emit-with-ack round trips")
     parser.add_argument("--json", action="store_true", help="print JSON only")
+    parser.add_argument("--raw", action="store_true", help="also bare python-socketio handlers")
     args = parser.parse_args()
     if args.smoke:
         args.rooms, args.rate, args.duration, args.procs, args.acks = 4, 5.0, 2.0, 1, 100
     rng = random.Random(2026)
     rooms = [(f"consult:{n}", rng.randint(2, 10)) for n in range(args.rooms)]
 
-    py = start([sys.executable, str(HERE / "consult_fanout_server.py"), "--port", "3101"], ROOT)
-    node = start(["node", str(HERE / "node_peer" / "server.js"), "3102"], ROOT)
+    servers = [
+        (
+            "yihao (python-socketio gateway)",
+            3101,
+            [sys.executable, str(HERE / "consult_fanout_server.py"), "--port", "3101"],
+        ),
+        ("node socket.io 4", 3102, ["node", str(HERE / "node_peer" / "server.js"), "3102"]),
+    ]
+    if args.raw:
+        servers.append(
+            (
+                "bare python-socketio",
+                3104,
+                [sys.executable, str(HERE / "consult_fanout_server.py"), "--port", "3104", "--raw"],
+            )
+        )
+    procs = [start(cmd, ROOT) for _, _, cmd in servers]
     try:
         results = [
-            run_against("yihao (python-socketio gateway)", "http://127.0.0.1:3101", args, rooms),
-            run_against("node socket.io 4", "http://127.0.0.1:3102", args, rooms),
+            run_against(name, f"http://127.0.0.1:{port}", args, rooms) for name, port, _ in servers
         ]
     finally:
-        for proc in (py, node):
+        for proc in procs:
             proc.terminate()
             proc.wait(10)
     config = {

@@ -36,7 +36,7 @@ class Message(Strict):
     pad: str = Field(max_length=4096)
 
 
-def build(redis_url: str | None) -> web.Application:
+def build(redis_url: str | None, raw: bool = False) -> web.Application:
     settings = load_settings(
         environ={},
         secret_key="b" * 40,
@@ -66,9 +66,26 @@ def build(redis_url: str | None) -> web.Application:
     async def echo(sid: str, requester: Requester, data: Any) -> Any:
         return data
 
-    gateway.on("join", Join, join)
-    gateway.on("msg", Message, msg)
-    gateway.on("echo", None, echo)
+    if raw:
+        # Plain python-socketio handlers: what the gateway's checks cost, by difference.
+        async def raw_join(sid: str, data: Any) -> Any:
+            await sio.enter_room(sid, data["room"])
+            return {"ok": True, "data": {"room": data["room"]}}
+
+        async def raw_msg(sid: str, data: Any) -> Any:
+            await sio.emit("msg", data, room=data["room"], skip_sid=sid)
+            return {"ok": True, "data": None}
+
+        async def raw_echo(sid: str, data: Any) -> Any:
+            return {"ok": True, "data": data}
+
+        sio.on("join", raw_join)
+        sio.on("msg", raw_msg)
+        sio.on("echo", raw_echo)
+    else:
+        gateway.on("join", Join, join)
+        gateway.on("msg", Message, msg)
+        gateway.on("echo", None, echo)
     return app
 
 
@@ -76,8 +93,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=3101)
     parser.add_argument("--redis", default=None)
+    parser.add_argument("--raw", action="store_true", help="bare python-socketio handlers")
     args = parser.parse_args()
-    app = build(args.redis)
+    app = build(args.redis, args.raw)
 
     async def ready(app: web.Application) -> None:
         print(f"ready {args.port}", flush=True)
