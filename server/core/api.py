@@ -29,7 +29,7 @@ from server.core.errors import (
 )
 
 Authenticate = Callable[[str], Awaitable[Requester]]
-AUTHENTICATE = web.AppKey("authenticate", Callable[[str], Awaitable[Requester]])
+AUTHENTICATE: web.AppKey[Authenticate] = web.AppKey("authenticate")
 SERVICES: web.AppKey[Any] = web.AppKey("services", object)
 MAX_BODY = web.AppKey("max_body", int)
 
