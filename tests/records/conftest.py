@@ -14,7 +14,10 @@ from typing import Any
 
 import pytest
 from fhir.resources.R4B import get_fhir_model_class
+from sqlalchemy import func, select
 
+from server.container import Services
+from server.records.models import RecordEntry
 from tests.helpers import Api
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -64,8 +67,19 @@ async def push(api: Api, as_: str, bundle: dict[str, Any]) -> tuple[int, Any]:
     return status, body
 
 
+async def count_entries(services: Services) -> int:
+    async with services.db.read() as session:
+        return int(await session.scalar(select(func.count()).select_from(RecordEntry)) or 0)
+
+
 @pytest.fixture
-async def pushed(api: Api, network: Any, bundle: dict[str, Any]) -> dict[str, Any]:
+async def seeded(network: Services) -> int:
+    """How many record entries the demo network's seed stored."""
+    return await count_entries(network)
+
+
+@pytest.fixture
+async def pushed(api: Api, seeded: int, bundle: dict[str, Any]) -> dict[str, Any]:
     """gp_zhang's clinic (SNBDH) has pushed the visit; returns the response and the patient id."""
     status, body = await push(api, "gp_zhang", bundle)
     assert status == 200, body
