@@ -1,13 +1,14 @@
 """Fixtures of the shared record: realistic bundles kept as files, pushes as personas.
 
-Tests that read the Synthea samples in ``/work/shared/fhir-r4-samples`` (the
-``samples`` marker) run only where that folder exists; elsewhere they are
+Tests that read the Synthea samples in ``/work/shared/fhir-r4-samples`` (or
+``YIHAO_FHIR_SAMPLES``; the ``samples`` marker) run only where that folder exists; elsewhere they are
 deselected, not skipped, as the integration tier is in tests/conftest.py.
 """
 
 from __future__ import annotations
 
 import copy
+import os
 import json
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from server.records.models import RecordEntry
 from tests.helpers import Api
 
 FIXTURES = Path(__file__).parent / "fixtures"
-SAMPLES = Path("/work/shared/fhir-r4-samples")
+SAMPLES = Path(os.environ.get("YIHAO_FHIR_SAMPLES", "/work/shared/fhir-r4-samples"))
 FHIR = {"Content-Type": "application/fhir+json"}
 
 
