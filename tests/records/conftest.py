@@ -8,8 +8,8 @@ deselected, not skipped, as the integration tier is in tests/conftest.py.
 from __future__ import annotations
 
 import copy
-import os
 import json
+import os
 from pathlib import Path
 from typing import Any
 
