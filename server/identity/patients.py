@@ -231,7 +231,7 @@ class PatientIndex:
             id=patient.id,
             resident_id=patient.resident_id,
             name=patient.name,
-            sex=patient.sex,  # type: ignore[arg-type]
+            sex=patient.sex,
             birth_date=patient.birth_date,
             phone=patient.phone,
             real_name_verified=patient.real_name_verified,
@@ -242,9 +242,9 @@ class PatientIndex:
                         id=inst.id,
                         code=inst.code,
                         name=inst.name,
-                        kind=inst.kind,  # type: ignore[arg-type]
+                        kind=inst.kind,
                     ),
-                    kind=link.kind,  # type: ignore[arg-type]
+                    kind=link.kind,
                     number=link.number,
                 )
                 for link, inst in rows
