@@ -218,7 +218,16 @@ class PatientIndex:
             patient = await session.get(Patient, patient_id)
             if patient is None:
                 raise NotFound(f"no patient {patient_id}")
-            return await self._out(session, patient)
+            out = await self._out(session, patient)
+        if actor.role == "platform_admin":  # managing the index: audited like any other read
+            await self.audit.record_alone(
+                "patient.read",
+                actor=actor,
+                patient_id=patient_id,
+                resource=f"Patient/{patient_id}",
+                reason="administration",
+            )
+        return out
 
     async def _out(self, session: AsyncSession, patient: Patient) -> schemas.PatientOut:
         rows = await session.execute(
