@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from server.container import Services
+from server.seed import seed_demo
 from tests.helpers import Api
 from tests.records.conftest import push
 
@@ -35,9 +36,7 @@ async def test_a_derived_abnormal_flag_when_none_is_sent(
     del obs["interpretation"]
     obs["valueQuantity"]["value"] = 3.1
     await push(api, "gp_zhang", bundle)
-    status, summary = await api.get(
-        f"/api/v1/patients/{pushed['patient_id']}/summary", as_="gp_zhang"
-    )
+    _, summary = await api.get(f"/api/v1/patients/{pushed['patient_id']}/summary", as_="gp_zhang")
     lab = summary["recent_labs"][0]
     assert (lab["interpretation"], lab["abnormal"], lab["direction"]) == ("L", True, "down")
 
@@ -48,7 +47,9 @@ async def test_timeline_across_institutions_with_filters(
     pid = pushed["patient_id"]
     # The hospital saw him too and pushes a diagnosis of its own.
     status, _ = await api.post(
-        "/api/v1/patients", as_="dr_li", json={"resident_id": "370202196005010115", "name": "周国强"}
+        "/api/v1/patients",
+        as_="dr_li",
+        json={"resident_id": "370202196005010115", "name": "周国强"},
     )
     assert status == 201
     status, body = await push(
@@ -95,3 +96,26 @@ async def test_timeline_across_institutions_with_filters(
         f"/api/v1/patients/{pid}/timeline", as_="gp_zhang", params={"colour": "red"}
     )
     assert status == 422
+
+
+async def test_the_demo_network_has_records_at_clinics_and_hospitals(
+    api: Api, network: Services
+) -> None:
+    status, me = await api.get("/api/v1/me", as_="patient_wang")
+    pid = me["patient_id"]
+    status, summary = await api.get(f"/api/v1/patients/{pid}/summary", as_="gp_zhang")
+    assert status == 200, summary
+    problems = {(p["code"], p["institution"]["code"]) for p in summary["active_problems"]}
+    assert problems == {("I10", "SNBDH"), ("E11.9", "SNBDH"), ("I25.1", "QDSL")}
+    hba1c = next(lab for lab in summary["recent_labs"] if lab["code"] == "4548-4")
+    assert (hba1c["value"], hba1c["abnormal"], hba1c["direction"]) == (8.1, True, "up")
+    assert [p["value"] for p in hba1c["trend"]] == [7.6, 7.2]
+    assert {m["code"] for m in summary["current_medications"]} == {"C08CA01", "A10BA02"}
+    assert [a["display"] for a in summary["allergies"]] == ["青霉素过敏"]
+    # The hospital cares for him too; another hospital does not.
+    assert (await api.get(f"/api/v1/patients/{pid}/summary", as_="dr_li"))[0] == 200
+    assert (await api.get(f"/api/v1/patients/{pid}/summary", as_="dr_zhao"))[0] == 403
+    # Seeding again updates instead of duplicating.
+    before = await network.records.resources(pid, "Observation")
+    await seed_demo(network)
+    assert len(await network.records.resources(pid, "Observation")) == len(before)
