@@ -57,7 +57,7 @@ async def _ids(services: Services) -> dict[str, int]:
         users = {u.username: u.id for u in await session.scalars(select(User))}
         insts = {i.code: i.id for i in await session.scalars(select(Institution))}
         patient = await session.scalar(
-            select(Patient.id).where(Patient.resident_id == PATIENTS[0].resident_id)
+            select(Patient.id).where(Patient.resident_id == PATIENTS[3].resident_id)
         )
     assert patient is not None
     return {**users, **{f"inst_{k}": v for k, v in insts.items()}, "patient": patient}
@@ -65,7 +65,7 @@ async def _ids(services: Services) -> dict[str, int]:
 
 @pytest.fixture
 async def consult_case(network: Services) -> dict[str, Any]:
-    """patient_wang is registered at SNBDH, which has recorded a problem and a lab result."""
+    """patient_sun is registered at SNBDH only, which has recorded a problem and a lab result."""
     ids = await _ids(network)
     async with network.db.transaction() as tx:
         await network.access.add_care_relationship(
