@@ -31,6 +31,13 @@ export interface TokenSource {
 }
 
 let tokens: TokenSource | null = null;
+// Requests of the current session; aborted when it ends, so none is answered 401 later.
+let inFlight = new AbortController();
+
+export function cancelRequests(): void {
+  inFlight.abort();
+  inFlight = new AbortController();
+}
 
 export function useTokenSource(source: TokenSource): void {
   tokens = source;
@@ -58,21 +65,31 @@ async function parseProblem(response: Response): Promise<Problem> {
 interface RequestOptions {
   body?: unknown;
   auth?: boolean;
+  /** Send this token instead of the session's (signing out after the session ended). */
+  token?: string;
 }
 
 async function send(method: string, path: string, options: RequestOptions): Promise<Response> {
   const headers: Record<string, string> = { Accept: "application/json" };
   if (options.body !== undefined) headers["Content-Type"] = "application/json";
-  const token = options.auth === false ? null : tokens?.accessToken();
-  if (token) headers.Authorization = `Bearer ${token}`;
+  if (options.auth !== false) {
+    const token = options.token ?? tokens?.accessToken();
+    // Signed out (a screen still loading as the session ended): nothing to ask the server.
+    if (!token) throw new ApiError(0, { code: "signed_out" }, "");
+    headers.Authorization = `Bearer ${token}`;
+  }
   try {
     return await fetch(path, {
       method,
       headers,
       body: options.body === undefined ? undefined : JSON.stringify(options.body),
       credentials: "same-origin",
+      signal: inFlight.signal,
     });
-  } catch {
+  } catch (error) {
+    if (error instanceof DOMException && error.name === "AbortError") {
+      throw new ApiError(0, { code: "cancelled" }, "");
+    }
     throw new ApiError(0, { code: "network" }, networkMessage());
   }
 }
@@ -83,7 +100,7 @@ export async function request<T>(
   options: RequestOptions = {},
 ): Promise<T> {
   let response = await send(method, path, options);
-  if (response.status === 401 && options.auth !== false && tokens) {
+  if (response.status === 401 && options.auth !== false && !options.token && tokens) {
     const problem = await parseProblem(response);
     if (problem.code === "token_expired" && (await tokens.refresh())) {
       response = await send(method, path, options);
@@ -103,4 +120,6 @@ export const api = {
   get: <T>(path: string) => request<T>("GET", path),
   post: <T>(path: string, body?: unknown, auth = true) =>
     request<T>("POST", path, { body: body ?? {}, auth }),
+  postAs: <T>(token: string, path: string, body?: unknown) =>
+    request<T>("POST", path, { body: body ?? {}, token }),
 };

@@ -2,7 +2,7 @@
 // and a reload keeps it), the current user, and the refresh timer that renews the access
 // token before it expires. One refresh runs at a time; concurrent callers share it.
 import { reactive } from "vue";
-import { api, ApiError, useTokenSource } from "../api/client";
+import { api, ApiError, cancelRequests, useTokenSource } from "../api/client";
 import type { TokenResponse, User } from "../api/types";
 
 interface Tokens {
@@ -45,7 +45,8 @@ function scheduleRefresh(): void {
   const tokens = session.tokens;
   if (!tokens) return;
   const lifetime = tokens.expiresAt - Date.now();
-  const wait = Math.max(1_000, Math.min(lifetime - REFRESH_MARGIN_MS, lifetime * 0.8));
+  const early = lifetime > 2 * REFRESH_MARGIN_MS ? lifetime - REFRESH_MARGIN_MS : lifetime * 0.8;
+  const wait = Math.max(1_000, early);
   refreshTimer = setTimeout(() => void refreshTokens(), wait);
 }
 
@@ -97,19 +98,22 @@ export async function signIn(username: string, password: string, totp?: string):
 }
 
 export async function signOut(): Promise<void> {
-  if (session.tokens) {
+  const tokens = session.tokens;
+  // End locally first, so no screen sends another request with the ending session.
+  end("");
+  if (tokens) {
     try {
-      await api.post("/api/v1/auth/logout");
+      await api.postAs(tokens.access, "/api/v1/auth/logout");
     } catch {
-      // The session ends locally whatever the server says (it may already have ended it).
+      // The session is over locally whatever the server says (it may have ended it already).
     }
   }
-  end("");
 }
 
 /** Forget the session (ended by the user, the server or an idle timeout). */
 function end(reason: string): void {
   const wasSignedIn = session.tokens !== null;
+  cancelRequests();
   save(null);
   session.user = null;
   session.endedReason = reason;

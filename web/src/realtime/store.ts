@@ -48,6 +48,40 @@ export function onStreamEvent(listener: Listener): () => void {
   return () => listeners.delete(listener);
 }
 
+/**
+ * Call `reload` when events of a stream arrive, at most once per burst (a catch-up
+ * replays many events at once; the screen needs one fresh read, not one per event).
+ */
+export function refreshOnStream(stream: () => string, reload: () => Promise<void>): () => void {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let running = false;
+  let again = false;
+  const run = async (): Promise<void> => {
+    timer = undefined;
+    if (running) {
+      again = true;
+      return;
+    }
+    running = true;
+    try {
+      await reload();
+    } finally {
+      running = false;
+      if (again) {
+        again = false;
+        void run();
+      }
+    }
+  };
+  const stop = onStreamEvent((event) => {
+    if (event.stream === stream() && timer === undefined) timer = setTimeout(() => void run(), 50);
+  });
+  return () => {
+    clearTimeout(timer);
+    stop();
+  };
+}
+
 function apply(event: Envelope): void {
   seen.set(event.stream, event.seq);
   realtime.events.unshift(event);
