@@ -76,7 +76,11 @@ def test_wrong_password_shows_the_servers_message(
     page: Page, server: LiveServer, console: ConsoleWatch
 ) -> None:
     console.allow(REFUSED)
-    page.goto("/login")
+    response = page.goto("/login")
+    # The client runs under the server's strict policy (a violation would be a console error).
+    assert response is not None
+    csp = response.headers["content-security-policy"]
+    assert "script-src 'self';" in csp and "style-src 'self';" in csp
     expect(page.locator("h2")).to_have_text("登录")
 
     # Client-side checks first: nothing is sent for an empty form.
