@@ -88,11 +88,29 @@ def test_admin_creates_a_department_and_a_user(
     assert status == 200, body
 
 
-def test_platform_admin_manages_any_institution(page: Page, server: LiveServer) -> None:
+def test_platform_admin_manages_any_institution(
+    page: Page, server: LiveServer, console: ConsoleWatch
+) -> None:
+    console.allow(r"status of 422")
     sign_in(page, "admin")
     table = page.get_by_test_id("institutions")
     row = table.locator("tr[data-code=HCYF]")
     expect(row).to_be_visible()
+
+    # Register an institution; the server's check of the region code shows beside the field.
+    form = page.get_by_test_id("institution-form")
+    form.locator("#institution-code").fill("JMCH")
+    form.locator("#institution-name").fill("即墨区潮海街道社区卫生服务中心")
+    form.locator("#institution-kind").select_option("community")
+    form.locator("#institution-region").fill("990101")
+    form.get_by_role("button", name="登记机构").click()
+    expect(form.locator("[data-field-error=institution-region]")).to_contain_text(
+        "not a province-level region code"
+    )
+    form.locator("#institution-region").fill("370282")
+    form.get_by_role("button", name="登记机构").click()
+    expect(table.locator("tr[data-code=JMCH]")).to_contain_text("社区卫生服务中心")
+    expect(form.locator("[data-field-error=institution-region]")).to_have_count(0)
     screenshot(page, server, "platform-admin-institutions")
     row.get_by_role("link").click()
     page.wait_for_selector("[data-page=institution-manage]")
