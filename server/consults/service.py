@@ -26,7 +26,6 @@ import base64
 import json
 import logging
 from collections import defaultdict
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -95,15 +94,6 @@ def consult_stream(consult_id: int) -> str:
 
 def live_room(consult_id: int) -> str:
     return f"consult:{consult_id}:live"
-
-
-@dataclass
-class Emit:
-    """An ephemeral (not persisted) Socket.IO emit: presence and signaling."""
-
-    event: str
-    data: dict[str, Any]
-    room: str
 
 
 class ConsultsService:
