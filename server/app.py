@@ -39,13 +39,19 @@ from server.core.openapi import build_openapi
 from server.core.signing import Signer
 from server.identity.routes import routes as identity_routes
 from server.identity.service import AuthService, IdentityService
+from server.prescriptions import socket as prescription_socket
+from server.prescriptions.catalogue import Catalogue
+from server.prescriptions.record import PatientRecord
+from server.prescriptions.routes import routes as prescription_routes
+from server.prescriptions.service import PrescriptionService
+from server.prescriptions.service import background as prescription_background
 from server.realtime.gateway import EVENT, Gateway
 
 logger = logging.getLogger(__name__)
 
 SERVICES_KEY = SERVICES
 OPENAPI = web.AppKey("openapi", dict)
-ROUTE_TABLES: tuple[Routes, ...] = (identity_routes,)
+ROUTE_TABLES: tuple[Routes, ...] = (identity_routes, prescription_routes)
 WEB_DIST = Path(__file__).resolve().parent.parent / "web" / "dist"
 
 
@@ -88,6 +94,19 @@ def create_app(settings: Settings) -> web.Application:
     auth = AuthService(settings, db, audit, passwords, Tokens(settings))
     identity = IdentityService(db, audit, events, passwords)
     gateway = Gateway(settings, sio, auth.authenticate, events, metrics)
+    signer = Signer(settings)
+    prescriptions = PrescriptionService(
+        settings,
+        db,
+        audit,
+        events,
+        signer,
+        Catalogue(db),
+        # The shared record: wired to services.records / services.access once they exist.
+        PatientRecord(db, records=None, access=None),
+        gateway.push,
+    )
+    prescription_socket.register(gateway, prescriptions)
     services = Services(
         settings=settings,
         db=db,
@@ -96,7 +115,8 @@ def create_app(settings: Settings) -> web.Application:
         auth=auth,
         identity=identity,
         gateway=gateway,
-        signer=Signer(settings),
+        prescriptions=prescriptions,
+        signer=signer,
     )
     app[SERVICES] = services
     app[AUTHENTICATE] = auth.authenticate
@@ -110,6 +130,9 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_database(db, settings))
     app.cleanup_ctx.append(_redis(services, settings, sio))
     app.cleanup_ctx.append(_socketio(sio))
+    app.cleanup_ctx.append(
+        prescription_background(prescriptions, settings.prescription_sweep_seconds)
+    )
     return app
 
 

@@ -16,6 +16,7 @@ from server.identity.service import AuthService, IdentityService
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+    from server.prescriptions.service import PrescriptionService
     from server.realtime.gateway import Gateway
 
 
@@ -28,6 +29,7 @@ class Services:
     auth: AuthService
     identity: IdentityService
     gateway: Gateway
+    prescriptions: PrescriptionService
     signer: Signer
     redis: Redis | None = None
 
