@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 
 from server.config import Settings
 from server.container import Services
+from server.core.access import AccessService
 from server.core.api import AUTHENTICATE, MAX_BODY, SERVICES, Routes, json_response
 from server.core.audit import AuditLog
 from server.core.auth import Passwords, Tokens
@@ -37,6 +38,8 @@ from server.core.middleware import (
 from server.core.observability import Metrics
 from server.core.openapi import build_openapi
 from server.core.signing import Signer
+from server.identity.patient_routes import routes as patient_routes
+from server.identity.patients import PatientIndex
 from server.identity.routes import routes as identity_routes
 from server.identity.service import AuthService, IdentityService
 from server.prescriptions import socket as prescription_socket
@@ -46,12 +49,20 @@ from server.prescriptions.routes import routes as prescription_routes
 from server.prescriptions.service import PrescriptionService
 from server.prescriptions.service import background as prescription_background
 from server.realtime.gateway import EVENT, Gateway
+from server.records.facade import add_fhir_routes
+from server.records.routes import routes as records_routes
+from server.records.service import RecordsService
 
 logger = logging.getLogger(__name__)
 
 SERVICES_KEY = SERVICES
 OPENAPI = web.AppKey("openapi", dict)
-ROUTE_TABLES: tuple[Routes, ...] = (identity_routes, prescription_routes)
+ROUTE_TABLES: tuple[Routes, ...] = (
+    identity_routes,
+    patient_routes,
+    records_routes,
+    prescription_routes,
+)
 WEB_DIST = Path(__file__).resolve().parent.parent / "web" / "dist"
 
 
@@ -94,6 +105,10 @@ def create_app(settings: Settings) -> web.Application:
     auth = AuthService(settings, db, audit, passwords, Tokens(settings))
     identity = IdentityService(db, audit, events, passwords)
     gateway = Gateway(settings, sio, auth.authenticate, events, metrics)
+    access = AccessService(db, audit)
+    patients = PatientIndex(db, audit, access)
+    records = RecordsService(db, audit, access, patients, identity)
+    patients.followers.update(access=access, records=records)
     signer = Signer(settings)
     prescriptions = PrescriptionService(
         settings,
@@ -102,8 +117,7 @@ def create_app(settings: Settings) -> web.Application:
         events,
         signer,
         Catalogue(db),
-        # The shared record: wired to services.records / services.access once they exist.
-        PatientRecord(db, records=None, access=None),
+        PatientRecord(db, records=records, access=access),
         gateway.push,
     )
     prescription_socket.register(gateway, prescriptions)
@@ -117,6 +131,9 @@ def create_app(settings: Settings) -> web.Application:
         gateway=gateway,
         prescriptions=prescriptions,
         signer=signer,
+        access=access,
+        patients=patients,
+        records=records,
     )
     app[SERVICES] = services
     app[AUTHENTICATE] = auth.authenticate
@@ -125,6 +142,7 @@ def create_app(settings: Settings) -> web.Application:
         table.add_to(app)
     app[OPENAPI] = build_openapi([op for table in ROUTE_TABLES for op in table.operations])
     add_operations_routes(app)
+    add_fhir_routes(app, settings)
     add_web_client(app, settings.web_dir or WEB_DIST)
 
     app.cleanup_ctx.append(_database(db, settings))

@@ -6,11 +6,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from server.config import Settings
+from server.core.access import AccessService
 from server.core.api import SERVICES, Call
 from server.core.audit import AuditLog
 from server.core.db import Database
 from server.core.events import Events
 from server.core.signing import Signer
+from server.identity.patients import PatientIndex
 from server.identity.service import AuthService, IdentityService
 
 if TYPE_CHECKING:
@@ -18,6 +20,7 @@ if TYPE_CHECKING:
 
     from server.prescriptions.service import PrescriptionService
     from server.realtime.gateway import Gateway
+    from server.records.service import RecordsService
 
 
 @dataclass
@@ -31,6 +34,9 @@ class Services:
     gateway: Gateway
     prescriptions: PrescriptionService
     signer: Signer
+    access: AccessService
+    patients: PatientIndex
+    records: RecordsService
     redis: Redis | None = None
 
 

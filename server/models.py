@@ -1,10 +1,19 @@
 """Every table of the app, imported in one place so the metadata is complete (migrations)."""
 
+from server.core.access import AccessWindow, CareRelationship, Consent
 from server.core.audit import AuditEvent, AuditHead
 from server.core.db import Base
 from server.core.events import StreamEvent, StreamHead
 from server.core.signing import PractitionerKey
-from server.identity.models import AuthSession, Department, Institution, Patient, User
+from server.identity.models import (
+    AuthSession,
+    Department,
+    Institution,
+    Patient,
+    PatientLink,
+    PatientMerge,
+    User,
+)
 from server.prescriptions.models import (
     ChronicCondition,
     Delivery,
@@ -14,13 +23,17 @@ from server.prescriptions.models import (
     Prescription,
     PrescriptionHistory,
 )
+from server.records.models import RecordEntry
 
 __all__ = [
+    "AccessWindow",
     "AuditEvent",
     "AuditHead",
     "AuthSession",
     "Base",
+    "CareRelationship",
     "ChronicCondition",
+    "Consent",
     "Delivery",
     "Department",
     "Dispensation",
@@ -28,9 +41,12 @@ __all__ = [
     "DrugInteraction",
     "Institution",
     "Patient",
+    "PatientLink",
+    "PatientMerge",
     "PractitionerKey",
     "Prescription",
     "PrescriptionHistory",
+    "RecordEntry",
     "StreamEvent",
     "StreamHead",
     "User",
