@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
-from sqlalchemy import delete, select
+from sqlalchemy import delete, literal, select
 
 from server.core.db import Database
 from server.prescriptions.models import ChronicCondition, Drug, DrugInteraction
@@ -166,6 +166,20 @@ class Catalogue:
         async with self.db.read() as session:
             rows = await session.scalars(select(Drug).where(Drug.code.in_(codes)))
             return {row.code: _info(row) for row in rows}
+
+    async def resolve(self, codes: set[str], labels: list[str]) -> set[str]:
+        """Catalogue codes of medication known by our code, or by a label naming the drug
+        (record entries from other institutions often carry their own drug codes)."""
+        async with self.db.read() as session:
+            found = set(await session.scalars(select(Drug.code).where(Drug.code.in_(codes))))
+            for label in labels:
+                if label:
+                    found |= set(
+                        await session.scalars(
+                            select(Drug.code).where(literal(label).contains(Drug.name))
+                        )
+                    )
+        return found
 
     async def interactions(self, codes: set[str]) -> list[Interaction]:
         """Pairs among ``codes`` (both drugs in the set)."""

@@ -24,7 +24,7 @@ from datetime import date
 
 from server.core.errors import ValidationFailed
 from server.prescriptions.catalogue import DrugInfo, Interaction
-from server.prescriptions.record import Allergy, CurrentMedication, RecordedCondition
+from server.prescriptions.record import Allergy, RecordedCondition
 from server.prescriptions.schemas import TIMES_PER_DAY, Finding, Item, PrescriptionBody
 
 MAX_VALIDITY_DAYS = 3
@@ -141,12 +141,14 @@ def find_problems(
     drugs: dict[str, DrugInfo],
     interactions: list[Interaction],
     allergies: list[Allergy],
-    medications: list[CurrentMedication],
+    current: set[str],
 ) -> list[Finding]:
-    """Allergy conflicts, interactions, duplicate therapy and overdoses, most severe first."""
+    """Allergy conflicts, interactions, duplicate therapy and overdoses, most severe first.
+
+    ``current``: catalogue codes of the patient's current medication.
+    """
     findings: list[Finding] = []
     new = {item.drug_code for item in items}
-    current = {code for med in medications for code in med.codes}
     for item in items:
         drug = drugs[item.drug_code]
         keys = {a.lower() for a in drug.allergens} | {drug.code.lower(), drug.name.lower()}

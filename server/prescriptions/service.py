@@ -111,8 +111,10 @@ class PrescriptionService:
             raise NotFound(f"no patient {patient_id}", code="patient_not_found")
         await self.record.check_access(requester, patient_id, "prescribe")
         medications = await self.record.medications(patient_id)
+        current = await self.catalogue.resolve(
+            {code for med in medications for code in med.codes}, [m.label for m in medications]
+        )
         codes = {item.drug_code for item in body.items}
-        current = {code for med in medications for code in med.codes}
         drugs = await self.catalogue.drugs(codes | current)
         checks.check_items_known(body.items, drugs)
         checks.check_rules(
@@ -129,7 +131,7 @@ class PrescriptionService:
             drugs,
             await self.catalogue.interactions(codes | current),
             await self.record.allergies(patient_id),
-            medications,
+            current,
         )
         return patient, findings
 
