@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
-from sqlalchemy import delete, literal, select
+from sqlalchemy import delete, select
 
 from server.core.db import Database
 from server.prescriptions.models import ChronicCondition, Drug, DrugInteraction
@@ -111,9 +112,19 @@ def parse_catalogue(raw: Any) -> CatalogueFile:
     return catalogue
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    drugs: dict[str, DrugInfo]
+    interactions: dict[tuple[str, str], Interaction]
+    chronic: frozenset[str]
+
+
 class Catalogue:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, ttl: float = 60.0) -> None:
         self.db = db
+        self.ttl = ttl
+        self._snapshot: Snapshot | None = None
+        self._read_at = 0.0
 
     async def load_file(self, path: Path) -> dict[str, int]:
         try:
@@ -150,6 +161,7 @@ class Catalogue:
                 ChronicCondition(code=c.code, display=c.display)
                 for c in catalogue.chronic_conditions
             )
+        self._snapshot = None
         return {
             "drugs": len(catalogue.drugs),
             "interactions": len(pairs),
@@ -157,45 +169,47 @@ class Catalogue:
         }
 
     async def is_empty(self) -> bool:
-        async with self.db.read() as session:
-            return await session.scalar(select(Drug.code).limit(1)) is None
+        return not (await self.snapshot()).drugs
+
+    async def snapshot(self) -> Snapshot:
+        """The catalogue in memory, re-read at most every ``ttl`` seconds (another node may
+        have loaded a new one) and at once after a load on this node."""
+        now = time.monotonic()
+        if self._snapshot is None or now - self._read_at > self.ttl:
+            async with self.db.read() as session:
+                drugs = {row.code: _info(row) for row in await session.scalars(select(Drug))}
+                pairs = {
+                    (r.drug_a, r.drug_b): Interaction(r.drug_a, r.drug_b, r.severity, r.description)
+                    for r in await session.scalars(select(DrugInteraction))
+                }
+                chronic = frozenset(await session.scalars(select(ChronicCondition.code)))
+            self._snapshot = Snapshot(drugs, pairs, chronic)
+            self._read_at = now
+        return self._snapshot
 
     async def drugs(self, codes: set[str]) -> dict[str, DrugInfo]:
-        if not codes:
-            return {}
-        async with self.db.read() as session:
-            rows = await session.scalars(select(Drug).where(Drug.code.in_(codes)))
-            return {row.code: _info(row) for row in rows}
+        known = (await self.snapshot()).drugs
+        return {code: known[code] for code in codes if code in known}
 
     async def resolve(self, codes: set[str], labels: list[str]) -> set[str]:
         """Catalogue codes of medication known by our code, or by a label naming the drug
         (record entries from other institutions often carry their own drug codes)."""
-        async with self.db.read() as session:
-            found = set(await session.scalars(select(Drug.code).where(Drug.code.in_(codes))))
-            for label in labels:
-                if label:
-                    found |= set(
-                        await session.scalars(
-                            select(Drug.code).where(literal(label).contains(Drug.name))
-                        )
-                    )
+        known = (await self.snapshot()).drugs
+        found = {code for code in codes if code in known}
+        for label in filter(None, labels):
+            found |= {drug.code for drug in known.values() if drug.name in label}
         return found
 
     async def interactions(self, codes: set[str]) -> list[Interaction]:
         """Pairs among ``codes`` (both drugs in the set)."""
-        if len(codes) < 2:
-            return []
-        async with self.db.read() as session:
-            rows = await session.scalars(
-                select(DrugInteraction).where(
-                    DrugInteraction.drug_a.in_(codes), DrugInteraction.drug_b.in_(codes)
-                )
-            )
-            return [Interaction(r.drug_a, r.drug_b, r.severity, r.description) for r in rows]
+        pairs = (await self.snapshot()).interactions
+        ordered = sorted(codes)
+        return [
+            pairs[(a, b)]
+            for i, a in enumerate(ordered)
+            for b in ordered[i + 1 :]
+            if (a, b) in pairs
+        ]
 
     async def is_chronic(self, icd10: str) -> bool:
-        async with self.db.read() as session:
-            found = await session.scalar(
-                select(ChronicCondition.code).where(ChronicCondition.code == icd10[:3])
-            )
-        return found is not None
+        return icd10[:3] in (await self.snapshot()).chronic

@@ -179,7 +179,7 @@ def find_problems(
             findings.append(
                 Finding(
                     code="interaction",
-                    severity=pair.severity,  # type: ignore[arg-type]
+                    severity=pair.severity,
                     message=pair.description,
                     drugs=[pair.a, pair.b],
                 )

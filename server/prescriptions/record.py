@@ -178,18 +178,36 @@ class PatientRecord:
 
     async def patient(self, patient_id: int) -> PatientFacts | None:
         async with self.db.read() as session:
-            row = await session.get(Patient, patient_id)
-            if row is None:
-                return None
-            user_id = await session.scalar(select(User.id).where(User.patient_id == patient_id))
-            return PatientFacts(
+            return await self._patient(session, patient_id)
+
+    async def people(
+        self, user_id: int, patient_id: int
+    ) -> tuple[PrescriberFacts, PatientFacts | None]:
+        """The prescriber and the patient, in one read."""
+        async with self.db.read() as session:
+            row = await session.get(User, user_id)
+            assert row is not None, "an authenticated user exists"
+            prescriber = PrescriberFacts(
                 id=row.id,
                 name=row.name,
-                resident_id=row.resident_id,
-                birth_date=row.birth_date,
-                guardian_name=row.guardian_name,
-                user_id=user_id,
+                role=row.role,
+                institution_id=row.institution_id,
+                can_prescribe=row.can_prescribe and row.active,
             )
+            return prescriber, await self._patient(session, patient_id)
+
+    async def _patient(self, session: AsyncSession, patient_id: int) -> PatientFacts | None:
+        row = await session.get(Patient, patient_id)
+        if row is None:
+            return None
+        return PatientFacts(
+            id=row.id,
+            name=row.name,
+            resident_id=row.resident_id,
+            birth_date=row.birth_date,
+            guardian_name=row.guardian_name,
+            user_id=await self.patient_user_id(session, patient_id),
+        )
 
     @staticmethod
     async def patient_user_id(session: AsyncSession, patient_id: int) -> int | None:
@@ -202,18 +220,6 @@ class PatientRecord:
                 select(Patient.id).where((Patient.name == text) | (Patient.resident_id == text))
             )
             return list(rows)
-
-    async def prescriber(self, user_id: int) -> PrescriberFacts:
-        async with self.db.read() as session:
-            row = await session.get(User, user_id)
-            assert row is not None, "an authenticated user exists"
-            return PrescriberFacts(
-                id=row.id,
-                name=row.name,
-                role=row.role,
-                institution_id=row.institution_id,
-                can_prescribe=row.can_prescribe and row.active,
-            )
 
     async def is_pharmacy(self, institution_id: int) -> bool:
         async with self.db.read() as session:

@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, time, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Select, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -57,12 +57,28 @@ ENDED = {
 }
 
 
+class Unknown:
+    """Not looked up yet (``None`` means looked up: the patient has no account)."""
+
+
+UNKNOWN = Unknown()
+
+
 def user_stream(user_id: int) -> str:
     return f"user:{user_id}"
 
 
 def pharmacy_stream(pharmacy_id: int) -> str:
     return f"institution:{pharmacy_id}"
+
+
+def unacknowledged() -> Select[Any]:
+    """The committed delivery events (the outbox) no pharmacy has acknowledged yet."""
+    return (
+        select(StreamEvent)
+        .join(Delivery, (Delivery.stream == StreamEvent.stream) & (Delivery.seq == StreamEvent.seq))
+        .where(Delivery.acked_at.is_(None))
+    )
 
 
 def valid_until(issued: datetime, validity_days: int) -> datetime:
@@ -103,10 +119,9 @@ class PrescriptionService:
         self, requester: Requester, patient_id: int, body: schemas.PrescriptionBody
     ) -> tuple[PatientFacts, list[schemas.Finding]]:
         """Authorize, validate against the catalogue and the rules, and run the checks."""
-        prescriber = await self.record.prescriber(requester.user_id)
+        prescriber, patient = await self.record.people(requester.user_id, patient_id)
         if prescriber.role not in PRESCRIBER_ROLES or not prescriber.can_prescribe:
             raise Forbidden("you do not hold the prescribing right", code="no_prescribing_right")
-        patient = await self.record.patient(patient_id)
         if patient is None:
             raise NotFound(f"no patient {patient_id}", code="patient_not_found")
         await self.record.check_access(requester, patient_id, "prescribe")
@@ -188,10 +203,12 @@ class PrescriptionService:
         issued = utcnow()
         row.valid_until = valid_until(issued, body.validity_days)
         row.findings = [f.model_dump() for f in findings]
-        row.content = self._content(row, patient, requester, body, findings, issued)
-        signature = await self.signer.sign(tx.session, requester.user_id, row.content)
-        row.signature = signature.model_dump(mode="json")
-        row.updated_at = issued
+        # One UPDATE for content and signature (the key lookup would flush in between).
+        with tx.session.no_autoflush:
+            row.content = self._content(row, patient, requester, body, findings, issued)
+            signature = await self.signer.sign(tx.session, requester.user_id, row.content)
+            row.signature = signature.model_dump(mode="json")
+            row.updated_at = issued
 
     async def create(
         self,
@@ -233,12 +250,16 @@ class PrescriptionService:
                     patient_id=patient.id,
                     resource=f"Prescription/{row.id}",
                     reason=data.override_reason,
-                    details={"items": len(data.items), "findings": len(findings)},
+                    details={
+                        "items": len(data.items),
+                        "findings": len(findings),
+                        "pharmacy_id": data.pharmacy_id,
+                    },
                 )
                 if data.pharmacy_id is not None:
-                    await self._deliver(tx, row, patient, requester, data.pharmacy_id)
+                    await self._deliver(tx, row, patient, requester, data.pharmacy_id, audit=False)
                 await self._notify(tx, row, patient, "created")
-                return await self._out(tx.session, row)
+                return await self._out(tx.session, row, fresh=True)
         except IntegrityError:
             # A concurrent retry with the same key committed first: answer with its result.
             if idempotency_key:
@@ -298,7 +319,7 @@ class PrescriptionService:
             if row.pharmacy_id is not None:
                 await self._deliver(tx, row, patient, requester, row.pharmacy_id)
             await self._notify(tx, row, patient, "revised")
-            return await self._out(tx.session, row)
+            return await self._out(tx.session, row, fresh=True)
 
     # --- routing and delivery ---------------------------------------------------------
 
@@ -335,7 +356,7 @@ class PrescriptionService:
                 return await self._out(tx.session, row)  # a repeated choice changes nothing
             await self._deliver(tx, row, patient, requester, data.pharmacy_id)
             await self._notify(tx, row, patient, "routed")
-            return await self._out(tx.session, row)
+            return await self._out(tx.session, row, fresh=True)
 
     async def _deliver(
         self,
@@ -344,6 +365,8 @@ class PrescriptionService:
         patient: PatientFacts,
         requester: Requester,
         pharmacy_id: int,
+        *,
+        audit: bool = True,
     ) -> None:
         previous = row.pharmacy_id
         if previous is not None and previous != pharmacy_id:
@@ -357,22 +380,28 @@ class PrescriptionService:
         row.pharmacy_id = pharmacy_id
         row.status = "sent"
         row.updated_at = utcnow()
-        await tx.session.flush()
-        out = await self._out(tx.session, row)
+        out = await self._out(tx.session, row, fresh=True)
         stream = pharmacy_stream(pharmacy_id)
         envelope = await self.events.append(
             tx, stream, "prescription", "delivered", {"prescription": out.model_dump(mode="json")}
         )
-        tx.session.add(
-            Delivery(
-                prescription_id=row.id,
-                pharmacy_id=pharmacy_id,
-                version=row.version,
-                stream=stream,
-                seq=envelope["seq"],
+        delivery = await tx.session.scalar(
+            select(Delivery).where(
+                Delivery.prescription_id == row.id,
+                Delivery.pharmacy_id == pharmacy_id,
+                Delivery.version == row.version,
             )
         )
+        if delivery is None:  # routed back to a pharmacy it left: that delivery is pending again
+            delivery = Delivery(
+                prescription_id=row.id, pharmacy_id=pharmacy_id, version=row.version
+            )
+            tx.session.add(delivery)
+        delivery.stream, delivery.seq = stream, envelope["seq"]
+        delivery.acked_at = delivery.acked_by = None
         await self._history(tx, row, requester, None, {"pharmacy_id": pharmacy_id})
+        if not audit:  # the caller's audit entry names the pharmacy
+            return
         await self.audit.record(
             tx.session,
             "prescription.route",
@@ -410,14 +439,8 @@ class PrescriptionService:
         self._check_pharmacist_role(requester)
         async with self.db.read() as session:
             rows = await session.scalars(
-                select(StreamEvent)
-                .join(
-                    Delivery,
-                    (Delivery.stream == StreamEvent.stream) & (Delivery.seq == StreamEvent.seq),
-                )
-                .where(
-                    Delivery.pharmacy_id == requester.institution_id, Delivery.acked_at.is_(None)
-                )
+                unacknowledged()
+                .where(Delivery.pharmacy_id == requester.institution_id)
                 .order_by(StreamEvent.seq)
             )
             return [row.envelope() for row in rows]
@@ -428,12 +451,8 @@ class PrescriptionService:
         async with self.db.read() as session:
             rows = list(
                 await session.scalars(
-                    select(StreamEvent)
-                    .join(
-                        Delivery,
-                        (Delivery.stream == StreamEvent.stream) & (Delivery.seq == StreamEvent.seq),
-                    )
-                    .where(Delivery.acked_at.is_(None), Delivery.created_at <= cutoff)
+                    unacknowledged()
+                    .where(Delivery.created_at <= cutoff)
                     .order_by(StreamEvent.stream, StreamEvent.seq)
                 )
             )
@@ -759,10 +778,10 @@ class PrescriptionService:
         op: str,
         reason: str | None,
         *,
-        patient_user_id: int | None = None,
+        patient_user_id: int | Unknown | None = UNKNOWN,
     ) -> None:
         """Tell the prescriber and the patient, live, where the prescription stands."""
-        if patient_user_id is None:
+        if isinstance(patient_user_id, Unknown):
             patient_user_id = await self.record.patient_user_id(tx.session, row.patient_id)
         data = {
             "prescription_id": row.id,
@@ -785,9 +804,13 @@ class PrescriptionService:
                 {"prescription_id": row.id, "version": row.version, "reason": reason},
             )
 
-    async def _out(self, session: AsyncSession, row: Prescription) -> schemas.PrescriptionOut:
+    async def _out(
+        self, session: AsyncSession, row: Prescription, *, fresh: bool = False
+    ) -> schemas.PrescriptionOut:
+        """``fresh``: a version just signed or delivered (not received, not dispensed)."""
         received = False
-        if row.pharmacy_id is not None:
+        dispensation = None
+        if row.pharmacy_id is not None and not fresh:
             received = (
                 await session.scalar(
                     select(Delivery.id).where(
@@ -799,13 +822,14 @@ class PrescriptionService:
                 )
                 is not None
             )
-        dispensation = await session.scalar(
-            select(Dispensation).where(Dispensation.prescription_id == row.id)
-        )
+        if row.status == "dispensed":
+            dispensation = await session.scalar(
+                select(Dispensation).where(Dispensation.prescription_id == row.id)
+            )
         return schemas.PrescriptionOut(
             id=row.id,
             version=row.version,
-            status=row.status,  # type: ignore[arg-type]
+            status=row.status,
             patient_id=row.patient_id,
             prescriber_id=row.prescriber_id,
             institution_id=row.institution_id,
