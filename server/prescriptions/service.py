@@ -73,11 +73,19 @@ def pharmacy_stream(pharmacy_id: int) -> str:
 
 
 def unacknowledged() -> Select[Any]:
-    """The committed delivery events (the outbox) no pharmacy has acknowledged yet."""
+    """The committed delivery events (the outbox) not acknowledged yet, of prescriptions
+    still live at that pharmacy in that version (a withdrawn, revised, cancelled or expired
+    one is no longer worth delivering)."""
     return (
         select(StreamEvent)
         .join(Delivery, (Delivery.stream == StreamEvent.stream) & (Delivery.seq == StreamEvent.seq))
-        .where(Delivery.acked_at.is_(None))
+        .join(
+            Prescription,
+            (Prescription.id == Delivery.prescription_id)
+            & (Prescription.pharmacy_id == Delivery.pharmacy_id)
+            & (Prescription.version == Delivery.version),
+        )
+        .where(Delivery.acked_at.is_(None), Prescription.status.in_(LIVE))
     )
 
 

@@ -140,6 +140,8 @@ async def test_doctor_cancels_before_dispensing(api: Api, world: World) -> None:
     )
     assert status == 200 and body["status"] == "cancelled"
     await pharmacy.wait_for(lambda e: e["op"] == "cancelled")
+    status, pending = await api.get("/api/v1/pharmacy/deliveries/pending", as_="pharmacist_chen")
+    assert status == 200 and pending["items"] == []  # nothing left to deliver
     status, problem = await api.post(
         f"{RX}/{rx['id']}/review", as_="pharmacist_chen", json={"decision": "approve"}
     )
