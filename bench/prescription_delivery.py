@@ -130,9 +130,10 @@ class Server:
         )
 
     async def start(self) -> None:
-        seed = await self.cli("seed-demo", stdout=asyncio.subprocess.DEVNULL)
-        if await seed.wait() != 0:
-            raise RuntimeError("seed-demo failed")
+        for step in ("migrate", "seed-demo"):
+            done = await self.cli(step, stdout=asyncio.subprocess.DEVNULL)
+            if await done.wait() != 0:
+                raise RuntimeError(f"{step} failed")
         self.process = await self.cli("serve", "--port", str(self.port))
         async with aiohttp.ClientSession() as http:
             for _ in range(200):

@@ -233,48 +233,66 @@ class PrescriptionService:
         self._check_overridden(data, findings)
         if data.pharmacy_id is not None:
             await self._check_pharmacy(data.pharmacy_id)
-        try:
-            async with self.db.transaction() as tx:
-                row = Prescription(
-                    patient_id=patient.id,
-                    prescriber_id=requester.user_id,
-                    institution_id=requester.institution_id,
-                    status="signed",
-                    version=1,
-                    content={},
-                    signature={},
-                    valid_until=utcnow(),
-                    idempotency_key=idempotency_key,
-                    request_hash=request_hash,
+        for attempt in (1, 2):
+            try:
+                return await self._insert(
+                    requester, data, patient, findings, idempotency_key, request_hash
                 )
-                tx.session.add(row)
-                await tx.session.flush()
-                await self._sign(tx, row, patient, requester, data, findings)
-                await self._history(tx, row, requester, data.override_reason, {"kind": data.kind})
-                await self.audit.record(
-                    tx.session,
-                    "prescription.create",
-                    actor=requester,
-                    patient_id=patient.id,
-                    resource=f"Prescription/{row.id}",
-                    reason=data.override_reason,
-                    details={
-                        "items": len(data.items),
-                        "findings": len(findings),
-                        "pharmacy_id": data.pharmacy_id,
-                    },
-                )
-                if data.pharmacy_id is not None:
-                    await self._deliver(tx, row, patient, requester, data.pharmacy_id, audit=False)
-                await self._notify(tx, row, patient, "created")
-                return await self._out(tx.session, row, fresh=True)
-        except IntegrityError:
-            # A concurrent retry with the same key committed first: answer with its result.
-            if idempotency_key:
-                existing = await self._by_key(requester, idempotency_key, request_hash)
-                if existing is not None:
-                    return existing
-            raise
+            except IntegrityError:
+                # A concurrent retry with the same key committed first: answer with its result.
+                if idempotency_key:
+                    existing = await self._by_key(requester, idempotency_key, request_hash)
+                    if existing is not None:
+                        return existing
+                if attempt == 2:
+                    raise
+                # Else the doctor's first signature raced another one creating the signing
+                # key; the key exists now, so the second attempt signs with it.
+        raise AssertionError("unreachable")
+
+    async def _insert(
+        self,
+        requester: Requester,
+        data: schemas.PrescriptionCreate,
+        patient: PatientFacts,
+        findings: list[schemas.Finding],
+        idempotency_key: str | None,
+        request_hash: str,
+    ) -> schemas.PrescriptionOut:
+        async with self.db.transaction() as tx:
+            row = Prescription(
+                patient_id=patient.id,
+                prescriber_id=requester.user_id,
+                institution_id=requester.institution_id,
+                status="signed",
+                version=1,
+                content={},
+                signature={},
+                valid_until=utcnow(),
+                idempotency_key=idempotency_key,
+                request_hash=request_hash,
+            )
+            tx.session.add(row)
+            await tx.session.flush()
+            await self._sign(tx, row, patient, requester, data, findings)
+            await self._history(tx, row, requester, data.override_reason, {"kind": data.kind})
+            await self.audit.record(
+                tx.session,
+                "prescription.create",
+                actor=requester,
+                patient_id=patient.id,
+                resource=f"Prescription/{row.id}",
+                reason=data.override_reason,
+                details={
+                    "items": len(data.items),
+                    "findings": len(findings),
+                    "pharmacy_id": data.pharmacy_id,
+                },
+            )
+            if data.pharmacy_id is not None:
+                await self._deliver(tx, row, patient, requester, data.pharmacy_id, audit=False)
+            await self._notify(tx, row, patient, "created")
+            return await self._out(tx.session, row, fresh=True)
 
     async def _by_key(
         self, requester: Requester, key: str, request_hash: str
@@ -393,13 +411,15 @@ class PrescriptionService:
         envelope = await self.events.append(
             tx, stream, "prescription", "delivered", {"prescription": out.model_dump(mode="json")}
         )
-        delivery = await tx.session.scalar(
-            select(Delivery).where(
-                Delivery.prescription_id == row.id,
-                Delivery.pharmacy_id == pharmacy_id,
-                Delivery.version == row.version,
+        delivery = None
+        if previous is not None or row.version > 1:  # else certainly its first delivery
+            delivery = await tx.session.scalar(
+                select(Delivery).where(
+                    Delivery.prescription_id == row.id,
+                    Delivery.pharmacy_id == pharmacy_id,
+                    Delivery.version == row.version,
+                )
             )
-        )
         if delivery is None:  # routed back to a pharmacy it left: that delivery is pending again
             delivery = Delivery(
                 prescription_id=row.id, pharmacy_id=pharmacy_id, version=row.version

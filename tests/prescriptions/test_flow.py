@@ -146,3 +146,11 @@ async def test_doctor_routes_with_the_patients_choice_and_revises_after_rejectio
     )
     assert status == 200 and moved["pharmacy_id"] == world.tatyf
     await pharmacy.wait_for(is_op("withdrawn", rx["id"]))
+    status, back = await api.post(
+        f"{RX}/{rx['id']}/route", as_="patient_wang", json={"pharmacy_id": world.hcyf}
+    )
+    assert status == 200 and back["pharmacy_id"] == world.hcyf
+    status, pending = await api.get("/api/v1/pharmacy/deliveries/pending", as_="pharmacist_chen")
+    assert [e["data"]["prescription"]["version"] for e in pending["items"]] == [2]
+    status, pending = await api.get("/api/v1/pharmacy/deliveries/pending", as_="pharmacist_zhou")
+    assert pending["items"] == []  # withdrawn from there
