@@ -4,6 +4,7 @@ malformed, replaced as a whole."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,8 @@ def test_cli_loads_the_demo_catalogue(
         environ = {"YIHAO_DATABASE_URL": settings.database_url}
     environ |= {"YIHAO_SECRET_KEY": settings.secret_key, "YIHAO_LOG_FORMAT": "text"}
     with pytest.MonkeyPatch.context() as patch:
+        for key in [k for k in os.environ if k.startswith("YIHAO_")]:
+            patch.delenv(key)  # the test tier's own variables are not settings
         for key, value in environ.items():
             patch.setenv(key, value)
         assert main(["drugs", "load"]) == 0
