@@ -276,6 +276,10 @@ class PrescriptionService:
             await tx.session.flush()
             await self._sign(tx, row, patient, requester, data, findings)
             await self._history(tx, row, requester, data.override_reason, {"kind": data.kind})
+            if data.pharmacy_id is not None:
+                await self._deliver(tx, row, patient, requester, data.pharmacy_id, audit=False)
+            await self._notify(tx, row, patient, "created")
+            # Last: the audit chain's head row stays locked until commit (one writer at a time).
             await self.audit.record(
                 tx.session,
                 "prescription.create",
@@ -289,9 +293,6 @@ class PrescriptionService:
                     "pharmacy_id": data.pharmacy_id,
                 },
             )
-            if data.pharmacy_id is not None:
-                await self._deliver(tx, row, patient, requester, data.pharmacy_id, audit=False)
-            await self._notify(tx, row, patient, "created")
             return await self._out(tx.session, row, fresh=True)
 
     async def _by_key(
