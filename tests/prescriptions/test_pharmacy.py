@@ -9,6 +9,8 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 
+from server.app import create_app
+from server.config import Settings
 from server.core.db import utcnow
 from server.prescriptions.models import Dispensation, Prescription
 from tests.helpers import Api
@@ -118,6 +120,30 @@ async def test_expiry_is_automatic(api: Api, world: World) -> None:
     assert status == 409 and problem["code"] == "prescription_expired"
     status, body = await api.get(f"{RX}/{rx['id']}", as_="patient_wang")
     assert status == 200 and body["status"] == "expired"
+
+
+async def test_the_sweeper_expires_without_anyone_asking(
+    api: Api, world: World, settings: Settings, aiohttp_client: Any
+) -> None:
+    rx = await sent(api, world)
+    async with world.services.db.transaction() as tx:
+        await tx.session.execute(
+            update(Prescription)
+            .where(Prescription.id == rx["id"])
+            .values(valid_until=utcnow() - timedelta(seconds=1))
+        )
+    swept = await aiohttp_client(
+        create_app(settings.with_overrides(prescription_sweep_seconds=0.05))
+    )
+    other = Api(swept)
+    try:
+        pharmacy = await other.socket("pharmacist_chen")
+        pharmacy.positions[f"institution:{world.hcyf}"] = 0  # the sweep may come first
+        await pharmacy.sync()
+        await pharmacy.wait_for(lambda e: e["op"] == "expired")
+        assert await status_of(world, rx["id"]) == "expired"
+    finally:
+        await other.close()
 
 
 async def test_validity_ends_with_the_last_valid_day_in_china(api: Api, world: World) -> None:
