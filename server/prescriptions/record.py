@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,28 +21,14 @@ from server.core.auth import Requester
 from server.core.db import Database
 from server.identity.models import Institution, Patient, User
 
+if TYPE_CHECKING:
+    from server.core.access import AccessService
+    from server.records.service import RecordsService
+
 # FHIR v3-ActCode encounter classes: VR (virtual) is online; the rest were in person.
 ONLINE_ENCOUNTER_CLASSES = frozenset({"VR"})
 INACTIVE_CLINICAL = frozenset({"inactive", "resolved", "remission"})
 REFUTED = frozenset({"refuted", "entered-in-error"})
-
-
-class RecordsReader(Protocol):
-    async def resources(
-        self, patient_id: int, resource_type: str, *, status: str | None = None
-    ) -> list[dict[str, Any]]: ...
-
-
-class AccessChecker(Protocol):
-    async def check_patient_access(
-        self,
-        requester: Requester,
-        patient_id: int,
-        *,
-        action: str,
-        resources: str | None = None,
-        emergency_reason: str | None = None,
-    ) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -106,25 +92,20 @@ def _label(concept: dict[str, Any] | None) -> str:
 
 
 class PatientRecord:
-    """Reads for the rules and checks; ``records``/``access`` come from the records capability."""
+    """Reads for the rules and checks; ``records``/``access`` are the records capability's."""
 
-    def __init__(
-        self, db: Database, records: RecordsReader | None, access: AccessChecker | None
-    ) -> None:
+    def __init__(self, db: Database, records: RecordsService, access: AccessService) -> None:
         self.db = db
         self.records = records
         self.access = access
 
     async def _resources(self, patient_id: int, resource_type: str) -> list[dict[str, Any]]:
-        if self.records is None:
-            return []
         return await self.records.resources(patient_id, resource_type)
 
     async def check_access(self, requester: Requester, patient_id: int, action: str) -> None:
-        if self.access is not None:
-            await self.access.check_patient_access(
-                requester, patient_id, action=action, resources="Prescription"
-            )
+        await self.access.check_patient_access(
+            requester, patient_id, action=action, resources="Prescription"
+        )
 
     async def conditions(self, patient_id: int) -> list[RecordedCondition]:
         encounters = {
