@@ -67,6 +67,11 @@ def check_items_known(items: list[Item], drugs: dict[str, DrugInfo]) -> None:
             raise ValidationFailed.field(
                 f"items.{n}.drug_name", f"'{item.drug_code}' is {drug.name}", code="drug_mismatch"
             )
+        if item.strength != drug.strength:
+            raise ValidationFailed.field(
+                f"items.{n}.strength", f"{drug.name} comes as {drug.strength}",
+                code="drug_mismatch",
+            )  # fmt: skip
         if item.dose_unit != drug.dose_unit:
             raise ValidationFailed.field(
                 f"items.{n}.dose_unit", f"{drug.name} is dosed in {drug.dose_unit}",

@@ -466,13 +466,23 @@ class PrescriptionService:
     async def pending(self, requester: Requester) -> list[dict[str, Any]]:
         """Deliveries to the requester's pharmacy not yet acknowledged, in stream order."""
         self._check_pharmacist_role(requester)
-        async with self.db.read() as session:
-            rows = await session.scalars(
+        async with self.db.transaction() as tx:
+            rows = await tx.session.scalars(
                 unacknowledged()
                 .where(Delivery.pharmacy_id == requester.institution_id)
                 .order_by(StreamEvent.seq)
             )
-            return [row.envelope() for row in rows]
+            envelopes = [row.envelope() for row in rows]
+            if envelopes:
+                ids = [e["data"]["prescription"]["id"] for e in envelopes]
+                await self.audit.record(
+                    tx.session,
+                    "prescription.read_pending",
+                    actor=requester,
+                    resource="Prescription",
+                    details={"prescription_ids": ids},
+                )
+            return envelopes
 
     async def relay_pending(self, older_than: float = 0.0) -> int:
         """Push again every unacknowledged delivery (after a restart, a lost push…)."""

@@ -193,6 +193,8 @@ async def test_bad_input_is_a_clear_problem_and_changes_nothing(api: Api, world:
         ([amlodipine(quantity=100000)], 422, "validation_failed"),
         ([amlodipine(dose=0)], 422, "validation_failed"),
         ([amlodipine(drug_name="阿莫西林胶囊")], 422, "drug_mismatch"),
+        ([amlodipine(strength="10mg")], 422, "drug_mismatch"),
+        ([amlodipine(dose_unit="g")], 422, "drug_mismatch"),
         ([amlodipine(), amlodipine()], 422, "validation_failed"),
     ]
     for items, status_code, code in cases:
