@@ -277,21 +277,10 @@ class PrescriptionService:
             await self._sign(tx, row, patient, requester, data, findings)
             await self._history(tx, row, requester, data.override_reason, {"kind": data.kind})
             if data.pharmacy_id is not None:
-                await self._deliver(tx, row, patient, requester, data.pharmacy_id, audit=False)
+                await self._deliver(tx, row, requester, data.pharmacy_id)
             await self._notify(tx, row, patient, "created")
-            # Last: the audit chain's head row stays locked until commit (one writer at a time).
-            await self.audit.record(
-                tx.session,
-                "prescription.create",
-                actor=requester,
-                patient_id=patient.id,
-                resource=f"Prescription/{row.id}",
-                reason=data.override_reason,
-                details={
-                    "items": len(data.items),
-                    "findings": len(findings),
-                    "pharmacy_id": data.pharmacy_id,
-                },
+            await self._audit(
+                tx, requester, row, "create", data.override_reason, {"findings": len(findings)}
             )
             return await self._out(tx.session, row, fresh=True)
 
@@ -335,17 +324,10 @@ class PrescriptionService:
             row.reviewer_id = None
             await self._sign(tx, row, patient, requester, body, findings)
             await self._history(tx, row, requester, body.override_reason, {"revised": True})
-            await self.audit.record(
-                tx.session,
-                "prescription.revise",
-                actor=requester,
-                patient_id=row.patient_id,
-                resource=f"Prescription/{row.id}",
-                details={"version": row.version},
-            )
             if row.pharmacy_id is not None:
-                await self._deliver(tx, row, patient, requester, row.pharmacy_id)
+                await self._deliver(tx, row, requester, row.pharmacy_id)
             await self._notify(tx, row, patient, "revised")
+            await self._audit(tx, requester, row, "revise", body.override_reason)
             return await self._out(tx.session, row, fresh=True)
 
     # --- routing and delivery ---------------------------------------------------------
@@ -381,29 +363,23 @@ class PrescriptionService:
                 raise status_error(row, "route it to a pharmacy")
             if row.pharmacy_id == data.pharmacy_id:
                 return await self._out(tx.session, row)  # a repeated choice changes nothing
-            await self._deliver(tx, row, patient, requester, data.pharmacy_id)
+            await self._deliver(tx, row, requester, data.pharmacy_id)
             await self._notify(tx, row, patient, "routed")
+            await self._audit(tx, requester, row, "route")
             return await self._out(tx.session, row, fresh=True)
 
     async def _deliver(
         self,
         tx: Tx,
         row: Prescription,
-        patient: PatientFacts,
         requester: Requester,
         pharmacy_id: int,
-        *,
-        audit: bool = True,
     ) -> None:
         previous = row.pharmacy_id
-        if previous is not None and previous != pharmacy_id:
-            await self.events.append(
-                tx,
-                pharmacy_stream(previous),
-                "prescription",
-                "withdrawn",
-                {"prescription_id": row.id, "version": row.version},
-            )
+        withdrawn = previous is not None and previous != pharmacy_id
+        # Stream heads are locked in ascending pharmacy order (no deadlock between two moves).
+        if withdrawn and previous < pharmacy_id:  # type: ignore[operator]
+            await self._tell_pharmacy(tx, row, "withdrawn", None)
         row.pharmacy_id = pharmacy_id
         row.status = "sent"
         row.updated_at = utcnow()
@@ -428,17 +404,9 @@ class PrescriptionService:
             tx.session.add(delivery)
         delivery.stream, delivery.seq = stream, envelope["seq"]
         delivery.acked_at = delivery.acked_by = None
+        if withdrawn and previous > pharmacy_id:  # type: ignore[operator]
+            await self._tell_pharmacy(tx, row, "withdrawn", None, pharmacy_id=previous)
         await self._history(tx, row, requester, None, {"pharmacy_id": pharmacy_id})
-        if not audit:  # the caller's audit entry names the pharmacy
-            return
-        await self.audit.record(
-            tx.session,
-            "prescription.route",
-            actor=requester,
-            patient_id=patient.id,
-            resource=f"Prescription/{row.id}",
-            details={"pharmacy_id": pharmacy_id, "version": row.version},
-        )
 
     async def acknowledge(
         self, requester: Requester, prescription_id: int, version: int
@@ -461,6 +429,7 @@ class PrescriptionService:
             if first:
                 await self._history(tx, row, requester, None, {"received": version}, "received")
                 await self._notify_users(tx, row, "received", None)
+                await self._audit(tx, requester, row, "receive")
             return {"prescription_id": prescription_id, "version": version, "first": first}
 
     async def pending(self, requester: Requester) -> list[dict[str, Any]]:
@@ -520,15 +489,8 @@ class PrescriptionService:
             ):
                 raise status_error(row, data.decision)
             await self._history(tx, row, requester, data.reason)
-            await self.audit.record(
-                tx.session,
-                f"prescription.{data.decision}",
-                actor=requester,
-                patient_id=row.patient_id,
-                resource=f"Prescription/{row.id}",
-                reason=data.reason,
-            )
             await self._notify_users(tx, row, target, data.reason)
+            await self._audit(tx, requester, row, data.decision, data.reason)
             return await self._out(tx.session, row)
 
     async def dispense(
@@ -565,14 +527,8 @@ class PrescriptionService:
             )
             await tx.session.flush()
             await self._history(tx, row, requester, data.note, {"items": len(data.items)})
-            await self.audit.record(
-                tx.session,
-                "prescription.dispense",
-                actor=requester,
-                patient_id=row.patient_id,
-                resource=f"Prescription/{row.id}",
-            )
             await self._notify_users(tx, row, "dispensed", None)
+            await self._audit(tx, requester, row, "dispense", data.note)
             return await self._out(tx.session, row)
 
     async def cancel(
@@ -585,16 +541,9 @@ class PrescriptionService:
             if not await self._transition(tx, row, LIVE, "cancelled"):
                 raise status_error(row, "cancel")
             await self._history(tx, row, requester, reason)
-            await self.audit.record(
-                tx.session,
-                "prescription.cancel",
-                actor=requester,
-                patient_id=row.patient_id,
-                resource=f"Prescription/{row.id}",
-                reason=reason,
-            )
             await self._tell_pharmacy(tx, row, "cancelled", reason)
             await self._notify_users(tx, row, "cancelled", reason)
+            await self._audit(tx, requester, row, "cancel", reason)
             return await self._out(tx.session, row)
 
     async def expire_due(self, prescription_id: int | None = None) -> int:
@@ -613,14 +562,9 @@ class PrescriptionService:
                 if not await self._transition(tx, row, LIVE, "expired"):
                     continue  # dispensed or cancelled meanwhile
                 await self._history(tx, row, None, "validity ended")
-                await self.audit.record(
-                    tx.session,
-                    "prescription.expire",
-                    patient_id=row.patient_id,
-                    resource=f"Prescription/{row.id}",
-                )
                 await self._tell_pharmacy(tx, row, "expired", None)
                 await self._notify_users(tx, row, "expired", None)
+                await self._audit(tx, None, row, "expire")
                 expired += 1
         return expired
 
@@ -798,14 +742,30 @@ class PrescriptionService:
             )
         )
 
-    async def _audit_read(self, tx: Tx, requester: Requester, row: Prescription) -> None:
+    async def _audit(
+        self,
+        tx: Tx,
+        actor: Requester | None,
+        row: Prescription,
+        action: str,
+        reason: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        """Called last in a transaction: the audit chain's head row stays locked until commit,
+        and every write takes its locks in one order (pharmacy streams, user streams, audit),
+        so concurrent transactions on PostgreSQL cannot deadlock."""
         await self.audit.record(
             tx.session,
-            "prescription.read",
-            actor=requester,
+            f"prescription.{action}",
+            actor=actor,
             patient_id=row.patient_id,
             resource=f"Prescription/{row.id}",
+            reason=reason,
+            details={"version": row.version, "pharmacy_id": row.pharmacy_id, **(details or {})},
         )
+
+    async def _audit_read(self, tx: Tx, requester: Requester, row: Prescription) -> None:
+        await self._audit(tx, requester, row, "read")
 
     async def _notify(self, tx: Tx, row: Prescription, patient: PatientFacts, op: str) -> None:
         await self._notify_users(tx, row, op, None, patient_user_id=patient.user_id)
@@ -833,11 +793,20 @@ class PrescriptionService:
             if user_id is not None:
                 await self.events.append(tx, user_stream(user_id), "prescription", op, data)
 
-    async def _tell_pharmacy(self, tx: Tx, row: Prescription, op: str, reason: str | None) -> None:
-        if row.pharmacy_id is not None:
+    async def _tell_pharmacy(
+        self,
+        tx: Tx,
+        row: Prescription,
+        op: str,
+        reason: str | None,
+        *,
+        pharmacy_id: int | None = None,
+    ) -> None:
+        pharmacy_id = pharmacy_id or row.pharmacy_id
+        if pharmacy_id is not None:
             await self.events.append(
                 tx,
-                pharmacy_stream(row.pharmacy_id),
+                pharmacy_stream(pharmacy_id),
                 "prescription",
                 op,
                 {"prescription_id": row.id, "version": row.version, "reason": reason},
