@@ -162,6 +162,9 @@ def load_settings(
     for name, raw in environ.items():
         if not name.startswith(ENV_PREFIX) or name == f"{ENV_PREFIX}CONFIG":
             continue
+        if name.startswith(f"{ENV_PREFIX}TEST_"):
+            # Reserved for the test suite (YIHAO_TEST_DATABASE_URL, …), never a server setting.
+            continue
         key = name[len(ENV_PREFIX) :].lower()
         if key not in Settings.model_fields:
             # A mistyped variable would otherwise be silently ignored.

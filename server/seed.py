@@ -117,4 +117,7 @@ async def seed_demo(services: Services) -> dict[str, int]:
         )
         created["users"] += 1
     await seed_prescriptions(services)
+    from server.records.seed import seed_records  # imports this module's PATIENTS
+
+    await seed_records(services)
     return created

@@ -218,7 +218,16 @@ class PatientIndex:
             patient = await session.get(Patient, patient_id)
             if patient is None:
                 raise NotFound(f"no patient {patient_id}")
-            return await self._out(session, patient)
+            out = await self._out(session, patient)
+        if actor.role == "platform_admin":  # managing the index: audited like any other read
+            await self.audit.record_alone(
+                "patient.read",
+                actor=actor,
+                patient_id=patient_id,
+                resource=f"Patient/{patient_id}",
+                reason="administration",
+            )
+        return out
 
     async def _out(self, session: AsyncSession, patient: Patient) -> schemas.PatientOut:
         rows = await session.execute(
@@ -231,7 +240,7 @@ class PatientIndex:
             id=patient.id,
             resident_id=patient.resident_id,
             name=patient.name,
-            sex=patient.sex,  # type: ignore[arg-type]
+            sex=patient.sex,
             birth_date=patient.birth_date,
             phone=patient.phone,
             real_name_verified=patient.real_name_verified,
@@ -242,9 +251,9 @@ class PatientIndex:
                         id=inst.id,
                         code=inst.code,
                         name=inst.name,
-                        kind=inst.kind,  # type: ignore[arg-type]
+                        kind=inst.kind,
                     ),
-                    kind=link.kind,  # type: ignore[arg-type]
+                    kind=link.kind,
                     number=link.number,
                 )
                 for link, inst in rows

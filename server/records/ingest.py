@@ -303,10 +303,10 @@ class Ingest:
                 )
         if issues:
             raise BundleRefused(issues)
-        numbers["mrn"] = numbers["mrn"] or item.source_id
+        mrn = numbers["mrn"] = numbers["mrn"] or item.source_id
         if resident is None:
             known = await self.patients.find_by_local_number(
-                tx.session, sender.institution_id, numbers["mrn"], "mrn"
+                tx.session, sender.institution_id, mrn, "mrn"
             )
             if known is None:
                 raise BundleRefused(

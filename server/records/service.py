@@ -37,7 +37,6 @@ from server.records.models import RecordEntry
 
 ACTIVE_PROBLEM = ("active", "recurrence", "relapse")
 ABNORMAL_FLAGS = frozenset({"H", "HH", "HU", "L", "LL", "LU", "A", "AA", "<", ">", "POS", "DET"})
-LAB_SCAN = 300  # recent lab results looked at for the summary
 LAB_CODES = 20  # distinct tests shown
 TREND_POINTS = 5
 
@@ -198,14 +197,34 @@ class RecordsService:
                 )
                 .order_by(RecordEntry.date.desc())
             )
-            labs = await session.execute(
-                self._visible(select(*columns, RecordEntry.resource), patient_id, excluded)
+            # The latest results of each test and their trend, ranked in SQL so that only
+            # those rows are fetched (a long record has thousands of lab results).
+            ranked = (
+                self._visible(
+                    select(
+                        RecordEntry.id,
+                        func.row_number()
+                        .over(
+                            partition_by=RecordEntry.code,
+                            order_by=(RecordEntry.date.desc(), RecordEntry.id.desc()),
+                        )
+                        .label("rank"),
+                    ),
+                    patient_id,
+                    excluded,
+                )
                 .where(
                     RecordEntry.resource_type == "Observation",
                     RecordEntry.category == "laboratory",
+                    RecordEntry.code.is_not(None),
                 )
+                .subquery()
+            )
+            labs = await session.execute(
+                select(*columns, RecordEntry.resource)
+                .join(ranked, ranked.c.id == RecordEntry.id)
+                .where(ranked.c.rank <= TREND_POINTS + 1)
                 .order_by(RecordEntry.date.desc(), RecordEntry.id.desc())
-                .limit(LAB_SCAN)
             )
             problem_items = [_item(r, institutions) for r in problems]
             med_items = [_item(r, institutions) for r in meds]
@@ -556,7 +575,7 @@ def _lab_results(
 ) -> list[schemas.LabResult]:
     by_code: dict[str, list[Any]] = {}
     for row in rows:  # newest first
-        by_code.setdefault(row.code or f"#{row.id}", []).append(row)
+        by_code.setdefault(row.code, []).append(row)
     results = []
     for group in list(by_code.values())[:LAB_CODES]:
         latest = group[0]

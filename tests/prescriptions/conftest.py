@@ -1,6 +1,7 @@
-"""Fixtures of e-prescriptions: the demo network with patient_wang's shared record.
+"""Fixtures of e-prescriptions: the demo network plus 钱国华 (patient_qian) and his shared record.
 
-王建国 (patient_wang) was seen in person at 青岛市立医院 (QDSL, dr_li's hospital):
+A patient of his own, so the tests do not depend on the demo record of the
+seeded patients. 钱国华 was seen in person at 青岛市立医院 (QDSL, dr_li's hospital):
 hypertension (I10) and atrial fibrillation (I48) diagnosed at an outpatient
 visit, diabetes (E11) noted only at an online visit; allergic to penicillin;
 on warfarin. He chose 海川大药房 (HCYF, pharmacist_chen) as his pharmacy.
@@ -9,13 +10,17 @@ on warfarin. He chose 海川大药房 (HCYF, pharmacist_chen) as his pharmacy.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
 from server.container import Services
-from server.identity.models import Institution, User
+from server.core.ids import make_resident_id
+from server.identity.models import Institution
+from server.identity.schemas import UserCreate
+from server.seed import DEMO_PASSWORD
 
 
 @dataclass
@@ -96,14 +101,25 @@ WARFARIN = {
 }
 
 
+PATIENT = "patient_qian"
+PATIENT_NAME = "钱国华"
+
+
 async def ids(services: Services) -> tuple[int, dict[str, int]]:
+    account = await services.identity.create_user(
+        None,
+        UserCreate(
+            username=PATIENT,
+            password=DEMO_PASSWORD,
+            role="patient",
+            name=PATIENT_NAME,
+            resident_id=make_resident_id("370202", date(1958, 7, 16), 51),
+        ),
+    )
     async with services.db.read() as session:
-        patient_id = await session.scalar(
-            select(User.patient_id).where(User.username == "patient_wang")
-        )
         institutions = dict((await session.execute(select(Institution.code, Institution.id))).all())
-    assert patient_id is not None
-    return patient_id, institutions
+    assert account.patient_id is not None
+    return account.patient_id, institutions
 
 
 async def add_record(services: Services, patient_id: int, institution_id: int) -> None:

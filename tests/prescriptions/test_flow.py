@@ -6,7 +6,7 @@ from typing import Any
 
 from server.core.signing import Signature, verify_signature
 from tests.helpers import Api
-from tests.prescriptions.conftest import World, prescription
+from tests.prescriptions.conftest import PATIENT, PATIENT_NAME, World, prescription
 
 RX = "/api/v1/prescriptions"
 
@@ -25,7 +25,7 @@ def is_op(op: str, prescription_id: int) -> Any:
 async def test_prescribe_check_sign_route_receive_review_dispense(api: Api, world: World) -> None:
     pharmacy = await api.socket("pharmacist_chen")
     doctor = await api.socket("dr_li")
-    patient = await api.socket("patient_wang")
+    patient = await api.socket(PATIENT)
 
     status, checked = await api.post(f"{RX}/check", as_="dr_li", json=prescription(world))
     assert status == 200, checked
@@ -38,7 +38,7 @@ async def test_prescribe_check_sign_route_receive_review_dispense(api: Api, worl
     assert verify_signature(Signature.model_validate(rx["signature"]), rx["content"])
 
     status, routed = await api.post(
-        f"{RX}/{rx['id']}/route", as_="patient_wang", json={"pharmacy_id": world.hcyf}
+        f"{RX}/{rx['id']}/route", as_=PATIENT, json={"pharmacy_id": world.hcyf}
     )
     assert status == 200, routed
     assert routed["status"] == "sent" and routed["pharmacy_id"] == world.hcyf
@@ -87,17 +87,18 @@ async def test_prescribe_check_sign_route_receive_review_dispense(api: Api, worl
     await patient.wait_for(is_op("dispensed", rx["id"]))
     await doctor.wait_for(is_op("dispensed", rx["id"]))
 
-    status, mine = await api.get(RX, as_="patient_wang")
+    status, mine = await api.get(RX, as_=PATIENT)
     assert status == 200 and [(p["id"], p["status"]) for p in mine["items"]] == [
         (rx["id"], "dispensed")
     ]
-    status, history = await api.get(f"{RX}/{rx['id']}/history", as_="patient_wang")
+    status, history = await api.get(f"{RX}/{rx['id']}/history", as_=PATIENT)
     assert status == 200
     assert [h["status"] for h in history["items"]] == [
         "signed", "sent", "received", "under_review", "approved", "dispensed",
     ]  # fmt: skip
     status, queue = await api.get(
-        "/api/v1/pharmacy/prescriptions?status=dispensed&patient=王建国", as_="pharmacist_chen"
+        f"/api/v1/pharmacy/prescriptions?status=dispensed&patient={PATIENT_NAME}",
+        as_="pharmacist_chen",
     )
     assert status == 200 and [p["id"] for p in queue["items"]] == [rx["id"]]
 
@@ -147,7 +148,7 @@ async def test_doctor_routes_with_the_patients_choice_and_revises_after_rejectio
     assert status == 200 and moved["pharmacy_id"] == world.tatyf
     await pharmacy.wait_for(is_op("withdrawn", rx["id"]))
     status, back = await api.post(
-        f"{RX}/{rx['id']}/route", as_="patient_wang", json={"pharmacy_id": world.hcyf}
+        f"{RX}/{rx['id']}/route", as_=PATIENT, json={"pharmacy_id": world.hcyf}
     )
     assert status == 200 and back["pharmacy_id"] == world.hcyf
     status, pending = await api.get("/api/v1/pharmacy/deliveries/pending", as_="pharmacist_chen")

@@ -14,7 +14,7 @@ from server.config import Settings
 from server.core.db import utcnow
 from server.prescriptions.models import Dispensation, Prescription
 from tests.helpers import Api
-from tests.prescriptions.conftest import World, amlodipine, prescription
+from tests.prescriptions.conftest import PATIENT, World, amlodipine, prescription
 
 RX = "/api/v1/prescriptions"
 DISPENSE = {"items": [{"drug_code": "C08CA01", "quantity": 1}]}
@@ -104,7 +104,7 @@ async def test_two_dispenses_at_the_same_moment_one_wins(api: Api, world: World)
 
 
 async def test_expiry_is_automatic(api: Api, world: World) -> None:
-    patient = await api.socket("patient_wang")
+    patient = await api.socket(PATIENT)
     rx = await approved(api, world)
     async with world.services.db.transaction() as tx:
         await tx.session.execute(
@@ -118,7 +118,7 @@ async def test_expiry_is_automatic(api: Api, world: World) -> None:
         f"{RX}/{rx['id']}/dispense", as_="pharmacist_chen", json=DISPENSE
     )
     assert status == 409 and problem["code"] == "prescription_expired"
-    status, body = await api.get(f"{RX}/{rx['id']}", as_="patient_wang")
+    status, body = await api.get(f"{RX}/{rx['id']}", as_=PATIENT)
     assert status == 200 and body["status"] == "expired"
 
 
@@ -223,7 +223,7 @@ async def test_bad_input_is_a_clear_problem_and_changes_nothing(api: Api, world:
     )
     assert status == 409 and problem["code"] == "invalid_status"
     status, problem = await api.post(
-        f"{RX}/{rx['id']}/route", as_="patient_wang", json={"pharmacy_id": 9999}
+        f"{RX}/{rx['id']}/route", as_=PATIENT, json={"pharmacy_id": 9999}
     )
     assert status == 404 and problem["code"] == "pharmacy_not_found"
     status, problem = await api.get(f"{RX}/{rx['id']}", as_="patient_liu")

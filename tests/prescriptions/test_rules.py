@@ -93,7 +93,7 @@ async def test_child_under_six_needs_a_guardian(api: Api, world: World) -> None:
         await tx.session.execute(
             update(Patient)
             .where(Patient.id == child["id"])
-            .values(guardian_name="王建国", guardian_relation="祖父")
+            .values(guardian_name="钱国华", guardian_relation="祖父")
         )
     status, created = await api.post(RX, as_="dr_li", json=body)
     assert status == 201, created
@@ -104,6 +104,6 @@ async def test_only_prescribers_with_access_to_the_record(api: Api, world: World
     assert status == 403
     status, problem = await api.post(RX, as_="pharmacist_chen", json=prescription(world))
     assert status == 403
-    # dr_zhao's hospital (QDFY) has no reason to read 王建国's record.
+    # dr_zhao's hospital (QDFY) has no reason to read 钱国华's record.
     status, problem = await api.post(RX, as_="dr_zhao", json=prescription(world))
     assert status == 403 and problem["code"] == "record_access_denied"
