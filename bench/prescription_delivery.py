@@ -17,6 +17,8 @@ timestamp until receipt; same machine clock).
     python bench/prescription_delivery.py                 # 50/s for 20 s, 4 pharmacies
     python bench/prescription_delivery.py --smoke         # a few seconds, for CI
     python bench/prescription_delivery.py --rate 50 --duration 60 --pharmacies 8
+    python bench/prescription_delivery.py --nodes 2 --database-url postgresql+asyncpg://… \
+        --redis-url redis://…                             # two server processes
 """
 
 from __future__ import annotations
@@ -103,7 +105,8 @@ def prescription(patient_id: int, pharmacy_id: int) -> dict[str, Any]:
 
 
 class Server:
-    def __init__(self, args: argparse.Namespace, data_dir: str) -> None:
+    def __init__(self, args: argparse.Namespace, data_dir: str, *, first: bool) -> None:
+        self.first = first  # the first node migrates and seeds
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = dict(
@@ -130,7 +133,7 @@ class Server:
         )
 
     async def start(self) -> None:
-        for step in ("migrate", "seed-demo"):
+        for step in ("migrate", "seed-demo") if self.first else ():
             done = await self.cli(step, stdout=asyncio.subprocess.DEVNULL)
             if await done.wait() != 0:
                 raise RuntimeError(f"{step} failed")
@@ -209,24 +212,28 @@ async def setup(client: Client, pharmacies: int) -> tuple[int, list[tuple[int, s
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as data_dir:
-        server = Server(args, data_dir)
-        await server.start()
+        nodes = [Server(args, data_dir, first=n == 0) for n in range(args.nodes)]
         try:
+            await nodes[0].start()
+            await asyncio.gather(*(node.start() for node in nodes[1:]))
             async with aiohttp.ClientSession() as http:
-                return await measure(args, Client(http, server.url), server.url)
+                clients = [Client(http, node.url) for node in nodes]
+                return await measure(args, clients)
         finally:
-            await server.stop()
+            await asyncio.gather(*(node.stop() for node in nodes))
 
 
-async def measure(args: argparse.Namespace, client: Client, url: str) -> dict[str, Any]:
-    patient_id, pharmacies = await setup(client, args.pharmacies)
+async def measure(args: argparse.Namespace, clients: list[Client]) -> dict[str, Any]:
+    """Doctors' requests and pharmacies' sockets are spread over the nodes in turn."""
+    patient_id, pharmacies = await setup(clients[0], args.pharmacies)
     received: dict[int, float] = {}
     committed_lag: list[float] = []
     sockets: list[tuple[int, socketio.AsyncClient]] = []
     all_in = asyncio.Event()
     waiting: list[set[int]] = []  # the ids created, once the load is over
 
-    for pharmacy_id, username in pharmacies:
+    for n, (pharmacy_id, username) in enumerate(pharmacies):
+        client = clients[n % len(clients)]
         sio = socketio.AsyncClient(reconnection=False)
 
         async def on_event(envelope: dict[str, Any]) -> None:
@@ -242,7 +249,7 @@ async def measure(args: argparse.Namespace, client: Client, url: str) -> dict[st
                     all_in.set()
 
         sio.on("event", on_event)
-        await sio.connect(url, auth={"token": await client.login(username)},
+        await sio.connect(client.url, auth={"token": await client.login(username)},
                           transports=["websocket"])  # fmt: skip
         sockets.append((pharmacy_id, sio))
 
@@ -252,7 +259,7 @@ async def measure(args: argparse.Namespace, client: Client, url: str) -> dict[st
     async def write(n: int) -> None:
         pharmacy_id = pharmacies[n % len(pharmacies)][0]
         t0 = time.time()
-        status, body = await client.call(
+        status, body = await clients[n % len(clients)].call(
             "POST", "/api/v1/prescriptions", "gp_zhang", prescription(patient_id, pharmacy_id),
             **{"Idempotency-Key": f"bench-{n}"},
         )  # fmt: skip
@@ -290,6 +297,7 @@ async def measure(args: argparse.Namespace, client: Client, url: str) -> dict[st
     return {
         "rate_target_per_s": args.rate,
         "rate_achieved_per_s": round(len(started) / elapsed, 1),
+        "nodes": len(clients),
         "pharmacies_connected": len(pharmacies),
         "created": len(started),
         "failed_requests": len(failures),
@@ -319,11 +327,18 @@ def main() -> int:
         "--database-url", default="", help="postgresql+asyncpg://… (default SQLite)"
     )
     parser.add_argument("--redis-url", default="")
+    parser.add_argument(
+        "--nodes", type=int, default=1, help="server processes (> 1: PostgreSQL + Redis)"
+    )
     parser.add_argument("--smoke", action="store_true", help="a few seconds, for CI")
     args = parser.parse_args()
     if args.smoke:
         args.rate, args.duration, args.pharmacies = 10.0, 2.0, 2
     args.pharmacies = max(2, args.pharmacies)
+    if args.nodes > 1 and not (args.database_url and args.redis_url):
+        parser.error(
+            "several nodes share PostgreSQL and Redis: give --database-url and --redis-url"
+        )
     result = asyncio.run(run(args))
     print(json.dumps(result, ensure_ascii=False, indent=2))
     return 0 if result["created"] and result["lost"] == 0 and not result["failed_requests"] else 1
