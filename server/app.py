@@ -246,7 +246,11 @@ def add_web_client(app: web.Application, web_dir: Path) -> None:
                 "run <code>make web</code>.</p>",
                 content_type="text/html",
             )
-        return web.FileResponse(index, headers={"Cache-Control": "no-cache"})
+        # The type is set here, not left to FileResponse.prepare(): the security-headers
+        # middleware adds the Content-Security-Policy only to responses typed text/html.
+        return web.FileResponse(
+            index, headers={"Cache-Control": "no-cache", "Content-Type": "text/html; charset=utf-8"}
+        )
 
     assets = web_dir / "assets"
     if assets.is_dir():
