@@ -46,6 +46,12 @@ from server.identity.patient_routes import routes as patient_routes
 from server.identity.patients import PatientIndex
 from server.identity.routes import routes as identity_routes
 from server.identity.service import AuthService, IdentityService
+from server.prescriptions import socket as prescription_socket
+from server.prescriptions.catalogue import Catalogue
+from server.prescriptions.record import PatientRecord
+from server.prescriptions.routes import routes as prescription_routes
+from server.prescriptions.service import PrescriptionService
+from server.prescriptions.service import background as prescription_background
 from server.realtime.gateway import EVENT, Gateway
 from server.records.facade import add_fhir_routes
 from server.records.routes import routes as records_routes
@@ -60,6 +66,7 @@ ROUTE_TABLES: tuple[Routes, ...] = (
     patient_routes,
     records_routes,
     consults_routes,
+    prescription_routes,
 )
 WEB_DIST = Path(__file__).resolve().parent.parent / "web" / "dist"
 
@@ -110,6 +117,17 @@ def create_app(settings: Settings) -> web.Application:
     signer = Signer(settings)
     consults = ConsultsService(settings, db, audit, events, access, records, identity, auth, signer)
     ConsultSockets(gateway, consults).register()
+    prescriptions = PrescriptionService(
+        settings,
+        db,
+        audit,
+        events,
+        signer,
+        Catalogue(db),
+        PatientRecord(db, records=records, access=access),
+        gateway.push,
+    )
+    prescription_socket.register(gateway, prescriptions)
     services = Services(
         settings=settings,
         db=db,
@@ -118,6 +136,7 @@ def create_app(settings: Settings) -> web.Application:
         auth=auth,
         identity=identity,
         gateway=gateway,
+        prescriptions=prescriptions,
         signer=signer,
         access=access,
         patients=patients,
@@ -138,6 +157,9 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_redis(services, settings, sio))
     app.cleanup_ctx.append(_socketio(sio))
     app.cleanup_ctx.append(escalation_job(consults, settings.consult_escalation_interval_seconds))
+    app.cleanup_ctx.append(
+        prescription_background(prescriptions, settings.prescription_sweep_seconds)
+    )
     return app
 
 

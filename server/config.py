@@ -89,6 +89,8 @@ class Settings(BaseModel):
     log_format: Literal["json", "text"] = "json"
     # Browser origins allowed to call the API and Socket.IO; empty means same origin only.
     cors_origins: tuple[str, ...] = ()
+    # Prescriptions: how often expiry is swept and unacknowledged deliveries re-pushed (0: never).
+    prescription_sweep_seconds: float = Field(default=30.0, ge=0)
 
     @field_validator("database_url")
     @classmethod

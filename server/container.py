@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from server.consults.service import ConsultsService
+    from server.prescriptions.service import PrescriptionService
     from server.realtime.gateway import Gateway
     from server.records.service import RecordsService
 
@@ -33,6 +34,7 @@ class Services:
     identity: IdentityService
     gateway: Gateway
     consults: ConsultsService
+    prescriptions: PrescriptionService
     signer: Signer
     access: AccessService
     patients: PatientIndex

@@ -21,6 +21,15 @@ from server.identity.models import (
     PatientMerge,
     User,
 )
+from server.prescriptions.models import (
+    ChronicCondition,
+    Delivery,
+    Dispensation,
+    Drug,
+    DrugInteraction,
+    Prescription,
+    PrescriptionHistory,
+)
 from server.records.models import RecordEntry
 
 __all__ = [
@@ -30,18 +39,25 @@ __all__ = [
     "AuthSession",
     "Base",
     "CareRelationship",
+    "ChronicCondition",
     "Consent",
     "Consult",
     "ConsultMessage",
     "ConsultParticipant",
     "ConsultPresence",
     "ConsultTransition",
+    "Delivery",
     "Department",
+    "Dispensation",
+    "Drug",
+    "DrugInteraction",
     "Institution",
     "Patient",
     "PatientLink",
     "PatientMerge",
     "PractitionerKey",
+    "Prescription",
+    "PrescriptionHistory",
     "RecordEntry",
     "StreamEvent",
     "StreamHead",
