@@ -233,22 +233,20 @@ class PrescriptionService:
         self._check_overridden(data, findings)
         if data.pharmacy_id is not None:
             await self._check_pharmacy(data.pharmacy_id)
-        for attempt in (1, 2):
-            try:
-                return await self._insert(
-                    requester, data, patient, findings, idempotency_key, request_hash
-                )
-            except IntegrityError:
-                # A concurrent retry with the same key committed first: answer with its result.
-                if idempotency_key:
-                    existing = await self._by_key(requester, idempotency_key, request_hash)
-                    if existing is not None:
-                        return existing
-                if attempt == 2:
-                    raise
-                # Else the doctor's first signature raced another one creating the signing
-                # key; the key exists now, so the second attempt signs with it.
-        raise AssertionError("unreachable")
+        try:
+            return await self._insert(
+                requester, data, patient, findings, idempotency_key, request_hash
+            )
+        except IntegrityError:
+            # A concurrent retry with the same key committed first: answer with its result.
+            existing = (
+                await self._by_key(requester, idempotency_key, request_hash)
+                if idempotency_key
+                else None
+            )
+            if existing is None:
+                raise
+            return existing
 
     async def _insert(
         self,
