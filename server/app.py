@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 
 from server.config import Settings
 from server.container import Services
+from server.core.access import AccessService
 from server.core.api import AUTHENTICATE, MAX_BODY, SERVICES, Routes, json_response
 from server.core.audit import AuditLog
 from server.core.auth import Passwords, Tokens
@@ -37,15 +38,20 @@ from server.core.middleware import (
 from server.core.observability import Metrics
 from server.core.openapi import build_openapi
 from server.core.signing import Signer
+from server.identity.patient_routes import routes as patient_routes
+from server.identity.patients import PatientIndex
 from server.identity.routes import routes as identity_routes
 from server.identity.service import AuthService, IdentityService
 from server.realtime.gateway import EVENT, Gateway
+from server.records.facade import add_fhir_routes
+from server.records.routes import routes as records_routes
+from server.records.service import RecordsService
 
 logger = logging.getLogger(__name__)
 
 SERVICES_KEY = SERVICES
 OPENAPI = web.AppKey("openapi", dict)
-ROUTE_TABLES: tuple[Routes, ...] = (identity_routes,)
+ROUTE_TABLES: tuple[Routes, ...] = (identity_routes, patient_routes, records_routes)
 WEB_DIST = Path(__file__).resolve().parent.parent / "web" / "dist"
 
 
@@ -88,6 +94,10 @@ def create_app(settings: Settings) -> web.Application:
     auth = AuthService(settings, db, audit, passwords, Tokens(settings))
     identity = IdentityService(db, audit, events, passwords)
     gateway = Gateway(settings, sio, auth.authenticate, events, metrics)
+    access = AccessService(db, audit)
+    patients = PatientIndex(db, audit, access)
+    records = RecordsService(db, audit, access, patients, identity)
+    patients.followers.update(access=access, records=records)
     services = Services(
         settings=settings,
         db=db,
@@ -97,6 +107,9 @@ def create_app(settings: Settings) -> web.Application:
         identity=identity,
         gateway=gateway,
         signer=Signer(settings),
+        access=access,
+        patients=patients,
+        records=records,
     )
     app[SERVICES] = services
     app[AUTHENTICATE] = auth.authenticate
@@ -105,6 +118,7 @@ def create_app(settings: Settings) -> web.Application:
         table.add_to(app)
     app[OPENAPI] = build_openapi([op for table in ROUTE_TABLES for op in table.operations])
     add_operations_routes(app)
+    add_fhir_routes(app, settings)
     add_web_client(app, settings.web_dir or WEB_DIST)
 
     app.cleanup_ctx.append(_database(db, settings))

@@ -1,20 +1,36 @@
 """Every table of the app, imported in one place so the metadata is complete (migrations)."""
 
+from server.core.access import AccessWindow, CareRelationship, Consent
 from server.core.audit import AuditEvent, AuditHead
 from server.core.db import Base
 from server.core.events import StreamEvent, StreamHead
 from server.core.signing import PractitionerKey
-from server.identity.models import AuthSession, Department, Institution, Patient, User
+from server.identity.models import (
+    AuthSession,
+    Department,
+    Institution,
+    Patient,
+    PatientLink,
+    PatientMerge,
+    User,
+)
+from server.records.models import RecordEntry
 
 __all__ = [
+    "AccessWindow",
     "AuditEvent",
     "AuditHead",
     "AuthSession",
     "Base",
+    "CareRelationship",
+    "Consent",
     "Department",
     "Institution",
     "Patient",
+    "PatientLink",
+    "PatientMerge",
     "PractitionerKey",
+    "RecordEntry",
     "StreamEvent",
     "StreamHead",
     "User",
