@@ -42,16 +42,30 @@ from server.identity.patient_routes import routes as patient_routes
 from server.identity.patients import PatientIndex
 from server.identity.routes import routes as identity_routes
 from server.identity.service import AuthService, IdentityService
+from server.inbox import socket as inbox_socket
+from server.inbox.routes import routes as inbox_routes
+from server.inbox.service import InboxService
 from server.realtime.gateway import EVENT, Gateway
 from server.records.facade import add_fhir_routes
 from server.records.routes import routes as records_routes
 from server.records.service import RecordsService
+from server.referrals.routes import routes as referrals_routes
+from server.referrals.service import ReferralService
+from server.scheduling.routes import routes as scheduling_routes
+from server.scheduling.service import SchedulingService
 
 logger = logging.getLogger(__name__)
 
 SERVICES_KEY = SERVICES
 OPENAPI = web.AppKey("openapi", dict)
-ROUTE_TABLES: tuple[Routes, ...] = (identity_routes, patient_routes, records_routes)
+ROUTE_TABLES: tuple[Routes, ...] = (
+    identity_routes,
+    patient_routes,
+    records_routes,
+    inbox_routes,
+    scheduling_routes,
+    referrals_routes,
+)
 WEB_DIST = Path(__file__).resolve().parent.parent / "web" / "dist"
 
 
@@ -98,6 +112,10 @@ def create_app(settings: Settings) -> web.Application:
     patients = PatientIndex(db, audit, access)
     records = RecordsService(db, audit, access, patients, identity)
     patients.followers.update(access=access, records=records)
+    inbox = InboxService(db, events)
+    inbox_socket.register(gateway, inbox)
+    scheduling = SchedulingService(settings, db, audit, inbox)
+    referrals = ReferralService(settings, db, audit, access, inbox, scheduling)
     services = Services(
         settings=settings,
         db=db,
@@ -106,6 +124,9 @@ def create_app(settings: Settings) -> web.Application:
         auth=auth,
         identity=identity,
         gateway=gateway,
+        inbox=inbox,
+        scheduling=scheduling,
+        referrals=referrals,
         signer=Signer(settings),
         access=access,
         patients=patients,
@@ -124,6 +145,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_database(db, settings))
     app.cleanup_ctx.append(_redis(services, settings, sio))
     app.cleanup_ctx.append(_socketio(sio))
+    app.cleanup_ctx.append(_referral_expiry(referrals))
     return app
 
 
@@ -160,6 +182,19 @@ def _redis(services: Services, settings: Settings, sio: socketio.AsyncServer) ->
             if resource is not None:
                 await resource.aclose()
         await services.redis.aclose()
+
+    return ctx
+
+
+def _referral_expiry(referrals: ReferralService) -> Any:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        task = None
+        if referrals.expiry_interval > 0:
+            task = asyncio.create_task(referrals.run_expiry())
+        yield
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     return ctx
 

@@ -18,8 +18,11 @@ from server.identity.service import AuthService, IdentityService
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+    from server.inbox.service import InboxService
     from server.realtime.gateway import Gateway
     from server.records.service import RecordsService
+    from server.referrals.service import ReferralService
+    from server.scheduling.service import SchedulingService
 
 
 @dataclass
@@ -31,6 +34,9 @@ class Services:
     auth: AuthService
     identity: IdentityService
     gateway: Gateway
+    inbox: InboxService
+    scheduling: SchedulingService
+    referrals: ReferralService
     signer: Signer
     access: AccessService
     patients: PatientIndex

@@ -14,10 +14,14 @@ from server.identity.models import (
     PatientMerge,
     User,
 )
+from server.inbox.models import InboxItem
 from server.records.models import RecordEntry
+from server.referrals.models import Referral, ReferralHistory
+from server.scheduling.models import Appointment, Holiday, ScheduleTemplate, Slot
 
 __all__ = [
     "AccessWindow",
+    "Appointment",
     "AuditEvent",
     "AuditHead",
     "AuthSession",
@@ -25,12 +29,18 @@ __all__ = [
     "CareRelationship",
     "Consent",
     "Department",
+    "Holiday",
+    "InboxItem",
     "Institution",
     "Patient",
     "PatientLink",
     "PatientMerge",
     "PractitionerKey",
     "RecordEntry",
+    "Referral",
+    "ReferralHistory",
+    "ScheduleTemplate",
+    "Slot",
     "StreamEvent",
     "StreamHead",
     "User",
