@@ -80,7 +80,7 @@ def check_allowed(referral: Referral, action: str, current: str | None = None) -
         raise Conflict(
             f"cannot {action} a referral that is {status}",
             code="invalid_transition",
-            extra={"status": status, "action": action},
+            extra={"referral_status": status, "action": action},
         )
 
 
