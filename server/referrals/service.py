@@ -87,7 +87,7 @@ def check_allowed(referral: Referral, action: str, current: str | None = None) -
 def referral_out(referral: Referral) -> schemas.ReferralOut:
     return schemas.ReferralOut(
         id=referral.id,
-        direction=referral.direction,  # type: ignore[arg-type]
+        direction=referral.direction,
         patient_id=referral.patient_id,
         purpose=referral.purpose,
         from_institution_id=referral.from_institution_id,
@@ -97,14 +97,14 @@ def referral_out(referral: Referral) -> schemas.ReferralOut:
         to_user_id=referral.to_user_id,
         reason=referral.reason,
         working_diagnosis=referral.working_diagnosis,
-        urgency=referral.urgency,  # type: ignore[arg-type]
+        urgency=referral.urgency,
         summary=referral.summary,
         attachments=referral.attachments,
         discharge_summary=referral.discharge_summary,
         follow_up=referral.follow_up,
         consult_id=referral.consult_id,
         consult_snapshot=referral.consult_snapshot,
-        status=referral.status,  # type: ignore[arg-type]
+        status=referral.status,
         status_reason=referral.status_reason,
         appointment_id=referral.appointment_id,
         superseded_by_id=referral.superseded_by_id,
@@ -113,8 +113,8 @@ def referral_out(referral: Referral) -> schemas.ReferralOut:
         updated_at=referral.updated_at,
         history=[
             schemas.HistoryOut(
-                from_status=h.from_status,  # type: ignore[arg-type]
-                to_status=h.to_status,  # type: ignore[arg-type]
+                from_status=h.from_status,
+                to_status=h.to_status,
                 actor_user_id=h.actor_user_id,
                 note=h.note,
                 at=h.at,

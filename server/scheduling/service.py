@@ -50,8 +50,8 @@ def slot_out(slot: Slot) -> schemas.SlotOut:
         capacity=slot.capacity,
         booked=slot.booked,
         available=max(slot.capacity - slot.booked, 0) if slot.status == "open" else 0,
-        visit_type=slot.visit_type,  # type: ignore[arg-type]
-        status=slot.status,  # type: ignore[arg-type]
+        visit_type=slot.visit_type,
+        status=slot.status,
         cancel_reason=slot.cancel_reason,
     )
 
@@ -63,7 +63,7 @@ def appointment_out(appointment: Appointment, slot: Slot) -> schemas.Appointment
         patient_id=appointment.patient_id,
         booked_by=appointment.booked_by,
         referral_id=appointment.referral_id,
-        status=appointment.status,  # type: ignore[arg-type]
+        status=appointment.status,
         created_at=appointment.created_at,
         cancelled_at=appointment.cancelled_at,
         cancel_reason=appointment.cancel_reason,
@@ -81,7 +81,7 @@ def template_out(template: ScheduleTemplate) -> schemas.TemplateOut:
         slot_minutes=template.slot_minutes,
         slot_count=template.slot_count,
         capacity=template.capacity,
-        visit_type=template.visit_type,  # type: ignore[arg-type]
+        visit_type=template.visit_type,
     )
 
 
