@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import BaseModel
+
 from server.container import services
 from server.core.api import Call, Routes
 from server.referrals import schemas
@@ -73,61 +75,36 @@ async def schedule_referral(call: Call) -> schemas.ReferralOut:
     )
 
 
-@routes.op(
-    "POST",
-    REFERRAL + "/decline",
-    summary="Decline with a reason (receiving desk)",
-    body=schemas.ReasonRequest,
-    response=schemas.ReferralOut,
-    roles=DESK_ROLES,
-    errors=(403, 404, 409),
-)
-async def decline_referral(call: Call) -> schemas.ReferralOut:
-    return await services(call).referrals.transition(
-        call.user, call.path_int("referral_id"), "decline", call.body.reason
-    )
+# The plain steps: each moves the referral along, with a reason or an optional note.
+STEPS: dict[str, tuple[str, type[schemas.ReasonRequest] | type[schemas.NoteRequest]]] = {
+    "decline": ("Decline with a reason (receiving desk)", schemas.ReasonRequest),
+    "cancel": ("Cancel with a reason (referring institution)", schemas.ReasonRequest),
+    "arrive": ("The patient arrived (receiving institution)", schemas.NoteRequest),
+    "complete": (
+        "The referral's care is done (receiving institution); the record window closes",
+        schemas.NoteRequest,
+    ),
+}
 
 
-@routes.op(
-    "POST",
-    REFERRAL + "/cancel",
-    summary="Cancel with a reason (referring institution)",
-    body=schemas.ReasonRequest,
-    response=schemas.ReferralOut,
-    roles=DESK_ROLES,
-    errors=(403, 404, 409),
-)
-async def cancel_referral(call: Call) -> schemas.ReferralOut:
-    return await services(call).referrals.transition(
-        call.user, call.path_int("referral_id"), "cancel", call.body.reason
-    )
+def _add_step(action: str, summary: str, body: type[BaseModel]) -> None:
+    async def step(call: Call) -> schemas.ReferralOut:
+        note = call.body.reason if isinstance(call.body, schemas.ReasonRequest) else call.body.note
+        return await services(call).referrals.transition(
+            call.user, call.path_int("referral_id"), action, note
+        )
+
+    step.__name__ = f"{action}_referral"
+    routes.op(
+        "POST",
+        f"{REFERRAL}/{action}",
+        summary=summary,
+        body=body,
+        response=schemas.ReferralOut,
+        roles=DESK_ROLES,
+        errors=(403, 404, 409),
+    )(step)
 
 
-@routes.op(
-    "POST",
-    REFERRAL + "/arrive",
-    summary="The patient arrived (receiving institution)",
-    body=schemas.NoteRequest,
-    response=schemas.ReferralOut,
-    roles=DESK_ROLES,
-    errors=(403, 404, 409),
-)
-async def arrive_referral(call: Call) -> schemas.ReferralOut:
-    return await services(call).referrals.transition(
-        call.user, call.path_int("referral_id"), "arrive", call.body.note
-    )
-
-
-@routes.op(
-    "POST",
-    REFERRAL + "/complete",
-    summary="The referral's care is done (receiving institution); the record window closes",
-    body=schemas.NoteRequest,
-    response=schemas.ReferralOut,
-    roles=DESK_ROLES,
-    errors=(403, 404, 409),
-)
-async def complete_referral(call: Call) -> schemas.ReferralOut:
-    return await services(call).referrals.transition(
-        call.user, call.path_int("referral_id"), "complete", call.body.note
-    )
+for _action, (_summary, _body) in STEPS.items():
+    _add_step(_action, _summary, _body)
