@@ -473,14 +473,23 @@ class SchedulingService:
 
     async def list_appointments(self, requester: Requester) -> list[schemas.AppointmentOut]:
         """A patient's own appointments; a desk's appointments at its institution."""
-        async with self.db.read() as session:
-            stmt: Any = select(Appointment, Slot).join(Slot, Slot.id == Appointment.slot_id)
-            if requester.role == "patient":
-                stmt = stmt.where(Appointment.patient_id == requester.patient_id)
-            else:
-                if requester.institution_id is None:
-                    return []
-                check_desk(requester, requester.institution_id)
-                stmt = stmt.where(Slot.institution_id == requester.institution_id)
-            rows = await session.execute(stmt.order_by(Slot.start, Appointment.id).limit(500))
+        stmt: Any = select(Appointment, Slot).join(Slot, Slot.id == Appointment.slot_id)
+        if requester.role == "patient":
+            stmt = stmt.where(Appointment.patient_id == requester.patient_id)
+        else:
+            if requester.institution_id is None:
+                return []
+            check_desk(requester, requester.institution_id)
+            stmt = stmt.where(Slot.institution_id == requester.institution_id)
+        async with self.db.transaction() as tx:
+            rows = list(
+                await tx.session.execute(stmt.order_by(Slot.start, Appointment.id).limit(500))
+            )
+            await self.audit.record(
+                tx.session,
+                "appointment.list",
+                actor=requester,
+                patient_id=requester.patient_id,
+                details={"count": len(rows)},
+            )
             return [appointment_out(a, s) for a, s in rows]
