@@ -3,6 +3,7 @@
     yihao serve [--host H] [--port P] [--config FILE]
     yihao migrate
     yihao seed-demo
+    yihao import-fhir PATH… --institution CODE
     yihao audit verify
     yihao institution create --code QDSL --name 青岛市立医院 --kind tertiary [--region 370202]
     yihao user create --username dr_li --password … --role specialist --institution QDSL
@@ -95,6 +96,37 @@ def cmd_seed_demo(args: argparse.Namespace, settings: Settings) -> int:
     return _with_services(settings, work)
 
 
+def cmd_import_fhir(args: argparse.Namespace, settings: Settings) -> int:
+    from server.records.importer import bundle_files, import_files
+
+    try:
+        files = bundle_files(args.paths)
+    except FileNotFoundError as exc:
+        print(f"yihao: {exc}", file=sys.stderr)
+        return 2
+
+    def progress(done: int, total: int, path: Any, note: str) -> None:
+        width = 30
+        filled = width * done // max(total, 1)
+        bar = "#" * filled + "-" * (width - filled)
+        end = "\n" if done == total or not sys.stderr.isatty() else "\r"
+        print(f"[{bar}] {done}/{total} {path.name[:40]} ({note})", end=end, file=sys.stderr)
+
+    async def work(services: Any) -> int:
+        summary = await import_files(services, files, args.institution, progress)
+        types = ", ".join(f"{t} {n}" for t, n in summary.types.most_common())
+        print(
+            f"imported {summary.bundles}/{summary.files} bundles for {args.institution} in "
+            f"{summary.seconds:.1f}s: {summary.created} created, {summary.updated} updated"
+            f" ({types or 'nothing'}); resident IDs added: {summary.ids_added}"
+        )
+        for path, problem in summary.failed:
+            print(f"  failed: {path}: {problem}")
+        return 1 if summary.failed else 0
+
+    return _with_services(settings, work)
+
+
 def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
     async def work(services: Any) -> int:
         result = await services.audit.verify()
@@ -180,6 +212,13 @@ def build_parser() -> argparse.ArgumentParser:
     referrals.add_parser(
         "expire", help="expire unanswered referrals now (safe to run from cron on any node)"
     ).set_defaults(func=cmd_referrals_expire)
+
+    import_fhir = commands.add_parser(
+        "import-fhir", help="import FHIR bundles (files or folders) as an institution's push"
+    )
+    import_fhir.add_argument("paths", nargs="+", metavar="PATH")
+    import_fhir.add_argument("--institution", required=True, help="institution code")
+    import_fhir.set_defaults(func=cmd_import_fhir)
 
     audit = commands.add_parser("audit", help="audit log").add_subparsers(dest="sub", required=True)
     audit.add_parser("verify", help="check the hash chain").set_defaults(func=cmd_audit_verify)

@@ -116,5 +116,8 @@ async def seed_demo(services: Services) -> dict[str, int]:
             None, schemas.UserCreate(password=DEMO_PASSWORD, **spec)
         )
         created["users"] += 1
+    from server.records.seed import seed_records  # imports this module's PATIENTS
+
+    await seed_records(services)
     await seed_scheduling(services)
     return created

@@ -179,7 +179,7 @@ class AccessService:
             )
             revoked = consent is not None and not consent.granted
             if not revoked:
-                if await self._has_care(session, patient_id, institution_id):
+                if await self.has_care(session, patient_id, institution_id):
                     return "care_relationship"
                 now = utcnow()
                 window = await session.scalar(
@@ -220,7 +220,8 @@ class AccessService:
         return frozenset(excluded or ())
 
     @staticmethod
-    async def _has_care(session: Any, patient_id: int, institution_id: int) -> bool:
+    async def has_care(session: Any, patient_id: int, institution_id: int) -> bool:
+        """The check inside a caller's session (SQLite: one writer, so no second connection)."""
         found = await session.scalar(
             select(CareRelationship.id).where(
                 CareRelationship.patient_id == patient_id,
@@ -231,7 +232,7 @@ class AccessService:
 
     async def has_care_relationship(self, patient_id: int, institution_id: int) -> bool:
         async with self.db.read() as session:
-            return await self._has_care(session, patient_id, institution_id)
+            return await self.has_care(session, patient_id, institution_id)
 
     async def add_care_relationship(
         self, tx: Tx, *, patient_id: int, institution_id: int, reason: str

@@ -218,7 +218,16 @@ class PatientIndex:
             patient = await session.get(Patient, patient_id)
             if patient is None:
                 raise NotFound(f"no patient {patient_id}")
-            return await self._out(session, patient)
+            out = await self._out(session, patient)
+        if actor.role == "platform_admin":  # managing the index: audited like any other read
+            await self.audit.record_alone(
+                "patient.read",
+                actor=actor,
+                patient_id=patient_id,
+                resource=f"Patient/{patient_id}",
+                reason="administration",
+            )
+        return out
 
     async def _out(self, session: AsyncSession, patient: Patient) -> schemas.PatientOut:
         rows = await session.execute(
@@ -231,7 +240,7 @@ class PatientIndex:
             id=patient.id,
             resident_id=patient.resident_id,
             name=patient.name,
-            sex=patient.sex,  # type: ignore[arg-type]
+            sex=patient.sex,
             birth_date=patient.birth_date,
             phone=patient.phone,
             real_name_verified=patient.real_name_verified,
@@ -242,14 +251,22 @@ class PatientIndex:
                         id=inst.id,
                         code=inst.code,
                         name=inst.name,
-                        kind=inst.kind,  # type: ignore[arg-type]
+                        kind=inst.kind,
                     ),
-                    kind=link.kind,  # type: ignore[arg-type]
+                    kind=link.kind,
                     number=link.number,
                 )
                 for link, inst in rows
             ],
         )
+
+    @staticmethod
+    async def exists(session: AsyncSession, patient_id: int) -> bool:
+        """An account that is not merged away, checked in the caller's session."""
+        found = await session.scalar(
+            select(Patient.id).where(Patient.id == patient_id, Patient.merged_into_id.is_(None))
+        )
+        return found is not None
 
     async def account(self, patient_id: int) -> schemas.PatientOut | None:
         """Trusted read of an account (callers have checked access)."""
@@ -270,7 +287,7 @@ class PatientIndex:
                 raise NotFound(f"no patient {patient_id}")
             if actor.role == "institution_admin":
                 assert actor.institution_id is not None
-                if not await self.access.has_care_relationship(patient_id, actor.institution_id):
+                if not await self.access.has_care(tx.session, patient_id, actor.institution_id):
                     raise Forbidden("the patient is not registered at your institution")
             patient.real_name_verified = verified
             await self.audit.record(

@@ -24,9 +24,16 @@ from pydantic import BaseModel, ValidationError
 
 from server.config import Settings
 from server.core import context
-from server.core.api import Strict, validation_failed
+from server.core.api import Strict, check_no_nul, validation_failed
 from server.core.auth import Requester
-from server.core.errors import BadRequest, Forbidden, TooManyRequests, Unauthorized, YihaoError
+from server.core.errors import (
+    BadRequest,
+    Forbidden,
+    NotFound,
+    TooManyRequests,
+    Unauthorized,
+    YihaoError,
+)
 from server.core.events import REPLAY_PAGE, Events
 from server.core.observability import Metrics
 from server.core.ratelimit import RateLimiter
@@ -69,6 +76,7 @@ class Gateway:
         self.event_names: list[str] = []
         sio.on("connect", self._on_connect)
         sio.on("disconnect", self._on_disconnect)
+        sio.on("*", self._on_unknown)
         self.on("sync", SyncRequest, self._on_sync)
 
     async def push(self, stream: str, envelope: dict[str, Any]) -> None:
@@ -96,6 +104,7 @@ class Gateway:
                     raise TooManyRequests("slow down: too many events on this connection")
                 requester = await self.requester(sid)
                 data: Any = payload
+                check_no_nul(payload)
                 if model is not None:
                     if not isinstance(payload, dict):
                         raise BadRequest("the payload must be a JSON object")
@@ -122,14 +131,13 @@ class Gateway:
 
     async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         token = auth.get("token") if isinstance(auth, dict) else None
-        if not isinstance(token, str) or not token:
-            raise socketio.exceptions.ConnectionRefusedError(
-                Unauthorized("send auth: {token: <access token>}").to_problem()
-            )
         try:
+            if not isinstance(token, str) or not token:
+                raise Unauthorized("send auth: {token: <access token>}")
             requester = await self.authenticate(token)
         except YihaoError as exc:
-            raise socketio.exceptions.ConnectionRefusedError(exc.to_problem()) from None
+            # The client's connect_error carries {message: detail, data: problem}.
+            raise socketio.exceptions.ConnectionRefusedError(exc.detail, exc.to_problem()) from None
         await self.sio.save_session(sid, {"requester": requester})
         rooms = base_rooms(requester)
         for provider in self.room_providers:
@@ -138,6 +146,11 @@ class Gateway:
             await self.sio.enter_room(sid, room)
         self.metrics.sockets.inc()
         logger.info("socket connected", extra={"sid": sid, "user_id": requester.user_id})
+
+    async def _on_unknown(self, event: str, sid: str, *args: Any) -> dict[str, Any]:
+        self.metrics.socket_events.labels("unknown", "unknown_event").inc()
+        problem = NotFound(f"no such event: {event[:64]}", code="unknown_event")
+        return {"ok": False, "problem": problem.to_problem()}
 
     async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
         self.metrics.sockets.dec()

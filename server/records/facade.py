@@ -52,7 +52,8 @@ def render_outcome(error: YihaoError, request: web.Request) -> web.Response:
 
 
 async def _requester(request: web.Request) -> Requester:
-    return await request.app[AUTHENTICATE](bearer_token(request))
+    requester: Requester = await request.app[AUTHENTICATE](bearer_token(request))
+    return requester
 
 
 def _paging(request: web.Request) -> tuple[int, int]:

@@ -114,6 +114,8 @@ class BundleRefused(YihaoError):
             summary += f" (and {len(issues) - 1} more)"
         super().__init__(summary, extra={"issues": issues})
         self.issues = issues
+        if all(i["code"] == "forbidden" for i in issues):
+            self.status = 403  # type: ignore[misc]
         if status is not None:
             self.status = status  # type: ignore[misc]
 

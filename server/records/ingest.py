@@ -179,7 +179,7 @@ class Ingest:
             resource = copy.deepcopy(item.resource)
             item_issues = await self._resolve_references(tx, scope, item, resource)
             patient_id = patient_of.get(item.index)
-            if patient_id is None:
+            if patient_id is None and not item_issues:
                 patient_id, problem = await self._patient_of(tx, sender, scope, item, resource)
                 if problem:
                     item_issues.append(problem)
@@ -303,10 +303,10 @@ class Ingest:
                 )
         if issues:
             raise BundleRefused(issues)
-        numbers["mrn"] = numbers["mrn"] or item.source_id
+        mrn = numbers["mrn"] = numbers["mrn"] or item.source_id
         if resident is None:
             known = await self.patients.find_by_local_number(
-                tx.session, sender.institution_id, numbers["mrn"], "mrn"
+                tx.session, sender.institution_id, mrn, "mrn"
             )
             if known is None:
                 raise BundleRefused(
@@ -342,11 +342,12 @@ class Ingest:
             if target is None and not value.startswith(UUID_PREFIX) and "?" not in value:
                 target = await self._stored_target(tx, scope, value)
             if target is None:
-                reason = (
-                    "conditional references are not supported"
-                    if "?" in value
-                    else f"'{value}' refers to nothing in this bundle or the record"
-                )
+                if "?" in value:
+                    reason = "conditional references are not supported"
+                elif value.startswith("Patient/"):
+                    reason = f"unknown patient '{value}'"
+                else:
+                    reason = f"'{value}' refers to nothing in this bundle or the record"
                 issues.append(issue(f"{path}.reference", reason, "not-found"))
                 continue
             ref["reference"] = target
@@ -357,7 +358,7 @@ class Ingest:
         if not rtype or not rid or "/" in rid:
             return None
         if rtype == "Patient":
-            if rid.isdigit() and await self.patients.account(int(rid)) is not None:
+            if rid.isdigit() and await self.patients.exists(tx.session, int(rid)):
                 scope.refs[value] = value
                 return value
             return None
@@ -385,7 +386,7 @@ class Ingest:
             return None, None
         pid = int(rid)
         if pid not in scope.patients:
-            if not await self.access.has_care_relationship(pid, sender.institution_id):
+            if not await self.access.has_care(tx.session, pid, sender.institution_id):
                 return None, issue(
                     f"{item.path}.resource.{key}",
                     f"patient {pid} is not registered at this institution; send the Patient "

@@ -37,7 +37,6 @@ from server.records.models import RecordEntry
 
 ACTIVE_PROBLEM = ("active", "recurrence", "relapse")
 ABNORMAL_FLAGS = frozenset({"H", "HH", "HU", "L", "LL", "LU", "A", "AA", "<", ">", "POS", "DET"})
-LAB_SCAN = 300  # recent lab results looked at for the summary
 LAB_CODES = 20  # distinct tests shown
 TREND_POINTS = 5
 
@@ -91,7 +90,8 @@ class RecordsService:
                 break
         else:
             resource["subject"] = {"reference": f"Patient/{patient_id}"}
-        institution = await self.identity.get_institution(institution_id)
+        # Inside the caller's transaction: no second connection (SQLite has one writer).
+        institution = await self.identity._institution(tx.session, institution_id)
         item = Item(0, "resource", None, resource)
         scope = Scope(patients={patient_id})
         try:
@@ -197,14 +197,34 @@ class RecordsService:
                 )
                 .order_by(RecordEntry.date.desc())
             )
-            labs = await session.execute(
-                self._visible(select(*columns, RecordEntry.resource), patient_id, excluded)
+            # The latest results of each test and their trend, ranked in SQL so that only
+            # those rows are fetched (a long record has thousands of lab results).
+            ranked = (
+                self._visible(
+                    select(
+                        RecordEntry.id,
+                        func.row_number()
+                        .over(
+                            partition_by=RecordEntry.code,
+                            order_by=(RecordEntry.date.desc(), RecordEntry.id.desc()),
+                        )
+                        .label("rank"),
+                    ),
+                    patient_id,
+                    excluded,
+                )
                 .where(
                     RecordEntry.resource_type == "Observation",
                     RecordEntry.category == "laboratory",
+                    RecordEntry.code.is_not(None),
                 )
+                .subquery()
+            )
+            labs = await session.execute(
+                select(*columns, RecordEntry.resource)
+                .join(ranked, ranked.c.id == RecordEntry.id)
+                .where(ranked.c.rank <= TREND_POINTS + 1)
                 .order_by(RecordEntry.date.desc(), RecordEntry.id.desc())
-                .limit(LAB_SCAN)
             )
             problem_items = [_item(r, institutions) for r in problems]
             med_items = [_item(r, institutions) for r in meds]
@@ -329,24 +349,24 @@ class RecordsService:
         if len(patients) != 1:
             raise BadRequest(f"searching {rtype} needs one 'patient' parameter")
         patient_id = _patient_param(patients[0])
-        _, excluded = await self._checked(
-            requester, patient_id, "fhir.search", rtype, emergency_reason
-        )
-        query = self._visible(select(RecordEntry.resource), patient_id, excluded).where(
-            RecordEntry.resource_type == rtype
-        )
+        filters: list[Any] = [RecordEntry.resource_type == rtype]
         for key, value in params:
             if key == "code":
                 system, bar, code = value.rpartition("|")
-                query = query.where(RecordEntry.code.in_(code.split(",")))
+                filters.append(RecordEntry.code.in_(code.split(",")))
                 if bar and system:
-                    query = query.where(RecordEntry.code_system == system)
+                    filters.append(RecordEntry.code_system == system)
             elif key == "status":
-                query = query.where(RecordEntry.status.in_(value.split(",")))
+                filters.append(RecordEntry.status.in_(value.split(",")))
             elif key == "category":
-                query = query.where(RecordEntry.category.in_(value.split(",")))
+                filters.append(RecordEntry.category.in_(value.split(",")))
             elif key == "date":
-                query = query.where(_date_filter(value))
+                filters.append(_date_filter(value))
+        # The parameters are checked first: a bad request is a 400 before any access decision.
+        _, excluded = await self._checked(
+            requester, patient_id, "fhir.search", rtype, emergency_reason
+        )
+        query = self._visible(select(RecordEntry.resource), patient_id, excluded).where(*filters)
         async with self.db.read() as session:
             total = await session.scalar(select(func.count()).select_from(query.subquery()))
             rows = await session.scalars(
@@ -555,7 +575,7 @@ def _lab_results(
 ) -> list[schemas.LabResult]:
     by_code: dict[str, list[Any]] = {}
     for row in rows:  # newest first
-        by_code.setdefault(row.code or f"#{row.id}", []).append(row)
+        by_code.setdefault(row.code, []).append(row)
     results = []
     for group in list(by_code.values())[:LAB_CODES]:
         latest = group[0]

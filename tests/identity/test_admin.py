@@ -174,6 +174,8 @@ async def test_patient_account_takes_sex_and_birth_date_from_the_id(
     )  # fmt: skip
     assert status == 201, body
     assert body["patient_id"] is not None and body["institution"] is None
+    # Timestamps come back in UTC with the zone, on SQLite as on PostgreSQL.
+    assert body["created_at"].endswith(("Z", "+00:00"))
     status, body = await api.post(
         "/api/v1/users",
         as_="admin",

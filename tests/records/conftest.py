@@ -1,7 +1,7 @@
 """Fixtures of the shared record: realistic bundles kept as files, pushes as personas.
 
-Tests that read the Synthea samples in ``/work/shared/fhir-r4-samples`` (the
-``samples`` marker) run only where that folder exists; elsewhere they are
+Tests that read the Synthea samples in ``/work/shared/fhir-r4-samples`` (or
+``YIHAO_FHIR_SAMPLES``; the ``samples`` marker) run only where that folder exists; elsewhere they are
 deselected, not skipped, as the integration tier is in tests/conftest.py.
 """
 
@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fhir.resources.R4B import get_fhir_model_class
+from sqlalchemy import func, select
 
+from server.container import Services
+from server.records.models import RecordEntry
 from tests.helpers import Api
 
 FIXTURES = Path(__file__).parent / "fixtures"
-SAMPLES = Path("/work/shared/fhir-r4-samples")
+SAMPLES = Path(os.environ.get("YIHAO_FHIR_SAMPLES", "/work/shared/fhir-r4-samples"))
 FHIR = {"Content-Type": "application/fhir+json"}
 
 
@@ -64,8 +68,19 @@ async def push(api: Api, as_: str, bundle: dict[str, Any]) -> tuple[int, Any]:
     return status, body
 
 
+async def count_entries(services: Services) -> int:
+    async with services.db.read() as session:
+        return int(await session.scalar(select(func.count()).select_from(RecordEntry)) or 0)
+
+
 @pytest.fixture
-async def pushed(api: Api, network: Any, bundle: dict[str, Any]) -> dict[str, Any]:
+async def seeded(network: Services) -> int:
+    """How many record entries the demo network's seed stored."""
+    return await count_entries(network)
+
+
+@pytest.fixture
+async def pushed(api: Api, seeded: int, bundle: dict[str, Any]) -> dict[str, Any]:
     """gp_zhang's clinic (SNBDH) has pushed the visit; returns the response and the patient id."""
     status, body = await push(api, "gp_zhang", bundle)
     assert status == 200, body
