@@ -20,7 +20,7 @@ def settings(settings: Settings) -> Settings:
 
 async def test_the_running_app_expires_unanswered_referrals(api: Api, network: Services) -> None:
     net = await network_ids(network)
-    await register_patient(api, "gp_zhang", "patient_wang")
+    await register_patient(api, "gp_zhang", "patient_sun")
     gp_zhang = await api.socket("gp_zhang")
     status, referral = await api.post("/api/v1/referrals", as_="gp_zhang", json=up_referral(net))
     assert status == 201

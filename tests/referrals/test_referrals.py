@@ -26,7 +26,7 @@ from tests.scheduling.support import (
 def up_referral(net: Network, **changes: Any) -> dict[str, Any]:
     return {
         "direction": "up",
-        "patient_id": net.patients["patient_wang"],
+        "patient_id": net.patients["patient_sun"],
         "purpose": "胸痛评估",
         "to_institution_id": net.institutions["QDSL"],
         "to_department_id": net.departments[("QDSL", "心内科")],
@@ -66,10 +66,10 @@ async def test_up_then_down_flow_notifies_the_right_people_only(
     api: Api, network: Services
 ) -> None:
     net = await network_ids(network)
-    await register_patient(api, "gp_zhang", "patient_wang")
+    await register_patient(api, "gp_zhang", "patient_sun")
     [slot] = await publish_slots(api, net, capacity=2, count=1)
     socks = {name: await api.socket(name) for name in
-             ("gp_zhang", "patient_wang", "dr_li", "nurse_he", "dr_zhao", "gp_liu", "patient_liu")}  # fmt: skip
+             ("gp_zhang", "patient_sun", "dr_li", "nurse_he", "dr_zhao", "gp_liu", "patient_liu")}  # fmt: skip
 
     # Up: the community doctor refers; the tertiary department's desk receives it.
     status, referral = await api.post("/api/v1/referrals", as_="gp_zhang", json=up_referral(net))
@@ -78,7 +78,7 @@ async def test_up_then_down_flow_notifies_the_right_people_only(
     assert referral["status"] == "requested"
     assert referral["from_institution_id"] == net.institutions["SNBDH"]
     assert [h["to_status"] for h in referral["history"]] == ["requested"]
-    for name in ("dr_li", "nurse_he", "patient_wang"):
+    for name in ("dr_li", "nurse_he", "patient_sun"):
         await socks[name].wait_for(lambda e: e["type"] == "inbox")
     desk_event = inbox_events(socks["dr_li"], "referral.requested")[0]
     assert desk_event["stream"] == f"institution:{net.institutions['QDSL']}"
@@ -100,7 +100,7 @@ async def test_up_then_down_flow_notifies_the_right_people_only(
     assert accepted["status"] == "scheduled"
     assert [h["to_status"] for h in accepted["history"]] == ["requested", "accepted", "scheduled"]
     assert accepted["appointment_id"] is not None
-    for name in ("gp_zhang", "patient_wang"):
+    for name in ("gp_zhang", "patient_sun"):
         await socks[name].wait_for(
             lambda e: e["type"] == "inbox" and e["data"]["data"]["status"] == "scheduled"
         )
@@ -117,7 +117,7 @@ async def test_up_then_down_flow_notifies_the_right_people_only(
     assert window.closed_at is not None
 
     assert statuses(socks["gp_zhang"], rid) == ["accepted", "scheduled", "arrived", "completed"]
-    assert statuses(socks["patient_wang"], rid) == [
+    assert statuses(socks["patient_sun"], rid) == [
         "requested",
         "accepted",
         "scheduled",
@@ -129,7 +129,7 @@ async def test_up_then_down_flow_notifies_the_right_people_only(
     # Down: the tertiary doctor sends him back to his community doctor with a follow-up plan.
     down = {
         "direction": "down",
-        "patient_id": net.patients["patient_wang"],
+        "patient_id": net.patients["patient_sun"],
         "purpose": "PCI 术后康复随访",
         "to_institution_id": net.institutions["SNBDH"],
         "to_user_id": net.users["gp_zhang"],
@@ -157,7 +157,7 @@ async def test_up_then_down_flow_notifies_the_right_people_only(
 
     status, acked = await api.post(f"/api/v1/referrals/{did}/accept", as_="gp_zhang", json={})
     assert (status, acked["status"]) == (200, "accepted")
-    for name in ("dr_li", "patient_wang"):
+    for name in ("dr_li", "patient_sun"):
         await socks[name].wait_for(
             lambda e: (
                 e["type"] == "inbox"
@@ -166,7 +166,7 @@ async def test_up_then_down_flow_notifies_the_right_people_only(
             )
         )
     assert statuses(socks["dr_li"], did) == ["accepted"]
-    assert statuses(socks["patient_wang"], did) == ["requested", "accepted"]
+    assert statuses(socks["patient_sun"], did) == ["requested", "accepted"]
 
     # Nobody else heard anything.
     for name in ("dr_zhao", "gp_liu", "patient_liu"):
@@ -174,7 +174,7 @@ async def test_up_then_down_flow_notifies_the_right_people_only(
         assert inbox_events(socks[name]) == [], name
     status, _ = await api.get(f"/api/v1/referrals/{rid}", as_="dr_zhao")
     assert status == 404
-    status, mine = await api.get("/api/v1/referrals", as_="patient_wang")
+    status, mine = await api.get("/api/v1/referrals", as_="patient_sun")
     assert {r["id"] for r in mine["items"]} == {rid, did}
     status, sent = await api.get("/api/v1/referrals?box=sent", as_="gp_zhang")
     assert [r["id"] for r in sent["items"]] == [rid]
@@ -182,10 +182,14 @@ async def test_up_then_down_flow_notifies_the_right_people_only(
 
 async def test_bad_referrals_are_refused_and_write_nothing(api: Api, network: Services) -> None:
     net = await network_ids(network)
-    # No care relationship yet between SNBDH and patient_wang.
-    status, problem = await api.post("/api/v1/referrals", as_="gp_zhang", json=up_referral(net))
+    # patient_zhao is cared for at LSZH, not at gp_zhang's SNBDH.
+    status, problem = await api.post(
+        "/api/v1/referrals",
+        as_="gp_zhang",
+        json=up_referral(net, patient_id=net.patients["patient_zhao"]),
+    )
     assert (status, problem["code"]) == (403, "no_care_relationship")
-    await register_patient(api, "gp_zhang", "patient_wang")
+    await register_patient(api, "gp_zhang", "patient_sun")
     cases = [
         (up_referral(net, to_institution_id=net.institutions["SBLYL"], to_department_id=None,
                      direction="down", discharge_summary="x"), "institution_cannot_send"),
@@ -201,7 +205,7 @@ async def test_bad_referrals_are_refused_and_write_nothing(api: Api, network: Se
         assert (status, problem["code"]) == (422, code), (body, problem)
     status, problem = await api.post("/api/v1/referrals", as_="nurse_he", json=up_referral(net))
     assert status == 403
-    status, problem = await api.post("/api/v1/referrals", as_="patient_wang", json=up_referral(net))
+    status, problem = await api.post("/api/v1/referrals", as_="patient_sun", json=up_referral(net))
     assert status == 403
     assert await _referral_count(network) == 0
 
@@ -245,7 +249,7 @@ async def test_accepting_into_a_full_slot_keeps_the_referral_requested(
     api: Api, network: Services
 ) -> None:
     net = await network_ids(network)
-    await register_patient(api, "gp_zhang", "patient_wang")
+    await register_patient(api, "gp_zhang", "patient_sun")
     [slot] = await publish_slots(api, net, capacity=1, count=1)
     status, _ = await api.post(
         "/api/v1/appointments", as_="patient_liu", json={"slot_id": slot["id"]}
@@ -282,7 +286,7 @@ async def test_a_newer_referral_for_the_same_purpose_supersedes_the_open_one(
     api: Api, network: Services
 ) -> None:
     net = await network_ids(network)
-    await register_patient(api, "gp_zhang", "patient_wang")
+    await register_patient(api, "gp_zhang", "patient_sun")
     desk = await api.socket("nurse_he")
     status, first = await api.post("/api/v1/referrals", as_="gp_zhang", json=up_referral(net))
     status, other = await api.post(
@@ -308,7 +312,7 @@ async def test_a_newer_referral_for_the_same_purpose_supersedes_the_open_one(
 
 async def test_unanswered_referrals_expire_once(api: Api, network: Services) -> None:
     net = await network_ids(network)
-    await register_patient(api, "gp_zhang", "patient_wang")
+    await register_patient(api, "gp_zhang", "patient_sun")
     gp = await api.socket("gp_zhang")
     status, referral = await api.post("/api/v1/referrals", as_="gp_zhang", json=up_referral(net))
     rid = referral["id"]
@@ -328,7 +332,7 @@ async def test_unanswered_referrals_expire_once(api: Api, network: Services) -> 
 
 async def test_a_consult_becomes_a_referral_in_one_step(api: Api, network: Services) -> None:
     net = await network_ids(network)
-    await register_patient(api, "gp_zhang", "patient_wang")
+    await register_patient(api, "gp_zhang", "patient_sun")
     gp_zhang = Requester(net.users["gp_zhang"], "gp", "s", institution_id=net.institutions["SNBDH"])
     snapshot = {"consult_id": 41, "summary": "会诊意见：建议转上级医院行冠脉造影",
                 "opinion": {"recommendation": "referral", "signed_by": net.users["dr_li"]}}  # fmt: skip
