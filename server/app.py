@@ -115,7 +115,7 @@ def create_app(settings: Settings) -> web.Application:
     inbox = InboxService(db, events)
     inbox_socket.register(gateway, inbox)
     scheduling = SchedulingService(settings, db, audit, inbox)
-    referrals = ReferralService(settings, db, audit, access, inbox, scheduling)
+    referrals = ReferralService(settings, db, audit, access, records, inbox, scheduling)
     services = Services(
         settings=settings,
         db=db,

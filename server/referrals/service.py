@@ -38,6 +38,7 @@ from server.core.db import Database, Tx, utcnow
 from server.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from server.identity.models import Department, Institution, Patient, User
 from server.inbox.service import InboxService
+from server.records.service import RecordsService
 from server.referrals import schemas
 from server.referrals.models import Referral, ReferralHistory
 from server.scheduling.models import Appointment
@@ -131,12 +132,14 @@ class ReferralService:
         db: Database,
         audit: AuditLog,
         access: AccessService,
+        records: RecordsService,
         inbox: InboxService,
         scheduling: SchedulingService,
     ) -> None:
         self.db = db
         self.audit = audit
         self.access = access
+        self.records = records
         self.inbox = inbox
         self.scheduling = scheduling
         self.expiry = timedelta(hours=settings.referral_expiry_hours)
@@ -290,6 +293,7 @@ class ReferralService:
                 "your institution has no care relationship with this patient",
                 code="no_care_relationship",
             )
+        await self._check_attachments(data.patient_id, data.attachments)
         now = utcnow()
         async with self.db.transaction() as tx:
             referral = Referral(
@@ -341,6 +345,22 @@ class ReferralService:
             )
             await self._supersede(tx, requester, referral)
             return referral_out(await self._load(tx.session, referral.id))
+
+    async def _check_attachments(self, patient_id: int, refs: list[str]) -> None:
+        """Attached items must be entries of this patient's shared record."""
+        wanted: dict[str, set[str]] = {}
+        for ref in refs:
+            rtype, _, rid = ref.partition("/")
+            wanted.setdefault(rtype, set()).add(rid)
+        for rtype, ids in sorted(wanted.items()):
+            have = {str(r.get("id")) for r in await self.records.resources(patient_id, rtype)}
+            missing = sorted(ids - have)
+            if missing:
+                raise ValidationFailed.field(
+                    "attachments",
+                    f"not in the patient's record: {', '.join(f'{rtype}/{m}' for m in missing)}",
+                    code="unknown_record_item",
+                )
 
     async def _supersede(self, tx: Tx, requester: Requester, newer: Referral) -> None:
         older = await tx.session.scalars(

@@ -34,8 +34,19 @@ def up_referral(net: Network, **changes: Any) -> dict[str, Any]:
         "working_diagnosis": "不稳定型心绞痛?",
         "urgency": "urgent",
         "summary": "高血压十年，规律服药。",
-        "attachments": ["Observation/12", "Condition/3"],
+        "attachments": [],
     } | changes
+
+
+async def record_items(services: Services, patient_id: int) -> list[str]:
+    """References to entries of the patient's shared record (seeded by the demo record)."""
+    refs = []
+    for rtype in ("Condition", "Observation"):
+        refs += [f"{rtype}/{r['id']}" for r in await services.records.resources(patient_id, rtype)][
+            :2
+        ]
+    assert refs
+    return refs
 
 
 async def _windows(services: Services, referral_id: int) -> list[AccessWindow]:
@@ -72,10 +83,13 @@ async def test_up_then_down_flow_notifies_the_right_people_only(
              ("gp_zhang", "patient_sun", "dr_li", "nurse_he", "dr_zhao", "gp_liu", "patient_liu")}  # fmt: skip
 
     # Up: the community doctor refers; the tertiary department's desk receives it.
-    status, referral = await api.post("/api/v1/referrals", as_="gp_zhang", json=up_referral(net))
+    attachments = await record_items(network, net.patients["patient_sun"])
+    status, referral = await api.post(
+        "/api/v1/referrals", as_="gp_zhang", json=up_referral(net, attachments=attachments)
+    )
     assert status == 201, referral
     rid = referral["id"]
-    assert referral["status"] == "requested"
+    assert (referral["status"], referral["attachments"]) == ("requested", attachments)
     assert referral["from_institution_id"] == net.institutions["SNBDH"]
     assert [h["to_status"] for h in referral["history"]] == ["requested"]
     for name in ("dr_li", "nurse_he", "patient_sun"):
@@ -198,6 +212,7 @@ async def test_bad_referrals_are_refused_and_write_nothing(api: Api, network: Se
         (up_referral(net, to_department_id=net.departments[("QDFY", "骨科")]), "validation_failed"),
         (up_referral(net, to_department_id=None), "validation_failed"),
         (up_referral(net, attachments=["drop table"]), "validation_failed"),
+        (up_referral(net, attachments=["Observation/999999"]), "unknown_record_item"),
         (up_referral(net, urgency="whenever"), "validation_failed"),
     ]  # fmt: skip
     for body, code in cases:
