@@ -19,6 +19,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
 
 from server.config import Settings
+from server.consults.jobs import escalation_job
+from server.consults.routes import routes as consults_routes
+from server.consults.service import ConsultsService
+from server.consults.socket import ConsultSockets
 from server.container import Services
 from server.core.access import AccessService
 from server.core.api import AUTHENTICATE, MAX_BODY, SERVICES, Routes, json_response
@@ -45,6 +49,12 @@ from server.identity.service import AuthService, IdentityService
 from server.inbox import socket as inbox_socket
 from server.inbox.routes import routes as inbox_routes
 from server.inbox.service import InboxService
+from server.prescriptions import socket as prescription_socket
+from server.prescriptions.catalogue import Catalogue
+from server.prescriptions.record import PatientRecord
+from server.prescriptions.routes import routes as prescription_routes
+from server.prescriptions.service import PrescriptionService
+from server.prescriptions.service import background as prescription_background
 from server.realtime.gateway import EVENT, Gateway
 from server.records.facade import add_fhir_routes
 from server.records.routes import routes as records_routes
@@ -65,6 +75,8 @@ ROUTE_TABLES: tuple[Routes, ...] = (
     inbox_routes,
     scheduling_routes,
     referrals_routes,
+    consults_routes,
+    prescription_routes,
 )
 WEB_DIST = Path(__file__).resolve().parent.parent / "web" / "dist"
 
@@ -116,6 +128,20 @@ def create_app(settings: Settings) -> web.Application:
     inbox_socket.register(gateway, inbox)
     scheduling = SchedulingService(settings, db, audit, inbox)
     referrals = ReferralService(settings, db, audit, access, records, inbox, scheduling)
+    signer = Signer(settings)
+    consults = ConsultsService(settings, db, audit, events, access, records, identity, auth, signer)
+    ConsultSockets(gateway, consults).register()
+    prescriptions = PrescriptionService(
+        settings,
+        db,
+        audit,
+        events,
+        signer,
+        Catalogue(db),
+        PatientRecord(db, records=records, access=access),
+        gateway.push,
+    )
+    prescription_socket.register(gateway, prescriptions)
     services = Services(
         settings=settings,
         db=db,
@@ -127,10 +153,12 @@ def create_app(settings: Settings) -> web.Application:
         inbox=inbox,
         scheduling=scheduling,
         referrals=referrals,
-        signer=Signer(settings),
+        prescriptions=prescriptions,
+        signer=signer,
         access=access,
         patients=patients,
         records=records,
+        consults=consults,
     )
     app[SERVICES] = services
     app[AUTHENTICATE] = auth.authenticate
@@ -146,6 +174,10 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_redis(services, settings, sio))
     app.cleanup_ctx.append(_socketio(sio))
     app.cleanup_ctx.append(_referral_expiry(referrals))
+    app.cleanup_ctx.append(escalation_job(consults, settings.consult_escalation_interval_seconds))
+    app.cleanup_ctx.append(
+        prescription_background(prescriptions, settings.prescription_sweep_seconds)
+    )
     return app
 
 
@@ -254,7 +286,11 @@ def add_web_client(app: web.Application, web_dir: Path) -> None:
                 "run <code>make web</code>.</p>",
                 content_type="text/html",
             )
-        return web.FileResponse(index, headers={"Cache-Control": "no-cache"})
+        # The type is set here, not left to FileResponse.prepare(): the security-headers
+        # middleware adds the Content-Security-Policy only to responses typed text/html.
+        return web.FileResponse(
+            index, headers={"Cache-Control": "no-cache", "Content-Type": "text/html; charset=utf-8"}
+        )
 
     assets = web_dir / "assets"
     if assets.is_dir():

@@ -18,7 +18,9 @@ from server.identity.service import AuthService, IdentityService
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+    from server.consults.service import ConsultsService
     from server.inbox.service import InboxService
+    from server.prescriptions.service import PrescriptionService
     from server.realtime.gateway import Gateway
     from server.records.service import RecordsService
     from server.referrals.service import ReferralService
@@ -37,6 +39,8 @@ class Services:
     inbox: InboxService
     scheduling: SchedulingService
     referrals: ReferralService
+    consults: ConsultsService
+    prescriptions: PrescriptionService
     signer: Signer
     access: AccessService
     patients: PatientIndex

@@ -1,5 +1,12 @@
 """Every table of the app, imported in one place so the metadata is complete (migrations)."""
 
+from server.consults.models import (
+    Consult,
+    ConsultMessage,
+    ConsultParticipant,
+    ConsultPresence,
+    ConsultTransition,
+)
 from server.core.access import AccessWindow, CareRelationship, Consent
 from server.core.audit import AuditEvent, AuditHead
 from server.core.db import Base
@@ -15,6 +22,15 @@ from server.identity.models import (
     User,
 )
 from server.inbox.models import InboxItem
+from server.prescriptions.models import (
+    ChronicCondition,
+    Delivery,
+    Dispensation,
+    Drug,
+    DrugInteraction,
+    Prescription,
+    PrescriptionHistory,
+)
 from server.records.models import RecordEntry
 from server.referrals.models import Referral, ReferralHistory
 from server.scheduling.models import Appointment, Holiday, ScheduleTemplate, Slot
@@ -27,8 +43,18 @@ __all__ = [
     "AuthSession",
     "Base",
     "CareRelationship",
+    "ChronicCondition",
     "Consent",
+    "Consult",
+    "ConsultMessage",
+    "ConsultParticipant",
+    "ConsultPresence",
+    "ConsultTransition",
+    "Delivery",
     "Department",
+    "Dispensation",
+    "Drug",
+    "DrugInteraction",
     "Holiday",
     "InboxItem",
     "Institution",
@@ -36,6 +62,8 @@ __all__ = [
     "PatientLink",
     "PatientMerge",
     "PractitionerKey",
+    "Prescription",
+    "PrescriptionHistory",
     "RecordEntry",
     "Referral",
     "ReferralHistory",
