@@ -46,6 +46,9 @@ from server.identity.patient_routes import routes as patient_routes
 from server.identity.patients import PatientIndex
 from server.identity.routes import routes as identity_routes
 from server.identity.service import AuthService, IdentityService
+from server.inbox import socket as inbox_socket
+from server.inbox.routes import routes as inbox_routes
+from server.inbox.service import InboxService
 from server.prescriptions import socket as prescription_socket
 from server.prescriptions.catalogue import Catalogue
 from server.prescriptions.record import PatientRecord
@@ -56,6 +59,10 @@ from server.realtime.gateway import EVENT, Gateway
 from server.records.facade import add_fhir_routes
 from server.records.routes import routes as records_routes
 from server.records.service import RecordsService
+from server.referrals.routes import routes as referrals_routes
+from server.referrals.service import ReferralService
+from server.scheduling.routes import routes as scheduling_routes
+from server.scheduling.service import SchedulingService
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +72,9 @@ ROUTE_TABLES: tuple[Routes, ...] = (
     identity_routes,
     patient_routes,
     records_routes,
+    inbox_routes,
+    scheduling_routes,
+    referrals_routes,
     consults_routes,
     prescription_routes,
 )
@@ -114,6 +124,10 @@ def create_app(settings: Settings) -> web.Application:
     patients = PatientIndex(db, audit, access)
     records = RecordsService(db, audit, access, patients, identity)
     patients.followers.update(access=access, records=records)
+    inbox = InboxService(db, events)
+    inbox_socket.register(gateway, inbox)
+    scheduling = SchedulingService(settings, db, audit, inbox)
+    referrals = ReferralService(settings, db, audit, access, records, inbox, scheduling)
     signer = Signer(settings)
     consults = ConsultsService(settings, db, audit, events, access, records, identity, auth, signer)
     ConsultSockets(gateway, consults).register()
@@ -136,6 +150,9 @@ def create_app(settings: Settings) -> web.Application:
         auth=auth,
         identity=identity,
         gateway=gateway,
+        inbox=inbox,
+        scheduling=scheduling,
+        referrals=referrals,
         prescriptions=prescriptions,
         signer=signer,
         access=access,
@@ -156,6 +173,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_database(db, settings))
     app.cleanup_ctx.append(_redis(services, settings, sio))
     app.cleanup_ctx.append(_socketio(sio))
+    app.cleanup_ctx.append(_referral_expiry(referrals))
     app.cleanup_ctx.append(escalation_job(consults, settings.consult_escalation_interval_seconds))
     app.cleanup_ctx.append(
         prescription_background(prescriptions, settings.prescription_sweep_seconds)
@@ -196,6 +214,19 @@ def _redis(services: Services, settings: Settings, sio: socketio.AsyncServer) ->
             if resource is not None:
                 await resource.aclose()
         await services.redis.aclose()
+
+    return ctx
+
+
+def _referral_expiry(referrals: ReferralService) -> Any:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        task = None
+        if referrals.expiry_interval > 0:
+            task = asyncio.create_task(referrals.run_expiry())
+        yield
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     return ctx
 

@@ -202,6 +202,15 @@ def cmd_user_totp(args: argparse.Namespace, settings: Settings) -> int:
     return _with_services(settings, work)
 
 
+def cmd_referrals_expire(args: argparse.Namespace, settings: Settings) -> int:
+    async def work(services: Any) -> int:
+        expired = await services.referrals.expire_overdue()
+        print(f"{len(expired)} unanswered referrals expired")
+        return 0
+
+    return _with_services(settings, work)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="yihao", description="Yihao (一号) server")
     parser.add_argument("--config", help="settings file (TOML); also YIHAO_CONFIG")
@@ -218,6 +227,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("seed-demo", help="create the demo network").set_defaults(
         func=cmd_seed_demo
     )
+
+    referrals = commands.add_parser("referrals", help="referrals").add_subparsers(
+        dest="sub", required=True
+    )
+    referrals.add_parser(
+        "expire", help="expire unanswered referrals now (safe to run from cron on any node)"
+    ).set_defaults(func=cmd_referrals_expire)
 
     drugs = commands.add_parser("drugs", help="drug catalogue").add_subparsers(
         dest="sub", required=True

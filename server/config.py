@@ -72,6 +72,12 @@ class Settings(BaseModel):
     socket_events_per_10s: int = Field(default=300, ge=1)
     socket_max_message_bytes: int = Field(default=1024 * 1024, ge=1024)
 
+    # Scheduling: weekly templates are in this local time zone (slots are stored in UTC).
+    schedule_timezone: str = "Asia/Shanghai"
+    # Referrals: an unanswered (requested) referral expires after this many hours.
+    referral_expiry_hours: float = Field(default=72, gt=0)
+    # How often the background job looks for referrals to expire (0: never, e.g. a cron runs it).
+    referral_expiry_interval_seconds: int = Field(default=300, ge=0)
     # Remote consultations. Unanswered requests are escalated to the invited institution's
     # administrators after this long; the escalation job looks every interval (0: no job).
     consult_answer_timeout_seconds: int = Field(default=4 * 3600, ge=60)

@@ -19,9 +19,12 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from server.consults.service import ConsultsService
+    from server.inbox.service import InboxService
     from server.prescriptions.service import PrescriptionService
     from server.realtime.gateway import Gateway
     from server.records.service import RecordsService
+    from server.referrals.service import ReferralService
+    from server.scheduling.service import SchedulingService
 
 
 @dataclass
@@ -33,6 +36,9 @@ class Services:
     auth: AuthService
     identity: IdentityService
     gateway: Gateway
+    inbox: InboxService
+    scheduling: SchedulingService
+    referrals: ReferralService
     consults: ConsultsService
     prescriptions: PrescriptionService
     signer: Signer

@@ -21,6 +21,7 @@ from server.identity.models import (
     PatientMerge,
     User,
 )
+from server.inbox.models import InboxItem
 from server.prescriptions.models import (
     ChronicCondition,
     Delivery,
@@ -31,9 +32,12 @@ from server.prescriptions.models import (
     PrescriptionHistory,
 )
 from server.records.models import RecordEntry
+from server.referrals.models import Referral, ReferralHistory
+from server.scheduling.models import Appointment, Holiday, ScheduleTemplate, Slot
 
 __all__ = [
     "AccessWindow",
+    "Appointment",
     "AuditEvent",
     "AuditHead",
     "AuthSession",
@@ -51,6 +55,8 @@ __all__ = [
     "Dispensation",
     "Drug",
     "DrugInteraction",
+    "Holiday",
+    "InboxItem",
     "Institution",
     "Patient",
     "PatientLink",
@@ -59,6 +65,10 @@ __all__ = [
     "Prescription",
     "PrescriptionHistory",
     "RecordEntry",
+    "Referral",
+    "ReferralHistory",
+    "ScheduleTemplate",
+    "Slot",
     "StreamEvent",
     "StreamHead",
     "User",

@@ -19,6 +19,7 @@ from server.core.ids import make_resident_id
 from server.identity import schemas
 from server.identity.models import Institution, User
 from server.prescriptions.seed import seed_prescriptions
+from server.scheduling.seed import seed_scheduling
 
 DEMO_PASSWORD = "Yihao@2026"
 
@@ -120,4 +121,5 @@ async def seed_demo(services: Services) -> dict[str, int]:
     from server.records.seed import seed_records  # imports this module's PATIENTS
 
     await seed_records(services)
+    await seed_scheduling(services)
     return created

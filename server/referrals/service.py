@@ -1,0 +1,579 @@
+"""Two-way referrals (双向转诊): up to a tertiary department, back down to a community clinic.
+
+The state machine::
+
+    requested ──accept──► accepted ──schedule──► scheduled ──arrive──► arrived ──complete──► completed
+        │                    │  ▲                    │
+        │                    │  └──(slot cancelled)──┘
+        ├──decline──► declined
+        ├──expire───► expired            (requested, unanswered past expires_at)
+        └──cancel───► cancelled          (from requested, accepted or scheduled; also by supersession)
+
+Every transition is one conditional ``UPDATE … WHERE status IN (<allowed>)``:
+an out-of-order or racing transition changes nothing and is a 409. Each step
+is kept in the referral's history, audited, and announced through the inbox
+to the people it concerns (the receiving desk, the referring doctor, the
+patient). The receiving institution's record-access window opens with the
+referral and closes when it ends (declined, cancelled, expired, completed).
+A down-referral is "accepted" when the community doctor acknowledges it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from server.config import Settings
+from server.core.access import AccessService
+from server.core.audit import AuditLog
+from server.core.auth import Requester
+from server.core.db import Database, Tx, utcnow
+from server.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from server.identity.models import Department, Institution, Patient, User
+from server.inbox.service import InboxService
+from server.records.service import RecordsService
+from server.referrals import schemas
+from server.referrals.models import Referral, ReferralHistory
+from server.scheduling.models import Appointment
+from server.scheduling.service import DESK_ROLES, SchedulingService, load_slot
+
+logger = logging.getLogger(__name__)
+
+REFERRING_ROLES = frozenset({"gp", "specialist"})
+# Which kinds of institution send and receive in each direction.
+SENDS = {"up": frozenset({"community", "secondary"}), "down": frozenset({"tertiary", "secondary"})}
+RECEIVES = {"up": frozenset({"tertiary", "secondary"}), "down": frozenset({"community"})}
+OPEN = frozenset({"requested", "accepted", "scheduled"})
+ENDED = frozenset({"completed", "declined", "cancelled", "expired"})
+# action: (statuses it may start from, status it leads to)
+TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
+    "accept": (frozenset({"requested"}), "accepted"),
+    "decline": (frozenset({"requested"}), "declined"),
+    "schedule": (frozenset({"accepted"}), "scheduled"),
+    "unschedule": (frozenset({"scheduled"}), "accepted"),
+    "arrive": (frozenset({"accepted", "scheduled"}), "arrived"),
+    "complete": (frozenset({"arrived"}), "completed"),
+    "cancel": (OPEN, "cancelled"),
+    "expire": (frozenset({"requested"}), "expired"),
+}
+TITLES = {
+    "requested": "New referral",
+    "accepted": "Referral accepted",
+    "scheduled": "Referral scheduled",
+    "arrived": "Referred patient arrived",
+    "completed": "Referral completed",
+    "declined": "Referral declined",
+    "cancelled": "Referral cancelled",
+    "expired": "Referral expired unanswered",
+}
+
+
+def check_allowed(referral: Referral, action: str, current: str | None = None) -> None:
+    status = current or referral.status
+    if status not in TRANSITIONS[action][0]:
+        raise Conflict(
+            f"cannot {action} a referral that is {status}",
+            code="invalid_transition",
+            extra={"referral_status": status, "action": action},
+        )
+
+
+def referral_out(referral: Referral) -> schemas.ReferralOut:
+    return schemas.ReferralOut(
+        id=referral.id,
+        direction=referral.direction,
+        patient_id=referral.patient_id,
+        purpose=referral.purpose,
+        from_institution_id=referral.from_institution_id,
+        from_user_id=referral.from_user_id,
+        to_institution_id=referral.to_institution_id,
+        to_department_id=referral.to_department_id,
+        to_user_id=referral.to_user_id,
+        reason=referral.reason,
+        working_diagnosis=referral.working_diagnosis,
+        urgency=referral.urgency,
+        summary=referral.summary,
+        attachments=referral.attachments,
+        discharge_summary=referral.discharge_summary,
+        follow_up=referral.follow_up,
+        consult_id=referral.consult_id,
+        consult_snapshot=referral.consult_snapshot,
+        status=referral.status,
+        status_reason=referral.status_reason,
+        appointment_id=referral.appointment_id,
+        superseded_by_id=referral.superseded_by_id,
+        expires_at=referral.expires_at,
+        created_at=referral.created_at,
+        updated_at=referral.updated_at,
+        history=[
+            schemas.HistoryOut(
+                from_status=h.from_status,
+                to_status=h.to_status,
+                actor_user_id=h.actor_user_id,
+                note=h.note,
+                at=h.at,
+            )
+            for h in referral.history
+        ],
+    )
+
+
+class ReferralService:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        audit: AuditLog,
+        access: AccessService,
+        records: RecordsService,
+        inbox: InboxService,
+        scheduling: SchedulingService,
+    ) -> None:
+        self.db = db
+        self.audit = audit
+        self.access = access
+        self.records = records
+        self.inbox = inbox
+        self.scheduling = scheduling
+        self.expiry = timedelta(hours=settings.referral_expiry_hours)
+        self.expiry_interval = settings.referral_expiry_interval_seconds
+        scheduling.slot_cancelled_listeners.append(self._on_slots_cancelled)
+
+    # --- reading ----------------------------------------------------------------
+
+    @staticmethod
+    async def _load(session: AsyncSession, referral_id: int) -> Referral:
+        referral = await session.scalar(
+            select(Referral)
+            .options(selectinload(Referral.history))
+            .where(Referral.id == referral_id)
+            .execution_options(populate_existing=True)
+        )
+        if referral is None:
+            raise NotFound(f"no referral {referral_id}", code="referral_not_found")
+        return referral
+
+    @staticmethod
+    def _check_party(requester: Requester, referral: Referral) -> None:
+        """Who sees a referral: the patient, and staff of the sending or receiving institution."""
+        if requester.role == "patient":
+            allowed = requester.patient_id == referral.patient_id
+        else:
+            allowed = requester.role in DESK_ROLES and requester.institution_id in (
+                referral.from_institution_id,
+                referral.to_institution_id,
+            )
+        if not allowed:
+            raise NotFound(f"no referral {referral.id}", code="referral_not_found")
+
+    async def get(self, requester: Requester, referral_id: int) -> schemas.ReferralOut:
+        async with self.db.transaction() as tx:
+            referral = await self._load(tx.session, referral_id)
+            self._check_party(requester, referral)
+            await self.audit.record(
+                tx.session,
+                "referral.read",
+                actor=requester,
+                patient_id=referral.patient_id,
+                resource=f"Referral/{referral.id}",
+            )
+            return referral_out(referral)
+
+    async def list_referrals(
+        self, requester: Requester, query: schemas.ReferralQuery
+    ) -> list[schemas.ReferralOut]:
+        stmt = select(Referral).options(selectinload(Referral.history))
+        if requester.role == "patient":
+            stmt = stmt.where(Referral.patient_id == requester.patient_id)
+        elif requester.role in DESK_ROLES and requester.institution_id is not None:
+            column = (
+                Referral.to_institution_id
+                if query.box == "received"
+                else Referral.from_institution_id
+            )
+            stmt = stmt.where(column == requester.institution_id)
+        else:
+            raise Forbidden("referrals are for care staff and their patients")
+        if query.status is not None:
+            stmt = stmt.where(Referral.status == query.status)
+        async with self.db.transaction() as tx:
+            rows = list(await tx.session.scalars(stmt.order_by(Referral.id.desc()).limit(200)))
+            await self.audit.record(
+                tx.session,
+                "referral.list",
+                actor=requester,
+                details={"box": query.box, "count": len(rows)},
+            )
+            return [referral_out(r) for r in rows]
+
+    # --- creating ---------------------------------------------------------------
+
+    async def create(
+        self, requester: Requester, data: schemas.ReferralCreate
+    ) -> schemas.ReferralOut:
+        return await self._create(requester, data, consult_id=None, snapshot=None)
+
+    async def create_from_consult(
+        self,
+        requester: Requester,
+        consult_id: int,
+        snapshot: dict[str, Any],
+        data: schemas.ReferralCreate,
+    ) -> schemas.ReferralOut:
+        """Turn a consult whose opinion recommends referral into a referral, in one step.
+
+        The consult's snapshot travels with the referral; its summary stands in for a
+        missing one. The consults capability calls this with plain values.
+        """
+        if data.summary is None and isinstance(snapshot.get("summary"), str):
+            data = data.model_copy(update={"summary": snapshot["summary"]})
+        return await self._create(requester, data, consult_id=consult_id, snapshot=snapshot)
+
+    async def _check_create(
+        self, session: AsyncSession, requester: Requester, data: schemas.ReferralCreate
+    ) -> None:
+        if requester.role not in REFERRING_ROLES or requester.institution_id is None:
+            raise Forbidden("only doctors refer patients")
+        source = await session.get(Institution, requester.institution_id)
+        target = await session.get(Institution, data.to_institution_id)
+        if target is None:
+            raise ValidationFailed.field(
+                "to_institution_id", f"no institution {data.to_institution_id}"
+            )
+        if source is None or source.kind not in SENDS[data.direction]:
+            raise ValidationFailed.field(
+                "direction",
+                f"a {source.kind if source else 'unknown'} institution does not send "
+                f"{data.direction}-referrals",
+                code="institution_cannot_send",
+            )
+        if target.kind not in RECEIVES[data.direction] or target.id == source.id:
+            raise ValidationFailed.field(
+                "to_institution_id",
+                f"a {target.kind} institution cannot receive a {data.direction}-referral",
+                code="institution_cannot_receive",
+            )
+        if data.to_department_id is not None:
+            at = await session.scalar(
+                select(Department.institution_id).where(Department.id == data.to_department_id)
+            )
+            if at != target.id:
+                raise ValidationFailed.field(
+                    "to_department_id", "not a department of the receiving institution"
+                )
+        if data.to_user_id is not None:
+            at = await session.scalar(select(User.institution_id).where(User.id == data.to_user_id))
+            if at != target.id:
+                raise ValidationFailed.field(
+                    "to_user_id", "not a practitioner of the receiving institution"
+                )
+        if await session.get(Patient, data.patient_id) is None:
+            raise ValidationFailed.field("patient_id", f"no patient {data.patient_id}")
+
+    async def _create(
+        self,
+        requester: Requester,
+        data: schemas.ReferralCreate,
+        *,
+        consult_id: int | None,
+        snapshot: dict[str, Any] | None,
+    ) -> schemas.ReferralOut:
+        async with self.db.read() as session:
+            await self._check_create(session, requester, data)
+        assert requester.institution_id is not None
+        if not await self.access.has_care_relationship(data.patient_id, requester.institution_id):
+            raise Forbidden(
+                "your institution has no care relationship with this patient",
+                code="no_care_relationship",
+            )
+        await self._check_attachments(data.patient_id, data.attachments)
+        now = utcnow()
+        async with self.db.transaction() as tx:
+            referral = Referral(
+                **data.model_dump(exclude={"follow_up"}),
+                follow_up=[task.model_dump(mode="json") for task in data.follow_up],
+                from_institution_id=requester.institution_id,
+                from_user_id=requester.user_id,
+                consult_id=consult_id,
+                consult_snapshot=snapshot,
+                status="requested",
+                expires_at=now + self.expiry,
+                created_at=now,
+                updated_at=now,
+            )
+            tx.session.add(referral)
+            await tx.session.flush()
+            tx.session.add(
+                ReferralHistory(
+                    referral_id=referral.id,
+                    from_status=None,
+                    to_status="requested",
+                    actor_user_id=requester.user_id,
+                    note=f"from consult {consult_id}" if consult_id else None,
+                    at=now,
+                )
+            )
+            await self.access.open_window(
+                tx,
+                patient_id=referral.patient_id,
+                institution_id=referral.to_institution_id,
+                source="referral",
+                source_id=referral.id,
+            )
+            await self.audit.record(
+                tx.session,
+                "referral.create",
+                actor=requester,
+                patient_id=referral.patient_id,
+                resource=f"Referral/{referral.id}",
+                details={"direction": data.direction, "to_institution_id": data.to_institution_id,
+                         "consult_id": consult_id},
+            )  # fmt: skip
+            await self._notify(
+                tx,
+                referral,
+                users=[referral.to_user_id] if referral.to_user_id else [],
+                desk=referral.to_user_id is None,
+                patient=True,
+            )
+            await self._supersede(tx, requester, referral)
+            return referral_out(await self._load(tx.session, referral.id))
+
+    async def _check_attachments(self, patient_id: int, refs: list[str]) -> None:
+        """Attached items must be entries of this patient's shared record."""
+        wanted: dict[str, set[str]] = {}
+        for ref in refs:
+            rtype, _, rid = ref.partition("/")
+            wanted.setdefault(rtype, set()).add(rid)
+        for rtype, ids in sorted(wanted.items()):
+            have = {str(r.get("id")) for r in await self.records.resources(patient_id, rtype)}
+            missing = sorted(ids - have)
+            if missing:
+                raise ValidationFailed.field(
+                    "attachments",
+                    f"not in the patient's record: {', '.join(f'{rtype}/{m}' for m in missing)}",
+                    code="unknown_record_item",
+                )
+
+    async def _supersede(self, tx: Tx, requester: Requester, newer: Referral) -> None:
+        older = await tx.session.scalars(
+            select(Referral).where(
+                Referral.patient_id == newer.patient_id,
+                Referral.direction == newer.direction,
+                Referral.purpose == newer.purpose,
+                Referral.status.in_(OPEN),
+                Referral.id != newer.id,
+            )
+        )
+        for referral in list(older):
+            await self._transition(
+                tx, requester, referral, "cancel", f"superseded by referral {newer.id}"
+            )
+            referral.superseded_by_id = newer.id
+
+    # --- transitions ------------------------------------------------------------
+
+    async def _transition(
+        self, tx: Tx, actor: Requester | None, referral: Referral, action: str, note: str | None
+    ) -> None:
+        """Move the referral along; 409 when its current status does not allow the action."""
+        allowed, target = TRANSITIONS[action]
+        now = utcnow()
+        moved = await tx.session.execute(
+            update(Referral)
+            .where(Referral.id == referral.id, Referral.status.in_(allowed))
+            .values(status=target, status_reason=note, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if moved.rowcount != 1:  # type: ignore[attr-defined]
+            current = await tx.session.scalar(
+                select(Referral.status).where(Referral.id == referral.id)
+            )
+            raise Conflict(
+                f"cannot {action} a referral that is {current}",
+                code="invalid_transition",
+                extra={"status": current, "action": action},
+            )
+        previous = referral.status
+        referral.status, referral.status_reason, referral.updated_at = target, note, now
+        tx.session.add(
+            ReferralHistory(
+                referral_id=referral.id,
+                from_status=previous,
+                to_status=target,
+                actor_user_id=actor.user_id if actor else None,
+                note=note,
+                at=now,
+            )
+        )
+        if target in ENDED:
+            await self.access.close_window(tx, source="referral", source_id=referral.id)
+        if action == "arrive":
+            # The patient has now been seen there: a lasting care relationship.
+            await self.access.add_care_relationship(
+                tx,
+                patient_id=referral.patient_id,
+                institution_id=referral.to_institution_id,
+                reason="referral",
+            )
+        if action == "cancel" and referral.appointment_id is not None:
+            appointment = await tx.session.get(Appointment, referral.appointment_id)
+            if appointment is not None and appointment.status == "booked" and actor is not None:
+                await self.scheduling.cancel_appointment_in(
+                    tx, actor, appointment, f"referral {referral.id} cancelled"
+                )
+        await self.audit.record(
+            tx.session,
+            f"referral.{action}",
+            actor=actor,
+            patient_id=referral.patient_id,
+            resource=f"Referral/{referral.id}",
+            reason=note,
+            details={"from": previous, "to": target},
+        )
+        # The side that did not act hears about it; the patient always does.
+        receiving_acted = action in {"accept", "decline", "schedule", "arrive", "complete"}
+        await self._notify(
+            tx,
+            referral,
+            users=[referral.from_user_id] if receiving_acted or actor is None else [],
+            desk=not receiving_acted,
+            patient=True,
+        )
+
+    async def _notify(
+        self, tx: Tx, referral: Referral, *, users: Sequence[int], desk: bool, patient: bool
+    ) -> None:
+        data: dict[str, Any] = {
+            "referral_id": referral.id,
+            "direction": referral.direction,
+            "status": referral.status,
+            "purpose": referral.purpose,
+            "urgency": referral.urgency,
+            "patient_id": referral.patient_id,
+            "from_institution_id": referral.from_institution_id,
+            "to_institution_id": referral.to_institution_id,
+            "appointment_id": referral.appointment_id,
+            "note": referral.status_reason,
+        }
+        if referral.direction == "down":
+            data["follow_up"] = referral.follow_up
+        await self.inbox.notify(
+            tx,
+            kind=f"referral.{referral.status}",
+            title=TITLES[referral.status],
+            users=users,
+            institutions=[referral.to_institution_id] if desk else [],
+            patients=[referral.patient_id] if patient else [],
+            resource=f"Referral/{referral.id}",
+            data=data,
+        )
+
+    async def _act(
+        self,
+        requester: Requester,
+        referral_id: int,
+        action: str,
+        note: str | None = None,
+        slot_id: int | None = None,
+    ) -> schemas.ReferralOut:
+        """One step by one side; with a slot, the place is booked and the referral scheduled."""
+        async with self.db.transaction() as tx:
+            referral = await self._load(tx.session, referral_id)
+            self._check_party(requester, referral)
+            side = (
+                referral.from_institution_id if action == "cancel" else referral.to_institution_id
+            )
+            if requester.role not in DESK_ROLES or requester.institution_id != side:
+                raise Forbidden(
+                    f"only the {'referring' if action == 'cancel' else 'receiving'} "
+                    f"institution may {action} this referral"
+                )
+            check_allowed(referral, action)
+            if action != "schedule":
+                await self._transition(tx, requester, referral, action, note)
+            if slot_id is not None:
+                await self._check_slot(tx, referral, slot_id)
+                appointment, _ = await self.scheduling.book_in(
+                    tx, requester, slot_id, referral.patient_id, referral_id=referral.id
+                )
+                referral.appointment_id = appointment.id
+                await tx.session.flush()
+                await self._transition(tx, requester, referral, "schedule", note)
+            return referral_out(await self._load(tx.session, referral.id))
+
+    async def _check_slot(self, tx: Tx, referral: Referral, slot_id: int) -> None:
+        slot = await load_slot(tx.session, slot_id)
+        if slot.institution_id != referral.to_institution_id:
+            raise ValidationFailed.field("slot_id", "not a slot of the receiving institution")
+        if referral.to_department_id not in (None, slot.department_id):
+            raise ValidationFailed.field("slot_id", "not a slot of the receiving department")
+
+    async def accept(
+        self, requester: Requester, referral_id: int, data: schemas.AcceptRequest
+    ) -> schemas.ReferralOut:
+        """The receiving desk accepts (booking a slot at once if given); going down: acknowledge."""
+        return await self._act(requester, referral_id, "accept", data.note, slot_id=data.slot_id)
+
+    async def schedule(
+        self, requester: Requester, referral_id: int, slot_id: int
+    ) -> schemas.ReferralOut:
+        return await self._act(requester, referral_id, "schedule", slot_id=slot_id)
+
+    async def transition(
+        self, requester: Requester, referral_id: int, action: str, note: str | None
+    ) -> schemas.ReferralOut:
+        """decline, arrive, complete (receiving side) or cancel (referring side)."""
+        return await self._act(requester, referral_id, action, note)
+
+    async def _on_slots_cancelled(self, tx: Tx, appointments: list[Appointment]) -> None:
+        """A hospital-cancelled slot sends its referrals back to be scheduled again."""
+        for appointment in appointments:
+            if appointment.referral_id is None:
+                continue
+            referral = await self._load(tx.session, appointment.referral_id)
+            if referral.status == "scheduled" and referral.appointment_id == appointment.id:
+                referral.appointment_id = None
+                await self._transition(tx, None, referral, "unschedule", "the slot was cancelled")
+
+    # --- expiry -----------------------------------------------------------------
+
+    async def expire_overdue(self, now: datetime | None = None) -> list[int]:
+        """Expire unanswered referrals past their time; safe to run anywhere, any number of times."""
+        now = now or utcnow()
+        async with self.db.read() as session:
+            due = list(
+                await session.scalars(
+                    select(Referral.id).where(
+                        Referral.status == "requested", Referral.expires_at <= now
+                    )
+                )
+            )
+        expired: list[int] = []
+        for referral_id in due:
+            try:
+                async with self.db.transaction() as tx:
+                    referral = await self._load(tx.session, referral_id)
+                    await self._transition(tx, None, referral, "expire", "no answer in time")
+                expired.append(referral_id)
+            except Conflict:
+                continue  # answered (or expired by another runner) meanwhile
+        if expired:
+            logger.info("referrals expired", extra={"count": len(expired)})
+        return expired
+
+    async def run_expiry(self) -> None:
+        """The background job: expire overdue referrals every interval until cancelled."""
+        while True:
+            await asyncio.sleep(self.expiry_interval)
+            try:
+                await self.expire_overdue()
+            except Exception:
+                logger.exception("referral expiry run failed")

@@ -1,0 +1,495 @@
+"""Scheduling: weekly templates → slots, holidays and cancellations, bookings that never overbook.
+
+A slot has a capacity and a ``booked`` count. Booking takes a place with one
+conditional ``UPDATE slots SET booked = booked + 1 WHERE id = … AND status =
+'open' AND booked < capacity AND start > now``: the database decides, so
+concurrent bookings on any number of nodes cannot overbook (PostgreSQL locks
+the row for the update; SQLite serialises writers with ``BEGIN IMMEDIATE``);
+a ``CHECK (booked <= capacity)`` guards the invariant as well. A patient holds
+at most one place per slot (a unique key that is NULL once cancelled).
+Cancelling an appointment frees its place; a slot cancelled by the hospital —
+or falling on a holiday added later — cancels its appointments and notifies
+every patient booked on it through the inbox.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.config import Settings
+from server.core.audit import AuditLog
+from server.core.auth import Requester
+from server.core.db import Database, Tx, utcnow
+from server.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from server.identity.models import Department, Patient, User
+from server.inbox.service import InboxService
+from server.scheduling import schemas
+from server.scheduling.models import Appointment, Holiday, ScheduleTemplate, Slot
+
+# Roles that run an institution's schedule and its booking desk.
+DESK_ROLES = frozenset({"institution_admin", "specialist", "gp", "nurse"})
+
+SlotCancelled = Callable[[Tx, list[Appointment]], Awaitable[None]]
+
+
+def slot_out(slot: Slot) -> schemas.SlotOut:
+    return schemas.SlotOut(
+        id=slot.id,
+        institution_id=slot.institution_id,
+        department_id=slot.department_id,
+        practitioner_id=slot.practitioner_id,
+        start=slot.start,
+        minutes=slot.minutes,
+        capacity=slot.capacity,
+        booked=slot.booked,
+        available=max(slot.capacity - slot.booked, 0) if slot.status == "open" else 0,
+        visit_type=slot.visit_type,
+        status=slot.status,
+        cancel_reason=slot.cancel_reason,
+    )
+
+
+def appointment_out(appointment: Appointment, slot: Slot) -> schemas.AppointmentOut:
+    return schemas.AppointmentOut(
+        id=appointment.id,
+        slot=slot_out(slot),
+        patient_id=appointment.patient_id,
+        booked_by=appointment.booked_by,
+        referral_id=appointment.referral_id,
+        status=appointment.status,
+        created_at=appointment.created_at,
+        cancelled_at=appointment.cancelled_at,
+        cancel_reason=appointment.cancel_reason,
+    )
+
+
+def template_out(template: ScheduleTemplate) -> schemas.TemplateOut:
+    return schemas.TemplateOut(
+        id=template.id,
+        institution_id=template.institution_id,
+        department_id=template.department_id,
+        practitioner_id=template.practitioner_id,
+        weekday=template.weekday,
+        start_time=template.start_time,
+        slot_minutes=template.slot_minutes,
+        slot_count=template.slot_count,
+        capacity=template.capacity,
+        visit_type=template.visit_type,
+    )
+
+
+def check_desk(requester: Requester, institution_id: int) -> None:
+    """Only the institution's own staff run its schedule and desk."""
+    if requester.role not in DESK_ROLES or requester.institution_id != institution_id:
+        raise Forbidden("only the institution's staff may do this", code="not_institution_staff")
+
+
+async def load_slot(session: AsyncSession, slot_id: int, *, lock: bool = False) -> Slot:
+    query = select(Slot).where(Slot.id == slot_id).execution_options(populate_existing=True)
+    if lock:
+        query = query.with_for_update()
+    slot = await session.scalar(query)
+    if slot is None:
+        raise NotFound(f"no slot {slot_id}", code="slot_not_found")
+    return slot
+
+
+class SchedulingService:
+    def __init__(
+        self, settings: Settings, db: Database, audit: AuditLog, inbox: InboxService
+    ) -> None:
+        self.db = db
+        self.audit = audit
+        self.inbox = inbox
+        self.zone = ZoneInfo(settings.schedule_timezone)
+        # Called in the transaction that cancels a slot (referrals re-open their scheduling).
+        self.slot_cancelled_listeners: list[SlotCancelled] = []
+
+    # --- templates, generation, holidays ---------------------------------------
+
+    async def _department(self, session: AsyncSession, requester: Requester, dept: int) -> int:
+        institution_id = await session.scalar(
+            select(Department.institution_id).where(Department.id == dept)
+        )
+        if institution_id is None:
+            raise ValidationFailed.field("department_id", f"no department {dept}")
+        check_desk(requester, institution_id)
+        return int(institution_id)
+
+    async def create_template(
+        self, requester: Requester, data: schemas.TemplateCreate
+    ) -> schemas.TemplateOut:
+        async with self.db.transaction() as tx:
+            institution_id = await self._department(tx.session, requester, data.department_id)
+            if data.practitioner_id is not None:
+                at = await tx.session.scalar(
+                    select(User.institution_id).where(User.id == data.practitioner_id)
+                )
+                if at != institution_id:
+                    raise ValidationFailed.field(
+                        "practitioner_id", "not a practitioner of this institution"
+                    )
+            template = ScheduleTemplate(institution_id=institution_id, **data.model_dump())
+            tx.session.add(template)
+            await tx.session.flush()
+            await self.audit.record(
+                tx.session,
+                "schedule.template_create",
+                actor=requester,
+                resource=f"ScheduleTemplate/{template.id}",
+            )
+            return template_out(template)
+
+    def _local_start(self, day: date, start_time: str, offset_minutes: int) -> datetime:
+        hour, minute = (int(part) for part in start_time.split(":"))
+        local = datetime.combine(day, time(hour, minute), tzinfo=self.zone)
+        return local + timedelta(minutes=offset_minutes)
+
+    async def generate_slots(
+        self, requester: Requester, data: schemas.GenerateSlots
+    ) -> schemas.GenerateResult:
+        """Create the slots of the department's templates for a date range (idempotent)."""
+        now = utcnow()
+        async with self.db.transaction() as tx:
+            institution_id = await self._department(tx.session, requester, data.department_id)
+            templates = list(
+                await tx.session.scalars(
+                    select(ScheduleTemplate).where(
+                        ScheduleTemplate.department_id == data.department_id,
+                        ScheduleTemplate.active.is_(True),
+                    )
+                )
+            )
+            holidays = set(
+                await tx.session.scalars(
+                    select(Holiday.day).where(
+                        Holiday.institution_id == institution_id,
+                        Holiday.day >= data.from_date,
+                        Holiday.day <= data.to_date,
+                    )
+                )
+            )
+            existing = {
+                (template_id, start)
+                for template_id, start in await tx.session.execute(
+                    select(Slot.template_id, Slot.start).where(
+                        Slot.template_id.in_([t.id for t in templates])
+                    )
+                )
+            }
+            created = 0
+            day = data.from_date
+            while day <= data.to_date:
+                for template in templates:
+                    if day in holidays or template.weekday != day.weekday():
+                        continue
+                    for i in range(template.slot_count):
+                        start = self._local_start(
+                            day, template.start_time, i * template.slot_minutes
+                        )
+                        if start <= now or (template.id, start) in existing:
+                            continue
+                        tx.session.add(
+                            Slot(
+                                institution_id=institution_id,
+                                department_id=template.department_id,
+                                practitioner_id=template.practitioner_id,
+                                template_id=template.id,
+                                start=start,
+                                minutes=template.slot_minutes,
+                                capacity=template.capacity,
+                                booked=0,
+                                visit_type=template.visit_type,
+                                status="open",
+                            )
+                        )
+                        created += 1
+                day += timedelta(days=1)
+            await self.audit.record(
+                tx.session,
+                "schedule.generate",
+                actor=requester,
+                details={"department_id": data.department_id, "created": created},
+            )
+        return schemas.GenerateResult(created=created, holidays=sorted(holidays))
+
+    async def add_holiday(
+        self, requester: Requester, data: schemas.HolidayCreate
+    ) -> schemas.HolidayOut:
+        """A closed day: no slots are generated on it, and its open slots are cancelled."""
+        if requester.institution_id is None:
+            raise Forbidden("only an institution's staff may add its holidays")
+        institution_id = requester.institution_id
+        check_desk(requester, institution_id)
+        day_start = datetime.combine(data.day, time(0), tzinfo=self.zone)
+        async with self.db.transaction() as tx:
+            if await tx.session.scalar(
+                select(Holiday.id).where(
+                    Holiday.institution_id == institution_id, Holiday.day == data.day
+                )
+            ):
+                raise Conflict(f"{data.day} is already a holiday", code="duplicate_holiday")
+            tx.session.add(Holiday(institution_id=institution_id, day=data.day, reason=data.reason))
+            slots = list(
+                await tx.session.scalars(
+                    select(Slot).where(
+                        Slot.institution_id == institution_id,
+                        Slot.status == "open",
+                        Slot.start >= day_start,
+                        Slot.start < day_start + timedelta(days=1),
+                    )
+                )
+            )
+            for slot in slots:
+                await self._cancel_slot_in(tx, requester, slot, f"holiday: {data.reason}")
+            await self.audit.record(
+                tx.session,
+                "schedule.holiday_add",
+                actor=requester,
+                details={"day": data.day.isoformat(), "cancelled_slots": len(slots)},
+            )
+        return schemas.HolidayOut(
+            day=data.day, reason=data.reason, cancelled_slots=[s.id for s in slots]
+        )
+
+    # --- slots ----------------------------------------------------------------
+
+    async def list_slots(self, query: schemas.SlotQuery) -> list[schemas.SlotOut]:
+        async with self.db.read() as session:
+            stmt = select(Slot)
+            if query.institution_id is not None:
+                stmt = stmt.where(Slot.institution_id == query.institution_id)
+            if query.department_id is not None:
+                stmt = stmt.where(Slot.department_id == query.department_id)
+            if query.visit_type is not None:
+                stmt = stmt.where(Slot.visit_type == query.visit_type)
+            if query.start_from is not None:
+                stmt = stmt.where(Slot.start >= query.start_from)
+            if query.start_to is not None:
+                stmt = stmt.where(Slot.start < query.start_to)
+            if query.available:
+                stmt = stmt.where(
+                    Slot.status == "open", Slot.booked < Slot.capacity, Slot.start > utcnow()
+                )
+            rows = await session.scalars(stmt.order_by(Slot.start, Slot.id).limit(500))
+            return [slot_out(slot) for slot in rows]
+
+    async def get_slot(self, slot_id: int) -> schemas.SlotOut:
+        async with self.db.read() as session:
+            return slot_out(await load_slot(session, slot_id))
+
+    async def cancel_slot(self, requester: Requester, slot_id: int, reason: str) -> schemas.SlotOut:
+        async with self.db.transaction() as tx:
+            slot = await load_slot(tx.session, slot_id, lock=True)
+            check_desk(requester, slot.institution_id)
+            if slot.status != "open":
+                raise Conflict("the slot is already cancelled", code="slot_cancelled")
+            await self._cancel_slot_in(tx, requester, slot, reason)
+            return slot_out(slot)
+
+    async def _cancel_slot_in(self, tx: Tx, actor: Requester, slot: Slot, reason: str) -> None:
+        appointments = list(
+            await tx.session.scalars(
+                select(Appointment).where(
+                    Appointment.slot_id == slot.id, Appointment.status == "booked"
+                )
+            )
+        )
+        slot.status, slot.cancel_reason, slot.booked = "cancelled", reason, 0
+        for appointment in appointments:
+            self._mark_cancelled(appointment, f"slot cancelled: {reason}")
+        await tx.session.flush()
+        await self.audit.record(
+            tx.session,
+            "slot.cancel",
+            actor=actor,
+            resource=f"Slot/{slot.id}",
+            reason=reason,
+            details={"appointments": [a.id for a in appointments]},
+        )
+        for appointment in appointments:
+            await self.inbox.notify(
+                tx,
+                kind="appointment.cancelled",
+                title="Your appointment was cancelled by the hospital",
+                patients=[appointment.patient_id],
+                users=[appointment.booked_by] if appointment.booked_by != actor.user_id else [],
+                resource=f"Appointment/{appointment.id}",
+                data={"appointment_id": appointment.id, "slot_id": slot.id,
+                      "start": slot.start.isoformat(), "reason": reason},
+            )  # fmt: skip
+        for listener in self.slot_cancelled_listeners:
+            await listener(tx, appointments)
+
+    @staticmethod
+    def _mark_cancelled(appointment: Appointment, reason: str | None) -> None:
+        appointment.status = "cancelled"
+        appointment.holds = None
+        appointment.cancelled_at = utcnow()
+        appointment.cancel_reason = reason
+
+    # --- appointments -----------------------------------------------------------
+
+    async def book(
+        self, requester: Requester, data: schemas.AppointmentCreate
+    ) -> schemas.AppointmentOut:
+        """A patient books for themself (预约挂号); a desk books for a patient."""
+        if requester.role == "patient":
+            if data.patient_id not in (None, requester.patient_id):
+                raise Forbidden("a patient books for themself only")
+            patient_id = requester.patient_id
+        else:
+            if data.patient_id is None:
+                raise ValidationFailed.field("patient_id", "a desk names the patient it books")
+            patient_id = data.patient_id
+        if patient_id is None:
+            raise Forbidden("this account has no patient record")
+        async with self.db.transaction() as tx:
+            appointment, slot = await self.book_in(tx, requester, data.slot_id, patient_id)
+            return appointment_out(appointment, slot)
+
+    async def book_in(
+        self,
+        tx: Tx,
+        requester: Requester,
+        slot_id: int,
+        patient_id: int,
+        *,
+        referral_id: int | None = None,
+    ) -> tuple[Appointment, Slot]:
+        """Take one place on the slot inside the caller's transaction, or raise with nothing taken."""
+        slot = await load_slot(tx.session, slot_id)
+        if requester.role != "patient":
+            check_desk(requester, slot.institution_id)
+        if slot.status != "open":
+            raise Conflict("the slot was cancelled", code="slot_cancelled")
+        now = utcnow()
+        if slot.start <= now:
+            raise ValidationFailed.field("slot_id", "the slot is in the past", code="slot_in_past")
+        if await tx.session.get(Patient, patient_id) is None:
+            raise ValidationFailed.field("patient_id", f"no patient {patient_id}")
+        taken = await tx.session.execute(
+            update(Slot)
+            .where(
+                Slot.id == slot_id,
+                Slot.status == "open",
+                Slot.booked < Slot.capacity,
+                Slot.start > now,
+            )
+            .values(booked=Slot.booked + 1)
+            .execution_options(synchronize_session=False)
+        )
+        if taken.rowcount != 1:  # type: ignore[attr-defined]
+            raise Conflict("the slot is full", code="slot_full")
+        appointment = Appointment(
+            slot_id=slot_id,
+            patient_id=patient_id,
+            booked_by=requester.user_id,
+            referral_id=referral_id,
+            status="booked",
+            holds=slot_id,
+            created_at=now,
+        )
+        tx.session.add(appointment)
+        try:
+            await tx.session.flush()
+        except IntegrityError:
+            raise Conflict(
+                "the patient already holds a place on this slot", code="already_booked"
+            ) from None
+        await self.audit.record(
+            tx.session,
+            "appointment.book",
+            actor=requester,
+            patient_id=patient_id,
+            resource=f"Appointment/{appointment.id}",
+            details={"slot_id": slot_id, "referral_id": referral_id},
+        )
+        return appointment, await load_slot(tx.session, slot_id)
+
+    async def _appointment(self, session: AsyncSession, appointment_id: int) -> Appointment:
+        appointment = await session.get(Appointment, appointment_id)
+        if appointment is None:
+            raise NotFound(f"no appointment {appointment_id}")
+        return appointment
+
+    async def cancel_appointment(
+        self, requester: Requester, appointment_id: int, reason: str | None
+    ) -> schemas.AppointmentOut:
+        async with self.db.transaction() as tx:
+            appointment = await self._appointment(tx.session, appointment_id)
+            slot = await load_slot(tx.session, appointment.slot_id)
+            if requester.role == "patient":
+                if requester.patient_id != appointment.patient_id:
+                    raise NotFound(f"no appointment {appointment_id}")
+            else:
+                check_desk(requester, slot.institution_id)
+            await self.cancel_appointment_in(tx, requester, appointment, reason)
+            return appointment_out(appointment, await load_slot(tx.session, slot.id))
+
+    async def cancel_appointment_in(
+        self, tx: Tx, requester: Requester, appointment: Appointment, reason: str | None
+    ) -> None:
+        """Cancel and free the place; a conditional update, so two cancels free it once."""
+        freed = await tx.session.execute(
+            update(Appointment)
+            .where(Appointment.id == appointment.id, Appointment.status == "booked")
+            .values(status="cancelled", holds=None, cancelled_at=utcnow(), cancel_reason=reason)
+            .execution_options(synchronize_session=False)
+        )
+        if freed.rowcount != 1:  # type: ignore[attr-defined]
+            raise Conflict("the appointment is already cancelled", code="appointment_cancelled")
+        await tx.session.execute(
+            update(Slot)
+            .where(Slot.id == appointment.slot_id, Slot.booked > 0)
+            .values(booked=Slot.booked - 1)
+            .execution_options(synchronize_session=False)
+        )
+        await tx.session.refresh(appointment)
+        await self.audit.record(
+            tx.session,
+            "appointment.cancel",
+            actor=requester,
+            patient_id=appointment.patient_id,
+            resource=f"Appointment/{appointment.id}",
+            reason=reason,
+        )
+        if requester.role != "patient":
+            await self.inbox.notify(
+                tx,
+                kind="appointment.cancelled",
+                title="Your appointment was cancelled",
+                patients=[appointment.patient_id],
+                resource=f"Appointment/{appointment.id}",
+                data={"appointment_id": appointment.id, "reason": reason},
+            )
+
+    async def list_appointments(self, requester: Requester) -> list[schemas.AppointmentOut]:
+        """A patient's own appointments; a desk's appointments at its institution."""
+        stmt: Any = select(Appointment, Slot).join(Slot, Slot.id == Appointment.slot_id)
+        if requester.role == "patient":
+            stmt = stmt.where(Appointment.patient_id == requester.patient_id)
+        else:
+            if requester.institution_id is None:
+                return []
+            check_desk(requester, requester.institution_id)
+            stmt = stmt.where(Slot.institution_id == requester.institution_id)
+        async with self.db.transaction() as tx:
+            rows = list(
+                await tx.session.execute(stmt.order_by(Slot.start, Appointment.id).limit(500))
+            )
+            await self.audit.record(
+                tx.session,
+                "appointment.list",
+                actor=requester,
+                patient_id=requester.patient_id,
+                details={"count": len(rows)},
+            )
+            return [appointment_out(a, s) for a, s in rows]
