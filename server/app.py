@@ -42,6 +42,8 @@ from server.identity.patient_routes import routes as patient_routes
 from server.identity.patients import PatientIndex
 from server.identity.routes import routes as identity_routes
 from server.identity.service import AuthService, IdentityService
+from server.media.events import add_precall_events
+from server.media.precall import PrecallService
 from server.realtime.gateway import EVENT, Gateway
 from server.records.facade import add_fhir_routes
 from server.records.routes import routes as records_routes
@@ -94,6 +96,8 @@ def create_app(settings: Settings) -> web.Application:
     auth = AuthService(settings, db, audit, passwords, Tokens(settings))
     identity = IdentityService(db, audit, events, passwords)
     gateway = Gateway(settings, sio, auth.authenticate, events, metrics)
+    precall = PrecallService(settings, lambda sid, event, data: sio.emit(event, data, to=sid))
+    add_precall_events(gateway, precall)
     access = AccessService(db, audit)
     patients = PatientIndex(db, audit, access)
     records = RecordsService(db, audit, access, patients, identity)
@@ -106,6 +110,7 @@ def create_app(settings: Settings) -> web.Application:
         auth=auth,
         identity=identity,
         gateway=gateway,
+        precall=precall,
         signer=Signer(settings),
         access=access,
         patients=patients,
@@ -124,6 +129,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_database(db, settings))
     app.cleanup_ctx.append(_redis(services, settings, sio))
     app.cleanup_ctx.append(_socketio(sio))
+    app.cleanup_ctx.append(precall.lifespan)
     return app
 
 

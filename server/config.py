@@ -72,6 +72,11 @@ class Settings(BaseModel):
     socket_events_per_10s: int = Field(default=300, ge=1)
     socket_max_message_bytes: int = Field(default=1024 * 1024, ge=1024)
 
+    # Pre-call check peers (server/media/precall.py): each decodes and re-encodes the
+    # caller's video, so they are bounded per process, and each lives this long at most.
+    precall_max_peers: int = Field(default=20, ge=0, le=500)
+    precall_max_seconds: int = Field(default=120, ge=10, le=3600)
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
     # Browser origins allowed to call the API and Socket.IO; empty means same origin only.

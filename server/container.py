@@ -18,6 +18,7 @@ from server.identity.service import AuthService, IdentityService
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+    from server.media.precall import PrecallService
     from server.realtime.gateway import Gateway
     from server.records.service import RecordsService
 
@@ -31,6 +32,7 @@ class Services:
     auth: AuthService
     identity: IdentityService
     gateway: Gateway
+    precall: PrecallService
     signer: Signer
     access: AccessService
     patients: PatientIndex

@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 Authenticate = Callable[[str], Awaitable[Requester]]
 RoomProvider = Callable[[Requester], Awaitable[list[str]]]
+DisconnectHook = Callable[[str], Awaitable[None]]
 EventHandler = Callable[[str, Requester, Any], Awaitable[Any]]
 
 EVENT = "event"
@@ -72,6 +73,7 @@ class Gateway:
         self.events = events
         self.metrics = metrics
         self.room_providers: list[RoomProvider] = []
+        self.disconnect_hooks: list[DisconnectHook] = []
         self.limiter = RateLimiter(settings.socket_events_per_10s, per=10.0)
         self.event_names: list[str] = []
         sio.on("connect", self._on_connect)
@@ -85,6 +87,10 @@ class Gateway:
 
     def add_room_provider(self, provider: RoomProvider) -> None:
         self.room_providers.append(provider)
+
+    def add_disconnect_hook(self, hook: DisconnectHook) -> None:
+        """Run ``hook(sid)`` when a socket goes away (presence clean-up and the like)."""
+        self.disconnect_hooks.append(hook)
 
     async def requester(self, sid: str) -> Requester:
         session = await self.sio.get_session(sid)
@@ -154,6 +160,11 @@ class Gateway:
 
     async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
         self.metrics.sockets.dec()
+        for hook in self.disconnect_hooks:
+            try:
+                await hook(sid)
+            except Exception:
+                logger.exception("disconnect hook failed", extra={"sid": sid})
 
     def rooms_of(self, sid: str) -> set[str]:
         return {room for room in self.sio.rooms(sid) if room != sid}
