@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+from collections.abc import Callable
 
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -16,11 +17,11 @@ from tests.helpers import Api
 from tests.media.support import HEIGHT, WIDTH, PrecallClient
 
 
-async def registry_empties(services: Services, timeout: float = 5) -> None:
-    """The server closes peers from its own callbacks; wait until the registry shows it."""
+async def until(condition: Callable[[], bool], timeout: float = 5) -> None:
+    """The server closes peers from its own callbacks, on its own time; wait to see it."""
     deadline = asyncio.get_running_loop().time() + timeout
-    while len(services.precall):
-        assert asyncio.get_running_loop().time() < deadline, services.precall.peers
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline
         await asyncio.sleep(0.05)
 
 
@@ -40,11 +41,14 @@ async def test_check_echoes_the_picture_and_reports_the_link(
         stats = await check.stats_until(lambda s: s["verdict"] != "measuring")
         assert stats["peer_id"] == answer["peer_id"]
         assert stats["state"] == "connected"
-        assert stats["verdict"] == "good", stats["reasons"]
         assert 0 < stats["round_trip_ms"] < 300
         assert stats["packet_loss"] < 0.02
-        assert stats["jitter_ms"] < 30
         assert stats["bitrate_kbps"] > 100
+        # Loopback is "good" on an idle machine; on a loaded one the event loop's delays show
+        # as jitter, and the verdict must then say so instead of hiding it.
+        assert stats["verdict"] in ("good", "poor")
+        assert (stats["verdict"] == "poor") == (stats["jitter_ms"] > 30), stats
+        assert len(stats["reasons"]) == (stats["verdict"] == "poor"), stats
         assert {s["kind"] for s in stats["streams"]} == {"audio", "video"}
         assert all(s["packets_received"] > 0 for s in stats["streams"])
 
@@ -95,8 +99,7 @@ async def test_a_disconnect_closes_the_peer(backend: str, api: Api, network: Ser
         await check.frames("video", 1)
         server_pc = next(iter(network.precall.peers.values())).pc
         await sock.close()
-        await registry_empties(network)
-        assert server_pc.connectionState == "closed"
+        await until(lambda: not network.precall.peers and server_pc.connectionState == "closed")
     finally:
         await check.close()
 
