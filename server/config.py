@@ -73,8 +73,9 @@ class Settings(BaseModel):
     socket_max_message_bytes: int = Field(default=1024 * 1024, ge=1024)
 
     # Pre-call check peers (server/media/precall.py): each decodes and re-encodes the
-    # caller's video, so they are bounded per process, and each lives this long at most.
-    precall_max_peers: int = Field(default=20, ge=0, le=500)
+    # caller's video — about half a core at 640×480 (bench/media_precall.py) — so they are
+    # bounded per process, and each lives this long at most.
+    precall_max_peers: int = Field(default=4, ge=0, le=500)
     precall_max_seconds: int = Field(default=120, ge=10, le=3600)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -22,11 +22,15 @@ WIDTH, HEIGHT = 320, 240
 
 
 class SyntheticCamera(VideoStreamTrack):
-    """320×240 frames of fresh noise each time, so the encoder has real work and real bitrate."""
+    """Frames of fresh noise each time, so the encoder has real work and real bitrate."""
+
+    def __init__(self, width: int = WIDTH, height: int = HEIGHT) -> None:
+        super().__init__()
+        self.width, self.height = width, height
 
     async def recv(self) -> VideoFrame:
         pts, time_base = await self.next_timestamp()
-        frame = VideoFrame(WIDTH, HEIGHT, "yuv420p")
+        frame = VideoFrame(self.width, self.height, "yuv420p")
         for plane in frame.planes:
             plane.update(os.urandom(plane.buffer_size))
         frame.pts, frame.time_base = pts, time_base
@@ -36,10 +40,10 @@ class SyntheticCamera(VideoStreamTrack):
 class PrecallClient:
     """Offers through ``precall.offer`` on a real socket and receives the echoed tracks."""
 
-    def __init__(self, sock: SocketClient) -> None:
+    def __init__(self, sock: SocketClient, camera: MediaStreamTrack | None = None) -> None:
         self.sock = sock
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.pc.addTrack(SyntheticCamera())
+        self.pc.addTrack(camera or SyntheticCamera())
         self.pc.addTrack(AudioStreamTrack())
         loop = asyncio.get_running_loop()
         self.echoed: dict[str, asyncio.Future[MediaStreamTrack]] = {
