@@ -19,6 +19,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
 
 from server.config import Settings
+from server.consults.jobs import escalation_job
+from server.consults.routes import routes as consults_routes
+from server.consults.service import ConsultsService
+from server.consults.socket import ConsultSockets
 from server.container import Services
 from server.core.access import AccessService
 from server.core.api import AUTHENTICATE, MAX_BODY, SERVICES, Routes, json_response
@@ -44,6 +48,12 @@ from server.identity.routes import routes as identity_routes
 from server.identity.service import AuthService, IdentityService
 from server.media.events import add_precall_events
 from server.media.precall import PrecallService
+from server.prescriptions import socket as prescription_socket
+from server.prescriptions.catalogue import Catalogue
+from server.prescriptions.record import PatientRecord
+from server.prescriptions.routes import routes as prescription_routes
+from server.prescriptions.service import PrescriptionService
+from server.prescriptions.service import background as prescription_background
 from server.realtime.gateway import EVENT, Gateway
 from server.records.facade import add_fhir_routes
 from server.records.routes import routes as records_routes
@@ -53,7 +63,13 @@ logger = logging.getLogger(__name__)
 
 SERVICES_KEY = SERVICES
 OPENAPI = web.AppKey("openapi", dict)
-ROUTE_TABLES: tuple[Routes, ...] = (identity_routes, patient_routes, records_routes)
+ROUTE_TABLES: tuple[Routes, ...] = (
+    identity_routes,
+    patient_routes,
+    records_routes,
+    consults_routes,
+    prescription_routes,
+)
 WEB_DIST = Path(__file__).resolve().parent.parent / "web" / "dist"
 
 
@@ -102,6 +118,20 @@ def create_app(settings: Settings) -> web.Application:
     patients = PatientIndex(db, audit, access)
     records = RecordsService(db, audit, access, patients, identity)
     patients.followers.update(access=access, records=records)
+    signer = Signer(settings)
+    consults = ConsultsService(settings, db, audit, events, access, records, identity, auth, signer)
+    ConsultSockets(gateway, consults).register()
+    prescriptions = PrescriptionService(
+        settings,
+        db,
+        audit,
+        events,
+        signer,
+        Catalogue(db),
+        PatientRecord(db, records=records, access=access),
+        gateway.push,
+    )
+    prescription_socket.register(gateway, prescriptions)
     services = Services(
         settings=settings,
         db=db,
@@ -111,10 +141,12 @@ def create_app(settings: Settings) -> web.Application:
         identity=identity,
         gateway=gateway,
         precall=precall,
-        signer=Signer(settings),
+        prescriptions=prescriptions,
+        signer=signer,
         access=access,
         patients=patients,
         records=records,
+        consults=consults,
     )
     app[SERVICES] = services
     app[AUTHENTICATE] = auth.authenticate
@@ -130,6 +162,10 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_redis(services, settings, sio))
     app.cleanup_ctx.append(_socketio(sio))
     app.cleanup_ctx.append(precall.lifespan)
+    app.cleanup_ctx.append(escalation_job(consults, settings.consult_escalation_interval_seconds))
+    app.cleanup_ctx.append(
+        prescription_background(prescriptions, settings.prescription_sweep_seconds)
+    )
     return app
 
 

@@ -5,6 +5,7 @@
     yihao seed-demo
     yihao import-fhir PATH… --institution CODE
     yihao audit verify
+    yihao drugs load [FILE]     (the drug catalogue; default: the demo catalogue)
     yihao institution create --code QDSL --name 青岛市立医院 --kind tertiary [--region 370202]
     yihao user create --username dr_li --password … --role specialist --institution QDSL
                       [--name 李明] [--title 主任医师] [--department 心内科] [--resident-id …]
@@ -90,6 +91,27 @@ def cmd_seed_demo(args: argparse.Namespace, settings: Settings) -> int:
         print(
             f"demo network ready: {created['institutions']} institutions and "
             f"{created['users']} accounts created"
+        )
+        return 0
+
+    return _with_services(settings, work)
+
+
+def cmd_drugs_load(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from server.prescriptions.catalogue import DEMO_CATALOGUE, CatalogueError
+
+    async def work(services: Any) -> int:
+        path = Path(args.file) if args.file else DEMO_CATALOGUE
+        try:
+            counts = await services.prescriptions.catalogue.load_file(path)
+        except CatalogueError as exc:
+            print(f"yihao: {exc}", file=sys.stderr)
+            return 1
+        print(
+            f"drug catalogue loaded: {counts['drugs']} drugs, {counts['interactions']} "
+            f"interaction pairs, {counts['chronic_conditions']} chronic conditions"
         )
         return 0
 
@@ -196,6 +218,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("seed-demo", help="create the demo network").set_defaults(
         func=cmd_seed_demo
     )
+
+    drugs = commands.add_parser("drugs", help="drug catalogue").add_subparsers(
+        dest="sub", required=True
+    )
+    drugs_load = drugs.add_parser("load", help="replace the drug catalogue from a JSON file")
+    drugs_load.add_argument("file", nargs="?", help="catalogue file (default: the demo one)")
+    drugs_load.set_defaults(func=cmd_drugs_load)
 
     import_fhir = commands.add_parser(
         "import-fhir", help="import FHIR bundles (files or folders) as an institution's push"

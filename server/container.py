@@ -18,7 +18,9 @@ from server.identity.service import AuthService, IdentityService
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+    from server.consults.service import ConsultsService
     from server.media.precall import PrecallService
+    from server.prescriptions.service import PrescriptionService
     from server.realtime.gateway import Gateway
     from server.records.service import RecordsService
 
@@ -33,6 +35,8 @@ class Services:
     identity: IdentityService
     gateway: Gateway
     precall: PrecallService
+    consults: ConsultsService
+    prescriptions: PrescriptionService
     signer: Signer
     access: AccessService
     patients: PatientIndex

@@ -1,5 +1,12 @@
 """Every table of the app, imported in one place so the metadata is complete (migrations)."""
 
+from server.consults.models import (
+    Consult,
+    ConsultMessage,
+    ConsultParticipant,
+    ConsultPresence,
+    ConsultTransition,
+)
 from server.core.access import AccessWindow, CareRelationship, Consent
 from server.core.audit import AuditEvent, AuditHead
 from server.core.db import Base
@@ -14,6 +21,15 @@ from server.identity.models import (
     PatientMerge,
     User,
 )
+from server.prescriptions.models import (
+    ChronicCondition,
+    Delivery,
+    Dispensation,
+    Drug,
+    DrugInteraction,
+    Prescription,
+    PrescriptionHistory,
+)
 from server.records.models import RecordEntry
 
 __all__ = [
@@ -23,13 +39,25 @@ __all__ = [
     "AuthSession",
     "Base",
     "CareRelationship",
+    "ChronicCondition",
     "Consent",
+    "Consult",
+    "ConsultMessage",
+    "ConsultParticipant",
+    "ConsultPresence",
+    "ConsultTransition",
+    "Delivery",
     "Department",
+    "Dispensation",
+    "Drug",
+    "DrugInteraction",
     "Institution",
     "Patient",
     "PatientLink",
     "PatientMerge",
     "PractitionerKey",
+    "Prescription",
+    "PrescriptionHistory",
     "RecordEntry",
     "StreamEvent",
     "StreamHead",

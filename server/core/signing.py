@@ -23,6 +23,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pydantic import BaseModel
 from sqlalchemy import ForeignKey, String, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -84,18 +86,25 @@ class Signer:
         if row is None:
             private = Ed25519PrivateKey.generate()
             public = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-            raw_private = private.private_bytes_raw()
             nonce = os.urandom(12)
-            sealed = AESGCM(self._kek).encrypt(nonce, raw_private, str(user_id).encode())
-            row = PractitionerKey(
-                user_id=user_id,
-                fingerprint=hashlib.sha256(public).hexdigest(),
-                public_key=_b64(public),
-                private_key_enc=_b64(nonce + sealed),
+            sealed = AESGCM(self._kek).encrypt(
+                nonce, private.private_bytes_raw(), str(user_id).encode()
             )
-            session.add(row)
-            await session.flush()
-            return row, raw_private
+            insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+            # Two first signatures at once: one key wins, both then use it.
+            await session.execute(
+                insert(PractitionerKey)
+                .values(
+                    user_id=user_id,
+                    fingerprint=hashlib.sha256(public).hexdigest(),
+                    public_key=_b64(public),
+                    private_key_enc=_b64(nonce + sealed),
+                    created_at=utcnow(),
+                )
+                .on_conflict_do_nothing(index_elements=["user_id"])
+            )
+            row = await session.get(PractitionerKey, user_id)
+            assert row is not None
         blob = _unb64(row.private_key_enc)
         raw_private = AESGCM(self._kek).decrypt(blob[:12], blob[12:], str(user_id).encode())
         return row, raw_private

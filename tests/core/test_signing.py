@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from sqlalchemy import select
 
 from server.container import Services
@@ -27,3 +29,17 @@ async def test_signature_verifies_and_detects_tampering(network: Services) -> No
         assert await network.signer.verify(session, dr_li, signature, content)
         # A valid signature presented as someone else's is refused.
         assert not await network.signer.verify(session, gp_zhang, signature, content)
+
+
+async def test_two_first_signatures_at_once_share_one_key(network: Services) -> None:
+    async with network.db.read() as session:
+        dr_wang = await session.scalar(select(User.id).where(User.username == "dr_wang"))
+    assert dr_wang is not None
+
+    async def sign(n: int) -> Signature:
+        async with network.db.transaction() as tx:
+            return await network.signer.sign(tx.session, dr_wang, {"n": n})
+
+    first, second = await asyncio.gather(sign(1), sign(2))
+    assert first.key_id == second.key_id
+    assert verify_signature(first, {"n": 1}) and verify_signature(second, {"n": 2})
