@@ -49,6 +49,8 @@ from server.identity.service import AuthService, IdentityService
 from server.inbox import socket as inbox_socket
 from server.inbox.routes import routes as inbox_routes
 from server.inbox.service import InboxService
+from server.media.events import add_precall_events
+from server.media.precall import PrecallService
 from server.prescriptions import socket as prescription_socket
 from server.prescriptions.catalogue import Catalogue
 from server.prescriptions.record import PatientRecord
@@ -120,6 +122,8 @@ def create_app(settings: Settings) -> web.Application:
     auth = AuthService(settings, db, audit, passwords, Tokens(settings))
     identity = IdentityService(db, audit, events, passwords)
     gateway = Gateway(settings, sio, auth.authenticate, events, metrics)
+    precall = PrecallService(settings, lambda sid, event, data: sio.emit(event, data, to=sid))
+    add_precall_events(gateway, precall)
     access = AccessService(db, audit)
     patients = PatientIndex(db, audit, access)
     records = RecordsService(db, audit, access, patients, identity)
@@ -153,6 +157,7 @@ def create_app(settings: Settings) -> web.Application:
         inbox=inbox,
         scheduling=scheduling,
         referrals=referrals,
+        precall=precall,
         prescriptions=prescriptions,
         signer=signer,
         access=access,
@@ -174,6 +179,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_redis(services, settings, sio))
     app.cleanup_ctx.append(_socketio(sio))
     app.cleanup_ctx.append(_referral_expiry(referrals))
+    app.cleanup_ctx.append(precall.lifespan)
     app.cleanup_ctx.append(escalation_job(consults, settings.consult_escalation_interval_seconds))
     app.cleanup_ctx.append(
         prescription_background(prescriptions, settings.prescription_sweep_seconds)

@@ -90,6 +90,11 @@ class Settings(BaseModel):
     ice_servers: tuple[str, ...] = ()
     turn_secret: str = ""
     turn_credential_ttl_seconds: int = Field(default=3600, ge=60, le=86400)
+    # Pre-call check peers (server/media/precall.py): each decodes and re-encodes the
+    # caller's video — about half a core at 640×480 (bench/media_precall.py) — so they are
+    # bounded per process, and each lives this long at most.
+    precall_max_peers: int = Field(default=4, ge=0, le=500)
+    precall_max_seconds: int = Field(default=120, ge=10, le=3600)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from server.consults.service import ConsultsService
     from server.inbox.service import InboxService
+    from server.media.precall import PrecallService
     from server.prescriptions.service import PrescriptionService
     from server.realtime.gateway import Gateway
     from server.records.service import RecordsService
@@ -39,6 +40,7 @@ class Services:
     inbox: InboxService
     scheduling: SchedulingService
     referrals: ReferralService
+    precall: PrecallService
     consults: ConsultsService
     prescriptions: PrescriptionService
     signer: Signer

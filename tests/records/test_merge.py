@@ -86,7 +86,9 @@ async def test_merge_moves_links_and_record_then_unmerge_restores(
     async with network.db.read() as session:
         actions = list(
             await session.scalars(
-                select(AuditEvent.action).where(AuditEvent.action.like("patient.%merge"))
+                select(AuditEvent.action)
+                .where(AuditEvent.action.like("patient.%merge"))
+                .order_by(AuditEvent.seq)
             )
         )
     assert actions == ["patient.merge", "patient.merge", "patient.unmerge", "patient.unmerge"]
