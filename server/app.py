@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +102,13 @@ def create_app(settings: Settings) -> web.Application:
     db = Database(settings)
     manager: socketio.AsyncManager | None = None
     if settings.redis_url:
-        manager = socketio.AsyncRedisManager(settings.redis_url, channel=settings.redis_channel)
+        manager = socketio.AsyncRedisManager(
+            settings.redis_url,
+            channel=settings.redis_channel,
+            # Pings on the idle pub/sub connection find a dead Redis link instead of
+            # waiting on it forever; the manager then reconnects and resubscribes.
+            redis_options={"socket_connect_timeout": 5, "health_check_interval": 15},
+        )
     sio = socketio.AsyncServer(
         async_mode="aiohttp",
         client_manager=manager,
@@ -187,12 +193,20 @@ def create_app(settings: Settings) -> web.Application:
     return app
 
 
+async def _bounded(awaitable: Awaitable[Any], what: str, seconds: float = 10.0) -> None:
+    """Release a resource, but never let one that stopped answering hold up shutdown."""
+    try:
+        await asyncio.wait_for(awaitable, seconds)
+    except TimeoutError:
+        logger.warning("shutdown: %s did not close within %.0f s", what, seconds)
+
+
 def _database(db: Database, settings: Settings) -> Any:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         if settings.effective_auto_migrate:
             await db.migrate()
         yield
-        await db.dispose()
+        await _bounded(db.dispose(), "database engine")
 
     return ctx
 
@@ -214,12 +228,12 @@ def _redis(services: Services, settings: Settings, sio: socketio.AsyncServer) ->
         listener = getattr(manager, "thread", None)
         if isinstance(listener, asyncio.Task):
             listener.cancel()
-            await asyncio.gather(listener, return_exceptions=True)
+            await _bounded(asyncio.gather(listener, return_exceptions=True), "redis listener")
         # The manager opens its own clients and never closes them; we do.
         for resource in (getattr(manager, "pubsub", None), getattr(manager, "redis", None)):
             if resource is not None:
-                await resource.aclose()
-        await services.redis.aclose()
+                await _bounded(resource.aclose(), "socket.io redis client")
+        await _bounded(services.redis.aclose(), "redis client")
 
     return ctx
 
@@ -240,7 +254,7 @@ def _referral_expiry(referrals: ReferralService) -> Any:
 def _socketio(sio: socketio.AsyncServer) -> Any:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         yield
-        await sio.shutdown()
+        await _bounded(sio.shutdown(), "socket.io server")
 
     return ctx
 
