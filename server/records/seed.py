@@ -21,6 +21,7 @@ ICD10 = "http://hl7.org/fhir/sid/icd-10"
 LOINC = "http://loinc.org"
 ATC = "http://www.whocc.no/atc"
 SNOMED = "http://snomed.info/sct"
+ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 OBS_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
@@ -120,10 +121,18 @@ def visit_bundle(visit: Visit, resident_id: str, name: str) -> dict[str, Any]:
         entries.append({"fullUrl": f"urn:uuid:{prefix}-{key}", "resource": resource})
 
     for code, display, onset in visit.problems:
+        # Each diagnosis was made at an in-person (ambulatory) visit: what makes a later
+        # online prescription a follow-up rather than a first visit.
+        add("Encounter", f"enc-{code}", {
+            "status": "finished",
+            "class": {"system": ACT_CODE, "code": "AMB", "display": "ambulatory"},
+            "subject": subject, "period": {"start": onset, "end": onset},
+        })  # fmt: skip
         add("Condition", f"cond-{code}", {
             "clinicalStatus": {"coding": [{"system": CLINICAL, "code": "active"}]},
             "code": {"coding": [{"system": ICD10, "code": code, "display": display}]},
             "subject": subject, "onsetDateTime": onset, "recordedDate": onset,
+            "encounter": {"reference": f"urn:uuid:{prefix}-enc-{code}"},
         })  # fmt: skip
     for code, display, unit, points, (low, high) in visit.labs:
         reference: dict[str, Any] = {}
