@@ -682,6 +682,36 @@ class ConsultsService:
                 verified=True,
             )
 
+    async def referral_basis(
+        self, requester: Requester, consult_id: int, patient_id: int
+    ) -> dict[str, Any]:
+        """What a referral made from this consult carries: its frozen snapshot and opinion.
+
+        Only the inviting doctor decides (the treating institution keeps decision
+        authority), and only once the signed opinion recommends referral.
+        """
+        async with self.db.read() as session:
+            consult = await self._get(session, consult_id)
+        if consult.requester_id != requester.user_id:
+            raise Forbidden(
+                "only the doctor who requested the consult turns it into a referral",
+                code="not_the_requester",
+            )
+        if consult.opinion is None or not consult.opinion.get("refer"):
+            raise Conflict(
+                "the consult opinion does not recommend referral",
+                code="referral_not_recommended",
+            )
+        if patient_id != consult.patient_id:
+            raise ValidationFailed.field("patient_id", "is not the consult's patient")
+        summary = consult.opinion.get("diagnostic_opinion")
+        return {
+            "consult_id": consult.id,
+            "snapshot": consult.snapshot,
+            "opinion": consult.opinion,
+            "summary": f"会诊意见：{summary}" if summary else None,
+        }
+
     async def get_opinion(self, requester: Requester, consult_id: int) -> schemas.OpinionOut:
         await self.get_consult(requester, consult_id)
         async with self.db.read() as session:

@@ -28,6 +28,24 @@ async def create_referral(call: Call) -> schemas.ReferralOut:
 
 
 @routes.op(
+    "POST",
+    r"/api/v1/consults/{consult_id:\d+}/referral",
+    summary="Turn a consult whose opinion recommends referral into a referral, in one step",
+    body=schemas.ReferralCreate,
+    response=schemas.ReferralOut,
+    status=201,
+    roles={"gp", "specialist"},
+    errors=(403, 404, 409, 422),
+)
+async def create_referral_from_consult(call: Call) -> schemas.ReferralOut:
+    svc = services(call)
+    basis = await svc.consults.referral_basis(
+        call.user, call.path_int("consult_id"), call.body.patient_id
+    )
+    return await svc.referrals.create_from_consult(call.user, basis["consult_id"], basis, call.body)
+
+
+@routes.op(
     "GET",
     "/api/v1/referrals",
     summary="Referrals my institution received or sent (a patient: their own)",
