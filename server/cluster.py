@@ -84,6 +84,9 @@ http {{
         proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
         proxy_set_header X-Forwarded-Proto $scheme;
         proxy_set_header X-Request-Id $request_id;
+        # Set here for every location: a location with any proxy_set_header of its own
+        # would inherit none of these.
+        proxy_set_header Upgrade $http_upgrade;
         proxy_set_header Connection $connection_upgrade;
         # A node that refuses or times out is skipped; a request already sent is never resent.
         proxy_next_upstream error timeout;
@@ -91,7 +94,6 @@ http {{
 
         location /socket.io/ {{
             proxy_pass http://yihao;
-            proxy_set_header Upgrade $http_upgrade;
             proxy_read_timeout 3600s;
             proxy_send_timeout 3600s;
             proxy_buffering off;

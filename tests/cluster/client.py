@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -57,10 +58,12 @@ def is_department(name: str) -> Callable[[dict[str, Any]], bool]:
 
 
 class ReconnectingClient(SocketClient):
-    """A client that reconnects by itself (through nginx) and then catches up with ``sync``.
+    """A client as a browser tab behaves: reconnects by itself, catches up by sequence number.
 
-    ``disconnected_at`` / ``recovered_at`` time the outage: from losing the
-    connection to having replayed what was missed.
+    After every reconnect, and whenever a pushed event skips a number (its
+    predecessor's push was lost), it asks ``sync`` for what it missed.
+    ``disconnected_at`` / ``recovered_at`` time the first outage: from losing
+    the connection to having replayed what was missed.
     """
 
     def __init__(self) -> None:
@@ -75,24 +78,112 @@ class ReconnectingClient(SocketClient):
         self.sio.on("connect", self._on_connect)
         self.sio.on("disconnect", self._on_disconnect)
         self.connects = 0
+        self.gaps = 0
         self.disconnected_at: float | None = None
         self.recovered_at: float | None = None
-        self.recovered = asyncio.Event()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start_from_heads(self) -> None:
+        """Take the current heads of the client's streams as the starting positions."""
+        ack = await self.call("sync", {"positions": {}})
+        assert ack["ok"], ack
+        for stream, head in ack["data"]["heads"].items():
+            self.positions[stream] = max(self.positions.get(stream, 0), head)
+
+    def accept(self, envelope: dict[str, Any]) -> None:
+        last = self.positions.get(envelope["stream"])
+        if last is not None and envelope["seq"] > last + 1:
+            # A push went missing: replay from the last number seen, in order.
+            self.gaps += 1
+            self._spawn(self._catch_up(reconnected=False))
+            return
+        super().accept(envelope)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _on_connect(self) -> None:
         self.connects += 1
         if self.connects > 1:
             # Not awaited here: the ack of sync arrives through the loop running this handler.
-            task = asyncio.create_task(self._catch_up())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._catch_up(reconnected=True))
 
-    async def _catch_up(self) -> None:
-        await self.sync()
-        self.recovered_at = time.monotonic()
-        self.recovered.set()
+    async def _catch_up(self, reconnected: bool) -> None:
+        try:
+            await self.sync()
+        except (socketio.exceptions.SocketIOError, TimeoutError):
+            return  # disconnected again: the next connect catches up
+        if reconnected and self.recovered_at is None:
+            self.recovered_at = time.monotonic()
 
     async def _on_disconnect(self, reason: Any = None) -> None:
         if self.disconnected_at is None:
             self.disconnected_at = time.monotonic()
+
+    def department_names(self) -> list[str]:
+        return [
+            e["data"]["department"]["name"] for e in self.events if e["op"] == "department_added"
+        ]
+
+    async def wait_for_departments(self, names: list[str], timeout: float = 30) -> None:
+        """Wait until every department in ``names`` has been seen (live or replayed)."""
+        wanted = set(names)
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not wanted <= set(self.department_names()):
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                missing = sorted(wanted - set(self.department_names()))
+                raise AssertionError(f"missing after {timeout}s: {missing}")
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), min(remaining, 0.5))
+
+    async def close(self) -> None:
+        await super().close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+async def add_departments(
+    http: aiohttp.ClientSession,
+    url: str,
+    token: str,
+    institution: int,
+    names: list[str],
+    before_each: Callable[[int], Any] | None = None,
+) -> int:
+    """Add each department once, retrying through failures; returns the number of retries.
+
+    A 409 on a retry means the earlier attempt committed before its node died.
+    """
+    retries = 0
+    for index, name in enumerate(names):
+        if before_each is not None:
+            before_each(index)
+        for attempt in range(100):
+            try:
+                status, body = await add_department(http, url, token, institution, name)
+            except (aiohttp.ClientError, TimeoutError):
+                status, body = 0, None
+            if status == 201 or (attempt and status == 409):
+                break
+            assert status in (0, 502, 503, 504), (status, body)
+            retries += 1
+            await asyncio.sleep(0.05)  # back-off before retrying a failed request
+        else:
+            raise AssertionError(f"department {name} never committed")
+    return retries
+
+
+async def socket_counts(http: aiohttp.ClientSession, urls: list[str]) -> list[int]:
+    """Connected Socket.IO clients per node, from each node's /metrics."""
+    counts = []
+    for url in urls:
+        async with http.get(f"{url}/metrics") as response:
+            text = await response.text()
+        line = next(x for x in text.splitlines() if x.startswith("yihao_socketio_connections "))
+        counts.append(int(float(line.split()[1])))
+    return counts
