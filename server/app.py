@@ -26,6 +26,7 @@ from server.core.auth import Passwords, Tokens
 from server.core.db import Database
 from server.core.errors import ServiceUnavailable
 from server.core.events import Events
+from server.core.listener import redis_listener_status
 from server.core.middleware import (
     ERROR_RENDERERS,
     METRICS,
@@ -174,6 +175,7 @@ def add_operations_routes(app: web.Application) -> None:
                 checks["redis"] = "ok"
             except Exception as exc:
                 checks["redis"] = f"unavailable: {type(exc).__name__}"
+            checks["redis_listener"] = redis_listener_status(services.gateway.sio.manager)
         if any(value != "ok" for value in checks.values()):
             problem = ServiceUnavailable("not ready", code="not_ready", extra={"checks": checks})
             return json_response(problem.to_problem(request.path), 503, "application/problem+json")

@@ -262,16 +262,31 @@ class LocalCluster:
     def node_url(self, index: int) -> str:
         return self.members[index].url
 
-    def run_cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        """``yihao <args>`` with the cluster's settings (migrate, seed-demo, …)."""
-        return subprocess.run(
-            [self.python, "-m", "server.cli", *args],
+    async def run_cli(self, *args: str, timeout: float = 120) -> str:
+        """``yihao <args>`` with the cluster's settings (migrate, seed-demo, …); its output.
+
+        Asynchronous, so that whatever else runs on the caller's loop (a proxy in
+        front of the database, say) keeps running meanwhile.
+        """
+        process = await asyncio.create_subprocess_exec(
+            self.python,
+            "-m",
+            "server.cli",
+            *args,
             env=node_environ(self.env),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
         )
+        try:
+            output, _ = await asyncio.wait_for(process.communicate(), timeout)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            raise
+        text = output.decode(errors="replace")
+        if process.returncode != 0:
+            raise ClusterError(f"yihao {' '.join(args)} failed ({process.returncode}):\n{text}")
+        return text
 
     async def start(self, timeout: float = 60) -> None:
         for member in self.members:

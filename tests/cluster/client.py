@@ -33,6 +33,12 @@ async def institution_id(http: aiohttp.ClientSession, url: str, token: str, code
     return next(int(item["id"]) for item in body["items"] if item["code"] == code)
 
 
+async def platform_admin(http: aiohttp.ClientSession, url: str) -> tuple[str, int]:
+    """The platform administrator's token and the id of QDSL (青岛市立医院)."""
+    admin = await login(http, url, "admin")
+    return admin, await institution_id(http, url, admin, "QDSL")
+
+
 async def add_department(
     http: aiohttp.ClientSession, url: str, token: str, institution: int, name: str
 ) -> tuple[int, Any]:

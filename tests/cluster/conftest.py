@@ -7,17 +7,24 @@ each other.
 
 from __future__ import annotations
 
+import asyncio
+import os
+import shutil
+import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
-from server.cluster import LocalCluster, cluster_env
+from server.cluster import HOST, LocalCluster, Process, cluster_env, free_port
+from tests.cluster.proxy import TcpProxy
 from tests.conftest import SECRET, _truncate
 
-MakeCluster = Callable[..., LocalCluster]
+MakeCluster = Callable[..., Awaitable[LocalCluster]]
 
 
 @pytest.fixture
@@ -37,18 +44,67 @@ async def node_env(pg_database_url: str, redis_url: str) -> dict[str, str]:
 
 @pytest.fixture
 async def make_cluster(tmp_path: Path) -> AsyncIterator[MakeCluster]:
-    """Build clusters (not started); all are stopped at the end of the test."""
+    """Start clusters on the demo network; all are stopped at the end of the test."""
     made: list[LocalCluster] = []
 
-    def make(
+    async def make(
         env: dict[str, str], nodes: int = 2, nginx: bool = False, **kwargs: Any
     ) -> LocalCluster:
         cluster = LocalCluster(
             env=env, workdir=tmp_path / f"cluster{len(made)}", nodes=nodes, nginx=nginx, **kwargs
         )
         made.append(cluster)
+        await cluster.run_cli("seed-demo")
+        await cluster.start()
         return cluster
 
     yield make
     for cluster in made:
         cluster.stop()
+
+
+@pytest.fixture
+async def private_redis(tmp_path: Path) -> AsyncIterator[Process]:
+    """A redis-server of this test's own, which the test may kill and restart at will."""
+    port = free_port()
+    argv = [
+        shutil.which("redis-server") or "/usr/bin/redis-server",
+        "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no",
+        "--dir", str(tmp_path),
+    ]  # fmt: skip
+    server = Process("redis", port, tmp_path / "redis.log", argv, dict(os.environ))
+    server.start()
+    await wait_for_redis(server)
+    yield server
+    server.stop()
+
+
+async def wait_for_redis(server: Process, timeout: float = 10) -> None:
+    client = Redis(host=HOST, port=server.port, socket_connect_timeout=1)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                await client.ping()
+                return
+            except RedisError:
+                if time.monotonic() > deadline or not server.running:
+                    raise
+            await asyncio.sleep(0.05)  # polling a process that cannot notify us
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def proxies() -> AsyncIterator[Callable[[str, int], Awaitable[TcpProxy]]]:
+    """Start TCP proxies in front of real services; all are closed at the end of the test."""
+    made: list[TcpProxy] = []
+
+    async def make(host: str, port: int) -> TcpProxy:
+        proxy = await TcpProxy(host, port).start()
+        made.append(proxy)
+        return proxy
+
+    yield make
+    for proxy in made:
+        await proxy.close()

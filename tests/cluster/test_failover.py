@@ -15,8 +15,8 @@ import pytest
 from tests.cluster.client import (
     ReconnectingClient,
     add_departments,
-    institution_id,
     login,
+    platform_admin,
     socket_counts,
 )
 from tests.cluster.conftest import MakeCluster
@@ -39,15 +39,12 @@ def assert_exactly_once(clients: list[ReconnectingClient], names: list[str]) -> 
 async def test_kill_9_one_of_three_nodes_behind_nginx(
     node_env: dict[str, str], make_cluster: MakeCluster
 ) -> None:
-    cluster = make_cluster(node_env, nodes=3, nginx=True)
-    cluster.run_cli("seed-demo")
-    await cluster.start()
+    cluster = await make_cluster(node_env, nodes=3, nginx=True)
     names = [f"远程会诊中心{i:03d}" for i in range(EVENTS)]
     clients = [ReconnectingClient() for _ in range(CLIENTS)]
     async with aiohttp.ClientSession() as http:
-        admin = await login(http, cluster.url, "admin")
+        admin, qdsl = await platform_admin(http, cluster.url)
         qdsl_admin = await login(http, cluster.url, "admin_qdsl")
-        qdsl = await institution_id(http, cluster.url, admin, "QDSL")
         try:
             for client in clients:
                 await client.connect(cluster.url, qdsl_admin)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
-from tests.cluster.client import add_department, institution_id, is_department, login
+from tests.cluster.client import add_department, is_department, login, platform_admin
 from tests.cluster.conftest import MakeCluster
 from tests.helpers import SocketClient
 
@@ -15,15 +15,12 @@ pytestmark = pytest.mark.integration
 async def test_event_committed_on_node_b_reaches_client_on_node_a(
     node_env: dict[str, str], make_cluster: MakeCluster
 ) -> None:
-    cluster = make_cluster(node_env, nodes=2)
-    cluster.run_cli("seed-demo")
-    await cluster.start()
+    cluster = await make_cluster(node_env, nodes=2)
     node_a, node_b = cluster.node_url(0), cluster.node_url(1)
 
     async with aiohttp.ClientSession() as http:
         qdsl_admin = await login(http, node_a, "admin_qdsl")
-        admin = await login(http, node_b, "admin")
-        qdsl = await institution_id(http, node_b, admin, "QDSL")
+        admin, qdsl = await platform_admin(http, node_b)
         stream = f"institution:{qdsl}"
 
         live = SocketClient()
