@@ -26,6 +26,7 @@ from server.core.auth import Passwords, Tokens
 from server.core.db import Database
 from server.core.errors import ServiceUnavailable
 from server.core.events import Events
+from server.core.leases import Jobs, Leases
 from server.core.listener import redis_listener_status
 from server.core.middleware import (
     ERROR_RENDERERS,
@@ -96,6 +97,7 @@ def create_app(settings: Settings) -> web.Application:
         auth=auth,
         identity=identity,
         gateway=gateway,
+        jobs=Jobs(Leases(db)),
     )
     app[SERVICES] = services
     app[AUTHENTICATE] = auth.authenticate
@@ -109,6 +111,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_database(db, settings))
     app.cleanup_ctx.append(_redis(services, settings, sio))
     app.cleanup_ctx.append(_socketio(sio))
+    app.cleanup_ctx.append(_jobs(services.jobs))
     return app
 
 
@@ -145,6 +148,15 @@ def _redis(services: Services, settings: Settings, sio: socketio.AsyncServer) ->
             if resource is not None:
                 await resource.aclose()
         await services.redis.aclose()
+
+    return ctx
+
+
+def _jobs(jobs: Jobs) -> Any:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        jobs.start()
+        yield
+        await jobs.stop()
 
     return ctx
 

@@ -10,6 +10,7 @@ from server.core.api import SERVICES, Call
 from server.core.audit import AuditLog
 from server.core.db import Database
 from server.core.events import Events
+from server.core.leases import Jobs
 from server.identity.service import AuthService, IdentityService
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ class Services:
     auth: AuthService
     identity: IdentityService
     gateway: Gateway
+    jobs: Jobs
     redis: Redis | None = None
 
 

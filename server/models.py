@@ -3,6 +3,7 @@
 from server.core.audit import AuditEvent, AuditHead
 from server.core.db import Base
 from server.core.events import StreamEvent, StreamHead
+from server.core.leases import JobLease
 from server.identity.models import AuthSession, Department, Institution, Patient, User
 
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "Base",
     "Department",
     "Institution",
+    "JobLease",
     "Patient",
     "StreamEvent",
     "StreamHead",
