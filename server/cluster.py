@@ -363,3 +363,32 @@ def cluster_env(
     }
     env.update({f"YIHAO_{k.upper()}": v for k, v in extra.items()})
     return env
+
+
+async def serve_cluster(
+    env: Mapping[str, str], nodes: int, port: int, nginx: bool, web_dir: Path | None
+) -> None:
+    """``yihao cluster``: migrate once, start the nodes and nginx, run until interrupted."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="yihao-cluster-") as workdir:
+        cluster = LocalCluster(
+            env=env,
+            workdir=Path(workdir),
+            nodes=nodes,
+            nginx=nginx,
+            web_dir=web_dir,
+            nginx_port=port,
+        )
+        # Migrations run once, before any node starts (as in a real upgrade).
+        await cluster.run_cli("migrate")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        async with cluster:
+            for member in cluster.members:
+                print(f"{member.name}: {member.url} (log {member.log})", file=sys.stderr)
+            print(f"Yihao cluster of {nodes} serving on {cluster.url}", file=sys.stderr)
+            await stop.wait()
+        print("cluster stopped", file=sys.stderr)
