@@ -100,30 +100,22 @@ http {{
             add_header Set-Cookie $yihao_route_cookie always;
         }}
 
-        location ~ ^/(api|fhir|healthz|readyz|metrics) {{
+{web}
+        location / {{
             proxy_pass http://yihao;
         }}
-
-{web}
     }}
 }}
 """
 
+# index.html comes from the nodes with their Content-Security-Policy; nginx serves the
+# hashed assets of the built client.
 WEB_STATIC = """\
-        root {web_dir};
         location /assets/ {{
-            expires 1y;
-            add_header Cache-Control "public, immutable";
+            root {web_dir};
+            expires max;
         }}
-        location / {{
-            try_files $uri /index.html;
-            add_header Cache-Control "no-cache";
-        }}"""
-
-WEB_PROXIED = """\
-        location / {
-            proxy_pass http://yihao;
-        }"""
+"""
 
 
 def free_port(host: str = HOST) -> int:
@@ -139,10 +131,9 @@ def render_nginx_conf(
     servers = "\n".join(
         f"        server {HOST}:{p} max_fails=1 fail_timeout=5s;" for p in upstream_ports
     )
-    if web_dir is not None and (web_dir / "index.html").exists():
+    web = ""
+    if web_dir is not None and (web_dir / "assets").is_dir():
         web = WEB_STATIC.format(web_dir=web_dir)
-    else:
-        web = WEB_PROXIED
     mime = "include /etc/nginx/mime.types;" if Path("/etc/nginx/mime.types").exists() else ""
     # Workers of a root master run as nobody, who cannot write to our private prefix.
     user = "user root;" if os.geteuid() == 0 else ""
