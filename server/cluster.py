@@ -118,6 +118,11 @@ WEB_STATIC = """\
 """
 
 
+def nginx_binary() -> str:
+    """nginx from PATH, or Debian's /usr/sbin (not on the PATH of unprivileged users)."""
+    return shutil.which("nginx") or "/usr/sbin/nginx"
+
+
 def free_port(host: str = HOST) -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
@@ -233,7 +238,7 @@ class LocalCluster:
             log = self.workdir / f"node{index}.log"
             self.members.append(Process(f"node{index}", port, log, argv, environ))
         if self.nginx:
-            nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+            nginx = nginx_binary()
             prefix = self.workdir / "nginx"
             for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
                 (prefix / "tmp" / sub).mkdir(parents=True, exist_ok=True)

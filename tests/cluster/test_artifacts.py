@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from server.cluster import LocalCluster
+from server.cluster import LocalCluster, nginx_binary
 from server.config import Settings
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -185,7 +185,7 @@ def nginx_test(prefix: Path, site: str) -> None:
 
 def nginx_check(prefix: Path, conf: Path) -> None:
     result = subprocess.run(
-        ["nginx", "-t", "-p", str(prefix), "-c", str(conf), "-e", "/dev/stderr"],
+        [nginx_binary(), "-t", "-p", str(prefix), "-c", str(conf), "-e", "/dev/stderr"],
         capture_output=True,
         text=True,
     )
