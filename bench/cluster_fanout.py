@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -44,8 +45,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from server.cluster import LocalCluster, cluster_env  # noqa: E402
-from server.seed import DEMO_PASSWORD  # noqa: E402
+from server.cluster import LocalCluster, cluster_env
+from server.seed import DEMO_PASSWORD
 
 SECRET = "bench-secret-key-that-is-long-enough-0123456789"
 
@@ -69,10 +70,26 @@ async def login(http: aiohttp.ClientSession, url: str, username: str) -> str:
         return str(body["access_token"])
 
 
-class Listener:
-    """One QDSL client: keeps the arrival time of each department event, by name."""
+class Deliveries:
+    """Arrival times of each department event, by name, over all clients."""
 
-    def __init__(self, received: dict[str, list[float]]) -> None:
+    def __init__(self, expected: int) -> None:
+        self.times: dict[str, list[float]] = {}
+        self.count = 0
+        self.expected = expected
+        self.complete = asyncio.Event()
+
+    def add(self, name: str) -> None:
+        self.times.setdefault(name, []).append(time.perf_counter())
+        self.count += 1
+        if self.count >= self.expected:
+            self.complete.set()
+
+
+class Listener:
+    """One QDSL client, recording what it receives."""
+
+    def __init__(self, received: Deliveries) -> None:
         self.sio = socketio.AsyncClient(reconnection=False)
         self.received = received
         self.seen: set[str] = set()
@@ -85,7 +102,7 @@ class Listener:
         name = envelope["data"]["department"]["name"]
         if name not in self.seen:
             self.seen.add(name)
-            self.received.setdefault(name, []).append(time.perf_counter())
+            self.received.add(name)
         self.last_seq[envelope["stream"]] = envelope["seq"]
 
     async def replayed(self, positions: dict[str, int]) -> int:
@@ -131,7 +148,7 @@ async def run_once(
 async def measure(
     cluster: LocalCluster, clients: int, events: int, producers: int
 ) -> dict[str, Any]:
-    received: dict[str, list[float]] = {}
+    received = Deliveries(events * clients)
     sent: dict[str, float] = {}
     connector = aiohttp.TCPConnector(limit=producers * 2)
     async with aiohttp.ClientSession(connector=connector) as http:
@@ -171,18 +188,16 @@ async def measure(
         started = time.perf_counter()
         await asyncio.gather(*(produce() for _ in range(producers)))
         committed = time.perf_counter()
-        expected = events * clients
-        deadline = committed + 30
-        while sum(len(v) for v in received.values()) < expected and time.perf_counter() < deadline:
-            await asyncio.sleep(0.02)  # polling counters the handlers fill
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(received.complete.wait(), 30)
         finished = time.perf_counter()
-        delivered = sum(len(v) for v in received.values())
+        delivered = received.count
         replayed = 0
         for listener in listeners:
             replayed += await listener.replayed(dict(heads))
         for listener in listeners:
             await listener.sio.disconnect()
-    latencies = sorted(t - sent[n] for n, times in received.items() for t in times)
+    latencies = sorted(t - sent[n] for n, times in received.times.items() for t in times)
     quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else latencies * 99
     return {
         "nodes": cluster.nodes,
@@ -191,7 +206,7 @@ async def measure(
         "commits_per_s": round(events / (committed - started), 1),
         "deliveries_per_s": round(delivered / (finished - started), 1),
         "delivered_live": delivered,
-        "expected": expected,
+        "expected": received.expected,
         "lost_live_then_replayed": replayed,
         "latency_p50_ms": round(quantiles[49] * 1000, 2),
         "latency_p99_ms": round(quantiles[98] * 1000, 2),
