@@ -195,15 +195,18 @@ class Process:
 
     def stop(self, timeout: float = 10) -> None:
         """SIGTERM, then SIGKILL after ``timeout`` seconds."""
+        self.signal(signal.SIGTERM)
+        self.reap(time.monotonic() + timeout)
+
+    def reap(self, deadline: float) -> None:
+        """Wait for the process to exit until ``deadline`` (monotonic), then SIGKILL it."""
         if self.popen is None:
             return
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(5)
+        try:
+            self.popen.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait(5)
 
     def tail(self, lines: int = 30) -> str:
         try:
@@ -331,8 +334,12 @@ class LocalCluster:
         """End every process this cluster started (nginx first, then the nodes)."""
         if self.proxy is not None:
             self.proxy.stop()
+        # All at once: each node may wait for its clients' connections to wind down.
         for member in self.members:
-            member.stop()
+            member.signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for member in self.members:
+            member.reap(deadline)
 
     async def __aenter__(self) -> LocalCluster:
         await self.start()

@@ -72,13 +72,14 @@ class ReconnectingClient(SocketClient):
     the connection to having replayed what was missed.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, **options: Any) -> None:
         super().__init__()
         self.sio = socketio.AsyncClient(
             reconnection=True,
             reconnection_delay=0.1,
             reconnection_delay_max=0.5,
             randomization_factor=0,
+            **options,
         )
         self.sio.on("event", self._on_event)
         self.sio.on("connect", self._on_connect)
@@ -151,6 +152,35 @@ class ReconnectingClient(SocketClient):
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class PollingClient(ReconnectingClient):
+    """A client on the HTTP long-polling transport, as behind proxies that block WebSocket.
+
+    It keeps cookies as a browser does (aiohttp's default jar ignores those of an
+    IP-address host), so nginx's sticky-routing cookie comes back on every poll.
+    """
+
+    def __init__(self) -> None:
+        self.http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+        super().__init__(http_session=self.http)
+
+    async def connect(self, url: str, token: str) -> None:
+        await self.sio.connect(url, auth={"token": token}, transports=["polling"], wait_timeout=5)
+
+    def cookies(self) -> set[str]:
+        return {cookie.key for cookie in self.http.cookie_jar}
+
+    async def close(self) -> None:
+        # Closing the HTTP session first ends the pending long poll at once; a polite
+        # disconnect would wait for it to time out (the 25 s ping interval).
+        self.sio.reconnection = False
+        await self.http.close()
+        await super().close()
+        # engine.io sends its goodbye through a session of its own once ours is closed.
+        stray = self.sio.eio.http
+        if stray is not None and stray is not self.http:
+            await stray.close()
 
 
 async def add_departments(

@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 
 from tests.cluster.client import (
+    PollingClient,
     ReconnectingClient,
     add_departments,
     login,
@@ -84,3 +85,27 @@ async def test_kill_9_one_of_three_nodes_behind_nginx(
         f"{sum(c.duplicates for c in clients)}), gaps replayed {sum(c.gaps for c in clients)}, "
         f"producer retries {retries}, recovery {recovery * 1000:.0f} ms"
     )
+
+
+async def test_long_polling_sessions_stick_to_one_node_through_nginx(
+    node_env: dict[str, str], make_cluster: MakeCluster
+) -> None:
+    """Without sticky routing, the polls of one session would land on nodes that do not know it."""
+    cluster = await make_cluster(node_env, nodes=3, nginx=True)
+    names = [f"日间病房{i:02d}" for i in range(10)]
+    async with aiohttp.ClientSession() as http:
+        admin, qdsl = await platform_admin(http, cluster.url)
+        token = await login(http, cluster.url, "admin_qdsl")
+        clients = [PollingClient() for _ in range(3)]
+        try:
+            for client in clients:
+                await client.connect(cluster.url, token)
+                assert "yihao_route" in client.cookies()
+            await add_departments(http, cluster.url, admin, qdsl, names)
+            await asyncio.gather(*(c.wait_for_departments(names) for c in clients))
+            assert_exactly_once(clients, names)
+            assert all(c.connects == 1 and c.disconnected_at is None for c in clients)
+            counts = await socket_counts(http, [m.url for m in cluster.members])
+            assert sum(counts) == len(clients)
+        finally:
+            await asyncio.gather(*(c.close() for c in clients))
