@@ -19,7 +19,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
 
 from server.config import Settings
+from server.consults.jobs import escalation_job
+from server.consults.routes import routes as consults_routes
+from server.consults.service import ConsultsService
+from server.consults.socket import ConsultSockets
 from server.container import Services
+from server.core.access import AccessService
 from server.core.api import AUTHENTICATE, MAX_BODY, SERVICES, Routes, json_response
 from server.core.audit import AuditLog
 from server.core.auth import Passwords, Tokens
@@ -38,15 +43,33 @@ from server.core.middleware import (
 )
 from server.core.observability import Metrics
 from server.core.openapi import build_openapi
+from server.core.signing import Signer
+from server.identity.patient_routes import routes as patient_routes
+from server.identity.patients import PatientIndex
 from server.identity.routes import routes as identity_routes
 from server.identity.service import AuthService, IdentityService
+from server.prescriptions import socket as prescription_socket
+from server.prescriptions.catalogue import Catalogue
+from server.prescriptions.record import PatientRecord
+from server.prescriptions.routes import routes as prescription_routes
+from server.prescriptions.service import PrescriptionService
+from server.prescriptions.service import background as prescription_background
 from server.realtime.gateway import EVENT, Gateway
+from server.records.facade import add_fhir_routes
+from server.records.routes import routes as records_routes
+from server.records.service import RecordsService
 
 logger = logging.getLogger(__name__)
 
 SERVICES_KEY = SERVICES
 OPENAPI = web.AppKey("openapi", dict)
-ROUTE_TABLES: tuple[Routes, ...] = (identity_routes,)
+ROUTE_TABLES: tuple[Routes, ...] = (
+    identity_routes,
+    patient_routes,
+    records_routes,
+    consults_routes,
+    prescription_routes,
+)
 WEB_DIST = Path(__file__).resolve().parent.parent / "web" / "dist"
 
 
@@ -89,6 +112,24 @@ def create_app(settings: Settings) -> web.Application:
     auth = AuthService(settings, db, audit, passwords, Tokens(settings))
     identity = IdentityService(db, audit, events, passwords)
     gateway = Gateway(settings, sio, auth.authenticate, events, metrics)
+    access = AccessService(db, audit)
+    patients = PatientIndex(db, audit, access)
+    records = RecordsService(db, audit, access, patients, identity)
+    patients.followers.update(access=access, records=records)
+    signer = Signer(settings)
+    consults = ConsultsService(settings, db, audit, events, access, records, identity, auth, signer)
+    ConsultSockets(gateway, consults).register()
+    prescriptions = PrescriptionService(
+        settings,
+        db,
+        audit,
+        events,
+        signer,
+        Catalogue(db),
+        PatientRecord(db, records=records, access=access),
+        gateway.push,
+    )
+    prescription_socket.register(gateway, prescriptions)
     services = Services(
         settings=settings,
         db=db,
@@ -98,6 +139,12 @@ def create_app(settings: Settings) -> web.Application:
         identity=identity,
         gateway=gateway,
         jobs=Jobs(Leases(db)),
+        prescriptions=prescriptions,
+        signer=signer,
+        access=access,
+        patients=patients,
+        records=records,
+        consults=consults,
     )
     app[SERVICES] = services
     app[AUTHENTICATE] = auth.authenticate
@@ -106,12 +153,17 @@ def create_app(settings: Settings) -> web.Application:
         table.add_to(app)
     app[OPENAPI] = build_openapi([op for table in ROUTE_TABLES for op in table.operations])
     add_operations_routes(app)
+    add_fhir_routes(app, settings)
     add_web_client(app, settings.web_dir or WEB_DIST)
 
     app.cleanup_ctx.append(_database(db, settings))
     app.cleanup_ctx.append(_redis(services, settings, sio))
     app.cleanup_ctx.append(_socketio(sio))
     app.cleanup_ctx.append(_jobs(services.jobs))
+    app.cleanup_ctx.append(escalation_job(consults, settings.consult_escalation_interval_seconds))
+    app.cleanup_ctx.append(
+        prescription_background(prescriptions, settings.prescription_sweep_seconds)
+    )
     return app
 
 
@@ -217,7 +269,11 @@ def add_web_client(app: web.Application, web_dir: Path) -> None:
                 "run <code>make web</code>.</p>",
                 content_type="text/html",
             )
-        return web.FileResponse(index, headers={"Cache-Control": "no-cache"})
+        # The type is set here, not left to FileResponse.prepare(): the security-headers
+        # middleware adds the Content-Security-Policy only to responses typed text/html.
+        return web.FileResponse(
+            index, headers={"Cache-Control": "no-cache", "Content-Type": "text/html; charset=utf-8"}
+        )
 
     assets = web_dir / "assets"
     if assets.is_dir():

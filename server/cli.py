@@ -3,7 +3,9 @@
     yihao serve [--host H] [--port P] [--config FILE]
     yihao migrate
     yihao seed-demo
+    yihao import-fhir PATH… --institution CODE
     yihao audit verify
+    yihao drugs load [FILE]     (the drug catalogue; default: the demo catalogue)
     yihao institution create --code QDSL --name 青岛市立医院 --kind tertiary [--region 370202]
     yihao user create --username dr_li --password … --role specialist --institution QDSL
                       [--name 李明] [--title 主任医师] [--department 心内科] [--resident-id …]
@@ -92,6 +94,58 @@ def cmd_seed_demo(args: argparse.Namespace, settings: Settings) -> int:
             f"{created['users']} accounts created"
         )
         return 0
+
+    return _with_services(settings, work)
+
+
+def cmd_drugs_load(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from server.prescriptions.catalogue import DEMO_CATALOGUE, CatalogueError
+
+    async def work(services: Any) -> int:
+        path = Path(args.file) if args.file else DEMO_CATALOGUE
+        try:
+            counts = await services.prescriptions.catalogue.load_file(path)
+        except CatalogueError as exc:
+            print(f"yihao: {exc}", file=sys.stderr)
+            return 1
+        print(
+            f"drug catalogue loaded: {counts['drugs']} drugs, {counts['interactions']} "
+            f"interaction pairs, {counts['chronic_conditions']} chronic conditions"
+        )
+        return 0
+
+    return _with_services(settings, work)
+
+
+def cmd_import_fhir(args: argparse.Namespace, settings: Settings) -> int:
+    from server.records.importer import bundle_files, import_files
+
+    try:
+        files = bundle_files(args.paths)
+    except FileNotFoundError as exc:
+        print(f"yihao: {exc}", file=sys.stderr)
+        return 2
+
+    def progress(done: int, total: int, path: Any, note: str) -> None:
+        width = 30
+        filled = width * done // max(total, 1)
+        bar = "#" * filled + "-" * (width - filled)
+        end = "\n" if done == total or not sys.stderr.isatty() else "\r"
+        print(f"[{bar}] {done}/{total} {path.name[:40]} ({note})", end=end, file=sys.stderr)
+
+    async def work(services: Any) -> int:
+        summary = await import_files(services, files, args.institution, progress)
+        types = ", ".join(f"{t} {n}" for t, n in summary.types.most_common())
+        print(
+            f"imported {summary.bundles}/{summary.files} bundles for {args.institution} in "
+            f"{summary.seconds:.1f}s: {summary.created} created, {summary.updated} updated"
+            f" ({types or 'nothing'}); resident IDs added: {summary.ids_added}"
+        )
+        for path, problem in summary.failed:
+            print(f"  failed: {path}: {problem}")
+        return 1 if summary.failed else 0
 
     return _with_services(settings, work)
 
@@ -188,6 +242,20 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("seed-demo", help="create the demo network").set_defaults(
         func=cmd_seed_demo
     )
+
+    drugs = commands.add_parser("drugs", help="drug catalogue").add_subparsers(
+        dest="sub", required=True
+    )
+    drugs_load = drugs.add_parser("load", help="replace the drug catalogue from a JSON file")
+    drugs_load.add_argument("file", nargs="?", help="catalogue file (default: the demo one)")
+    drugs_load.set_defaults(func=cmd_drugs_load)
+
+    import_fhir = commands.add_parser(
+        "import-fhir", help="import FHIR bundles (files or folders) as an institution's push"
+    )
+    import_fhir.add_argument("paths", nargs="+", metavar="PATH")
+    import_fhir.add_argument("--institution", required=True, help="institution code")
+    import_fhir.set_defaults(func=cmd_import_fhir)
 
     audit = commands.add_parser("audit", help="audit log").add_subparsers(dest="sub", required=True)
     audit.add_parser("verify", help="check the hash chain").set_defaults(func=cmd_audit_verify)

@@ -72,10 +72,25 @@ class Settings(BaseModel):
     socket_events_per_10s: int = Field(default=300, ge=1)
     socket_max_message_bytes: int = Field(default=1024 * 1024, ge=1024)
 
+    # Remote consultations. Unanswered requests are escalated to the invited institution's
+    # administrators after this long; the escalation job looks every interval (0: no job).
+    consult_answer_timeout_seconds: int = Field(default=4 * 3600, ge=60)
+    consult_escalation_interval_seconds: int = Field(default=60, ge=0)
+    # Joining a live session needs a password/TOTP re-check, or a login younger than this.
+    consult_reauth_seconds: int = Field(default=300, ge=0)
+    consult_max_participants: int = Field(default=4, ge=2, le=10)
+    # WebRTC: STUN/TURN URLs handed to clients (comma separated in the environment), and the
+    # coturn REST-API shared secret (static-auth-secret) for short-lived TURN credentials.
+    ice_servers: tuple[str, ...] = ()
+    turn_secret: str = ""
+    turn_credential_ttl_seconds: int = Field(default=3600, ge=60, le=86400)
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
     # Browser origins allowed to call the API and Socket.IO; empty means same origin only.
     cors_origins: tuple[str, ...] = ()
+    # Prescriptions: how often expiry is swept and unacknowledged deliveries re-pushed (0: never).
+    prescription_sweep_seconds: float = Field(default=30.0, ge=0)
 
     @field_validator("database_url")
     @classmethod
@@ -89,6 +104,14 @@ class Settings(BaseModel):
     def _check_redis_url(cls, value: str) -> str:
         if value and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("ice_servers")
+    @classmethod
+    def _check_ice_servers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for url in value:
+            if not url.startswith(("stun:", "stuns:", "turn:", "turns:")):
+                raise ValueError(f"'{url}' must start with stun:, stuns:, turn: or turns:")
         return value
 
     @field_validator("secret_key")
@@ -159,6 +182,9 @@ def load_settings(
             origin[key] = f"'{key}' in {path}"
     for name, raw in environ.items():
         if not name.startswith(ENV_PREFIX) or name == f"{ENV_PREFIX}CONFIG":
+            continue
+        if name.startswith(f"{ENV_PREFIX}TEST_"):
+            # Reserved for the test suite (YIHAO_TEST_DATABASE_URL, …), never a server setting.
             continue
         key = name[len(ENV_PREFIX) :].lower()
         if key not in Settings.model_fields:

@@ -6,17 +6,23 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from server.config import Settings
+from server.core.access import AccessService
 from server.core.api import SERVICES, Call
 from server.core.audit import AuditLog
 from server.core.db import Database
 from server.core.events import Events
 from server.core.leases import Jobs
+from server.core.signing import Signer
+from server.identity.patients import PatientIndex
 from server.identity.service import AuthService, IdentityService
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+    from server.consults.service import ConsultsService
+    from server.prescriptions.service import PrescriptionService
     from server.realtime.gateway import Gateway
+    from server.records.service import RecordsService
 
 
 @dataclass
@@ -29,6 +35,12 @@ class Services:
     identity: IdentityService
     gateway: Gateway
     jobs: Jobs
+    consults: ConsultsService
+    prescriptions: PrescriptionService
+    signer: Signer
+    access: AccessService
+    patients: PatientIndex
+    records: RecordsService
     redis: Redis | None = None
 
 

@@ -1,20 +1,66 @@
 """Every table of the app, imported in one place so the metadata is complete (migrations)."""
 
+from server.consults.models import (
+    Consult,
+    ConsultMessage,
+    ConsultParticipant,
+    ConsultPresence,
+    ConsultTransition,
+)
+from server.core.access import AccessWindow, CareRelationship, Consent
 from server.core.audit import AuditEvent, AuditHead
 from server.core.db import Base
 from server.core.events import StreamEvent, StreamHead
 from server.core.leases import JobLease
-from server.identity.models import AuthSession, Department, Institution, Patient, User
+from server.core.signing import PractitionerKey
+from server.identity.models import (
+    AuthSession,
+    Department,
+    Institution,
+    Patient,
+    PatientLink,
+    PatientMerge,
+    User,
+)
+from server.prescriptions.models import (
+    ChronicCondition,
+    Delivery,
+    Dispensation,
+    Drug,
+    DrugInteraction,
+    Prescription,
+    PrescriptionHistory,
+)
+from server.records.models import RecordEntry
 
 __all__ = [
+    "AccessWindow",
     "AuditEvent",
     "AuditHead",
     "AuthSession",
     "Base",
+    "CareRelationship",
+    "ChronicCondition",
+    "Consent",
+    "Consult",
+    "ConsultMessage",
+    "ConsultParticipant",
+    "ConsultPresence",
+    "ConsultTransition",
+    "Delivery",
     "Department",
+    "Dispensation",
+    "Drug",
+    "DrugInteraction",
     "Institution",
     "JobLease",
     "Patient",
+    "PatientLink",
+    "PatientMerge",
+    "PractitionerKey",
+    "Prescription",
+    "PrescriptionHistory",
+    "RecordEntry",
     "StreamEvent",
     "StreamHead",
     "User",

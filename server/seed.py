@@ -18,6 +18,7 @@ from server.container import Services
 from server.core.ids import make_resident_id
 from server.identity import schemas
 from server.identity.models import Institution, User
+from server.prescriptions.seed import seed_prescriptions
 
 DEMO_PASSWORD = "Yihao@2026"
 
@@ -115,4 +116,8 @@ async def seed_demo(services: Services) -> dict[str, int]:
             None, schemas.UserCreate(password=DEMO_PASSWORD, **spec)
         )
         created["users"] += 1
+    await seed_prescriptions(services)
+    from server.records.seed import seed_records  # imports this module's PATIENTS
+
+    await seed_records(services)
     return created

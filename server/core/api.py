@@ -29,7 +29,7 @@ from server.core.errors import (
 )
 
 Authenticate = Callable[[str], Awaitable[Requester]]
-AUTHENTICATE = web.AppKey("authenticate", Callable[[str], Awaitable[Requester]])
+AUTHENTICATE: web.AppKey[Authenticate] = web.AppKey("authenticate")
 SERVICES: web.AppKey[Any] = web.AppKey("services", object)
 MAX_BODY = web.AppKey("max_body", int)
 
@@ -166,6 +166,20 @@ def validation_failed(exc: ValidationError, prefix: str = "") -> ValidationFaile
     return ValidationFailed(summary, errors=errors)
 
 
+def check_no_nul(value: Any, path: str = "") -> None:
+    """Refuse NUL characters anywhere in a payload: no text column can store them."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValidationFailed.field(path or "body", "contains a NUL character")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_no_nul(key, path or "body")
+            check_no_nul(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            check_no_nul(item, f"{path}.{index}" if path else str(index))
+
+
 async def read_body(request: web.Request, limit: int) -> bytes:
     """Read the body, refusing it as soon as it passes ``limit`` bytes."""
     if request.content_length is not None and request.content_length > limit:
@@ -185,9 +199,11 @@ async def read_json(request: web.Request, limit: int) -> Any:
         raise UnsupportedMediaType("send the body as application/json")
     raw = await read_body(request, limit)
     try:
-        return json.loads(raw)
+        payload = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedJSON(f"the body is not valid JSON: {exc}") from None
+    check_no_nul(payload)
+    return payload
 
 
 def bearer_token(request: web.Request) -> str:
@@ -217,8 +233,10 @@ def make_view(operation: Operation) -> Callable[[web.Request], Awaitable[web.Str
                 raise Forbidden(f"the role '{requester.role}' may not do this")
         query = None
         if operation.query is not None:
+            params = dict(request.query)
+            check_no_nul(params)
             try:
-                query = operation.query.model_validate(dict(request.query))
+                query = operation.query.model_validate(params)
             except ValidationError as exc:
                 raise validation_failed(exc) from None
         body = None

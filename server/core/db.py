@@ -105,6 +105,10 @@ def _sqlite_on_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def _sqlite_on_read_begin(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN")
+
+
 class Database:
     def __init__(self, settings: Settings) -> None:
         self.url = settings.effective_database_url
@@ -118,6 +122,13 @@ class Database:
             )
             event.listen(self.engine.sync_engine, "connect", _sqlite_on_connect)
             event.listen(self.engine.sync_engine, "begin", _sqlite_on_begin)
+            # Reads take no write lock: under WAL they see the last committed state and never
+            # wait for a writer, even one that is the same request's open transaction.
+            self.read_engine = create_async_engine(
+                self.url, pool_size=5, max_overflow=5, pool_timeout=30
+            )
+            event.listen(self.read_engine.sync_engine, "connect", _sqlite_on_connect)
+            event.listen(self.read_engine.sync_engine, "begin", _sqlite_on_read_begin)
         else:
             self.engine = create_async_engine(
                 self.url,
@@ -126,7 +137,9 @@ class Database:
                 pool_pre_ping=True,
                 pool_timeout=10,
             )
+            self.read_engine = self.engine
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.read_sessionmaker = async_sessionmaker(self.read_engine, expire_on_commit=False)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
@@ -143,7 +156,8 @@ class Database:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
-        async with self.sessionmaker() as session, session.begin():
+        """A read-only unit of work (nothing is committed from it)."""
+        async with self.read_sessionmaker() as session, session.begin():
             yield session
 
     async def ping(self) -> None:
@@ -156,6 +170,8 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self.read_engine is not self.engine:
+            await self.read_engine.dispose()
 
 
 def alembic_config() -> AlembicConfig:

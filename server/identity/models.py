@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import Boolean, Date, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Date, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from server.core.db import Base, UTCDateTime, utcnow
@@ -105,3 +105,32 @@ class AuthSession(Base):
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoke_reason: Mapped[str | None] = mapped_column(String(32))
+
+
+class PatientLink(Base):
+    """An institution's own number for a patient (record number or card) → the unified account."""
+
+    __tablename__ = "patient_links"
+    __table_args__ = (UniqueConstraint("institution_id", "kind", "number"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), nullable=False, index=True)
+    institution_id: Mapped[int] = mapped_column(ForeignKey("institutions.id"), nullable=False)
+    kind: Mapped[str] = mapped_column(String(8), nullable=False)  # "mrn" | "card"
+    number: Mapped[str] = mapped_column(String(64), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class PatientMerge(Base):
+    """Two accounts found to be one person; what moved, so that the merge can be undone."""
+
+    __tablename__ = "patient_merges"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), nullable=False, index=True)
+    target_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), nullable=False, index=True)
+    reason: Mapped[str] = mapped_column(String(500), nullable=False)
+    moved: Mapped[dict[str, list[int]]] = mapped_column(JSON, nullable=False, default=dict)
+    merged_by: Mapped[int | None] = mapped_column(Integer)
+    merged_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    unmerged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

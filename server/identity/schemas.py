@@ -146,3 +146,67 @@ class UserList(BaseModel):
 class UserQuery(Strict):
     institution: Code | None = None
     role: RoleName | None = None
+
+
+LinkKind = Literal["mrn", "card"]
+
+
+class PatientRegister(Strict):
+    """Register a resident at the caller's institution (links to the account if it exists)."""
+
+    resident_id: str = Field(min_length=15, max_length=18)
+    name: PersonName
+    sex: Literal["male", "female"] | None = None
+    birth_date: date | None = None
+    phone: Phone | None = None
+    mrn: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[\w.:-]+$")
+    card_number: str | None = Field(
+        default=None, min_length=1, max_length=64, pattern=r"^[\w.:-]+$"
+    )
+
+
+class PatientLinkOut(BaseModel):
+    institution: InstitutionRef
+    kind: LinkKind
+    number: str
+
+
+class PatientOut(BaseModel):
+    id: int
+    resident_id: str
+    name: str
+    sex: Literal["male", "female"]
+    birth_date: date
+    phone: str | None
+    real_name_verified: bool
+    merged_into_id: int | None
+    links: list[PatientLinkOut]
+
+
+class PatientRegistered(PatientOut):
+    created: bool = Field(description="false when the resident already had an account")
+
+
+class PatientLookup(Strict):
+    institution: Code
+    number: str = Field(min_length=1, max_length=64)
+    kind: LinkKind | None = None
+
+
+class PatientMergeRequest(Strict):
+    source_patient_id: int = Field(ge=1, description="the duplicate; its record moves")
+    target_patient_id: int = Field(ge=1, description="the account that stays")
+    reason: str = Field(min_length=3, max_length=500)
+
+
+class PatientMergeOut(BaseModel):
+    id: int
+    source_patient_id: int
+    target_patient_id: int
+    moved: dict[str, list[int]]
+    merged_at: datetime
+    unmerged_at: datetime | None
+
+
+class VerificationSet(Strict):
+    verified: bool

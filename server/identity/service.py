@@ -77,7 +77,7 @@ def institution_out(institution: Institution) -> schemas.InstitutionOut:
         id=institution.id,
         code=institution.code,
         name=institution.name,
-        kind=institution.kind,  # type: ignore[arg-type]
+        kind=institution.kind,
         region=institution.region,
         departments=[schemas.DepartmentOut(id=d.id, name=d.name) for d in institution.departments],
     )
@@ -88,13 +88,13 @@ def user_out(user: User) -> schemas.UserOut:
     return schemas.UserOut(
         id=user.id,
         username=user.username,
-        role=user.role,  # type: ignore[arg-type]
+        role=user.role,
         name=user.name,
         institution=schemas.InstitutionRef(
             id=inst.id,
             code=inst.code,
             name=inst.name,
-            kind=inst.kind,  # type: ignore[arg-type]
+            kind=inst.kind,
         )
         if inst
         else None,
@@ -138,6 +138,8 @@ class IdentityService:
             select(Institution)
             .options(selectinload(Institution.departments))
             .where(Institution.id == institution_id)
+            # Reloaded after adding a department in the same session: refresh the collection.
+            .execution_options(populate_existing=True)
         )
         if institution is None:
             raise NotFound(f"no institution {institution_id}")

@@ -24,9 +24,16 @@ from pydantic import BaseModel, ValidationError
 
 from server.config import Settings
 from server.core import context
-from server.core.api import Strict, validation_failed
+from server.core.api import Strict, check_no_nul, validation_failed
 from server.core.auth import Requester
-from server.core.errors import BadRequest, Forbidden, TooManyRequests, Unauthorized, YihaoError
+from server.core.errors import (
+    BadRequest,
+    Forbidden,
+    NotFound,
+    TooManyRequests,
+    Unauthorized,
+    YihaoError,
+)
 from server.core.events import REPLAY_PAGE, Events
 from server.core.observability import Metrics
 from server.core.ratelimit import RateLimiter
@@ -35,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 Authenticate = Callable[[str], Awaitable[Requester]]
 RoomProvider = Callable[[Requester], Awaitable[list[str]]]
+DisconnectHook = Callable[[str], Awaitable[None]]
 EventHandler = Callable[[str, Requester, Any], Awaitable[Any]]
 
 EVENT = "event"
@@ -65,10 +73,12 @@ class Gateway:
         self.events = events
         self.metrics = metrics
         self.room_providers: list[RoomProvider] = []
+        self.disconnect_hooks: list[DisconnectHook] = []
         self.limiter = RateLimiter(settings.socket_events_per_10s, per=10.0)
         self.event_names: list[str] = []
         sio.on("connect", self._on_connect)
         sio.on("disconnect", self._on_disconnect)
+        sio.on("*", self._on_unknown)
         self.on("sync", SyncRequest, self._on_sync)
 
     async def push(self, stream: str, envelope: dict[str, Any]) -> None:
@@ -77,6 +87,10 @@ class Gateway:
 
     def add_room_provider(self, provider: RoomProvider) -> None:
         self.room_providers.append(provider)
+
+    def add_disconnect_hook(self, hook: DisconnectHook) -> None:
+        """Run ``hook(sid)`` when a socket goes away (presence clean-up and the like)."""
+        self.disconnect_hooks.append(hook)
 
     async def requester(self, sid: str) -> Requester:
         session = await self.sio.get_session(sid)
@@ -96,6 +110,7 @@ class Gateway:
                     raise TooManyRequests("slow down: too many events on this connection")
                 requester = await self.requester(sid)
                 data: Any = payload
+                check_no_nul(payload)
                 if model is not None:
                     if not isinstance(payload, dict):
                         raise BadRequest("the payload must be a JSON object")
@@ -122,14 +137,13 @@ class Gateway:
 
     async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         token = auth.get("token") if isinstance(auth, dict) else None
-        if not isinstance(token, str) or not token:
-            raise socketio.exceptions.ConnectionRefusedError(
-                Unauthorized("send auth: {token: <access token>}").to_problem()
-            )
         try:
+            if not isinstance(token, str) or not token:
+                raise Unauthorized("send auth: {token: <access token>}")
             requester = await self.authenticate(token)
         except YihaoError as exc:
-            raise socketio.exceptions.ConnectionRefusedError(exc.to_problem()) from None
+            # The client's connect_error carries {message: detail, data: problem}.
+            raise socketio.exceptions.ConnectionRefusedError(exc.detail, exc.to_problem()) from None
         await self.sio.save_session(sid, {"requester": requester})
         rooms = base_rooms(requester)
         for provider in self.room_providers:
@@ -139,8 +153,18 @@ class Gateway:
         self.metrics.sockets.inc()
         logger.info("socket connected", extra={"sid": sid, "user_id": requester.user_id})
 
+    async def _on_unknown(self, event: str, sid: str, *args: Any) -> dict[str, Any]:
+        self.metrics.socket_events.labels("unknown", "unknown_event").inc()
+        problem = NotFound(f"no such event: {event[:64]}", code="unknown_event")
+        return {"ok": False, "problem": problem.to_problem()}
+
     async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
         self.metrics.sockets.dec()
+        for hook in self.disconnect_hooks:
+            try:
+                await hook(sid)
+            except Exception:
+                logger.exception("disconnect hook failed", extra={"sid": sid})
 
     def rooms_of(self, sid: str) -> set[str]:
         return {room for room in self.sio.rooms(sid) if room != sid}

@@ -1,0 +1,107 @@
+"""Socket.IO edge of the consult room: open, join (lobby), admit, presence, chat, signaling.
+
+Durable things (life cycle, lobby, chat) are stream events on ``consult:<id>``
+and replay with ``sync``. Presence and WebRTC signaling are ephemeral emits
+(``presence``, ``signal``): they matter only to those connected now.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from server.consults import schemas
+from server.consults.service import ConsultsService, consult_stream, live_room
+from server.core.auth import Requester
+from server.media.ice import ice_servers
+from server.realtime.gateway import Gateway
+
+PRESENCE = "presence"
+SIGNAL = "signal"
+
+
+class ConsultSockets:
+    def __init__(self, gateway: Gateway, consults: ConsultsService) -> None:
+        self.gateway = gateway
+        self.sio = gateway.sio
+        self.consults = consults
+
+    def register(self) -> None:
+        gateway = self.gateway
+        gateway.add_room_provider(self.consults.consult_rooms)
+        gateway.add_disconnect_hook(self.disconnected)
+        gateway.on("consult.open", schemas.ConsultRef, self.open)
+        gateway.on("consult.join", schemas.Join, self.join)
+        gateway.on("consult.leave", schemas.ConsultRef, self.leave)
+        gateway.on("consult.admit", schemas.Admit, self.admit)
+        gateway.on("consult.media", schemas.Media, self.media)
+        gateway.on("consult.presence", schemas.ConsultRef, self.get_presence)
+        gateway.on("consult.chat", schemas.ChatSend, self.chat)
+        gateway.on("consult.signal", schemas.Signal, self.signal)
+        gateway.on("consult.ice_servers", schemas.ConsultRef, self.get_ice_servers)
+
+    async def broadcast_presence(self, consult_id: int) -> None:
+        members = await self.consults.presence(consult_id)
+        await self.sio.emit(
+            PRESENCE,
+            {"consult_id": consult_id, "members": members},
+            room=consult_stream(consult_id),
+        )
+
+    async def open(self, sid: str, requester: Requester, data: schemas.ConsultRef) -> Any:
+        consult = await self.consults.check_open(requester, data.consult_id)
+        stream = consult_stream(data.consult_id)
+        await self.sio.enter_room(sid, stream)
+        heads = await self.gateway.events.heads([stream])
+        return {"consult": consult.model_dump(mode="json"), "head": heads[stream]}
+
+    async def join(self, sid: str, requester: Requester, data: schemas.Join) -> Any:
+        answer, admitted = await self.consults.join(sid, requester, data)
+        await self.sio.enter_room(sid, consult_stream(data.consult_id))
+        if admitted:
+            await self.sio.enter_room(sid, live_room(data.consult_id))
+            await self.broadcast_presence(data.consult_id)
+        return answer
+
+    async def leave(self, sid: str, requester: Requester, data: schemas.ConsultRef) -> Any:
+        left = await self.consults.leave(sid, data.consult_id)
+        await self.sio.leave_room(sid, live_room(data.consult_id))
+        for consult_id in left:
+            await self.broadcast_presence(consult_id)
+        return {"left": bool(left)}
+
+    async def disconnected(self, sid: str) -> None:
+        for consult_id in await self.consults.leave(sid):
+            await self.broadcast_presence(consult_id)
+
+    async def admit(self, sid: str, requester: Requester, data: schemas.Admit) -> Any:
+        return await self.consults.admit(requester, data)
+
+    async def media(self, sid: str, requester: Requester, data: schemas.Media) -> Any:
+        await self.consults.set_media(sid, requester, data)
+        await self.broadcast_presence(data.consult_id)
+        return {"camera": data.camera, "mic": data.mic, "screen": data.screen}
+
+    async def get_presence(self, sid: str, requester: Requester, data: schemas.ConsultRef) -> Any:
+        await self.consults.check_open(requester, data.consult_id)
+        return {
+            "consult_id": data.consult_id,
+            "members": await self.consults.presence(data.consult_id),
+        }
+
+    async def chat(self, sid: str, requester: Requester, data: schemas.ChatSend) -> Any:
+        return await self.consults.send_chat(requester, data)
+
+    async def signal(self, sid: str, requester: Requester, data: schemas.Signal) -> Any:
+        # Taken before anything suspends: the handlers of one socket start in arrival
+        # order, so the lock relays its signals in that order (and Redis keeps it).
+        async with self.consults.signal_lock(sid):
+            targets, message = await self.consults.route_signal(sid, requester, data)
+            for target in targets:
+                await self.sio.emit(SIGNAL, message, to=target)
+        return {"seq": message["seq"], "delivered": len(targets)}
+
+    async def get_ice_servers(
+        self, sid: str, requester: Requester, data: schemas.ConsultRef
+    ) -> Any:
+        await self.consults.check_open(requester, data.consult_id)
+        return ice_servers(self.consults.settings, requester.user_id)

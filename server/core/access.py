@@ -1,0 +1,358 @@
+"""Who may see a patient's record, and why: deny by default, every decision audited.
+
+A request for a patient's data is allowed only for a reason the server can
+check, tried in this order:
+
+- ``self``: the patient reading their own record;
+- ``care_relationship``: a practitioner of an institution where the patient is
+  registered or was seen;
+- ``consult`` / ``referral``: a practitioner of an institution with an open,
+  time-boxed window on the patient (opened by the consult or referral);
+- ``consent``: the patient granted sharing with the practitioner's institution;
+- ``emergency``: "break the glass" with a mandatory reason, flagged for review.
+
+A patient's explicit revocation for an institution removes every reason but
+``self`` and ``emergency`` for it, from the next request on. Consent rows also
+carry the sensitive categories the patient excluded; readers other than the
+patient see the record without them (:meth:`AccessService.excluded_categories`).
+Every decision — allowed or denied — is written to the audit log with who,
+which patient, what, the reason and the client address.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+    delete,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Mapped, mapped_column
+
+from server.core.audit import AuditLog
+from server.core.auth import Requester
+from server.core.db import Base, Database, Tx, UTCDateTime, utcnow
+from server.core.errors import Forbidden, NotFound, ValidationFailed
+from server.identity.models import Patient
+
+# Roles that read clinical records for care. Administrators manage the network
+# and push data for their institution, but do not read patients' records.
+CARE_ROLES = frozenset({"specialist", "gp", "nurse", "pharmacist"})
+EMERGENCY_ROLES = frozenset({"specialist", "gp", "nurse"})
+SENSITIVE_CATEGORIES = ("mental_health", "reproductive_health", "hiv", "substance_use", "genetic")
+REASONS = ("self", "care_relationship", "consult", "referral", "consent", "emergency")
+
+
+class CareRelationship(Base):
+    """The patient is registered at, or was seen by, the institution."""
+
+    __tablename__ = "care_relationships"
+    __table_args__ = (UniqueConstraint("patient_id", "institution_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), nullable=False, index=True)
+    institution_id: Mapped[int] = mapped_column(ForeignKey("institutions.id"), nullable=False)
+    reason: Mapped[str] = mapped_column(String(32), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class AccessWindow(Base):
+    """A time-boxed view of a patient's record for an institution (consult, referral)."""
+
+    __tablename__ = "access_windows"
+    __table_args__ = (
+        Index("ix_access_windows_patient_institution", "patient_id", "institution_id"),
+        Index("ix_access_windows_source", "source", "source_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), nullable=False)
+    institution_id: Mapped[int] = mapped_column(ForeignKey("institutions.id"), nullable=False)
+    source: Mapped[str] = mapped_column(String(16), nullable=False)
+    source_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Consent(Base):
+    """The patient's decision about sharing with one institution."""
+
+    __tablename__ = "consents"
+    __table_args__ = (UniqueConstraint("patient_id", "institution_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), nullable=False, index=True)
+    institution_id: Mapped[int] = mapped_column(ForeignKey("institutions.id"), nullable=False)
+    granted: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    excluded_categories: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+@dataclass(frozen=True)
+class ConsentState:
+    institution_id: int
+    granted: bool
+    excluded_categories: list[str]
+    updated_at: datetime
+
+
+def _insert(tx: Tx) -> Any:
+    return pg_insert if tx.session.get_bind().dialect.name == "postgresql" else sqlite_insert
+
+
+class AccessService:
+    def __init__(self, db: Database, audit: AuditLog) -> None:
+        self.db = db
+        self.audit = audit
+
+    async def check_patient_access(
+        self,
+        requester: Requester,
+        patient_id: int,
+        *,
+        action: str,
+        resources: str | None = None,
+        emergency_reason: str | None = None,
+    ) -> str:
+        """Deny by default; return the reason the access is allowed, audited either way."""
+        reason = await self._decide(requester, patient_id, emergency_reason)
+        details: dict[str, Any] = {"action": action}
+        if requester.institution_id is not None:
+            details["institution_id"] = requester.institution_id
+        if reason is None:
+            await self.audit.record_alone(
+                "record.access",
+                actor=requester,
+                outcome="denied",
+                patient_id=patient_id,
+                resource=resources,
+                reason="no_reason",
+                details=details,
+            )
+            raise Forbidden(
+                "no reason to access this patient's record (no care relationship, "
+                "consult, referral or consent)",
+                code="record_access_denied",
+            )
+        if reason == "emergency":
+            details.update(break_the_glass=True, review="pending", statement=emergency_reason)
+        await self.audit.record_alone(
+            "record.access",
+            actor=requester,
+            patient_id=patient_id,
+            resource=resources,
+            reason=reason,
+            details=details,
+        )
+        return reason
+
+    async def _decide(
+        self, requester: Requester, patient_id: int, emergency_reason: str | None
+    ) -> str | None:
+        async with self.db.read() as session:
+            patient = await session.get(Patient, patient_id)
+            if patient is None or patient.merged_into_id is not None:
+                raise NotFound(f"no patient {patient_id}")
+            if requester.role == "patient":
+                return "self" if requester.patient_id == patient_id else None
+            institution_id = requester.institution_id
+            if requester.role not in CARE_ROLES or institution_id is None:
+                return None
+            consent = await session.scalar(
+                select(Consent).where(
+                    Consent.patient_id == patient_id, Consent.institution_id == institution_id
+                )
+            )
+            revoked = consent is not None and not consent.granted
+            if not revoked:
+                if await self.has_care(session, patient_id, institution_id):
+                    return "care_relationship"
+                now = utcnow()
+                window = await session.scalar(
+                    select(AccessWindow.source)
+                    .where(
+                        AccessWindow.patient_id == patient_id,
+                        AccessWindow.institution_id == institution_id,
+                        AccessWindow.closed_at.is_(None),
+                        AccessWindow.opened_at <= now,
+                        or_(AccessWindow.until.is_(None), AccessWindow.until > now),
+                    )
+                    .limit(1)
+                )
+                if window is not None:
+                    return str(window)
+                if consent is not None and consent.granted:
+                    return "consent"
+        if emergency_reason is not None:
+            if not emergency_reason.strip():
+                raise ValidationFailed.field(
+                    "emergency_reason", "an emergency access needs a reason"
+                )
+            if requester.role in EMERGENCY_ROLES:
+                return "emergency"
+        return None
+
+    async def excluded_categories(self, requester: Requester, patient_id: int) -> frozenset[str]:
+        """Categories this reader must not see (the patient always sees everything)."""
+        if requester.role == "patient" or requester.institution_id is None:
+            return frozenset()
+        async with self.db.read() as session:
+            excluded = await session.scalar(
+                select(Consent.excluded_categories).where(
+                    Consent.patient_id == patient_id,
+                    Consent.institution_id == requester.institution_id,
+                )
+            )
+        return frozenset(excluded or ())
+
+    @staticmethod
+    async def has_care(session: Any, patient_id: int, institution_id: int) -> bool:
+        """The check inside a caller's session (SQLite: one writer, so no second connection)."""
+        found = await session.scalar(
+            select(CareRelationship.id).where(
+                CareRelationship.patient_id == patient_id,
+                CareRelationship.institution_id == institution_id,
+            )
+        )
+        return found is not None
+
+    async def has_care_relationship(self, patient_id: int, institution_id: int) -> bool:
+        async with self.db.read() as session:
+            return await self.has_care(session, patient_id, institution_id)
+
+    async def add_care_relationship(
+        self, tx: Tx, *, patient_id: int, institution_id: int, reason: str
+    ) -> None:
+        await tx.session.execute(
+            _insert(tx)(CareRelationship)
+            .values(
+                patient_id=patient_id,
+                institution_id=institution_id,
+                reason=reason,
+                created_at=utcnow(),
+            )
+            .on_conflict_do_nothing()
+        )
+
+    async def open_window(
+        self,
+        tx: Tx,
+        *,
+        patient_id: int,
+        institution_id: int,
+        source: str,
+        source_id: int,
+        until: datetime | None = None,
+    ) -> None:
+        tx.session.add(
+            AccessWindow(
+                patient_id=patient_id,
+                institution_id=institution_id,
+                source=source,
+                source_id=source_id,
+                opened_at=utcnow(),
+                until=until,
+            )
+        )
+        await tx.session.flush()
+
+    async def close_window(self, tx: Tx, *, source: str, source_id: int) -> None:
+        await tx.session.execute(
+            update(AccessWindow)
+            .where(
+                AccessWindow.source == source,
+                AccessWindow.source_id == source_id,
+                AccessWindow.closed_at.is_(None),
+            )
+            .values(closed_at=utcnow())
+        )
+
+    async def follow_merge(self, tx: Tx, source_id: int, target_id: int) -> list[int]:
+        """The institutions that cared for the duplicate now care for the account that stays."""
+        have = set(
+            await tx.session.scalars(
+                select(CareRelationship.institution_id).where(
+                    CareRelationship.patient_id == target_id
+                )
+            )
+        )
+        sources = await tx.session.scalars(
+            select(CareRelationship.institution_id).where(CareRelationship.patient_id == source_id)
+        )
+        added = [
+            CareRelationship(patient_id=target_id, institution_id=i, reason="merged")
+            for i in sources
+            if i not in have
+        ]
+        tx.session.add_all(added)
+        await tx.session.flush()
+        return [row.id for row in added]
+
+    async def undo_merge(self, tx: Tx, source_id: int, target_id: int, moved: list[int]) -> None:
+        if moved:
+            await tx.session.execute(delete(CareRelationship).where(CareRelationship.id.in_(moved)))
+
+    # --- consent ------------------------------------------------------------
+
+    async def set_consent(
+        self,
+        requester: Requester,
+        patient_id: int,
+        institution_id: int,
+        *,
+        granted: bool,
+        excluded_categories: list[str],
+    ) -> ConsentState:
+        """The patient's own decision; effective from the next request."""
+        if requester.role != "patient" or requester.patient_id != patient_id:
+            raise Forbidden("only the patient decides about sharing their record")
+        now = utcnow()
+        async with self.db.transaction() as tx:
+            consent = await tx.session.scalar(
+                select(Consent).where(
+                    Consent.patient_id == patient_id, Consent.institution_id == institution_id
+                )
+            )
+            if consent is None:
+                consent = Consent(patient_id=patient_id, institution_id=institution_id)
+                tx.session.add(consent)
+            consent.granted = granted
+            consent.excluded_categories = sorted(set(excluded_categories))
+            consent.updated_at = now
+            await tx.session.flush()
+            await self.audit.record(
+                tx.session,
+                "consent.grant" if granted else "consent.revoke",
+                actor=requester,
+                patient_id=patient_id,
+                resource=f"Consent/{consent.id}",
+                details={
+                    "institution_id": institution_id,
+                    "excluded_categories": consent.excluded_categories,
+                },
+            )
+            return ConsentState(institution_id, granted, consent.excluded_categories, now)
+
+    async def list_consents(self, patient_id: int) -> list[ConsentState]:
+        async with self.db.read() as session:
+            rows = await session.scalars(
+                select(Consent).where(Consent.patient_id == patient_id).order_by(Consent.id)
+            )
+            return [
+                ConsentState(c.institution_id, c.granted, list(c.excluded_categories), c.updated_at)
+                for c in rows
+            ]

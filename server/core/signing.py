@@ -1,0 +1,127 @@
+"""Electronic signatures: an Ed25519 key per practitioner over canonical JSON.
+
+The server keeps each practitioner's private key encrypted (AES-256-GCM under
+a key derived from the server secret) and signs only on that practitioner's
+own authenticated request. A signature names its key by fingerprint; anyone
+holding the public key can verify it later, without the server secret. Any
+change to the signed content makes verification fail.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from datetime import datetime
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from pydantic import BaseModel
+from sqlalchemy import ForeignKey, String, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from server.config import Settings
+from server.core.canonical import canonical_json
+from server.core.db import Base, UTCDateTime, utcnow
+
+ALGORITHM = "Ed25519"
+
+
+class PractitionerKey(Base):
+    __tablename__ = "practitioner_keys"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    public_key: Mapped[str] = mapped_column(String(64), nullable=False)
+    private_key_enc: Mapped[str] = mapped_column(String(200), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class Signature(BaseModel):
+    alg: str = ALGORITHM
+    key_id: str
+    public_key: str
+    value: str
+    signed_at: datetime
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text.encode(), validate=True)
+
+
+def verify_signature(signature: Signature, payload: Any) -> bool:
+    """Check a signature against content with the public key it carries."""
+    try:
+        raw = _unb64(signature.public_key)
+        if hashlib.sha256(raw).hexdigest() != signature.key_id:
+            return False
+        Ed25519PublicKey.from_public_bytes(raw).verify(
+            _unb64(signature.value), canonical_json(payload)
+        )
+    except (InvalidSignature, ValueError):
+        return False
+    return signature.alg == ALGORITHM
+
+
+class Signer:
+    def __init__(self, settings: Settings) -> None:
+        self._kek = HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=None, info=b"yihao practitioner keys"
+        ).derive(settings.secret_key.encode())
+
+    async def _key(self, session: AsyncSession, user_id: int) -> tuple[PractitionerKey, bytes]:
+        row = await session.get(PractitionerKey, user_id)
+        if row is None:
+            private = Ed25519PrivateKey.generate()
+            public = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+            nonce = os.urandom(12)
+            sealed = AESGCM(self._kek).encrypt(
+                nonce, private.private_bytes_raw(), str(user_id).encode()
+            )
+            insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+            # Two first signatures at once: one key wins, both then use it.
+            await session.execute(
+                insert(PractitionerKey)
+                .values(
+                    user_id=user_id,
+                    fingerprint=hashlib.sha256(public).hexdigest(),
+                    public_key=_b64(public),
+                    private_key_enc=_b64(nonce + sealed),
+                    created_at=utcnow(),
+                )
+                .on_conflict_do_nothing(index_elements=["user_id"])
+            )
+            row = await session.get(PractitionerKey, user_id)
+            assert row is not None
+        blob = _unb64(row.private_key_enc)
+        raw_private = AESGCM(self._kek).decrypt(blob[:12], blob[12:], str(user_id).encode())
+        return row, raw_private
+
+    async def sign(self, session: AsyncSession, user_id: int, payload: Any) -> Signature:
+        """Sign ``payload`` (canonical JSON) with the practitioner's key, creating it on first use."""
+        row, raw_private = await self._key(session, user_id)
+        value = Ed25519PrivateKey.from_private_bytes(raw_private).sign(canonical_json(payload))
+        return Signature(
+            key_id=row.fingerprint, public_key=row.public_key, value=_b64(value), signed_at=utcnow()
+        )
+
+    async def verify(
+        self, session: AsyncSession, user_id: int, signature: Signature, payload: Any
+    ) -> bool:
+        """Verify, and that the key is the one on file for that practitioner."""
+        fingerprint = await session.scalar(
+            select(PractitionerKey.fingerprint).where(PractitionerKey.user_id == user_id)
+        )
+        return fingerprint == signature.key_id and verify_signature(signature, payload)

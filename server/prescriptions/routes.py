@@ -1,0 +1,211 @@
+"""HTTP edge of prescriptions: prescribing, routing, the pharmacy work queue, review, dispensing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from server.container import services
+from server.core.api import Call, Routes
+from server.core.errors import ValidationFailed
+from server.prescriptions import schemas
+
+routes = Routes(tag="prescriptions")
+PRESCRIBERS = {"specialist", "gp"}
+ONE = r"/api/v1/prescriptions/{prescription_id:\d+}"
+RULE_ERRORS = (403, 404, 422)
+
+
+def _service(call: Call) -> Any:
+    return services(call).prescriptions
+
+
+def idempotency_key(call: Call) -> str | None:
+    key = call.request.headers.get("Idempotency-Key")
+    if key is not None and not (1 <= len(key) <= 100 and key.isprintable()):
+        raise ValidationFailed.field("Idempotency-Key", "1 to 100 printable characters")
+    return key
+
+
+@routes.op(
+    "POST",
+    "/api/v1/prescriptions/check",
+    summary="Check a prescription against the rules and the patient's record, before signing",
+    body=schemas.PrescriptionCreate,
+    response=schemas.CheckResult,
+    roles=PRESCRIBERS,
+    errors=RULE_ERRORS,
+)
+async def check_prescription(call: Call) -> schemas.CheckResult:
+    return await _service(call).check(call.user, call.body)  # type: ignore[no-any-return]
+
+
+@routes.op(
+    "POST",
+    "/api/v1/prescriptions",
+    summary="Write and sign a prescription (send Idempotency-Key to retry safely)",
+    body=schemas.PrescriptionCreate,
+    response=schemas.PrescriptionOut,
+    status=201,
+    roles=PRESCRIBERS,
+    errors=RULE_ERRORS,
+)
+async def create_prescription(call: Call) -> schemas.PrescriptionOut:
+    return await _service(call).create(  # type: ignore[no-any-return]
+        call.user, call.body, idempotency_key(call)
+    )
+
+
+@routes.op(
+    "GET",
+    "/api/v1/prescriptions",
+    summary="My prescriptions (patient: mine; doctor: written by me) and where each stands",
+    query=schemas.MineQuery,
+    response=schemas.PrescriptionList,
+    errors=(403,),
+)
+async def list_my_prescriptions(call: Call) -> schemas.PrescriptionList:
+    return await _service(call).mine(call.user, call.query)  # type: ignore[no-any-return]
+
+
+@routes.op("GET", ONE, summary="One prescription", response=schemas.PrescriptionOut, errors=(404,))
+async def get_prescription(call: Call) -> schemas.PrescriptionOut:
+    return await _service(call).get(  # type: ignore[no-any-return]
+        call.user, call.path_int("prescription_id")
+    )
+
+
+@routes.op(
+    "GET",
+    ONE + "/history",
+    summary="The full status history",
+    response=schemas.HistoryList,
+    errors=(404,),
+)
+async def get_prescription_history(call: Call) -> schemas.HistoryList:
+    return await _service(call).history(  # type: ignore[no-any-return]
+        call.user, call.path_int("prescription_id")
+    )
+
+
+@routes.op(
+    "GET",
+    ONE + "/verify",
+    summary="Verify the doctor's signature over the prescription as stored",
+    response=schemas.VerifyResult,
+    errors=(404,),
+)
+async def verify_prescription(call: Call) -> schemas.VerifyResult:
+    return await _service(call).verify(  # type: ignore[no-any-return]
+        call.user, call.path_int("prescription_id")
+    )
+
+
+@routes.op(
+    "POST",
+    ONE + "/route",
+    summary="Send to the pharmacy the patient chose",
+    body=schemas.RouteRequest,
+    response=schemas.PrescriptionOut,
+    roles=PRESCRIBERS | {"patient"},
+    errors=(404, 409, 422),
+)
+async def route_prescription(call: Call) -> schemas.PrescriptionOut:
+    return await _service(call).route(  # type: ignore[no-any-return]
+        call.user, call.path_int("prescription_id"), call.body
+    )
+
+
+@routes.op(
+    "POST",
+    ONE + "/revise",
+    summary="Change and re-sign (after a rejection, or before review)",
+    body=schemas.PrescriptionBody,
+    response=schemas.PrescriptionOut,
+    roles=PRESCRIBERS,
+    errors=(404, 409, 422),
+)
+async def revise_prescription(call: Call) -> schemas.PrescriptionOut:
+    return await _service(call).revise(  # type: ignore[no-any-return]
+        call.user, call.path_int("prescription_id"), call.body
+    )
+
+
+@routes.op(
+    "POST",
+    ONE + "/cancel",
+    summary="Cancel before dispensing (the prescribing doctor)",
+    body=schemas.CancelRequest,
+    response=schemas.PrescriptionOut,
+    errors=(403, 404, 409),
+)
+async def cancel_prescription(call: Call) -> schemas.PrescriptionOut:
+    return await _service(call).cancel(  # type: ignore[no-any-return]
+        call.user, call.path_int("prescription_id"), call.body.reason
+    )
+
+
+@routes.op(
+    "POST",
+    ONE + "/receipt",
+    summary="The pharmacy acknowledges receipt of a version (repeating it is harmless)",
+    body=schemas.AckRequest,
+    errors=(403, 404),
+)
+async def acknowledge_prescription(call: Call) -> dict[str, Any]:
+    prescription_id = call.path_int("prescription_id")
+    if call.body.prescription_id != prescription_id:
+        raise ValidationFailed.field("prescription_id", "does not match the path")
+    return await _service(call).acknowledge(  # type: ignore[no-any-return]
+        call.user, prescription_id, call.body.version
+    )
+
+
+@routes.op(
+    "POST",
+    ONE + "/review",
+    summary="Pharmacist review (审方): start, approve, or reject with a reason",
+    body=schemas.ReviewRequest,
+    response=schemas.PrescriptionOut,
+    errors=(403, 404, 409),
+)
+async def review_prescription(call: Call) -> schemas.PrescriptionOut:
+    return await _service(call).review(  # type: ignore[no-any-return]
+        call.user, call.path_int("prescription_id"), call.body
+    )
+
+
+@routes.op(
+    "POST",
+    ONE + "/dispense",
+    summary="Record what was handed out; a prescription is dispensed once",
+    body=schemas.DispenseRequest,
+    response=schemas.PrescriptionOut,
+    errors=(403, 404, 409, 422),
+)
+async def dispense_prescription(call: Call) -> schemas.PrescriptionOut:
+    return await _service(call).dispense(  # type: ignore[no-any-return]
+        call.user, call.path_int("prescription_id"), call.body
+    )
+
+
+@routes.op(
+    "GET",
+    "/api/v1/pharmacy/prescriptions",
+    summary="The pharmacy work queue: new, under review, approved, dispensed; search by patient",
+    query=schemas.QueueQuery,
+    response=schemas.PrescriptionList,
+    errors=(403,),
+)
+async def pharmacy_queue(call: Call) -> schemas.PrescriptionList:
+    return await _service(call).queue(call.user, call.query)  # type: ignore[no-any-return]
+
+
+@routes.op(
+    "GET",
+    "/api/v1/pharmacy/deliveries/pending",
+    summary="Deliveries to my pharmacy not yet acknowledged, in order (stream envelopes)",
+    response=schemas.PendingList,
+    errors=(403,),
+)
+async def pending_deliveries(call: Call) -> schemas.PendingList:
+    return schemas.PendingList(items=await _service(call).pending(call.user))

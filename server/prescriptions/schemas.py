@@ -1,0 +1,186 @@
+"""Request and answer models of the prescriptions capability."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+from server.core.api import Strict
+from server.core.types import PlainText
+
+Kind = Literal["normal", "emergency", "long_term"]
+Route = Literal["口服", "舌下", "吸入", "外用", "皮下注射", "肌内注射", "静脉注射", "经皮", "滴眼"]
+Frequency = Literal["qd", "bid", "tid", "qid", "q8h", "q12h", "qn", "qw", "prn"]
+Status = Literal[
+    "signed", "sent", "under_review", "approved", "rejected", "dispensed", "cancelled", "expired"
+]
+QueueStatus = Literal["new", "under_review", "approved", "rejected", "dispensed", "all"]
+Severity = Literal["minor", "moderate", "severe"]
+
+# Administrations per day; prn counts as at most four a day for the dose check.
+TIMES_PER_DAY: dict[str, float] = {
+    "qd": 1, "bid": 2, "tid": 3, "qid": 4, "q8h": 3, "q12h": 2, "qn": 1, "qw": 1 / 7, "prn": 4,
+}  # fmt: skip
+
+
+class Diagnosis(Strict):
+    system: Literal["ICD-10"] = "ICD-10"
+    code: str = Field(pattern=r"^[A-Z]\d{2}(\.\d{1,4})?$", description="ICD-10 code, e.g. I10")
+    display: PlainText = Field(min_length=1, max_length=100)
+
+
+class Item(Strict):
+    drug_code: str = Field(min_length=1, max_length=32)
+    drug_name: PlainText = Field(min_length=1, max_length=100)
+    strength: PlainText = Field(min_length=1, max_length=32)
+    dose: float = Field(gt=0, le=100000, description="per administration, in dose_unit")
+    dose_unit: str = Field(min_length=1, max_length=8)
+    route: Route
+    frequency: Frequency
+    days: int = Field(ge=1, le=366)
+    quantity: int = Field(ge=1, le=1000, description="packs or units handed out")
+    unit: PlainText = Field(default="盒", min_length=1, max_length=8)
+
+
+class PrescriptionBody(Strict):
+    diagnosis: Diagnosis
+    items: list[Item] = Field(min_length=1, max_length=5)
+    kind: Kind = "normal"
+    validity_days: int = Field(
+        default=1, ge=1, le=30, description="1 = the day of issue; at most 3"
+    )
+    stable_condition: bool = Field(
+        default=False, description="long-term only: the doctor attests a stable chronic condition"
+    )
+    evaluation: PlainText | None = Field(
+        default=None, max_length=2000, description="documented evaluation (long-term > 4 weeks)"
+    )
+    notes: PlainText | None = Field(default=None, max_length=2000)
+    override_reason: PlainText | None = Field(
+        default=None, max_length=500, description="why severe check findings are overridden"
+    )
+
+    @model_validator(mode="after")
+    def _distinct_drugs(self) -> PrescriptionBody:
+        codes = [item.drug_code for item in self.items]
+        if len(set(codes)) != len(codes):
+            raise ValueError("a drug appears twice; write one item per drug")
+        return self
+
+
+class PrescriptionCreate(PrescriptionBody):
+    patient_id: int = Field(gt=0)
+    pharmacy_id: int | None = Field(
+        default=None, gt=0, description="the pharmacy the patient chose (doctor routes for them)"
+    )
+
+
+class Finding(BaseModel):
+    code: Literal["allergy", "interaction", "duplicate_therapy", "dose_over_maximum"]
+    severity: Severity
+    message: str
+    drugs: list[str]
+
+
+class CheckResult(BaseModel):
+    findings: list[Finding]
+    blocking: bool
+
+
+class RouteRequest(Strict):
+    pharmacy_id: int = Field(gt=0)
+    patient_choice: bool = Field(
+        default=False, description="a doctor routing confirms this is the patient's choice"
+    )
+
+
+class ReviewRequest(Strict):
+    decision: Literal["start", "approve", "reject"]
+    reason: PlainText | None = Field(default=None, max_length=1000)
+
+    @model_validator(mode="after")
+    def _reason(self) -> ReviewRequest:
+        if self.decision == "reject" and not self.reason:
+            raise ValueError("a rejection needs a reason")
+        return self
+
+
+class CancelRequest(Strict):
+    reason: PlainText = Field(min_length=1, max_length=1000)
+
+
+class DispensedItem(Strict):
+    drug_code: str = Field(min_length=1, max_length=32)
+    quantity: int = Field(ge=1, le=1000)
+    batch: PlainText | None = Field(default=None, max_length=40)
+
+
+class DispenseRequest(Strict):
+    items: list[DispensedItem] = Field(min_length=1, max_length=5)
+    note: PlainText | None = Field(default=None, max_length=1000)
+
+
+class AckRequest(Strict):
+    prescription_id: int = Field(gt=0)
+    version: int = Field(ge=1)
+
+
+class HistoryEntry(BaseModel):
+    at: datetime
+    status: str
+    version: int
+    actor_user_id: int | None
+    reason: str | None
+    details: dict[str, Any]
+
+
+class PrescriptionOut(BaseModel):
+    id: int
+    version: int
+    status: Status
+    patient_id: int
+    prescriber_id: int
+    institution_id: int
+    pharmacy_id: int | None
+    content: dict[str, Any]
+    signature: dict[str, Any]
+    findings: list[Finding]
+    valid_until: datetime
+    review_reason: str | None
+    received: bool
+    dispensation: dict[str, Any] | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class PrescriptionList(BaseModel):
+    items: list[PrescriptionOut]
+
+
+class HistoryList(BaseModel):
+    items: list[HistoryEntry]
+
+
+class VerifyResult(BaseModel):
+    valid: bool
+    key_id: str
+    signed_at: datetime
+
+
+class QueueQuery(Strict):
+    status: QueueStatus = "all"
+    patient: str | None = Field(
+        default=None, max_length=100, description="patient name or resident ID"
+    )
+    limit: int = Field(default=50, ge=1, le=200)
+
+
+class MineQuery(Strict):
+    status: Status | None = None
+    limit: int = Field(default=50, ge=1, le=200)
+
+
+class PendingList(BaseModel):
+    items: list[dict[str, Any]] = Field(description="stream envelopes not yet acknowledged")

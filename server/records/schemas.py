@@ -1,0 +1,114 @@
+"""Request and answer models of the shared record's clinician views and consent."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from server.core.access import SENSITIVE_CATEGORIES
+from server.core.api import Strict
+from server.core.types import Code
+
+SensitiveCategory = Literal[
+    "mental_health", "reproductive_health", "hiv", "substance_use", "genetic"
+]
+assert set(SensitiveCategory.__args__) == set(SENSITIVE_CATEGORIES)  # type: ignore[attr-defined]
+
+
+class SourceInstitution(BaseModel):
+    id: int
+    code: str
+    name: str
+
+
+class RecordItem(BaseModel):
+    """One entry of the shared record, as a clinician sees it."""
+
+    id: int
+    resource_type: str
+    code: str | None
+    code_system: str | None
+    display: str | None
+    date: datetime | None
+    status: str | None
+    category: str | None
+    institution: SourceInstitution
+    ingested_at: datetime
+
+
+class TrendPoint(BaseModel):
+    date: datetime | None
+    value: float | None
+
+
+class LabResult(RecordItem):
+    value: float | str | None
+    unit: str | None
+    interpretation: str | None = Field(description="the abnormal flag (H, L, HH, LL, A …)")
+    abnormal: bool
+    reference_range: str | None
+    trend: list[TrendPoint] = Field(description="earlier results of the same code, newest first")
+    direction: Literal["up", "down", "stable"] | None
+
+
+class ClinicalSummary(BaseModel):
+    patient_id: int
+    active_problems: list[RecordItem]
+    recent_labs: list[LabResult]
+    current_medications: list[RecordItem]
+    allergies: list[RecordItem]
+    access_reason: str
+
+
+class Timeline(BaseModel):
+    patient_id: int
+    items: list[RecordItem]
+    total: int
+    next_offset: int | None
+    access_reason: str
+
+
+class TimelineQuery(Strict):
+    type: str | None = Field(default=None, pattern=r"^[A-Z][A-Za-z]{1,63}$")
+    date_from: date | None = Field(default=None, alias="from")
+    date_to: date | None = Field(default=None, alias="to")
+    institution: Code | None = None
+    code: str | None = Field(default=None, max_length=128)
+    limit: int = Field(default=100, ge=1, le=500)
+    offset: int = Field(default=0, ge=0)
+
+
+class ConsentSet(Strict):
+    granted: bool
+    excluded_categories: list[SensitiveCategory] = Field(default_factory=list)
+
+
+class ConsentOut(BaseModel):
+    institution: SourceInstitution
+    granted: bool
+    excluded_categories: list[str]
+    updated_at: datetime
+
+
+class ConsentList(BaseModel):
+    items: list[ConsentOut]
+
+
+class AccessLogEntry(BaseModel):
+    at: datetime
+    user_id: int | None
+    user_name: str | None
+    role: str | None
+    institution: SourceInstitution | None
+    action: str
+    outcome: str
+    reason: str | None
+    resources: str | None
+    ip: str | None
+    emergency: bool
+
+
+class AccessLog(BaseModel):
+    items: list[AccessLogEntry]

@@ -1,0 +1,732 @@
+"""The shared record: ingest, the FHIR read side, the clinician views, consent and access lists.
+
+Every read of a patient's data goes through
+:meth:`AccessService.check_patient_access` (deny by default, audited), and
+what the reader sees leaves out the sensitive categories the patient excluded
+for the reader's institution. ``resources`` and ``add_resource`` are the
+trusted calls other capabilities make after their own checks.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+
+from sqlalchemy import Select, func, or_, select
+
+from server.core.access import AccessService
+from server.core.audit import AuditEvent, AuditLog
+from server.core.auth import PRACTITIONER_ROLES, Requester
+from server.core.db import Database, Tx
+from server.core.errors import BadRequest, Forbidden, NotFound, ValidationFailed
+from server.core.ids import RESIDENT_ID_SYSTEM
+from server.identity.patients import PatientIndex, local_identifier_system
+from server.identity.schemas import InstitutionOut, PatientOut
+from server.identity.service import IdentityService
+from server.records import schemas
+from server.records.fhir import (
+    SEARCH_PARAMS,
+    BundleRefused,
+    parse_fhir_datetime,
+    walk_references,
+)
+from server.records.ingest import Ingest, Item, Scope, Sender
+from server.records.models import RecordEntry
+
+ACTIVE_PROBLEM = ("active", "recurrence", "relapse")
+ABNORMAL_FLAGS = frozenset({"H", "HH", "HU", "L", "LL", "LU", "A", "AA", "<", ">", "POS", "DET"})
+LAB_CODES = 20  # distinct tests shown
+TREND_POINTS = 5
+
+
+class RecordsService:
+    def __init__(
+        self,
+        db: Database,
+        audit: AuditLog,
+        access: AccessService,
+        patients: PatientIndex,
+        identity: IdentityService,
+    ) -> None:
+        self.db = db
+        self.audit = audit
+        self.access = access
+        self.patients = patients
+        self.identity = identity
+        self.ingest = Ingest(db, audit, access, patients)
+
+    # --- writes ----------------------------------------------------------------
+
+    async def push_bundle(
+        self, requester: Requester | None, institution_code: str | None, bundle: Any
+    ) -> dict[str, Any]:
+        """An institution's FHIR push; ``requester`` None is the operator's import."""
+        institution = await self._sender_institution(requester, institution_code)
+        sender = Sender(institution.id, institution.code, requester)
+        return await self.ingest.bundle(sender, bundle)
+
+    async def _sender_institution(
+        self, requester: Requester | None, institution_code: str | None
+    ) -> InstitutionOut:
+        if requester is None:
+            assert institution_code is not None
+            for inst in await self.identity.list_institutions():
+                if inst.code == institution_code:
+                    return inst
+            raise NotFound(f"no institution '{institution_code}'")
+        if requester.role not in PRACTITIONER_ROLES or requester.institution_id is None:
+            raise Forbidden("clinical data is pushed by the staff of an institution, for it")
+        return await self.identity.get_institution(requester.institution_id)
+
+    async def add_resource(
+        self, tx: Tx, *, patient_id: int, institution_id: int, resource: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Trusted write of one resource into the caller's transaction; returns it stored."""
+        resource = copy.deepcopy(resource)
+        for key in ("subject", "patient"):
+            if key in resource:
+                break
+        else:
+            resource["subject"] = {"reference": f"Patient/{patient_id}"}
+        # Inside the caller's transaction: no second connection (SQLite has one writer).
+        institution = await self.identity._institution(tx.session, institution_id)
+        item = Item(0, "resource", None, resource)
+        scope = Scope(patients={patient_id})
+        try:
+            stored = await self.ingest.store(
+                tx, Sender(institution.id, institution.code, None), scope, [item]
+            )
+        except BundleRefused as exc:
+            raise ValidationFailed(
+                exc.detail,
+                errors=[
+                    {"field": i["expression"][0], "reason": i["diagnostics"]} for i in exc.issues
+                ],
+            ) from None
+        location = stored[0].location.split("/")
+        row = await tx.session.get(RecordEntry, int(location[1]))
+        assert row is not None
+        return dict(row.resource)
+
+    # --- trusted reads --------------------------------------------------------
+
+    async def resources(
+        self, patient_id: int, resource_type: str, *, status: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The patient's resources of a type (no access check: callers have checked)."""
+        query = select(RecordEntry.resource).where(
+            RecordEntry.patient_id == patient_id, RecordEntry.resource_type == resource_type
+        )
+        if status is not None:
+            query = query.where(RecordEntry.status == status)
+        async with self.db.read() as session:
+            rows = await session.scalars(query.order_by(RecordEntry.date.desc(), RecordEntry.id))
+            return [dict(r) for r in rows]
+
+    # --- access-checked reads -------------------------------------------------
+
+    async def _checked(
+        self,
+        requester: Requester,
+        patient_id: int,
+        action: str,
+        resources: str,
+        emergency_reason: str | None,
+    ) -> tuple[str, frozenset[str]]:
+        reason = await self.access.check_patient_access(
+            requester,
+            patient_id,
+            action=action,
+            resources=resources,
+            emergency_reason=emergency_reason,
+        )
+        excluded = (
+            frozenset()
+            if reason in ("self", "emergency")
+            else await self.access.excluded_categories(requester, patient_id)
+        )
+        return reason, excluded
+
+    @staticmethod
+    def _visible(query: Select[Any], patient_id: int, excluded: frozenset[str]) -> Select[Any]:
+        query = query.where(RecordEntry.patient_id == patient_id)
+        if excluded:
+            query = query.where(
+                or_(RecordEntry.sensitivity.is_(None), RecordEntry.sensitivity.notin_(excluded))
+            )
+        return query
+
+    async def _institutions(self) -> dict[int, schemas.SourceInstitution]:
+        return {
+            i.id: schemas.SourceInstitution(id=i.id, code=i.code, name=i.name)
+            for i in await self.identity.list_institutions()
+        }
+
+    async def clinical_summary(
+        self, requester: Requester, patient_id: int, emergency_reason: str | None = None
+    ) -> schemas.ClinicalSummary:
+        reason, excluded = await self._checked(
+            requester, patient_id, "record.summary", "summary", emergency_reason
+        )
+        institutions = await self._institutions()
+        columns = _item_columns()
+        async with self.db.read() as session:
+            problems = await session.execute(
+                self._visible(select(*columns), patient_id, excluded)
+                .where(
+                    RecordEntry.resource_type == "Condition",
+                    RecordEntry.status.in_(ACTIVE_PROBLEM),
+                )
+                .order_by(RecordEntry.date.desc())
+            )
+            meds = await session.execute(
+                self._visible(select(*columns), patient_id, excluded)
+                .where(
+                    RecordEntry.resource_type == "MedicationRequest",
+                    RecordEntry.status == "active",
+                )
+                .order_by(RecordEntry.date.desc())
+            )
+            allergies = await session.execute(
+                self._visible(select(*columns), patient_id, excluded)
+                .where(
+                    RecordEntry.resource_type == "AllergyIntolerance",
+                    or_(RecordEntry.status.is_(None), RecordEntry.status == "active"),
+                )
+                .order_by(RecordEntry.date.desc())
+            )
+            # The latest results of each test and their trend, ranked in SQL so that only
+            # those rows are fetched (a long record has thousands of lab results).
+            ranked = (
+                self._visible(
+                    select(
+                        RecordEntry.id,
+                        func.row_number()
+                        .over(
+                            partition_by=RecordEntry.code,
+                            order_by=(RecordEntry.date.desc(), RecordEntry.id.desc()),
+                        )
+                        .label("rank"),
+                    ),
+                    patient_id,
+                    excluded,
+                )
+                .where(
+                    RecordEntry.resource_type == "Observation",
+                    RecordEntry.category == "laboratory",
+                    RecordEntry.code.is_not(None),
+                )
+                .subquery()
+            )
+            labs = await session.execute(
+                select(*columns, RecordEntry.resource)
+                .join(ranked, ranked.c.id == RecordEntry.id)
+                .where(ranked.c.rank <= TREND_POINTS + 1)
+                .order_by(RecordEntry.date.desc(), RecordEntry.id.desc())
+            )
+            problem_items = [_item(r, institutions) for r in problems]
+            med_items = [_item(r, institutions) for r in meds]
+            allergy_items = [_item(r, institutions) for r in allergies]
+            lab_rows = list(labs)
+        return schemas.ClinicalSummary(
+            patient_id=patient_id,
+            active_problems=problem_items,
+            recent_labs=_lab_results(lab_rows, institutions),
+            current_medications=med_items,
+            allergies=allergy_items,
+            access_reason=reason,
+        )
+
+    async def timeline(
+        self,
+        requester: Requester,
+        patient_id: int,
+        query: schemas.TimelineQuery,
+        emergency_reason: str | None = None,
+    ) -> schemas.Timeline:
+        reason, excluded = await self._checked(
+            requester, patient_id, "record.timeline", query.type or "timeline", emergency_reason
+        )
+        institutions = await self._institutions()
+        filters: list[Any] = [RecordEntry.resource_type != "Patient"]
+        if query.type:
+            filters.append(RecordEntry.resource_type == query.type)
+        if query.code:
+            filters.append(RecordEntry.code == query.code)
+        if query.date_from:
+            filters.append(RecordEntry.date >= datetime.combine(query.date_from, time(), UTC))
+        if query.date_to:
+            filters.append(RecordEntry.date < _day_after(query.date_to))
+        if query.institution:
+            wanted = [i.id for i in institutions.values() if i.code == query.institution]
+            if not wanted:
+                raise ValidationFailed.field("institution", f"no institution '{query.institution}'")
+            filters.append(RecordEntry.institution_id == wanted[0])
+        async with self.db.read() as session:
+            base = self._visible(select(*_item_columns()), patient_id, excluded).where(*filters)
+            total = await session.scalar(select(func.count()).select_from(base.subquery()))
+            rows = await session.execute(
+                base.order_by(RecordEntry.date.desc(), RecordEntry.id.desc())
+                .offset(query.offset)
+                .limit(query.limit)
+            )
+            items = [_item(r, institutions) for r in rows]
+        total = int(total or 0)
+        following = query.offset + len(items)
+        return schemas.Timeline(
+            patient_id=patient_id,
+            items=items,
+            total=total,
+            next_offset=following if following < total else None,
+            access_reason=reason,
+        )
+
+    # --- FHIR read side --------------------------------------------------------
+
+    async def read(
+        self, requester: Requester, rtype: str, rid: str, emergency_reason: str | None = None
+    ) -> dict[str, Any]:
+        if not rid.isdigit():
+            raise NotFound(f"no {rtype}/{rid}")
+        if rtype == "Patient":
+            await self._checked(
+                requester, int(rid), "fhir.read", f"Patient/{rid}", emergency_reason
+            )
+            return await self.patient_resource(int(rid))
+        async with self.db.read() as session:
+            row = await session.scalar(
+                select(RecordEntry).where(
+                    RecordEntry.id == int(rid), RecordEntry.resource_type == rtype
+                )
+            )
+        if row is None:
+            raise NotFound(f"no {rtype}/{rid}")
+        if row.patient_id is None:
+            if requester.role not in PRACTITIONER_ROLES:
+                raise Forbidden("shared reference data is for practitioners")
+            return dict(row.resource)
+        _, excluded = await self._checked(
+            requester, row.patient_id, "fhir.read", f"{rtype}/{rid}", emergency_reason
+        )
+        if row.sensitivity in excluded:
+            raise Forbidden(
+                "the patient does not share this category with your institution",
+                code="consent_excluded",
+            )
+        return dict(row.resource)
+
+    async def patient_resource(self, patient_id: int) -> dict[str, Any]:
+        account = await self.patients.account(patient_id)
+        if account is None:
+            raise NotFound(f"no Patient/{patient_id}")
+        return patient_fhir(account)
+
+    async def search(
+        self,
+        requester: Requester,
+        rtype: str,
+        params: Sequence[tuple[str, str]],
+        *,
+        count: int,
+        offset: int,
+        emergency_reason: str | None = None,
+    ) -> tuple[list[dict[str, Any]], int]:
+        allowed = SEARCH_PARAMS.get(rtype)
+        if allowed is None:
+            raise BadRequest(f"searching {rtype} is not supported", code="unsupported_search")
+        unknown = sorted({k for k, _ in params if k not in allowed})
+        if unknown:
+            raise BadRequest(
+                f"unknown search parameter(s) for {rtype}: {', '.join(unknown)}; "
+                f"supported: {', '.join(allowed)}, _count, _offset",
+                code="unknown_search_parameter",
+            )
+        if rtype == "Patient":
+            return await self._search_patients(requester, params, emergency_reason)
+        patients = [v for k, v in params if k == "patient"]
+        if len(patients) != 1:
+            raise BadRequest(f"searching {rtype} needs one 'patient' parameter")
+        patient_id = _patient_param(patients[0])
+        filters: list[Any] = [RecordEntry.resource_type == rtype]
+        for key, value in params:
+            if key == "code":
+                system, bar, code = value.rpartition("|")
+                filters.append(RecordEntry.code.in_(code.split(",")))
+                if bar and system:
+                    filters.append(RecordEntry.code_system == system)
+            elif key == "status":
+                filters.append(RecordEntry.status.in_(value.split(",")))
+            elif key == "category":
+                filters.append(RecordEntry.category.in_(value.split(",")))
+            elif key == "date":
+                filters.append(_date_filter(value))
+        # The parameters are checked first: a bad request is a 400 before any access decision.
+        _, excluded = await self._checked(
+            requester, patient_id, "fhir.search", rtype, emergency_reason
+        )
+        query = self._visible(select(RecordEntry.resource), patient_id, excluded).where(*filters)
+        async with self.db.read() as session:
+            total = await session.scalar(select(func.count()).select_from(query.subquery()))
+            rows = await session.scalars(
+                query.order_by(RecordEntry.date.desc(), RecordEntry.id.desc())
+                .offset(offset)
+                .limit(count)
+            )
+            return [dict(r) for r in rows], int(total or 0)
+
+    async def _search_patients(
+        self,
+        requester: Requester,
+        params: Sequence[tuple[str, str]],
+        emergency_reason: str | None,
+    ) -> tuple[list[dict[str, Any]], int]:
+        ids: set[int] = set()
+        for key, value in params:
+            if key == "_id":
+                if value.isdigit():
+                    ids.add(int(value))
+            else:
+                system, bar, ident = value.partition("|")
+                if not bar:
+                    raise BadRequest("identifier takes system|value")
+                found = await self.patients.find_by_identifier(system, ident)
+                if found is not None:
+                    ids.add(found)
+        out = []
+        for pid in sorted(ids):
+            await self._checked(requester, pid, "fhir.search", "Patient", emergency_reason)
+            out.append(await self.patient_resource(pid))
+        return out, len(out)
+
+    async def everything(
+        self,
+        requester: Requester,
+        patient_id: int,
+        *,
+        count: int,
+        offset: int,
+        emergency_reason: str | None = None,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """The patient (first page) and every entry about them, paged."""
+        _, excluded = await self._checked(
+            requester, patient_id, "fhir.everything", "Patient/$everything", emergency_reason
+        )
+        query = self._visible(select(RecordEntry.resource), patient_id, excluded).where(
+            RecordEntry.resource_type != "Patient"
+        )
+        out: list[dict[str, Any]] = []
+        if offset == 0:
+            out.append(await self.patient_resource(patient_id))
+        async with self.db.read() as session:
+            total = await session.scalar(select(func.count()).select_from(query.subquery()))
+            rows = await session.scalars(
+                query.order_by(RecordEntry.id).offset(max(offset - 1, 0)).limit(count - len(out))
+            )
+            out.extend(dict(r) for r in rows)
+        return out, int(total or 0) + 1
+
+    # --- consent and the patient's access list ---------------------------------
+
+    async def set_consent(
+        self, requester: Requester, patient_id: int, institution_code: str, data: schemas.ConsentSet
+    ) -> schemas.ConsentOut:
+        institutions = await self._institutions()
+        match = [i for i in institutions.values() if i.code == institution_code]
+        if not match:
+            raise NotFound(f"no institution '{institution_code}'")
+        state = await self.access.set_consent(
+            requester,
+            patient_id,
+            match[0].id,
+            granted=data.granted,
+            excluded_categories=list(data.excluded_categories),
+        )
+        return schemas.ConsentOut(
+            institution=match[0],
+            granted=state.granted,
+            excluded_categories=state.excluded_categories,
+            updated_at=state.updated_at,
+        )
+
+    async def consents(self, requester: Requester, patient_id: int) -> schemas.ConsentList:
+        _check_self(requester, patient_id)
+        institutions = await self._institutions()
+        return schemas.ConsentList(
+            items=[
+                schemas.ConsentOut(
+                    institution=institutions[c.institution_id],
+                    granted=c.granted,
+                    excluded_categories=c.excluded_categories,
+                    updated_at=c.updated_at,
+                )
+                for c in await self.access.list_consents(patient_id)
+            ]
+        )
+
+    async def access_log(
+        self, requester: Requester, patient_id: int, limit: int = 200
+    ) -> schemas.AccessLog:
+        """Who accessed (or tried to access) the patient's record, when and why."""
+        if requester.role != "platform_admin":
+            _check_self(requester, patient_id)
+        institutions = await self._institutions()
+        users = {u.id: u for u in await self.identity.list_users(_OPERATOR, None, None)}
+        async with self.db.read() as session:
+            rows = await session.scalars(
+                select(AuditEvent)
+                .where(
+                    AuditEvent.patient_id == patient_id,
+                    AuditEvent.action.in_(("record.access", "record.write")),
+                )
+                .order_by(AuditEvent.seq.desc())
+                .limit(limit)
+            )
+            items = []
+            for event in rows:
+                user = users.get(event.actor_user_id or 0)
+                inst_id = event.details.get("institution_id")
+                items.append(
+                    schemas.AccessLogEntry(
+                        at=event.at,
+                        user_id=event.actor_user_id,
+                        user_name=user.name if user else None,
+                        role=event.actor_role,
+                        institution=institutions.get(inst_id) if inst_id else None,
+                        action=str(event.details.get("action", event.action)),
+                        outcome=event.outcome,
+                        reason=event.reason,
+                        resources=event.resource,
+                        ip=event.ip,
+                        emergency=bool(event.details.get("break_the_glass")),
+                    )
+                )
+        return schemas.AccessLog(items=items)
+
+    # --- merge follower ---------------------------------------------------------
+
+    async def follow_merge(self, tx: Tx, source_id: int, target_id: int) -> list[int]:
+        rows = list(
+            await tx.session.scalars(select(RecordEntry).where(RecordEntry.patient_id == source_id))
+        )
+        for row in rows:
+            row.patient_id = target_id
+            row.resource = _repoint(row.resource, source_id, target_id)
+        return [row.id for row in rows]
+
+    async def undo_merge(self, tx: Tx, source_id: int, target_id: int, moved: list[int]) -> None:
+        if not moved:
+            return
+        rows = await tx.session.scalars(select(RecordEntry).where(RecordEntry.id.in_(moved)))
+        for row in rows:
+            row.patient_id = source_id
+            row.resource = _repoint(row.resource, target_id, source_id)
+
+
+_OPERATOR = Requester(user_id=0, role="platform_admin", session_id="")
+
+
+def _check_self(requester: Requester, patient_id: int) -> None:
+    if requester.role != "patient" or requester.patient_id != patient_id:
+        raise Forbidden("only the patient sees this")
+
+
+def _repoint(resource: dict[str, Any], old: int, new: int) -> dict[str, Any]:
+    resource = copy.deepcopy(resource)
+    for ref, _ in walk_references(resource, ""):
+        if ref["reference"] == f"Patient/{old}":
+            ref["reference"] = f"Patient/{new}"
+    return resource
+
+
+def _item_columns() -> tuple[Any, ...]:
+    return (
+        RecordEntry.id,
+        RecordEntry.resource_type,
+        RecordEntry.code,
+        RecordEntry.code_system,
+        RecordEntry.display,
+        RecordEntry.date,
+        RecordEntry.status,
+        RecordEntry.category,
+        RecordEntry.institution_id,
+        RecordEntry.ingested_at,
+    )
+
+
+def _item(row: Any, institutions: dict[int, schemas.SourceInstitution]) -> schemas.RecordItem:
+    return schemas.RecordItem(
+        id=row.id,
+        resource_type=row.resource_type,
+        code=row.code,
+        code_system=row.code_system,
+        display=row.display,
+        date=row.date,
+        status=row.status,
+        category=row.category,
+        institution=institutions[row.institution_id],
+        ingested_at=row.ingested_at,
+    )
+
+
+def _lab_results(
+    rows: list[Any], institutions: dict[int, schemas.SourceInstitution]
+) -> list[schemas.LabResult]:
+    by_code: dict[str, list[Any]] = {}
+    for row in rows:  # newest first
+        by_code.setdefault(row.code, []).append(row)
+    results = []
+    for group in list(by_code.values())[:LAB_CODES]:
+        latest = group[0]
+        value, unit = _value(latest.resource)
+        flag = _interpretation(latest.resource, value)
+        trend = [
+            schemas.TrendPoint(date=r.date, value=v if isinstance(v, float) else None)
+            for r in group[1 : TREND_POINTS + 1]
+            for v in (_value(r.resource)[0],)
+        ]
+        results.append(
+            schemas.LabResult(
+                **_item(latest, institutions).model_dump(),
+                value=value,
+                unit=unit,
+                interpretation=flag,
+                abnormal=flag is not None and flag.upper() in ABNORMAL_FLAGS,
+                reference_range=_range_text(latest.resource),
+                trend=trend,
+                direction=_direction(value, trend),
+            )
+        )
+    return results
+
+
+def _value(resource: dict[str, Any]) -> tuple[float | str | None, str | None]:
+    quantity = resource.get("valueQuantity")
+    if isinstance(quantity, dict) and quantity.get("value") is not None:
+        return float(quantity["value"]), quantity.get("unit") or quantity.get("code")
+    if "valueString" in resource:
+        return str(resource["valueString"]), None
+    concept = resource.get("valueCodeableConcept")
+    if isinstance(concept, dict):
+        return concept.get("text") or (concept.get("coding") or [{}])[0].get("display"), None
+    return None, None
+
+
+def _interpretation(resource: dict[str, Any], value: float | str | None) -> str | None:
+    for concept in resource.get("interpretation") or []:
+        for coding in concept.get("coding") or []:
+            if coding.get("code"):
+                return str(coding["code"])
+    # No flag sent: derive it from the reference range.
+    if isinstance(value, float):
+        for ref in resource.get("referenceRange") or []:
+            low, high = (ref.get("low") or {}).get("value"), (ref.get("high") or {}).get("value")
+            if low is not None and value < float(low):
+                return "L"
+            if high is not None and value > float(high):
+                return "H"
+            if low is not None or high is not None:
+                return "N"
+    return None
+
+
+def _range_text(resource: dict[str, Any]) -> str | None:
+    for ref in resource.get("referenceRange") or []:
+        if ref.get("text"):
+            return str(ref["text"])
+        low, high = (ref.get("low") or {}).get("value"), (ref.get("high") or {}).get("value")
+        if low is not None or high is not None:
+            return f"{'' if low is None else low}–{'' if high is None else high}"
+    return None
+
+
+def _direction(value: float | str | None, trend: list[schemas.TrendPoint]) -> str | None:
+    if not isinstance(value, float) or not trend or trend[0].value is None:
+        return None
+    previous = trend[0].value
+    if abs(value - previous) <= abs(previous) * 0.05:
+        return "stable"
+    return "up" if value > previous else "down"
+
+
+def _day_after(day: Any) -> datetime:
+    return datetime.combine(day, time(), UTC) + timedelta(days=1)
+
+
+def _patient_param(value: str) -> int:
+    raw = value.removeprefix("Patient/")
+    if not raw.isdigit():
+        raise BadRequest("patient takes a Patient id (123 or Patient/123)")
+    return int(raw)
+
+
+_DATE_PREFIXES = {"eq", "ne", "gt", "lt", "ge", "le", "sa", "eb"}
+
+
+def _date_filter(value: str) -> Any:
+    prefix, raw = (value[:2], value[2:]) if value[:2] in _DATE_PREFIXES else ("eq", value)
+    moment = parse_fhir_datetime(raw)
+    if moment is None:
+        raise BadRequest(f"'{value}' is not a FHIR date")
+    column = RecordEntry.date
+    if prefix == "eq":
+        # A date without a time means the whole day (or month, year).
+        end = _period_end(raw, moment)
+        return (column >= moment) & (column < end)
+    return {
+        "gt": column > moment,
+        "sa": column > moment,
+        "ge": column >= moment,
+        "lt": column < moment,
+        "eb": column < moment,
+        "le": column <= _period_end(raw, moment),
+        "ne": column != moment,
+    }[prefix]
+
+
+def _period_end(raw: str, moment: datetime) -> datetime:
+    if len(raw) == 4:
+        return moment.replace(year=moment.year + 1)
+    if len(raw) == 7:
+        return (moment.replace(day=28) + timedelta(days=4)).replace(day=1)
+    if len(raw) == 10:
+        return moment + timedelta(days=1)
+    return moment + timedelta(seconds=1)
+
+
+def patient_fhir(account: PatientOut) -> dict[str, Any]:
+    """The unified account as an R4 Patient, with every institution's number."""
+    resource: dict[str, Any] = {
+        "resourceType": "Patient",
+        "id": str(account.id),
+        "identifier": [
+            {"use": "official", "system": RESIDENT_ID_SYSTEM, "value": account.resident_id}
+        ]
+        + [
+            {
+                "use": "secondary" if link.kind == "card" else "usual",
+                "system": local_identifier_system(link.institution.code, link.kind),
+                "value": link.number,
+                "assigner": {"display": link.institution.name},
+            }
+            for link in account.links
+        ],
+        "active": account.merged_into_id is None,
+        "name": [{"use": "official", "text": account.name}],
+        "gender": account.sex,
+        "birthDate": account.birth_date.isoformat(),
+        "extension": [
+            {
+                "url": "https://yihao.dev/fhir/StructureDefinition/real-name-verified",
+                "valueBoolean": account.real_name_verified,
+            }
+        ],
+    }
+    if account.phone:
+        resource["telecom"] = [{"system": "phone", "value": account.phone}]
+    if account.merged_into_id is not None:
+        resource["link"] = [
+            {"other": {"reference": f"Patient/{account.merged_into_id}"}, "type": "replaced-by"}
+        ]
+    return resource

@@ -1,0 +1,77 @@
+"""The audit chain: every administrative action leaves an entry; tampering is found."""
+
+from __future__ import annotations
+
+import itertools
+
+from sqlalchemy import delete, select, update
+
+from server.container import Services
+from server.core.audit import AuditEvent
+from tests.helpers import Api
+
+
+async def _entries(services: Services) -> list[AuditEvent]:
+    async with services.db.read() as session:
+        return list((await session.scalars(select(AuditEvent).order_by(AuditEvent.seq))).all())
+
+
+async def test_actions_are_audited_with_who_and_where(api: Api, network: Services) -> None:
+    await api.post(
+        "/api/v1/institutions",
+        as_="admin",
+        json={"code": "JMZX", "name": "即墨区中医医院", "kind": "secondary"},
+        headers={"X-Request-Id": "req-audit-1"},
+    )
+    entries = await _entries(network)
+    login = [e for e in entries if e.action == "auth.login" and e.outcome == "success"][-1]
+    created = [e for e in entries if e.action == "institution.create"][-1]
+    assert created.actor_role == "platform_admin"
+    assert created.actor_user_id == login.actor_user_id
+    assert created.ip == "127.0.0.1"
+    assert created.request_id == "req-audit-1"
+    assert created.details == {"code": "JMZX", "kind": "secondary"}
+    # The chain links each entry to the one before it.
+    for before, after in itertools.pairwise(entries):
+        assert after.prev_hash == before.hash
+    result = await network.audit.verify()
+    assert result.ok and result.checked == len(entries)
+
+
+async def test_verify_finds_an_edited_entry(network: Services) -> None:
+    async with network.db.transaction() as tx:
+        await tx.session.execute(
+            update(AuditEvent).where(AuditEvent.seq == 5).values(action="user.delete")
+        )
+    result = await network.audit.verify()
+    assert not result.ok
+    assert (result.broken_at, result.problem) == (5, "content was changed")
+    assert result.checked == 4
+
+
+async def test_verify_finds_a_deleted_entry(network: Services) -> None:
+    async with network.db.transaction() as tx:
+        await tx.session.execute(delete(AuditEvent).where(AuditEvent.seq == 7))
+    result = await network.audit.verify()
+    assert not result.ok
+    assert (result.broken_at, result.problem) == (7, "entry 7 is missing")
+
+
+async def test_verify_finds_reordered_entries(network: Services) -> None:
+    async with network.db.transaction() as tx:
+        # Swap the positions of entries 3 and 4 (moving one aside to keep the key unique).
+        await tx.session.execute(update(AuditEvent).where(AuditEvent.seq == 3).values(seq=-3))
+        await tx.session.execute(update(AuditEvent).where(AuditEvent.seq == 4).values(seq=3))
+        await tx.session.execute(update(AuditEvent).where(AuditEvent.seq == -3).values(seq=4))
+    result = await network.audit.verify()
+    assert not result.ok
+    assert result.broken_at == 3
+
+
+async def test_verify_finds_entries_cut_from_the_end(network: Services) -> None:
+    last = (await _entries(network))[-1].seq
+    async with network.db.transaction() as tx:
+        await tx.session.execute(delete(AuditEvent).where(AuditEvent.seq >= last - 1))
+    result = await network.audit.verify()
+    assert not result.ok
+    assert result.problem == "entries after this were removed"

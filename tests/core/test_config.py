@@ -1,0 +1,68 @@
+"""Settings fail fast and name the key; defaults give the embedded mode."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from server.config import SettingsError, load_settings
+
+
+def test_defaults_are_the_embedded_mode(tmp_path: Path) -> None:
+    settings = load_settings(environ={"YIHAO_DATA_DIR": str(tmp_path)})
+    assert settings.is_sqlite
+    assert settings.effective_database_url == f"sqlite+aiosqlite:///{tmp_path / 'yihao.db'}"
+    assert settings.effective_auto_migrate is True
+    assert settings.redis_url == ""
+    # A secret is made once and kept, so tokens survive a restart.
+    assert len(settings.secret_key) >= 32
+    assert (
+        load_settings(environ={"YIHAO_DATA_DIR": str(tmp_path)}).secret_key == settings.secret_key
+    )
+
+
+def test_distributed_mode_from_environment() -> None:
+    settings = load_settings(
+        environ={
+            "YIHAO_DATABASE_URL": "postgresql+asyncpg://yihao@db/yihao",
+            "YIHAO_REDIS_URL": "redis://cache:6379/0",
+            "YIHAO_SECRET_KEY": "s" * 40,
+            "YIHAO_TOTP_REQUIRED_ROLES": "specialist, platform_admin",
+        }
+    )
+    assert not settings.is_sqlite and settings.effective_auto_migrate is False
+    assert settings.totp_required_roles == {"specialist", "platform_admin"}
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"YIHAO_PORT": "eighty"}, "YIHAO_PORT"),
+        ({"YIHAO_DATABASE_URL": "mysql://x"}, "YIHAO_DATABASE_URL"),
+        ({"YIHAO_REDIS_URL": "http://x"}, "YIHAO_REDIS_URL"),
+        ({"YIHAO_DATABSE_URL": "sqlite+aiosqlite:///x"}, "YIHAO_DATABSE_URL: unknown setting"),
+        ({"YIHAO_TOTP_REQUIRED_ROLES": "surgeon"}, "YIHAO_TOTP_REQUIRED_ROLES"),
+        (
+            {"YIHAO_DATABASE_URL": "postgresql+asyncpg://db/yihao"},
+            "YIHAO_SECRET_KEY: required when the database is PostgreSQL",
+        ),
+    ],
+)
+def test_a_wrong_value_names_the_key(environ: dict[str, str], named: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(environ=environ)
+    assert named in str(caught.value)
+
+
+def test_settings_file_with_tables(tmp_path: Path) -> None:
+    config = tmp_path / "yihao.toml"
+    config.write_text(
+        'port = 9000\n[database]\nurl = "sqlite+aiosqlite:///x.db"\npool_size = "many"\n'
+    )
+    with pytest.raises(SettingsError) as caught:
+        load_settings(config, environ={})
+    assert f"'database_pool_size' in {config}" in str(caught.value)
+    config.write_text(f'port = 9000\ndata_dir = "{tmp_path}"\n')
+    settings = load_settings(config, environ={"YIHAO_PORT": "9100"})
+    assert settings.port == 9100  # the environment wins over the file

@@ -1,0 +1,22 @@
+import { createApp } from "vue";
+import App from "./App.vue";
+import { onSessionEnd, restoreSession, tokenSource } from "./auth/session";
+import "./i18n";
+import { startRealtime, stopRealtime } from "./realtime/store";
+import { router } from "./router";
+import "./styles.css";
+
+onSessionEnd(() => {
+  stopRealtime();
+  void router.push({ name: "login" });
+});
+
+async function boot(): Promise<void> {
+  if (await restoreSession()) startRealtime(tokenSource);
+  const app = createApp(App);
+  app.use(router);
+  await router.isReady();
+  app.mount("#app");
+}
+
+void boot();
