@@ -31,6 +31,8 @@ from server.core.auth import Passwords, Tokens
 from server.core.db import Database
 from server.core.errors import ServiceUnavailable
 from server.core.events import Events
+from server.core.leases import Jobs, Leases
+from server.core.listener import redis_listener_status
 from server.core.middleware import (
     ERROR_RENDERERS,
     METRICS,
@@ -164,6 +166,7 @@ def create_app(settings: Settings) -> web.Application:
         scheduling=scheduling,
         referrals=referrals,
         precall=precall,
+        jobs=Jobs(Leases(db)),
         prescriptions=prescriptions,
         signer=signer,
         access=access,
@@ -186,6 +189,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_socketio(sio))
     app.cleanup_ctx.append(_referral_expiry(referrals))
     app.cleanup_ctx.append(precall.lifespan)
+    app.cleanup_ctx.append(_jobs(services.jobs))
     app.cleanup_ctx.append(escalation_job(consults, settings.consult_escalation_interval_seconds))
     app.cleanup_ctx.append(
         prescription_background(prescriptions, settings.prescription_sweep_seconds)
@@ -251,6 +255,15 @@ def _referral_expiry(referrals: ReferralService) -> Any:
     return ctx
 
 
+def _jobs(jobs: Jobs) -> Any:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        jobs.start()
+        yield
+        await jobs.stop()
+
+    return ctx
+
+
 def _socketio(sio: socketio.AsyncServer) -> Any:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         yield
@@ -277,6 +290,7 @@ def add_operations_routes(app: web.Application) -> None:
                 checks["redis"] = "ok"
             except Exception as exc:
                 checks["redis"] = f"unavailable: {type(exc).__name__}"
+            checks["redis_listener"] = redis_listener_status(services.gateway.sio.manager)
         if any(value != "ok" for value in checks.values()):
             problem = ServiceUnavailable("not ready", code="not_ready", extra={"checks": checks})
             return json_response(problem.to_problem(request.path), 503, "application/problem+json")

@@ -10,6 +10,7 @@
     yihao user create --username dr_li --password … --role specialist --institution QDSL
                       [--name 李明] [--title 主任医师] [--department 心内科] [--resident-id …]
     yihao user totp --username dr_li
+    yihao cluster [--nodes 3] [--port 8080] [--no-nginx] [--web-dir DIR]
 
 Exit codes: 0 success, 1 the operation was refused (the message says why),
 2 bad usage or settings.
@@ -211,6 +212,29 @@ def cmd_referrals_expire(args: argparse.Namespace, settings: Settings) -> int:
     return _with_services(settings, work)
 
 
+def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
+    import os
+    from pathlib import Path
+
+    from server.cluster import serve_cluster
+
+    if settings.is_sqlite or not settings.redis_url:
+        print(
+            "yihao: cluster: set YIHAO_DATABASE_URL (PostgreSQL) and YIHAO_REDIS_URL; "
+            "the nodes share them",
+            file=sys.stderr,
+        )
+        return 2
+    # Every node gets this command's settings: its YIHAO_ variables and settings file.
+    env = {k: v for k, v in os.environ.items() if k.startswith("YIHAO_")}
+    if args.config:
+        env["YIHAO_CONFIG"] = str(Path(args.config).resolve())
+    env["YIHAO_SECRET_KEY"] = settings.secret_key
+    web_dir = Path(args.web_dir) if args.web_dir else settings.web_dir
+    asyncio.run(serve_cluster(env, args.nodes, args.port, not args.no_nginx, web_dir))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="yihao", description="Yihao (一号) server")
     parser.add_argument("--config", help="settings file (TOML); also YIHAO_CONFIG")
@@ -283,6 +307,15 @@ def build_parser() -> argparse.ArgumentParser:
     user_totp = user.add_parser("totp", help="enrol a TOTP second factor for an account")
     user_totp.add_argument("--username", required=True)
     user_totp.set_defaults(func=cmd_user_totp)
+
+    cluster = commands.add_parser(
+        "cluster", help="run N nodes behind nginx on this machine (PostgreSQL and Redis)"
+    )
+    cluster.add_argument("--nodes", type=int, default=2)
+    cluster.add_argument("--port", type=int, default=8080, help="nginx's port")
+    cluster.add_argument("--no-nginx", action="store_true", help="start the nodes only")
+    cluster.add_argument("--web-dir", help="the built web client for nginx to serve")
+    cluster.set_defaults(func=cmd_cluster)
     return parser
 
 

@@ -11,6 +11,7 @@ from server.core.api import SERVICES, Call
 from server.core.audit import AuditLog
 from server.core.db import Database
 from server.core.events import Events
+from server.core.leases import Jobs
 from server.core.signing import Signer
 from server.identity.patients import PatientIndex
 from server.identity.service import AuthService, IdentityService
@@ -41,6 +42,7 @@ class Services:
     scheduling: SchedulingService
     referrals: ReferralService
     precall: PrecallService
+    jobs: Jobs
     consults: ConsultsService
     prescriptions: PrescriptionService
     signer: Signer

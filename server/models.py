@@ -11,6 +11,7 @@ from server.core.access import AccessWindow, CareRelationship, Consent
 from server.core.audit import AuditEvent, AuditHead
 from server.core.db import Base
 from server.core.events import StreamEvent, StreamHead
+from server.core.leases import JobLease
 from server.core.signing import PractitionerKey
 from server.identity.models import (
     AuthSession,
@@ -58,6 +59,7 @@ __all__ = [
     "Holiday",
     "InboxItem",
     "Institution",
+    "JobLease",
     "Patient",
     "PatientLink",
     "PatientMerge",

@@ -1,0 +1,110 @@
+"""Fixtures for multi-node tests: real ``yihao serve`` processes on the session's PostgreSQL.
+
+Every cluster a test starts is stopped by the fixture's finalizer, whatever the
+test did; nodes get a Redis channel of their own so parallel runs never hear
+each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from server.cluster import HOST, LocalCluster, Process, cluster_env, free_port
+from tests.cluster.proxy import TcpProxy
+from tests.conftest import SECRET, _truncate
+
+MakeCluster = Callable[..., Awaitable[LocalCluster]]
+
+
+@pytest.fixture
+async def node_env(pg_database_url: str, redis_url: str) -> dict[str, str]:
+    """Settings shared by the nodes of one test's cluster, on emptied tables."""
+    await _truncate(pg_database_url)
+    return cluster_env(
+        pg_database_url,
+        redis_url,
+        SECRET,
+        f"yihao-cluster-{uuid.uuid4().hex[:8]}",
+        argon2_memory_kib="64",
+        argon2_time_cost="1",
+        log_level="WARNING",
+    )
+
+
+@pytest.fixture
+async def make_cluster(tmp_path: Path) -> AsyncIterator[MakeCluster]:
+    """Start clusters on the demo network; all are stopped at the end of the test."""
+    made: list[LocalCluster] = []
+
+    async def make(
+        env: dict[str, str], nodes: int = 2, nginx: bool = False, **kwargs: Any
+    ) -> LocalCluster:
+        cluster = LocalCluster(
+            env=env, workdir=tmp_path / f"cluster{len(made)}", nodes=nodes, nginx=nginx, **kwargs
+        )
+        made.append(cluster)
+        await cluster.run_cli("seed-demo")
+        await cluster.start()
+        return cluster
+
+    yield make
+    for cluster in made:
+        cluster.stop()
+
+
+@pytest.fixture
+async def private_redis(tmp_path: Path) -> AsyncIterator[Process]:
+    """A redis-server of this test's own, which the test may kill and restart at will."""
+    port = free_port()
+    argv = [
+        shutil.which("redis-server") or "/usr/bin/redis-server",
+        "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no",
+        "--dir", str(tmp_path),
+    ]  # fmt: skip
+    server = Process("redis", port, tmp_path / "redis.log", argv, dict(os.environ))
+    server.start()
+    await wait_for_redis(server)
+    yield server
+    server.stop()
+
+
+async def wait_for_redis(server: Process, timeout: float = 10) -> None:
+    client = Redis(host=HOST, port=server.port, socket_connect_timeout=1)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                await client.ping()
+                return
+            except RedisError:
+                if time.monotonic() > deadline or not server.running:
+                    raise
+            await asyncio.sleep(0.05)  # polling a process that cannot notify us
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def proxies() -> AsyncIterator[Callable[[str, int], Awaitable[TcpProxy]]]:
+    """Start TCP proxies in front of real services; all are closed at the end of the test."""
+    made: list[TcpProxy] = []
+
+    async def make(host: str, port: int) -> TcpProxy:
+        proxy = await TcpProxy(host, port).start()
+        made.append(proxy)
+        return proxy
+
+    yield make
+    for proxy in made:
+        await proxy.close()

@@ -1,0 +1,104 @@
+"""Background jobs across nodes: each tick runs on exactly one node, never two at once.
+
+Two "nodes" here are two independent engines on the same database (SQLite
+file or the PostgreSQL test database), each with its own lease holder, as two
+server processes would be.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from server.config import Settings
+from server.core.db import Database
+from server.core.leases import JobFn, Jobs, Leases
+
+
+@dataclass
+class Ledger:
+    """What the job saw: which node ran which tick, and how many ran at once."""
+
+    runs: dict[int, list[str]] = field(default_factory=dict)
+    running: int = 0
+    most_at_once: int = 0
+    enough: asyncio.Event = field(default_factory=asyncio.Event)
+    wanted: int = 0
+
+    def job(self, node: str) -> JobFn:
+        async def run(tick: int) -> None:
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+            try:
+                self.runs.setdefault(tick, []).append(node)
+                # Yield to the loop a few times, as a job doing I/O would, so that
+                # the other node gets every chance to run concurrently.
+                for _ in range(5):
+                    await asyncio.sleep(0)
+            finally:
+                self.running -= 1
+            if self.wanted and len(self.runs) >= self.wanted:
+                self.enough.set()
+
+        return run
+
+
+@pytest.fixture
+async def two_nodes(settings: Settings) -> AsyncIterator[tuple[Jobs, Jobs]]:
+    databases = [Database(settings), Database(settings)]
+    try:
+        yield Jobs(Leases(databases[0], "node-a")), Jobs(Leases(databases[1], "node-b"))
+    finally:
+        for db in databases:
+            await db.dispose()
+
+
+async def test_each_tick_runs_on_exactly_one_node(two_nodes: tuple[Jobs, Jobs]) -> None:
+    ledger = Ledger()
+    node_a, node_b = two_nodes
+    node_a.every("retention", 60, ledger.job("a"))
+    node_b.every("retention", 60, ledger.job("b"))
+    for tick in range(1, 31):
+        ran = await asyncio.gather(
+            node_a.run_tick("retention", tick), node_b.run_tick("retention", tick)
+        )
+        assert sorted(ran) == [False, True]
+    assert sorted(ledger.runs) == list(range(1, 31))
+    assert all(len(nodes) == 1 for nodes in ledger.runs.values())
+    assert ledger.most_at_once == 1
+    # A tick already run is never run again, on either node.
+    assert not await node_a.run_tick("retention", 30)
+    assert not await node_b.run_tick("retention", 12)
+
+
+async def test_a_live_lease_blocks_the_other_node_until_it_expires(
+    two_nodes: tuple[Jobs, Jobs],
+) -> None:
+    node_a, node_b = two_nodes
+    ledger = Ledger()
+    node_b.every("escalation", 60, ledger.job("b"))
+    # Node A claims tick 1 and dies mid-run: its lease is never released.
+    assert await node_a.leases.claim("escalation", 1, ttl=0.3)
+    assert not await node_b.run_tick("escalation", 2)
+    await asyncio.sleep(0.35)  # the lease's time to live is what is under test
+    assert await node_b.run_tick("escalation", 3)
+    assert ledger.runs == {3: ["b"]}
+
+
+async def test_scheduled_jobs_on_two_nodes_share_the_ticks(two_nodes: tuple[Jobs, Jobs]) -> None:
+    ledger = Ledger(wanted=8)
+    node_a, node_b = two_nodes
+    node_a.every("outbox.relay", 0.05, ledger.job("a"))
+    node_b.every("outbox.relay", 0.05, ledger.job("b"))
+    node_a.start()
+    node_b.start()
+    try:
+        await asyncio.wait_for(ledger.enough.wait(), timeout=10)
+    finally:
+        await node_a.stop()
+        await node_b.stop()
+    assert all(len(nodes) == 1 for nodes in ledger.runs.values())
+    assert ledger.most_at_once == 1
