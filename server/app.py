@@ -186,7 +186,7 @@ def create_app(settings: Settings) -> web.Application:
 
     app.cleanup_ctx.append(_database(db, settings))
     app.cleanup_ctx.append(_redis(services, settings, sio))
-    app.cleanup_ctx.append(_socketio(sio))
+    app.cleanup_ctx.append(_socketio(sio, gateway))
     app.cleanup_ctx.append(_referral_expiry(referrals))
     app.cleanup_ctx.append(precall.lifespan)
     app.cleanup_ctx.append(_jobs(services.jobs))
@@ -264,9 +264,11 @@ def _jobs(jobs: Jobs) -> Any:
     return ctx
 
 
-def _socketio(sio: socketio.AsyncServer) -> Any:
+def _socketio(sio: socketio.AsyncServer, gateway: Gateway) -> Any:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         yield
+        # Sockets were closed with the server; their disconnect work may still be writing.
+        await _bounded(gateway.drain(), "socket disconnect handlers")
         await _bounded(sio.shutdown(), "socket.io server")
 
     return ctx

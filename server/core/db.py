@@ -30,6 +30,7 @@ from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
 from server.config import Settings
+from server.core.errors import ServiceUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -138,12 +139,20 @@ class Database:
                 pool_timeout=10,
             )
             self.read_engine = self.engine
+        self.closed = False
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
         self.read_sessionmaker = async_sessionmaker(self.read_engine, expire_on_commit=False)
+
+    def _check_open(self) -> None:
+        if self.closed:
+            # Late work during shutdown (a socket's disconnect hook, a job's last tick) must
+            # not open a connection that nothing would ever close.
+            raise ServiceUnavailable("the server is shutting down", code="shutting_down")
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
         """Run a unit of work; after-commit callbacks run only if it committed."""
+        self._check_open()
         async with self.sessionmaker() as session, session.begin():
             tx = Tx(session)
             yield tx
@@ -157,6 +166,7 @@ class Database:
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
         """A read-only unit of work (nothing is committed from it)."""
+        self._check_open()
         async with self.read_sessionmaker() as session, session.begin():
             yield session
 
@@ -169,6 +179,7 @@ class Database:
             await conn.run_sync(run_migrations)
 
     async def dispose(self) -> None:
+        self.closed = True
         await self.engine.dispose()
         if self.read_engine is not self.engine:
             await self.read_engine.dispose()

@@ -15,6 +15,7 @@ uses. Acks are sent only after the handler's transaction committed.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -74,6 +75,8 @@ class Gateway:
         self.metrics = metrics
         self.room_providers: list[RoomProvider] = []
         self.disconnect_hooks: list[DisconnectHook] = []
+        # Disconnect handlers still running: shutdown waits for them before closing the database.
+        self._inflight: set[asyncio.Task[Any]] = set()
         self.limiter = RateLimiter(settings.socket_events_per_10s, per=10.0)
         self.event_names: list[str] = []
         sio.on("connect", self._on_connect)
@@ -160,11 +163,25 @@ class Gateway:
 
     async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
         self.metrics.sockets.dec()
-        for hook in self.disconnect_hooks:
-            try:
-                await hook(sid)
-            except Exception:
-                logger.exception("disconnect hook failed", extra={"sid": sid})
+        task = asyncio.current_task()
+        if task is not None:
+            self._inflight.add(task)
+        try:
+            for hook in self.disconnect_hooks:
+                try:
+                    await hook(sid)
+                except Exception:
+                    logger.exception("disconnect hook failed", extra={"sid": sid})
+        finally:
+            if task is not None:
+                self._inflight.discard(task)
+
+    async def drain(self) -> None:
+        """Wait for disconnect work still running (at shutdown, before the database closes)."""
+        current = asyncio.current_task()
+        pending = [t for t in self._inflight if t is not current and not t.done()]
+        if pending:
+            await asyncio.wait(pending)
 
     def rooms_of(self, sid: str) -> set[str]:
         return {room for room in self.sio.rooms(sid) if room != sid}
