@@ -56,6 +56,7 @@ from server.core.errors import (
     ValidationFailed,
 )
 from server.core.events import Events
+from server.core.history import entries, read_history
 from server.core.signing import Signature, Signer
 from server.identity.models import User
 from server.identity.service import AuthService, IdentityService
@@ -239,23 +240,8 @@ class ConsultsService:
     async def history(self, requester: Requester, consult_id: int) -> schemas.History:
         await self.get_consult(requester, consult_id)
         async with self.db.read() as session:
-            rows = await session.scalars(
-                select(ConsultTransition)
-                .where(ConsultTransition.consult_id == consult_id)
-                .order_by(ConsultTransition.id)
-            )
-            return schemas.History(
-                items=[
-                    schemas.Transition(
-                        from_status=r.from_status,
-                        to_status=r.to_status,
-                        actor_id=r.actor_id,
-                        note=r.note,
-                        at=r.at,
-                    )
-                    for r in rows
-                ]
-            )
+            rows = await read_history(session, ConsultTransition.consult_id, consult_id)
+            return schemas.History(items=entries(schemas.Transition, rows))
 
     async def consult_rooms(self, requester: Requester) -> list[str]:
         """Room provider: the consult rooms a connecting socket belongs in."""
