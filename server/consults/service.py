@@ -42,7 +42,6 @@ from server.consults.models import (
     ConsultPresence,
     ConsultTransition,
 )
-from server.consults.reauth import check_reauthenticated
 from server.core.access import AccessService
 from server.core.audit import AuditLog
 from server.core.auth import CLINICIAN_ROLES, Requester
@@ -863,12 +862,12 @@ class ConsultsService:
             consult, _ = await self._check_participant(session, data.consult_id, requester)
         if consult.status not in LIVE_STATES:
             raise Conflict(f"the consult is {consult.status}: no session", code="consult_not_live")
-        method = await check_reauthenticated(
-            self.auth,
+        method = await self.auth.reauthenticate(
             requester,
             password=data.password,
             totp=data.totp,
             fresh_seconds=self.reauth_seconds,
+            action="consult.reauth",
         )
         async with self.db.transaction() as tx:
             consult = await self._get(tx.session, data.consult_id, lock=True)
