@@ -7,8 +7,9 @@ another user elsewhere in the network would, and returns the server's answer.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from tests.e2e.conftest import LiveServer
 
@@ -101,3 +102,35 @@ def request_consult(server: LiveServer, *, patient: str = "patient_wang") -> dic
     status, created = server.call("POST", "/api/v1/consults", body, as_="gp_zhang")
     assert status == 201, created
     return created  # type: ignore[no-any-return]
+
+
+def tomorrow() -> date:
+    """Tomorrow where the schedules are kept (Asia/Shanghai)."""
+    return (datetime.now(ZoneInfo("Asia/Shanghai")) + timedelta(days=1)).date()
+
+
+def open_slots(server: LiveServer, code: str, department: str) -> list[dict[str, Any]]:
+    """A desk publishes tomorrow's morning for the department; returns its open slots."""
+    dept = department_id(server, code, department)
+    day = tomorrow()
+    desk = {"QDSL": "nurse_he"}.get(code, "admin_qdsl")
+    status, body = server.call(
+        "POST",
+        "/api/v1/schedules/templates",
+        {"department_id": dept, "weekday": day.weekday(), "start_time": "09:00",
+         "slot_minutes": 30, "slot_count": 2, "capacity": 3},
+        as_=desk,
+    )  # fmt: skip
+    assert status == 201, body
+    status, body = server.call(
+        "POST",
+        "/api/v1/schedules/generate",
+        {"department_id": dept, "from_date": day.isoformat(), "to_date": day.isoformat()},
+        as_=desk,
+    )
+    assert status == 200, body
+    status, body = server.call(
+        "GET", f"/api/v1/slots?department_id={dept}&available=true", as_=desk
+    )
+    assert status == 200 and body["items"], body
+    return body["items"]  # type: ignore[no-any-return]
