@@ -11,6 +11,7 @@ from playwright.sync_api import Page, expect
 
 from tests.e2e.conftest import TABLET, ConsoleWatch, LiveServer, screenshot, sign_in
 from tests.e2e.pages_support import open_slots, refer_up
+from tests.e2e.test_realtime import NetworkCut
 
 pytestmark = pytest.mark.e2e
 
@@ -124,3 +125,29 @@ def test_an_answer_already_given_elsewhere_is_refused_in_words(
     # The card now shows where the referral stands.
     expect(card.get_by_test_id("referral-status")).to_have_text("已拒绝")
     expect(card.locator("[data-action=accept]")).to_have_count(0)
+
+
+def test_referrals_sent_during_a_network_drop_arrive_once(page: Page, server: LiveServer) -> None:
+    cut = NetworkCut()
+    page.route_web_socket("**/socket.io/**", cut.route)
+    status, listed = server.call("GET", "/api/v1/referrals?box=received", as_="dr_li")
+    assert status == 200
+    before = len(listed["items"])
+    open_referrals(page, "dr_li")
+    received = page.get_by_test_id("referrals-received")
+    expect(received.get_by_test_id("referral")).to_have_count(before)
+
+    page.context.set_offline(True)  # HTTP; the socket is cut by the route (playwright#4910)
+    cut.drop()
+    expect(page.locator(".app")).to_have_attribute("data-realtime", "reconnecting")
+    missed = [refer_up(server), refer_up(server)]
+    page.context.set_offline(False)
+    cut.restore()
+    expect(page.locator(".app")).to_have_attribute("data-realtime", "live", timeout=20_000)
+
+    for referral in missed:
+        card = received.locator(f"[data-referral-id='{referral['id']}']")
+        expect(card).to_have_count(1)
+        expect(card.get_by_test_id("referral-status")).to_have_text("待接收")
+    expect(received.get_by_test_id("referral")).to_have_count(before + 2)
+    expect(page.get_by_test_id("referral-count-received")).to_have_text(str(before + 2))
