@@ -55,6 +55,14 @@ def test_a_prescription_arrives_live_is_approved_and_dispensed(
     ]
     screenshot(page, server, "pharmacy-dispensed")
 
+    # English, switched in place.
+    page.get_by_test_id("lang").click()
+    expect(page.get_by_role("heading", name="Prescription queue")).to_be_visible()
+    expect(item.get_by_test_id("rx-status")).to_have_text("Dispensed")
+    expect(item.locator("[data-code=duplicate_therapy]")).to_contain_text("Duplicate therapy")
+    screenshot(page, server, "pharmacy-queue-en")
+    page.get_by_test_id("lang").click()
+
 
 def test_a_rejection_without_a_reason_is_refused_by_the_server(
     page: Page, server: LiveServer, console: ConsoleWatch

@@ -10,7 +10,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.e2e.conftest import TABLET, ConsoleWatch, LiveServer, screenshot, sign_in
-from tests.e2e.pages_support import open_slots, refer_up
+from tests.e2e.pages_support import institution, me, open_slots, refer_up
 from tests.e2e.test_realtime import NetworkCut
 
 pytestmark = pytest.mark.e2e
@@ -151,3 +151,31 @@ def test_referrals_sent_during_a_network_drop_arrive_once(page: Page, server: Li
         expect(card.get_by_test_id("referral-status")).to_have_text("待接收")
     expect(received.get_by_test_id("referral")).to_have_count(before + 2)
     expect(page.get_by_test_id("referral-count-received")).to_have_text(str(before + 2))
+
+
+def test_community_doctor_acknowledges_a_referral_down(page: Page, server: LiveServer) -> None:
+    open_referrals(page, "gp_zhang")
+    snbdh = institution(server, "SNBDH")
+    body = {
+        "direction": "down",
+        "patient_id": me(server, "patient_wang")["patient_id"],
+        "purpose": "术后康复随访",
+        "to_institution_id": snbdh["id"],
+        "reason": "PCI 术后病情稳定，转回社区继续管理",
+        "discharge_summary": "冠状动脉支架植入术后第 5 天，无胸痛。",
+        "follow_up": [{"title": "两周后复查血脂", "due_date": None}],
+    }
+    status, down = server.call("POST", "/api/v1/referrals", body, as_="dr_li")
+    assert status == 201, down
+    # It reaches the community centre's desk live.
+    card = page.locator(f"[data-testid=referral][data-referral-id='{down['id']}']")
+    expect(card).to_have_attribute("data-direction", "down")
+    expect(card).to_contain_text("下转")
+    expect(card).to_contain_text("冠状动脉支架植入术后")
+    expect(card).to_contain_text("两周后复查血脂")
+    card.locator("[data-action=accept]").click()
+    card.get_by_test_id("referral-accept-form").get_by_role("button", name="接收").click()
+    expect(card.get_by_test_id("referral-status")).to_have_text("已接收")
+    status, stored = server.call("GET", f"/api/v1/referrals/{down['id']}", as_="dr_li")
+    assert (status, stored["status"]) == (200, "accepted")
+    screenshot(page, server, "referral-down-acknowledged")
