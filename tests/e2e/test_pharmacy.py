@@ -60,6 +60,7 @@ def test_a_prescription_arrives_live_is_approved_and_dispensed(
     expect(page.get_by_role("heading", name="Prescription queue")).to_be_visible()
     expect(item.get_by_test_id("rx-status")).to_have_text("Dispensed")
     expect(item.locator("[data-code=duplicate_therapy]")).to_contain_text("Duplicate therapy")
+    expect(item.get_by_role("status")).to_have_text(f"Prescription #{rx['id']} dispensed.")
     screenshot(page, server, "pharmacy-queue-en")
     page.get_by_test_id("lang").click()
 

@@ -1,6 +1,6 @@
 // Helpers of the pharmacy, patient, referral and schedule screens: the network's
 // institutions by id (names for ids in answers), status labels, plain-text checks.
-import { reactive } from "vue";
+import { reactive, shallowRef } from "vue";
 import { api } from "../api/client";
 import type { Institution, Items } from "../api/types";
 import { isKey, t } from "../i18n";
@@ -69,4 +69,20 @@ export function formatDate(iso: string | null | undefined, locale: string): stri
 export function localDay(offsetDays = 0): string {
   const at = new Date(Date.now() + offsetDays * 86_400_000);
   return new Intl.DateTimeFormat("en-CA", { timeZone: "Asia/Shanghai" }).format(at);
+}
+
+/** A success message that follows the language switch (kept as a function of the locale). */
+export function useNotice(): { readonly text: string; set(message: () => string): void; clear(): void } {
+  const message = shallowRef<() => string>(() => "");
+  return {
+    get text() {
+      return message.value();
+    },
+    set(next: () => string) {
+      message.value = next;
+    },
+    clear() {
+      message.value = () => "";
+    },
+  };
 }
