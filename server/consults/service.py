@@ -1004,10 +1004,14 @@ class ConsultsService:
             )
             return sorted(set(result.scalars()))
 
-    async def forget_node(self, node_id: str) -> None:
+    async def forget_node(self, node_id: str, before: datetime) -> None:
         """At start: the presence an earlier process with this node id left behind."""
         async with self.db.transaction() as tx:
-            await tx.session.execute(delete(ConsultPresence).where(ConsultPresence.node == node_id))
+            await tx.session.execute(
+                delete(ConsultPresence).where(
+                    ConsultPresence.node == node_id, ConsultPresence.joined_at < before
+                )
+            )
 
     # --- the room: signaling ----------------------------------------------------------------
 

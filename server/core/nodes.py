@@ -35,8 +35,9 @@ logger = logging.getLogger(__name__)
 
 # Called with the ids of the live nodes (this one included): delete what belongs to others.
 Reaper = Callable[[set[str]], Awaitable[None]]
-# Called at start with this node's id: delete what an earlier process of the same id left.
-Forgetter = Callable[[str], Awaitable[None]]
+# Called at start with this node's id and start time: delete what an earlier process of
+# the same id left (before that time).
+Forgetter = Callable[[str, datetime], Awaitable[None]]
 
 
 class ClusterNode(Base):
@@ -59,6 +60,8 @@ class Nodes:
         self.dead_after = dead_after_seconds
         self.reapers: list[Reaper] = []
         self.forgetters: list[Forgetter] = []
+        self.started_at = utcnow()
+        self._forgotten = False
         # Monotonic time since when every heartbeat succeeded (None: the last one failed).
         self._healthy_since: float | None = None
         self._task: asyncio.Task[None] | None = None
@@ -73,6 +76,12 @@ class Nodes:
         """Refresh this node's row (insert it again if a reaper took it for dead)."""
         now = utcnow()
         try:
+            if not self._forgotten:
+                # A node id may be configured (YIHAO_NODE_ID, e.g. the pod name): what a
+                # killed process of the same id left before we started is ours to clear.
+                for forget in self.forgetters:
+                    await forget(self.id, self.started_at)
+                self._forgotten = True
             async with self.db.transaction() as tx:
                 result = await tx.session.execute(
                     update(ClusterNode).where(ClusterNode.id == self.id).values(heartbeat_at=now)
@@ -124,11 +133,10 @@ class Nodes:
                 logger.warning("node heartbeat failed", exc_info=True)
 
     async def start(self) -> None:
-        # A node id may be configured (YIHAO_NODE_ID, e.g. the pod name): what a killed
-        # process of the same id left is ours to clear now, before any socket arrives.
-        for forget in self.forgetters:
-            await forget(self.id)
-        await self.beat()
+        try:
+            await self.beat()
+        except Exception:  # the database is away: the node starts anyway, not ready
+            logger.warning("node not registered at start; retrying", exc_info=True)
         self._task = asyncio.create_task(self._loop())
 
     async def stop(self) -> None:

@@ -342,7 +342,7 @@ async def enter_consult(members: list[Member]) -> None:
     hosts = [m for m in members if m.token == clinic.host]
     doctors = [m for m in members if m.token == clinic.doctor]
     await hosts[0].join()
-    ack = await doctors[0].join()
+    ack = await doctors[0].join() if doctors else {"data": {"state": "none"}}
     if ack["data"]["state"] == "lobby":
         ack = await hosts[0].call(
             "consult.admit", {"consult_id": clinic.consult_id, "user_id": clinic.doctor_id}

@@ -41,7 +41,7 @@ async def node_env(pg_database_url: str, redis_url: str) -> dict[str, str]:
         log_level="WARNING",
         # A node killed with -9 is found dead (and its sockets' presence reaped) in seconds.
         node_heartbeat_seconds="0.5",
-        node_dead_after_seconds="2",
+        node_dead_after_seconds="3",
     )
 
 

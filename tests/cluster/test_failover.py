@@ -141,7 +141,7 @@ async def test_kill_9_during_consult_chat_and_prescription_delivery(
                 cluster.kill_node(victim)
                 killed_at = time.monotonic()
                 killed.set()
-                # The reaping job finds the node dead after 2 s without a heartbeat.
+                # The reaping job finds the node dead after 3 s without a heartbeat.
                 await asyncio.wait_for(watch_presence(), 30)
 
             async def talk() -> None:
@@ -225,3 +225,27 @@ async def test_long_polling_sessions_stick_to_one_node_through_nginx(
             assert sum(counts) == len(clients)
         finally:
             await asyncio.gather(*(c.close() for c in clients))
+
+
+async def test_a_node_restarted_under_its_id_clears_the_presence_its_killed_self_left(
+    node_env: dict[str, str], make_cluster: MakeCluster
+) -> None:
+    """With YIHAO_NODE_ID set, the node is alive again at once: only it can clear its ghosts."""
+    cluster = await make_cluster(dict(node_env, YIHAO_NODE_ID="node-a"), nodes=1)
+    async with aiohttp.ClientSession() as http:
+        clinic = await open_clinic(http, cluster.url)
+        host = Member(clinic, clinic.host, "dr_li")
+        try:
+            await host.connect(cluster.url, clinic.host)
+            await host.start_from_heads()
+            await enter_consult([host])
+            assert len(await presence(host)) == 1
+            cluster.kill_node(0)
+            await cluster.restart_node(0)
+            # The tab reconnects to the restarted node and joins again: one entry, no ghost.
+            await asyncio.wait_for(host.joined.wait(), 30)
+            assert host.connects == 2
+            members = await presence(host)
+            assert [m["user_id"] for m in members] == [clinic.host_id], members
+        finally:
+            await host.close()

@@ -53,8 +53,8 @@ MakeProxy = Callable[[str, int], Awaitable[TcpProxy]]
 PROBLEM = "application/problem+json"
 CHATS = 45
 RX_EVERY = 3  # a prescription every third chat message
-OUTAGE = 3.0  # seconds PostgreSQL stays away
-HEARTBEAT, DEAD_AFTER = 0.5, 2.0  # as in tests/cluster/conftest.py's node_env
+OUTAGE = 4.0  # seconds PostgreSQL stays away (longer than DEAD_AFTER)
+HEARTBEAT, DEAD_AFTER = 0.5, 3.0  # as in tests/cluster/conftest.py's node_env
 
 
 class Ward:
