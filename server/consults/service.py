@@ -42,7 +42,6 @@ from server.consults.models import (
     ConsultPresence,
     ConsultTransition,
 )
-from server.consults.reauth import check_reauthenticated
 from server.core.access import AccessService
 from server.core.audit import AuditLog
 from server.core.auth import CLINICIAN_ROLES, Requester
@@ -56,6 +55,7 @@ from server.core.errors import (
     ValidationFailed,
 )
 from server.core.events import Events
+from server.core.history import entries, read_history
 from server.core.signing import Signature, Signer
 from server.identity.models import User
 from server.identity.service import AuthService, IdentityService
@@ -242,23 +242,8 @@ class ConsultsService:
     async def history(self, requester: Requester, consult_id: int) -> schemas.History:
         await self.get_consult(requester, consult_id)
         async with self.db.read() as session:
-            rows = await session.scalars(
-                select(ConsultTransition)
-                .where(ConsultTransition.consult_id == consult_id)
-                .order_by(ConsultTransition.id)
-            )
-            return schemas.History(
-                items=[
-                    schemas.Transition(
-                        from_status=r.from_status,
-                        to_status=r.to_status,
-                        actor_id=r.actor_id,
-                        note=r.note,
-                        at=r.at,
-                    )
-                    for r in rows
-                ]
-            )
+            rows = await read_history(session, ConsultTransition.consult_id, consult_id)
+            return schemas.History(items=entries(schemas.Transition, rows))
 
     async def consult_rooms(self, requester: Requester) -> list[str]:
         """Room provider: the consult rooms a connecting socket belongs in."""
@@ -880,12 +865,12 @@ class ConsultsService:
             consult, _ = await self._check_participant(session, data.consult_id, requester)
         if consult.status not in LIVE_STATES:
             raise Conflict(f"the consult is {consult.status}: no session", code="consult_not_live")
-        method = await check_reauthenticated(
-            self.auth,
+        method = await self.auth.reauthenticate(
             requester,
             password=data.password,
             totp=data.totp,
             fresh_seconds=self.reauth_seconds,
+            action="consult.reauth",
         )
         async with self.db.transaction() as tx:
             consult = await self._get(tx.session, data.consult_id, lock=True)

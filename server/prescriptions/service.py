@@ -35,6 +35,7 @@ from server.core.canonical import canonical_json
 from server.core.db import Database, Tx, utcnow
 from server.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from server.core.events import Events, StreamEvent
+from server.core.history import entries, read_history
 from server.core.leases import Jobs
 from server.core.signing import Signature, Signer
 from server.prescriptions import checks, schemas
@@ -582,24 +583,10 @@ class PrescriptionService:
             row = await self._load(tx.session, prescription_id)
             self._check_may_see(requester, row)
             await self._audit_read(tx, requester, row)
-            rows = await tx.session.scalars(
-                select(PrescriptionHistory)
-                .where(PrescriptionHistory.prescription_id == prescription_id)
-                .order_by(PrescriptionHistory.id)
+            rows = await read_history(
+                tx.session, PrescriptionHistory.prescription_id, prescription_id
             )
-            return schemas.HistoryList(
-                items=[
-                    schemas.HistoryEntry(
-                        at=h.at,
-                        status=h.status,
-                        version=h.version,
-                        actor_user_id=h.actor_user_id,
-                        reason=h.reason,
-                        details=h.details,
-                    )
-                    for h in rows
-                ]
-            )
+            return schemas.HistoryList(items=entries(schemas.HistoryEntry, rows))
 
     async def verify(self, requester: Requester, prescription_id: int) -> schemas.VerifyResult:
         async with self.db.read() as session:

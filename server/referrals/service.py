@@ -35,6 +35,7 @@ from server.core.audit import AuditLog
 from server.core.auth import Requester
 from server.core.db import Database, Tx, utcnow
 from server.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from server.core.history import entries
 from server.core.leases import Jobs
 from server.identity.models import Department, Institution, Patient, User
 from server.inbox.service import InboxService
@@ -112,16 +113,7 @@ def referral_out(referral: Referral) -> schemas.ReferralOut:
         expires_at=referral.expires_at,
         created_at=referral.created_at,
         updated_at=referral.updated_at,
-        history=[
-            schemas.HistoryOut(
-                from_status=h.from_status,
-                to_status=h.to_status,
-                actor_user_id=h.actor_user_id,
-                note=h.note,
-                at=h.at,
-            )
-            for h in referral.history
-        ],
+        history=entries(schemas.HistoryOut, referral.history),
     )
 
 
