@@ -108,8 +108,11 @@ class ConsultsService:
         identity: IdentityService,
         auth: AuthService,
         signer: Signer,
+        node_id: str = "",
     ) -> None:
         self.settings = settings
+        # The node this process is (server/core/nodes.py): presence rows carry it.
+        self.node_id = node_id
         self.db = db
         self.audit = audit
         self.events = events
@@ -890,7 +893,9 @@ class ConsultsService:
                 return {"state": "lobby", "consult_id": consult.id}, False
             await tx.session.execute(delete(ConsultPresence).where(ConsultPresence.sid == sid))
             tx.session.add(
-                ConsultPresence(sid=sid, consult_id=consult.id, user_id=requester.user_id)
+                ConsultPresence(
+                    sid=sid, consult_id=consult.id, user_id=requester.user_id, node=self.node_id
+                )
             )
             await self.audit.record(
                 tx.session,
@@ -973,6 +978,25 @@ class ConsultsService:
             for row in rows:
                 await tx.session.delete(row)
             return [r.consult_id for r in rows]
+
+    async def reap_presence(self, alive: set[str]) -> list[int]:
+        """Delete the presence of sockets on nodes not alive (killed); the consults touched."""
+        async with self.db.transaction() as tx:
+            result = await tx.session.execute(
+                delete(ConsultPresence)
+                .where(or_(ConsultPresence.node.is_(None), ConsultPresence.node.notin_(alive)))
+                .returning(ConsultPresence.consult_id)
+            )
+            return sorted(set(result.scalars()))
+
+    async def forget_node(self, node_id: str, before: datetime) -> None:
+        """At start: the presence an earlier process with this node id left behind."""
+        async with self.db.transaction() as tx:
+            await tx.session.execute(
+                delete(ConsultPresence).where(
+                    ConsultPresence.node == node_id, ConsultPresence.joined_at < before
+                )
+            )
 
     # --- the room: signaling ----------------------------------------------------------------
 
