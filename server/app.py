@@ -51,8 +51,10 @@ from server.identity.service import AuthService, IdentityService
 from server.inbox import socket as inbox_socket
 from server.inbox.routes import routes as inbox_routes
 from server.inbox.service import InboxService
-from server.media.events import add_precall_events
+from server.media.events import add_precall_events, add_recording_events
 from server.media.precall import PrecallService
+from server.media.recording import RecordingService
+from server.media.routes import routes as recording_routes
 from server.prescriptions import socket as prescription_socket
 from server.prescriptions.catalogue import Catalogue
 from server.prescriptions.record import PatientRecord
@@ -81,6 +83,7 @@ ROUTE_TABLES: tuple[Routes, ...] = (
     referrals_routes,
     consults_routes,
     prescription_routes,
+    recording_routes,
 )
 WEB_DIST = Path(__file__).resolve().parent.parent / "web" / "dist"
 
@@ -143,6 +146,8 @@ def create_app(settings: Settings) -> web.Application:
     signer = Signer(settings)
     consults = ConsultsService(settings, db, audit, events, access, records, identity, auth, signer)
     ConsultSockets(gateway, consults).register()
+    recording = RecordingService(settings, consults, auth)
+    add_recording_events(gateway, recording)
     prescriptions = PrescriptionService(
         settings,
         db,
@@ -173,6 +178,7 @@ def create_app(settings: Settings) -> web.Application:
         patients=patients,
         records=records,
         consults=consults,
+        recording=recording,
     )
     app[SERVICES] = services
     app[AUTHENTICATE] = auth.authenticate
@@ -189,6 +195,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_socketio(sio, gateway))
     app.cleanup_ctx.append(_referral_expiry(referrals))
     app.cleanup_ctx.append(precall.lifespan)
+    app.cleanup_ctx.append(recording.lifespan)
     app.cleanup_ctx.append(_jobs(services.jobs))
     app.cleanup_ctx.append(escalation_job(consults, settings.consult_escalation_interval_seconds))
     app.cleanup_ctx.append(

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from server.consults.service import ConsultsService
     from server.inbox.service import InboxService
     from server.media.precall import PrecallService
+    from server.media.recording import RecordingService
     from server.prescriptions.service import PrescriptionService
     from server.realtime.gateway import Gateway
     from server.records.service import RecordsService
@@ -49,6 +50,7 @@ class Services:
     access: AccessService
     patients: PatientIndex
     records: RecordsService
+    recording: RecordingService
     redis: Redis | None = None
 
 
