@@ -252,6 +252,8 @@ class Recorder:
         self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="writer")
         self.writer: Writer | None = None
         self.joined = asyncio.Event()
+        # Pictures written, and skipped because the process fell behind the clock.
+        self.written = self.skipped = 0
         self.sio.on("connect", self._on_connect)
         self.sio.on("presence", self._on_presence)
         self.sio.on("signal", self._on_signal)
@@ -434,11 +436,13 @@ class Recorder:
             due = int(elapsed * fps)
             if due - frames > fps // 2:
                 # Over half a second behind (a starved CPU): skip pictures, never time.
+                self.skipped += due - frames
                 frames = due
             while frames / fps <= elapsed:
                 picture = self.composer.picture()
                 await loop.run_in_executor(self.pool, writer.write_video, picture, frames)
                 frames += 1
+                self.written += 1
             while samples + AUDIO_FRAME <= elapsed * SAMPLE_RATE:
                 sound = self.composer.mix()
                 await loop.run_in_executor(self.pool, writer.write_audio, sound, samples)
@@ -529,7 +533,7 @@ async def main_async(job: Job) -> int:
     except Exception as exc:
         report("failed", reason=describe(exc))
         return 3
-    report("closed", reason=reason)
+    report("closed", reason=reason, pictures=recorder.written, skipped=recorder.skipped)
     return 0
 
 

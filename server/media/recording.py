@@ -453,8 +453,17 @@ class RecordingService:
                 if message.get("event") == "recording":
                     await self._started(worker.recording_id)
             code = await process.wait()
+            # Out of the registry before the room hears: a new start is not refused as busy.
+            self.workers.pop(worker.recording_id, None)
             closed = next((m for m in worker.events if m.get("event") == "closed"), None)
             failed = next((m for m in worker.events if m.get("event") == "failed"), None)
+            if closed is not None:
+                logger.info(
+                    "recording %s: worker closed the file (%s pictures, %s skipped)",
+                    worker.recording_id,
+                    closed.get("pictures"),
+                    closed.get("skipped"),
+                )
             if code == 0 and closed is not None:
                 await self._finish(worker, str(closed.get("reason", "")))
             else:
