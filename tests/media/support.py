@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
 
@@ -146,8 +147,16 @@ class RoomPeer:
     Only the recorder is connected to here; peers among the people are another test's.
     """
 
-    def __init__(self, sock: SocketClient, consult_id: int, user_id: int, luma: int) -> None:
+    def __init__(
+        self,
+        sock: SocketClient,
+        consult_id: int,
+        user_id: int,
+        luma: int,
+        camera: Callable[[], MediaStreamTrack] | None = None,
+    ) -> None:
         self.sock, self.consult_id, self.user_id, self.luma = sock, consult_id, user_id, luma
+        self.camera = camera or (lambda: FlatCamera(self.luma))
         self.pcs: dict[int, RTCPeerConnection] = {}
         self.members: list[dict[str, Any]] = []
         self._lock = asyncio.Lock()
@@ -156,7 +165,7 @@ class RoomPeer:
 
     def _new_pc(self, other: int) -> RTCPeerConnection:
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        pc.addTrack(FlatCamera(self.luma))
+        pc.addTrack(self.camera())
         pc.addTrack(ToneMicrophone())
         self.pcs[other] = pc
         return pc
