@@ -196,6 +196,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_referral_expiry(referrals))
     app.cleanup_ctx.append(precall.lifespan)
     app.cleanup_ctx.append(recording.lifespan)
+    app.on_shutdown.append(recording.on_shutdown)
     app.cleanup_ctx.append(_jobs(services.jobs))
     app.cleanup_ctx.append(escalation_job(consults, settings.consult_escalation_interval_seconds))
     app.cleanup_ctx.append(

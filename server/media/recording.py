@@ -140,6 +140,7 @@ class RecordingService:
         self.auth = auth
         self.dir = settings.effective_recordings_dir
         self.max_concurrent = settings.recording_max_concurrent
+        self.min_free_mb = settings.recording_min_free_mb
         self.workers: dict[int, Worker] = {}
         self._recorder_id: int | None = None
 
@@ -252,12 +253,12 @@ class RecordingService:
     def _check_disk(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         free_mb = shutil.disk_usage(self.dir).free // (1024 * 1024)
-        if free_mb < self.settings.recording_min_free_mb:
+        if free_mb < self.min_free_mb:
             logger.error(
                 "recording refused: %d MB free in %s, %d MB needed",
                 free_mb,
                 self.dir,
-                self.settings.recording_min_free_mb,
+                self.min_free_mb,
             )
             raise ServiceUnavailable(
                 f"not enough disk space to record ({free_mb} MB free)",
@@ -614,6 +615,12 @@ class RecordingService:
                 await asyncio.gather(worker.monitor, return_exceptions=True)
 
         await asyncio.gather(*(settle(w) for w in workers), return_exceptions=True)
+
+    async def on_shutdown(self, app: web.Application) -> None:
+        """First thing at shutdown, before the server waits for connections to end: the
+        workers close their files and their sockets (their completion is awaited below)."""
+        for worker in list(self.workers.values()):
+            self._signal_stop(worker.recording_id)
 
     async def lifespan(self, app: web.Application) -> AsyncIterator[None]:
         """``cleanup_ctx``: recordings still on are completed (or failed) at shutdown."""

@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 
 from server.container import Services
 from server.core.audit import AuditEvent
+from server.core.db import Database
 from server.media.models import Recording
 from tests.consults.conftest import scheduled_consult
 from tests.consults.test_room import enter
@@ -392,7 +393,14 @@ async def test_purge_removes_recordings_past_retention(
         await stop_recording(room, recording_id)
         kept_id = await start_recording(room)
         await asyncio.sleep(1.0)
-        await stop_recording(room, kept_id)
+        # This one ends because gp_zhang withdraws consent while it runs.
+        ack = await room.socks["gp_zhang"].call(
+            "consult.recording.consent", {"consult_id": room.id, "agree": False}
+        )
+        assert ack["ok"], ack
+        stopped = await room.host.wait_for(recording_event("stopped", kept_id))
+        assert stopped["data"]["reason"] == "consent withdrawn"
+        await room.host.wait_for(recording_event("finished", kept_id), timeout=30)
     finally:
         await room.close()
     old, kept = await row(network, recording_id), await row(network, kept_id)
@@ -425,3 +433,42 @@ def _day() -> Any:
     from datetime import timedelta
 
     return timedelta(days=1)
+
+
+async def test_no_recording_starts_without_disk_space(
+    backend: str, api: Api, network: Services, consult_case: dict[str, Any]
+) -> None:
+    room = await open_room(api, consult_case, third=False)
+    try:
+        await consent_all(room)
+        network.recording.min_free_mb = 10**9  # a petabyte: more than this disk has
+        ack = await room.host.call("consult.recording.start", {"consult_id": room.id})
+        assert ack["problem"]["status"] == 503
+        assert ack["problem"]["code"] == "recording_disk_full"
+    finally:
+        await room.close()
+    status, listed = await api.get(f"/api/v1/consults/{room.id}/recordings", as_="dr_li")
+    assert status == 200 and listed["items"] == []
+
+
+async def test_shutdown_completes_a_running_recording(
+    backend: str, api: Api, network: Services, consult_case: dict[str, Any], client: Any
+) -> None:
+    room = await open_room(api, consult_case, third=False)
+    await consent_all(room)
+    recording_id = await start_recording(room)
+    await asyncio.sleep(1.5)
+    await room.close()
+    await api.close()
+    await client.server.close()
+    assert len(network.recording) == 0
+    db = Database(network.settings)
+    try:
+        async with db.read() as session:
+            done = await session.get(Recording, recording_id)
+    finally:
+        await db.dispose()
+    assert done is not None and done.state == "finished", done and done.state
+    data = (network.recording.dir / done.file_name).read_bytes()
+    assert done.sha256 == hashlib.sha256(data).hexdigest()
+    assert done.duration_seconds is not None and done.duration_seconds >= 1.0
