@@ -61,5 +61,7 @@ class Recording(Base):
     document_id: Mapped[str | None] = mapped_column(String(64))
     failure: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    # Refreshed by the node running the recording; a stale one means that node is gone.
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -36,7 +36,7 @@ from typing import Any
 
 import av
 from aiohttp import web
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from server.config import Settings
@@ -67,6 +67,11 @@ RECORDER_USERNAME = "_recorder"
 RUNNING = ("starting", "recording", "stopping")
 # How long a stopping worker gets to close its file before it is killed.
 STOP_GRACE_S = 15.0
+# The node running a recording marks it alive this often; one not marked for LOST_AFTER_S was
+# lost with its node (crashed, killed): a new start fails it and goes ahead.
+HEARTBEAT_S = 30.0
+LOST_AFTER_S = 120.0
+LOST = "the server recording it stopped; the recording is incomplete"
 RECORDING_DOC_TYPE = {
     "coding": [{"system": "http://loinc.org", "code": "11488-4", "display": "Consult note"}],
     "text": "会诊录像",
@@ -285,7 +290,13 @@ class RecordingService:
         ttl = self.settings.recording_max_seconds + 600
         async with self.db.transaction() as tx:
             consult = await self.consults._get(tx.session, consult_id, lock=True)
-            if await self._running(tx, consult_id) is not None:
+            running = await self._running(tx, consult_id)
+            if running is not None and await self._lost(tx, running):
+                # Its node died with it: no worker anywhere records it any more.
+                self._log_failure(running.id, LOST)
+                await self._mark_failed(tx, running, LOST)
+                running = None
+            if running is not None:
                 raise Conflict("this consult is being recorded already", code="recording_active")
             participants = list(
                 await tx.session.scalars(
@@ -506,39 +517,49 @@ class RecordingService:
             if session is not None and session.revoked_at is None:
                 session.revoked_at, session.revoke_reason = utcnow(), "recording_ended"
 
-    async def _fail(self, recording_id: int, reason: str) -> None:
+    @staticmethod
+    def _log_failure(recording_id: int, reason: str) -> None:
         logger.error(
             "recording %s failed: %s",
             recording_id,
             reason,
             extra={"recording_id": recording_id, "reason": reason},
         )
+
+    async def _fail(self, recording_id: int, reason: str) -> None:
+        self._log_failure(recording_id, reason)
         async with self.db.transaction() as tx:
             recording = await tx.session.get(Recording, recording_id)
             if recording is None or recording.state not in RUNNING:
                 return
-            recording.state, recording.failure, recording.ended_at = "failed", reason, utcnow()
-            await self._end_session(tx, recording)
-            await self.events.append(
-                tx,
-                consult_stream(recording.consult_id),
-                "recording",
-                "failed",
-                {
-                    "consult_id": recording.consult_id,
-                    "recording_id": recording.id,
-                    "reason": reason,
-                },
-            )
-            await self.audit.record(
-                tx.session,
-                "recording.fail",
-                outcome="failure",
-                patient_id=recording.patient_id,
-                resource=f"Consult/{recording.consult_id}",
-                reason=reason,
-                details={"recording_id": recording.id},
-            )
+            await self._mark_failed(tx, recording, reason)
+
+    async def _mark_failed(self, tx: Tx, recording: Recording, reason: str) -> None:
+        recording.state, recording.failure, recording.ended_at = "failed", reason, utcnow()
+        await self._end_session(tx, recording)
+        await self.events.append(
+            tx,
+            consult_stream(recording.consult_id),
+            "recording",
+            "failed",
+            {"consult_id": recording.consult_id, "recording_id": recording.id, "reason": reason},
+        )
+        await self.audit.record(
+            tx.session,
+            "recording.fail",
+            outcome="failure",
+            patient_id=recording.patient_id,
+            resource=f"Consult/{recording.consult_id}",
+            reason=reason,
+            details={"recording_id": recording.id},
+        )
+
+    async def _lost(self, tx: Tx, recording: Recording) -> bool:
+        """A recording no worker runs: not ours, and no heartbeat from its node for long."""
+        if recording.id in self.workers:
+            return False
+        last = recording.heartbeat_at or recording.started_at
+        return utcnow() - last > timedelta(seconds=LOST_AFTER_S)
 
     async def _finish(self, worker: Worker, why: str) -> None:
         try:
@@ -623,9 +644,29 @@ class RecordingService:
             self._signal_stop(worker.recording_id)
 
     async def lifespan(self, app: web.Application) -> AsyncIterator[None]:
-        """``cleanup_ctx``: recordings still on are completed (or failed) at shutdown."""
+        """``cleanup_ctx``: the heartbeat of local recordings; at shutdown, recordings still
+        on are completed (or failed)."""
+        beat = asyncio.get_running_loop().create_task(self._heartbeat())
         yield
+        beat.cancel()
+        await asyncio.gather(beat, return_exceptions=True)
         await self.close_all()
+
+    async def _heartbeat(self) -> None:
+        """Mark the recordings this process runs as alive, so others can tell lost ones."""
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            if not self.workers:
+                continue
+            try:
+                async with self.db.transaction() as tx:
+                    await tx.session.execute(
+                        update(Recording)
+                        .where(Recording.id.in_(list(self.workers)))
+                        .values(heartbeat_at=utcnow())
+                    )
+            except Exception:
+                logger.exception("recording heartbeat failed")
 
     def pid(self, recording_id: int) -> int | None:
         worker = self.workers.get(recording_id)

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from sqlalchemy import select, update
 
 from server.container import Services
 from server.core.audit import AuditEvent
-from server.core.db import Database
+from server.core.db import Database, utcnow
 from server.media.models import Recording
 from tests.consults.conftest import scheduled_consult
 from tests.consults.test_room import enter
@@ -429,13 +430,11 @@ async def test_purge_removes_recordings_past_retention(
     assert purge.resource == f"Recording/{recording_id}"
 
 
-def _day() -> Any:
-    from datetime import timedelta
-
+def _day() -> timedelta:
     return timedelta(days=1)
 
 
-async def test_no_recording_starts_without_disk_space(
+async def test_no_disk_space_refuses_and_a_lost_recording_does_not_block(
     backend: str, api: Api, network: Services, consult_case: dict[str, Any]
 ) -> None:
     room = await open_room(api, consult_case, third=False)
@@ -445,10 +444,31 @@ async def test_no_recording_starts_without_disk_space(
         ack = await room.host.call("consult.recording.start", {"consult_id": room.id})
         assert ack["problem"]["status"] == 503
         assert ack["problem"]["code"] == "recording_disk_full"
+        status, listed = await api.get(f"/api/v1/consults/{room.id}/recordings", as_="dr_li")
+        assert status == 200 and listed["items"] == []
+        network.recording.min_free_mb = 0
+
+        # A node crashed mid-recording ten minutes ago: its row says "recording", and no
+        # heartbeat came since. It blocks no one: the next start fails it and records.
+        async with network.db.transaction() as tx:
+            lost = Recording(
+                consult_id=room.id,
+                patient_id=consult_case["patient"],
+                started_by=consult_case["dr_li"],
+                state="recording",
+                file_name="lost.webm",
+                started_at=utcnow() - timedelta(minutes=10),
+            )
+            tx.session.add(lost)
+        recording_id = await start_recording(room)
+        failed = await room.host.wait_for(recording_event("failed", lost.id))
+        assert "incomplete" in failed["data"]["reason"]
+        await asyncio.sleep(1.0)
+        await stop_recording(room, recording_id)
     finally:
         await room.close()
     status, listed = await api.get(f"/api/v1/consults/{room.id}/recordings", as_="dr_li")
-    assert status == 200 and listed["items"] == []
+    assert [i["state"] for i in listed["items"]] == ["failed", "finished"]
 
 
 async def test_shutdown_completes_a_running_recording(

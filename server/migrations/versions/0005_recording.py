@@ -61,6 +61,7 @@ def upgrade() -> None:
         sa.Column("document_id", sa.String(length=64), nullable=True),
         sa.Column("failure", sa.Text(), nullable=True),
         sa.Column("started_at", server.core.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("heartbeat_at", server.core.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column("ended_at", server.core.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column("purged_at", server.core.db.UTCDateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
