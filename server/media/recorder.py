@@ -488,15 +488,20 @@ class Recorder:
                     transports=["websocket"],
                     wait_timeout=10,
                 )
-                await asyncio.wait_for(self.joined.wait(), 20)
+                joined = loop.create_task(self.joined.wait())
+                waiters: list[asyncio.Future[Any]] = [joined, self.done]
+                await asyncio.wait(waiters, timeout=20, return_when=asyncio.FIRST_COMPLETED)
+                joined.cancel()
+                if not self.joined.is_set():
+                    raise TimeoutError("no answer to consult.join")
             except Exception as exc:
                 if self.done.done():
                     await self.done
                 raise RecorderFailed(f"the recorder could not join the session: {exc}") from None
             report("recording")
             producer = loop.create_task(self._produce())
-            waiters: list[asyncio.Future[Any]] = [self.done, producer]
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            running: list[asyncio.Future[Any]] = [self.done, producer]
+            await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
             if producer.done() and not self.done.done():
                 error = producer.exception()
                 raise RecorderFailed(describe(error) if error else "the writer stopped")

@@ -575,7 +575,8 @@ class RecordingService:
             document = await self.records.add_resource(
                 tx,
                 patient_id=recording.patient_id,
-                institution_id=consult.invited_institution_id,
+                # Where the signed opinion goes too: the requesting (treating) institution.
+                institution_id=consult.requesting_institution_id,
                 resource=recording_document(recording, consult, probe),
             )
             recording.state, recording.ended_at = "finished", utcnow()
