@@ -113,6 +113,9 @@ class Settings(BaseModel):
     recording_width: int = Field(default=640, ge=160, le=1920)
     recording_height: int = Field(default=480, ge=120, le=1080)
     recording_fps: int = Field(default=15, ge=1, le=30)
+    # The workers' scheduling priority (nice): under a full CPU the server's event loop goes
+    # first and a worker skips pictures instead (0: the same priority as the server).
+    recording_worker_nice: int = Field(default=10, ge=0, le=19)
     # Where the worker connects to this server (Socket.IO); empty: the local address the
     # host's socket came in on.
     recording_server_url: str = ""

@@ -74,6 +74,7 @@ class Job:
     idle_seconds: float = 300.0
     max_seconds: float = 4 * 3600.0
     video_bitrate: int = 600_000
+    nice: int = 0
 
 
 def report(event: str, **fields: Any) -> None:
@@ -560,6 +561,8 @@ def main() -> int:
     except (ValueError, TypeError) as exc:
         report("failed", reason=f"bad job: {exc}")
         return 2
+    if job.nice:
+        os.nice(job.nice)  # the server's event loop goes first when the CPU is full
     return asyncio.run(main_async(job))
 
 

@@ -392,6 +392,7 @@ class RecordingService:
             "fps": self.settings.recording_fps,
             "idle_seconds": self.settings.recording_idle_seconds,
             "max_seconds": self.settings.recording_max_seconds,
+            "nice": self.settings.recording_worker_nice,
         }
         assert process.stdin is not None
         process.stdin.write(json.dumps(job).encode() + b"\n")
