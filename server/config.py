@@ -109,6 +109,9 @@ class Settings(BaseModel):
     recording_idle_seconds: int = Field(default=300, ge=1)
     # A recording does not start with less free space than this in recordings_dir.
     recording_min_free_mb: int = Field(default=512, ge=0)
+    # The largest recording file (0: no limit); a recording that reaches it fails, like on a
+    # full disk. 640×480 at the default rates is about 300 MB an hour.
+    recording_max_bytes: int = Field(default=4 * 1024**3, ge=0)
     # The composed picture: a grid of the participants' video.
     recording_width: int = Field(default=640, ge=160, le=1920)
     recording_height: int = Field(default=480, ge=120, le=1080)

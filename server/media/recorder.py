@@ -34,6 +34,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -75,6 +76,8 @@ class Job:
     max_seconds: float = 4 * 3600.0
     video_bitrate: int = 600_000
     nice: int = 0
+    # The file may grow to this many bytes (0: no limit); beyond, the recording fails.
+    max_bytes: int = 0
 
 
 def report(event: str, **fields: Any) -> None:
@@ -187,7 +190,14 @@ class Writer:
     """The WebM file and its two encoders; every call runs on the writer's own thread."""
 
     def __init__(self, job: Job) -> None:
-        self.container = av.open(job.path, mode="w", format="webm")
+        # A cluster a second, written out as it closes: the file grows steadily (its growth
+        # is watched) and a killed worker leaves all but the last second readable.
+        self.container = av.open(
+            job.path,
+            mode="w",
+            format="webm",
+            options={"cluster_time_limit": "1000", "flush_packets": "1"},
+        )
         # Real-time speed (given when the stream is made, or libvpx ignores most of it): a
         # few milliseconds a picture instead of tens.
         video = self.container.add_stream(
@@ -223,9 +233,39 @@ class Writer:
             self.container.close()
 
 
+class FileWatch:
+    """Checks, about once a second, that the file can still be written.
+
+    libavformat keeps a write error to itself until the file is closed (a full disk
+    shows only then), so the worker looks for itself: the space left on the disk, the
+    size limit, and a file that stopped growing while pictures were being written.
+    """
+
+    RESERVE = 16 * 1024 * 1024  # stop before the disk is quite full
+    STALL_S = 30.0  # libavformat writes in 32 KiB blocks: a few seconds apart at the least
+
+    def __init__(self, path: str, max_bytes: int) -> None:
+        self.path, self.max_bytes = path, max_bytes
+        self.size = -1
+        self.grown_at: float | None = None
+
+    def check(self, now: float) -> None:
+        size = os.stat(self.path).st_size if os.path.exists(self.path) else 0
+        if shutil.disk_usage(os.path.dirname(self.path) or ".").free < self.RESERVE:
+            raise OSError(errno.ENOSPC, "no space left on the device")
+        if self.max_bytes and size >= self.max_bytes:
+            raise OSError(errno.EFBIG, "the file reached its size limit")
+        if size != self.size or self.grown_at is None:
+            self.size, self.grown_at = size, now
+        elif now - self.grown_at > self.STALL_S:
+            raise OSError(errno.EIO, f"the file has not grown for {self.STALL_S:.0f} s")
+
+
 def describe(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return "disk full: the recording could not be written"
+    if isinstance(exc, OSError) and exc.errno == errno.EFBIG:
+        return "the recording reached its size limit and could not be written further"
     return f"the recording could not be written: {exc}"
 
 
@@ -432,8 +472,13 @@ class Recorder:
         start = loop.time()
         frames = samples = 0
         fps = self.job.fps
+        watch = FileWatch(self.job.path, self.job.max_bytes)
+        checked = start
         while True:
             elapsed = loop.time() - start
+            if loop.time() - checked >= 1.0:
+                checked = loop.time()
+                watch.check(checked)
             due = int(elapsed * fps)
             if due - frames > fps // 2:
                 # Over half a second behind (a starved CPU): skip pictures, never time.
@@ -530,6 +575,7 @@ async def main_async(job: Job) -> int:
     try:
         reason = await recorder.run()
     except RecorderFailed as exc:
+        logger.error("recording %s failed: %s", job.recording_id, exc)
         with contextlib.suppress(Exception):
             await recorder.close_file()
         report("failed", reason=str(exc))

@@ -146,6 +146,7 @@ class RecordingService:
         self.dir = settings.effective_recordings_dir
         self.max_concurrent = settings.recording_max_concurrent
         self.min_free_mb = settings.recording_min_free_mb
+        self.max_bytes = settings.recording_max_bytes
         self.workers: dict[int, Worker] = {}
         self._recorder_id: int | None = None
 
@@ -393,6 +394,7 @@ class RecordingService:
             "idle_seconds": self.settings.recording_idle_seconds,
             "max_seconds": self.settings.recording_max_seconds,
             "nice": self.settings.recording_worker_nice,
+            "max_bytes": self.max_bytes,
         }
         assert process.stdin is not None
         process.stdin.write(json.dumps(job).encode() + b"\n")

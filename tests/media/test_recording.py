@@ -492,3 +492,27 @@ async def test_shutdown_completes_a_running_recording(
     data = (network.recording.dir / done.file_name).read_bytes()
     assert done.sha256 == hashlib.sha256(data).hexdigest()
     assert done.duration_seconds is not None and done.duration_seconds >= 1.0
+
+
+async def test_a_write_failure_is_reported_and_the_consult_goes_on(
+    backend: str, api: Api, network: Services, consult_case: dict[str, Any]
+) -> None:
+    room = await open_room(api, consult_case, third=False)
+    try:
+        await consent_all(room)
+        # The file may not grow past 16 KiB: a few seconds of recording, then writing fails
+        # as on a full disk.
+        network.recording.max_bytes = 16 * 1024
+        recording_id = await start_recording(room)
+        failed = await room.host.wait_for(recording_event("failed", recording_id), timeout=30)
+        assert "size limit" in failed["data"]["reason"], failed
+        ack = await room.socks["gp_zhang"].call(
+            "consult.chat", {"consult_id": room.id, "client_id": "after-write", "text": "继续"}
+        )
+        assert ack["ok"], ack
+    finally:
+        await room.close()
+    status, listed = await api.get(f"/api/v1/consults/{room.id}/recordings", as_="dr_li")
+    assert status == 200
+    [item] = listed["items"]
+    assert item["state"] == "failed" and item["media_url"] is None
