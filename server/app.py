@@ -129,7 +129,7 @@ def create_app(settings: Settings) -> web.Application:
     passwords = Passwords(settings)
     auth = AuthService(settings, db, audit, passwords, Tokens(settings))
     identity = IdentityService(db, audit, events, passwords)
-    gateway = Gateway(settings, sio, auth.authenticate, events, metrics)
+    gateway = Gateway(settings, sio, auth.authenticate, events, metrics, audit)
     precall = PrecallService(settings, lambda sid, event, data: sio.emit(event, data, to=sid))
     add_precall_events(gateway, precall)
     access = AccessService(db, audit)

@@ -32,6 +32,9 @@ Authenticate = Callable[[str], Awaitable[Requester]]
 AUTHENTICATE: web.AppKey[Authenticate] = web.AppKey("authenticate")
 SERVICES: web.AppKey[Any] = web.AppKey("services", object)
 MAX_BODY = web.AppKey("max_body", int)
+# The authenticated requester of this request (set once the token is verified), for the
+# error middleware's denial audit.
+REQUESTER: web.RequestKey[Requester] = web.RequestKey("requester", Requester)
 
 
 class Strict(BaseModel):
@@ -229,6 +232,7 @@ def make_view(operation: Operation) -> Callable[[web.Request], Awaitable[web.Str
         requester = None
         if operation.auth:
             requester = await request.app[AUTHENTICATE](bearer_token(request))
+            request[REQUESTER] = requester
             if operation.roles is not None and requester.role not in operation.roles:
                 raise Forbidden(f"the role '{requester.role}' may not do this")
         query = None

@@ -21,6 +21,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from server.core import context
+from server.core.api import REQUESTER, SERVICES
 from server.core.errors import (
     MethodNotAllowed,
     NotFound,
@@ -129,6 +130,40 @@ def _from_http_exception(exc: web.HTTPException) -> YihaoError | None:
     return None
 
 
+DENIAL_STATUSES = frozenset({403, 404})
+
+
+async def audit_denial(request: web.Request, error: YihaoError) -> None:
+    """Write a refused request (403/404 on a known route) to the audit log, once.
+
+    Object-level authorization failures are what an attacker guessing ids
+    produces, so every one is on the record: who, which route, which object
+    path, why. A 404 for a path no route matches is not (scanners would fill
+    the log); code that audited its refusal itself marks the error ``audited``.
+    """
+    if error.status not in DENIAL_STATUSES or error.audited:
+        return
+    resource = request.match_info.route.resource
+    if resource is None:
+        return
+    services = request.app.get(SERVICES)
+    if services is None:
+        return
+    requester = request.get(REQUESTER)
+    try:
+        await services.audit.record_alone(
+            "http.denied",
+            actor=requester,
+            outcome="denied",
+            resource=f"{request.method} {resource.canonical}"[:200],
+            reason=error.code[:500],
+            details={"path": request.path[:500], "status": error.status},
+        )
+        error.audited = True
+    except Exception:  # the refusal still goes out; the failure is logged for operators
+        logger.exception("could not audit a denied request")
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -136,6 +171,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except YihaoError as exc:
         if exc.status >= 500:
             logger.warning("request failed", extra={"code": exc.code, "status": exc.status})
+        await audit_denial(request, exc)
         return render_error(exc, request)
     except web.HTTPException as exc:
         if exc.status < 400:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -26,6 +27,7 @@ from pydantic import BaseModel, ValidationError
 from server.config import Settings
 from server.core import context
 from server.core.api import Strict, check_no_nul, validation_failed
+from server.core.audit import AuditLog
 from server.core.auth import Requester
 from server.core.errors import (
     BadRequest,
@@ -68,8 +70,10 @@ class Gateway:
         authenticate: Authenticate,
         events: Events,
         metrics: Metrics,
+        audit: AuditLog | None = None,
     ) -> None:
         self.sio = sio
+        self.audit = audit
         self.authenticate = authenticate
         self.events = events
         self.metrics = metrics
@@ -83,6 +87,11 @@ class Gateway:
         sio.on("disconnect", self._on_disconnect)
         sio.on("*", self._on_unknown)
         self.on("sync", SyncRequest, self._on_sync)
+
+    @property
+    def registered_events(self) -> tuple[str, ...]:
+        """The client → server events registered with :meth:`on` (read-only)."""
+        return tuple(self.event_names)
 
     async def push(self, stream: str, envelope: dict[str, Any]) -> None:
         """Send a committed stream event to its room (every node, through the manager)."""
@@ -107,7 +116,10 @@ class Gateway:
         self.event_names.append(event)
 
         async def handle(sid: str, payload: Any = None) -> dict[str, Any]:
-            token = context.request_id.set(f"sio-{sid[:8]}")
+            # One id per event, so an audited refusal can be matched to the ack that carried it.
+            request_id = f"sio-{sid[:8]}-{uuid.uuid4().hex[:12]}"
+            token = context.request_id.set(request_id)
+            requester: Requester | None = None
             try:
                 if not self.limiter.allow(sid):
                     raise TooManyRequests("slow down: too many events on this connection")
@@ -128,7 +140,10 @@ class Gateway:
                 return {"ok": True, "data": result}
             except YihaoError as exc:
                 self.metrics.socket_events.labels(event, exc.code).inc()
-                return {"ok": False, "problem": exc.to_problem()}
+                await self._audit_denial(event, requester, exc)
+                problem = exc.to_problem()
+                problem["request_id"] = request_id
+                return {"ok": False, "problem": problem}
             except Exception:
                 logger.exception("socket event failed", extra={"event": event})
                 self.metrics.socket_events.labels(event, "internal").inc()
@@ -137,6 +152,25 @@ class Gateway:
                 context.request_id.reset(token)
 
         self.sio.on(event, handle)
+
+    async def _audit_denial(
+        self, event: str, requester: Requester | None, error: YihaoError
+    ) -> None:
+        """Refused events (403/404) are audited like refused HTTP requests."""
+        if error.status not in (403, 404) or error.audited or self.audit is None:
+            return
+        try:
+            await self.audit.record_alone(
+                "socket.denied",
+                actor=requester,
+                outcome="denied",
+                resource=f"socket {event}"[:200],
+                reason=error.code[:500],
+                details={"status": error.status},
+            )
+            error.audited = True
+        except Exception:
+            logger.exception("could not audit a denied socket event", extra={"event": event})
 
     async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         token = auth.get("token") if isinstance(auth, dict) else None

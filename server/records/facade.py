@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from server.config import Settings
-from server.core.api import AUTHENTICATE, SERVICES, bearer_token, read_body
+from server.core.api import AUTHENTICATE, REQUESTER, SERVICES, bearer_token, read_body
 from server.core.auth import Requester
 from server.core.db import utcnow
 from server.core.errors import BadRequest, MalformedJSON, UnsupportedMediaType, YihaoError
@@ -53,6 +53,7 @@ def render_outcome(error: YihaoError, request: web.Request) -> web.Response:
 
 async def _requester(request: web.Request) -> Requester:
     requester: Requester = await request.app[AUTHENTICATE](bearer_token(request))
+    request[REQUESTER] = requester
     return requester
 
 
