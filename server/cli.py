@@ -165,6 +165,25 @@ def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
     return _with_services(settings, work)
 
 
+def cmd_verify_signatures(args: argparse.Namespace, settings: Settings) -> int:
+    """Check every signed prescription and consult opinion; name each one that was changed."""
+
+    async def work(services: Any) -> int:
+        rx_checked, rx_broken = await services.prescriptions.verify_all()
+        op_checked, op_broken = await services.consults.verify_opinions()
+        for rx_id, problem in rx_broken:
+            print(f"prescription {rx_id}: TAMPERED — {problem}")
+        for consult_id, problem in op_broken:
+            print(f"consult {consult_id} opinion: TAMPERED — {problem}")
+        print(
+            f"signatures: {rx_checked} prescriptions, {op_checked} consult opinions checked; "
+            f"{len(rx_broken) + len(op_broken)} do not verify"
+        )
+        return 1 if rx_broken or op_broken else 0
+
+    return _with_services(settings, work)
+
+
 def cmd_institution_create(args: argparse.Namespace, settings: Settings) -> int:
     data = schemas.InstitutionCreate(
         code=args.code, name=args.name, kind=args.kind, region=args.region
@@ -275,6 +294,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     audit = commands.add_parser("audit", help="audit log").add_subparsers(dest="sub", required=True)
     audit.add_parser("verify", help="check the hash chain").set_defaults(func=cmd_audit_verify)
+    commands.add_parser(
+        "verify-signatures",
+        help="check every signed prescription and consult opinion; exit 1 naming any changed",
+    ).set_defaults(func=cmd_verify_signatures)
 
     institution = commands.add_parser("institution", help="institutions").add_subparsers(
         dest="sub", required=True

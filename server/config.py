@@ -102,6 +102,9 @@ class Settings(BaseModel):
     cors_origins: tuple[str, ...] = ()
     # Prescriptions: how often expiry is swept and unacknowledged deliveries re-pushed (0: never).
     prescription_sweep_seconds: float = Field(default=30.0, ge=0)
+    # FHIR ingest (POST /fhir): bundles one institution may push per minute, per node, so one
+    # institution's bulk load cannot starve the others (429 OperationOutcome with Retry-After).
+    fhir_ingest_per_minute: int = Field(default=120, ge=1)
 
     @field_validator("database_url")
     @classmethod
