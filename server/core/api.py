@@ -22,6 +22,7 @@ from server.core.errors import (
     FieldError,
     Forbidden,
     MalformedJSON,
+    NotFound,
     PayloadTooLarge,
     Unauthorized,
     UnsupportedMediaType,
@@ -29,6 +30,8 @@ from server.core.errors import (
 )
 
 Authenticate = Callable[[str], Awaitable[Requester]]
+# Ids are 32-bit integer columns: a path id beyond that names nothing.
+MAX_ID = 2**31 - 1
 AUTHENTICATE: web.AppKey[Authenticate] = web.AppKey("authenticate")
 SERVICES: web.AppKey[Any] = web.AppKey("services", object)
 MAX_BODY = web.AppKey("max_body", int)
@@ -62,7 +65,10 @@ class Call:
         return self.requester
 
     def path_int(self, name: str) -> int:
-        return int(self.request.match_info[name])
+        value = int(self.request.match_info[name])
+        if value > MAX_ID:  # no row has such an id; the database would refuse to compare it
+            raise NotFound(f"no such {name.removesuffix('_id')}: {value}")
+        return value
 
     def path_str(self, name: str) -> str:
         return self.request.match_info[name]

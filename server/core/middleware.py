@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError, StatementError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from server.core import context
@@ -27,6 +27,7 @@ from server.core.errors import (
     NotFound,
     PayloadTooLarge,
     ServiceUnavailable,
+    ValidationFailed,
     YihaoError,
 )
 from server.core.observability import Metrics
@@ -185,9 +186,29 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except DBAPIError as exc:
         if exc.connection_invalidated:
             return render_error(_database_unavailable(exc), request)
+        if is_out_of_range(exc):
+            return render_error(out_of_range(exc), request)
         return render_error(_internal(exc), request)
     except Exception as exc:
+        if is_out_of_range(exc):
+            # A number (or date) the database cannot hold: the client's value, not our failure.
+            return render_error(out_of_range(exc), request)
         return render_error(_internal(exc), request)
+
+
+def is_out_of_range(exc: BaseException) -> bool:
+    """A client's number or date too large for a column (SQLite, PostgreSQL, or our binding)."""
+    if isinstance(exc, OverflowError | DataError):
+        return True
+    return isinstance(exc, StatementError) and isinstance(exc.orig, OverflowError)
+
+
+def out_of_range(exc: BaseException) -> ValidationFailed:
+    logger.info("value out of range", extra={"error": type(exc).__name__})
+    return ValidationFailed(
+        "a number or date in the request is out of the range that can be stored",
+        code="out_of_range",
+    )
 
 
 def _database_unavailable(exc: BaseException) -> ServiceUnavailable:

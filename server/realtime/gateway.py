@@ -38,6 +38,7 @@ from server.core.errors import (
     YihaoError,
 )
 from server.core.events import REPLAY_PAGE, Events
+from server.core.middleware import is_out_of_range, out_of_range
 from server.core.observability import Metrics
 from server.core.ratelimit import RateLimiter
 
@@ -144,7 +145,12 @@ class Gateway:
                 problem = exc.to_problem()
                 problem["request_id"] = request_id
                 return {"ok": False, "problem": problem}
-            except Exception:
+            except Exception as exc:
+                if is_out_of_range(exc):
+                    self.metrics.socket_events.labels(event, "out_of_range").inc()
+                    problem = out_of_range(exc).to_problem()
+                    problem["request_id"] = request_id
+                    return {"ok": False, "problem": problem}
                 logger.exception("socket event failed", extra={"event": event})
                 self.metrics.socket_events.labels(event, "internal").inc()
                 return {"ok": False, "problem": YihaoError().to_problem()}
