@@ -107,7 +107,7 @@ def fuzz(base_url: str, document: dict[str, Any]) -> tuple[dict[str, int], list[
 
 
 async def test_rest_api_survives_fuzzing(live: Any) -> None:
-    base_url, services, document = live
+    base_url, _services, document = live
     counts, failures = await asyncio.to_thread(fuzz, base_url, document)
     total = sum(counts.values())
     print(f"\nschemathesis: {len(counts)} operations, {total} examples "
