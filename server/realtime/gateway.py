@@ -84,6 +84,7 @@ class Gateway:
         self._inflight: set[asyncio.Task[Any]] = set()
         self.limiter = RateLimiter(settings.socket_events_per_10s, per=10.0)
         self.event_names: list[str] = []
+        self.event_models: dict[str, type[BaseModel] | None] = {}
         sio.on("connect", self._on_connect)
         sio.on("disconnect", self._on_disconnect)
         sio.on("*", self._on_unknown)
@@ -115,6 +116,7 @@ class Gateway:
     def on(self, event: str, model: type[BaseModel] | None, handler: EventHandler) -> None:
         """Register a client → server event with validation, rate limit and a problem ack."""
         self.event_names.append(event)
+        self.event_models[event] = model
 
         async def handle(sid: str, payload: Any = None) -> dict[str, Any]:
             # One id per event, so an audited refusal can be matched to the ack that carried it.
