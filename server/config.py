@@ -105,6 +105,9 @@ class Settings(BaseModel):
     # FHIR ingest (POST /fhir): bundles one institution may push per minute, per node, so one
     # institution's bulk load cannot starve the others (429 OperationOutcome with Retry-After).
     fhir_ingest_per_minute: int = Field(default=120, ge=1)
+    # Authenticated /api and /fhir requests one account may make per minute, per node (bursts
+    # up to the same number): a flooding client gets 429s instead of starving the others.
+    api_requests_per_minute: int = Field(default=3000, ge=1)
 
     @field_validator("database_url")
     @classmethod

@@ -18,12 +18,14 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from server.core.auth import Requester
+from server.core.ratelimit import RateLimiter
 from server.core.errors import (
     FieldError,
     Forbidden,
     MalformedJSON,
     NotFound,
     PayloadTooLarge,
+    TooManyRequests,
     Unauthorized,
     UnsupportedMediaType,
     ValidationFailed,
@@ -35,6 +37,7 @@ MAX_ID = 2**31 - 1
 AUTHENTICATE: web.AppKey[Authenticate] = web.AppKey("authenticate")
 SERVICES: web.AppKey[Any] = web.AppKey("services", object)
 MAX_BODY = web.AppKey("max_body", int)
+REQUEST_LIMIT = web.AppKey("request_limit", RateLimiter)
 # The authenticated requester of this request (set once the token is verified), for the
 # error middleware's denial audit.
 REQUESTER: web.RequestKey[Requester] = web.RequestKey("requester", Requester)
@@ -233,12 +236,28 @@ def json_response(
     )
 
 
+def check_request_rate(request: web.Request, requester: Requester) -> None:
+    """The per-account request limit (``api_requests_per_minute``): 429 with Retry-After."""
+    limiter = request.app.get(REQUEST_LIMIT)
+    if limiter is None:
+        return
+    key = f"user:{requester.user_id}"
+    if not limiter.allow(key):
+        retry = limiter.retry_after(key)
+        raise TooManyRequests(
+            f"too many requests from this account; retry in {retry} s",
+            code="rate_limited",
+            headers={"Retry-After": str(retry)},
+        )
+
+
 def make_view(operation: Operation) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def view(request: web.Request) -> web.StreamResponse:
         requester = None
         if operation.auth:
             requester = await request.app[AUTHENTICATE](bearer_token(request))
             request[REQUESTER] = requester
+            check_request_rate(request, requester)
             if operation.roles is not None and requester.role not in operation.roles:
                 raise Forbidden(f"the role '{requester.role}' may not do this")
         query = None

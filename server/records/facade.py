@@ -15,7 +15,14 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from server.config import Settings
-from server.core.api import AUTHENTICATE, REQUESTER, SERVICES, bearer_token, read_body
+from server.core.api import (
+    AUTHENTICATE,
+    REQUESTER,
+    SERVICES,
+    bearer_token,
+    check_request_rate,
+    read_body,
+)
 from server.core.auth import Requester
 from server.core.db import utcnow
 from server.core.errors import (
@@ -61,6 +68,7 @@ def render_outcome(error: YihaoError, request: web.Request) -> web.Response:
 async def _requester(request: web.Request) -> Requester:
     requester: Requester = await request.app[AUTHENTICATE](bearer_token(request))
     request[REQUESTER] = requester
+    check_request_rate(request, requester)
     return requester
 
 

@@ -42,7 +42,11 @@ CHECKS = [not_a_server_error, response_schema_conformance, content_type_conforma
 async def live(settings: Settings) -> Any:
     """The real app on a real port: (base url, services)."""
     app = create_app(
-        settings.with_overrides(login_rate_per_minute=100_000, fhir_ingest_per_minute=100_000)
+        settings.with_overrides(
+            login_rate_per_minute=100_000,
+            fhir_ingest_per_minute=100_000,
+            api_requests_per_minute=100_000,
+        )
     )
     runner = web.AppRunner(app)
     await runner.setup()
