@@ -49,8 +49,8 @@ from server.core.middleware import (
     security_headers_middleware,
 )
 from server.core.observability import Metrics
-from server.core.ratelimit import RateLimiter
 from server.core.openapi import build_openapi
+from server.core.ratelimit import RateLimiter
 from server.core.signing import Signer
 from server.identity.patient_routes import routes as patient_routes
 from server.identity.patients import PatientIndex

@@ -18,7 +18,6 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from server.core.auth import Requester
-from server.core.ratelimit import RateLimiter
 from server.core.errors import (
     FieldError,
     Forbidden,
@@ -30,6 +29,7 @@ from server.core.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
+from server.core.ratelimit import RateLimiter
 
 Authenticate = Callable[[str], Awaitable[Requester]]
 # Ids are 32-bit integer columns: a path id beyond that names nothing.
