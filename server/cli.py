@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -32,7 +33,7 @@ from pydantic import ValidationError
 from server.config import Settings, SettingsError, load_settings
 from server.core.api import SERVICES, field_errors
 from server.core.errors import YihaoError
-from server.core.observability import setup_logging
+from server.core.observability import QuerylessAccessLogger, setup_logging
 from server.identity import schemas
 
 
@@ -69,7 +70,10 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         create_app(settings),
         host=settings.host,
         port=settings.port,
-        access_log=None,
+        # Off by default (setup_logging quiets aiohttp.access); when switched on, the lines
+        # leave out query strings, which can carry patient names and resident IDs.
+        access_log=logging.getLogger("aiohttp.access"),
+        access_log_class=QuerylessAccessLogger,
         print=None,
         shutdown_timeout=10,
     )
