@@ -26,7 +26,7 @@ from server.config import Settings
 from server.container import Services
 from server.core.api import SERVICES
 from server.core.audit import AuditEvent
-from server.seed import DEMO_PASSWORD, seed_demo
+from server.seed import DEMO_PASSWORD, PATIENTS, seed_demo
 from tests.helpers import Api, SocketClient
 from tests.security.matrix import OPERATIONS, PERSONAS, SIDES, Op, by_key
 from tests.security.world import World, build_world, expired_token
@@ -34,6 +34,13 @@ from tests.security.world import World, build_world, expired_token
 # Routes that exist only in some builds (the web client's assets when web/dist is built).
 OPTIONAL = {"GET /assets"}
 DENIED = {401, 403, 404}
+# What a refusal must never repeat back: the sides' patients' names, resident IDs, phones.
+PATIENT_VALUES = [
+    value
+    for p in PATIENTS
+    if p.username in ("patient_sun", "patient_liu")
+    for value in (p.name, p.resident_id, p.phone)
+]
 
 
 def route_keys(app: web.Application) -> set[str]:
@@ -169,6 +176,9 @@ def judge(op: Op, side: str, persona: str, allowed: bool, status: int, problem: 
     else:
         ok = status in DENIED
         case.passed, case.why = ok, "" if ok else "denied persona got through"
+        leaked = [v for v in PATIENT_VALUES if v in str(problem)]
+        if ok and leaked:
+            case.passed, case.why = False, f"the refusal names patient data: {leaked}"
     return case
 
 
