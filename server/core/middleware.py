@@ -196,11 +196,30 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return render_error(_internal(exc), request)
 
 
+# PostgreSQL: numeric_value_out_of_range, datetime_field_overflow.
+_OUT_OF_RANGE_SQLSTATES = frozenset({"22003", "22008"})
+
+
 def is_out_of_range(exc: BaseException) -> bool:
-    """A client's number or date too large for a column (SQLite, PostgreSQL, or our binding)."""
-    if isinstance(exc, OverflowError | DataError):
-        return True
-    return isinstance(exc, StatementError) and isinstance(exc.orig, OverflowError)
+    """A client's number or date too large for a column (SQLite, PostgreSQL, or our binding).
+
+    The cause sits somewhere in the chain: SQLAlchemy wraps the driver's error,
+    which wraps the ``OverflowError`` of the value's encoding.
+    """
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen or len(seen) > 10:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OverflowError | DataError):
+            return True
+        if getattr(current, "sqlstate", None) in _OUT_OF_RANGE_SQLSTATES:
+            return True
+        orig = current.orig if isinstance(current, StatementError) else None
+        pending.extend([orig, current.__cause__, current.__context__])
+    return False
 
 
 def out_of_range(exc: BaseException) -> ValidationFailed:

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-import socketio
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from sqlalchemy import select
@@ -29,7 +28,7 @@ from server.core.audit import AuditEvent
 from server.seed import DEMO_PASSWORD, PATIENTS, seed_demo
 from tests.helpers import Api, SocketClient
 from tests.security.matrix import OPERATIONS, PERSONAS, SIDES, Op, by_key
-from tests.security.world import World, build_world, expired_token
+from tests.security.world import World, build_world, expired_token, try_connect
 
 # Routes that exist only in some builds (the web client's assets when web/dist is built).
 OPTIONAL = {"GET /assets"}
@@ -126,15 +125,9 @@ class Runner:
 
     async def socket(self, op: Op, side: str, persona: str) -> tuple[int, Any, str | None]:
         if persona in ("anon", "exp"):
-            client = socketio.AsyncClient(reconnection=False)
             auth = {"token": self.tokens[persona]} if self.tokens[persona] else None
-            try:
-                await client.connect(self.api.url, auth=auth, transports=["websocket"],
-                                     wait_timeout=5)  # fmt: skip
-            except socketio.exceptions.ConnectionError as exc:
-                return 401, str(exc), None
-            await client.disconnect()
-            return 200, "connected", None
+            refused = await try_connect(self.api.url, auth)
+            return (401, refused, None) if refused else (200, "connected", None)
         if op.key == "socket connect":
             sock = SocketClient()
             await sock.connect(self.api.url, self.tokens[persona] or "")

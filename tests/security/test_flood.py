@@ -25,11 +25,11 @@ from server.seed import seed_demo
 from tests.helpers import Api, SocketClient
 from tests.security.world import build_world
 
-FLOOD_SECONDS = 4.0
+ROUNDS = 25  # the well-behaved client's socket call + HTTP request pairs, under the flood
 # Generous for a shared 2-core CI machine where the flooders, the server and the normal
 # client share one process and one event loop; the figures printed are what matters.
-P50_BOUND_S = 0.25
-P99_BOUND_S = 1.0
+P50_BOUND_S = 0.5
+P99_BOUND_S = 2.0
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -72,10 +72,10 @@ async def login_flood(api: Api, stop: asyncio.Event, tally: dict[str, int]) -> N
 
 
 async def test_a_flood_beside_a_normal_client(aiohttp_client: Any, settings: Settings) -> None:
-    # The limits are settings; lower than their defaults here so a 4 s flood reaches them.
+    # The limits are settings; lower than their defaults here so the flood reaches them.
     app: web.Application = create_app(
         settings.with_overrides(
-            socket_events_per_10s=50, api_requests_per_minute=60, login_rate_per_minute=10
+            socket_events_per_10s=50, api_requests_per_minute=30, login_rate_per_minute=10
         )
     )
     api = Api(await aiohttp_client(app))
@@ -99,9 +99,9 @@ async def test_a_flood_beside_a_normal_client(aiohttp_client: Any, settings: Set
         ack_latency: list[float] = []
         http_latency: list[float] = []
         headers = {"Authorization": f"Bearer {normal_token}"}
-        deadline = time.perf_counter() + FLOOD_SECONDS
+        flood_started = time.perf_counter()
         try:
-            while time.perf_counter() < deadline:
+            for _ in range(ROUNDS):
                 started = time.perf_counter()
                 ack = await normal_sock.call("consult.presence", {"consult_id": world.a.consult_id})
                 ack_latency.append(time.perf_counter() - started)
@@ -117,16 +117,17 @@ async def test_a_flood_beside_a_normal_client(aiohttp_client: Any, settings: Set
         finally:
             stop.set()
             await asyncio.gather(*floods)
+        flood_seconds = time.perf_counter() - flood_started
         figures = {
             "socket ack": ack_latency,
             "http": http_latency,
         }
-        print(f"\nflood ({FLOOD_SECONDS:.0f} s): flooders got {dict(sorted(tally.items()))}")
+        print(f"\nflood ({flood_seconds:.1f} s): flooders got {dict(sorted(tally.items()))}")
         for name, values in figures.items():
             print(f"well-behaved {name}: n={len(values)} p50 {statistics.median(values) * 1000:.1f} ms "
                   f"p99 {percentile(values, 0.99) * 1000:.1f} ms")  # fmt: skip
         for name, values in figures.items():
-            assert len(values) >= 10, name
+            assert len(values) == ROUNDS, name
             assert statistics.median(values) < P50_BOUND_S, (name, statistics.median(values))
             assert percentile(values, 0.99) < P99_BOUND_S, (name, percentile(values, 0.99))
         # Each flooder was told to slow down.
@@ -134,5 +135,42 @@ async def test_a_flood_beside_a_normal_client(aiohttp_client: Any, settings: Set
         assert tally.get("http 429", 0) > 0, tally
         assert tally.get("login 429", 0) > 0, tally
         assert normal_sock.sio.connected and flooder_sock.sio.connected
+    finally:
+        await api.close()
+
+
+async def test_slow_clients_do_not_hold_up_a_normal_one(
+    aiohttp_client: Any, settings: Settings
+) -> None:
+    """Slowloris: connections that send half a request and stall cost the server nothing."""
+    app: web.Application = create_app(settings)
+    api = Api(await aiohttp_client(app))
+    try:
+        await seed_demo(app[SERVICES])
+        token = await api.token("gp_zhang")
+        host, port = api.client.server.host, api.client.server.port
+        assert port is not None
+        stalled = []
+        for i in range(50):
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(
+                b"POST /api/v1/inbox/read HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Authorization: Bearer " + token.encode() + b"\r\nContent-Length: 100000\r\n\r\n{"
+                if i % 2
+                else b"GET /api/v1/me HTTP/1.1\r\nHost: x\r\nX-Slow: "
+            )
+            await writer.drain()
+            stalled.append((reader, writer))
+        latencies = []
+        for _ in range(30):
+            started = time.perf_counter()
+            status, body = await api.get("/api/v1/me", as_="gp_zhang")
+            latencies.append(time.perf_counter() - started)
+            assert status == 200, body
+        print(f"\nbeside 50 stalled connections: /me p50 {statistics.median(latencies) * 1000:.1f} ms "
+              f"p99 {percentile(latencies, 0.99) * 1000:.1f} ms")  # fmt: skip
+        assert percentile(latencies, 0.99) < P99_BOUND_S
+        for _, writer in stalled:
+            writer.close()
     finally:
         await api.close()

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-import socketio
-
 from server.container import Services
-from tests.helpers import Api, SocketClient
+from tests.helpers import Api
+from tests.security.world import try_connect
 
 EVIL = "https://evil.example"
 
@@ -53,15 +51,5 @@ async def test_cors_is_closed_for_the_api_by_default(api: Api, network: Services
 
 async def test_socket_io_refuses_another_origin(api: Api, network: Services) -> None:
     token = await api.token("gp_zhang")
-    client = socketio.AsyncClient(reconnection=False)
-    with pytest.raises(socketio.exceptions.ConnectionError):
-        await client.connect(api.url, auth={"token": token}, headers={"Origin": EVIL},
-                             transports=["websocket"], wait_timeout=5)  # fmt: skip
-    assert not client.connected
-    same_origin = SocketClient()
-    same_origin.sio = socketio.AsyncClient(reconnection=False)
-    await same_origin.sio.connect(api.url, auth={"token": token},
-                                  headers={"Origin": api.url.rstrip("/")},
-                                  transports=["websocket"], wait_timeout=5)  # fmt: skip
-    assert same_origin.sio.connected
-    await same_origin.close()
+    assert await try_connect(api.url, {"token": token}, {"Origin": EVIL}) is not None
+    assert await try_connect(api.url, {"token": token}, {"Origin": api.url.rstrip("/")}) is None

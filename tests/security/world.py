@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import aiohttp
 import jwt
+import socketio
 from sqlalchemy import select
 
 from server.container import Services
@@ -217,3 +219,19 @@ async def build_world(api: Api, services: Services) -> World:
     for side in (a, b):
         await build_side(api, services, side)
     return World(a=a, b=b, users=users, institutions=insts, services=services)
+
+
+async def try_connect(url: str, auth: Any, headers: dict[str, str] | None = None) -> str | None:
+    """Connect a Socket.IO client and disconnect; the refusal's message, or None if connected.
+
+    The HTTP session is ours, so a refused attempt leaves no unclosed connector behind.
+    """
+    async with aiohttp.ClientSession() as http:
+        client = socketio.AsyncClient(reconnection=False, http_session=http)
+        try:
+            await client.connect(url, auth=auth, headers=headers or {},
+                                 transports=["websocket"], wait_timeout=5)  # fmt: skip
+        except socketio.exceptions.ConnectionError as exc:
+            return str(exc) or "refused"
+        await client.disconnect()
+        return None
