@@ -102,6 +102,12 @@ class Settings(BaseModel):
     cors_origins: tuple[str, ...] = ()
     # Prescriptions: how often expiry is swept and unacknowledged deliveries re-pushed (0: never).
     prescription_sweep_seconds: float = Field(default=30.0, ge=0)
+    # Cluster: this node's id (empty: host:pid:random, new at every start; set a stable one,
+    # e.g. the pod or unit name, so a restarted node clears what its killed self left), how
+    # often it beats, and after how long without a beat it is dead (its presence is reaped).
+    node_id: str = Field(default="", max_length=100)
+    node_heartbeat_seconds: float = Field(default=5.0, gt=0)
+    node_dead_after_seconds: float = Field(default=20.0, gt=0)
     # FHIR ingest (POST /fhir): bundles one institution may push per minute, per node, so one
     # institution's bulk load cannot starve the others (429 OperationOutcome with Retry-After).
     fhir_ingest_per_minute: int = Field(default=120, ge=1)

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from server.consults.service import ConsultsService
+    from server.core.nodes import Nodes
     from server.inbox.service import InboxService
     from server.media.precall import PrecallService
     from server.prescriptions.service import PrescriptionService
@@ -50,6 +51,7 @@ class Services:
     patients: PatientIndex
     records: RecordsService
     redis: Redis | None = None
+    nodes: Nodes | None = None
 
 
 def services(call: Call) -> Services:

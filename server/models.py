@@ -12,6 +12,7 @@ from server.core.audit import AuditEvent, AuditHead
 from server.core.db import Base
 from server.core.events import StreamEvent, StreamHead
 from server.core.leases import JobLease
+from server.core.nodes import ClusterNode
 from server.core.signing import PractitionerKey
 from server.identity.models import (
     AuthSession,
@@ -45,6 +46,7 @@ __all__ = [
     "Base",
     "CareRelationship",
     "ChronicCondition",
+    "ClusterNode",
     "Consent",
     "Consult",
     "ConsultMessage",

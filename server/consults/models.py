@@ -131,3 +131,5 @@ class ConsultPresence(Base):
     mic: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     screen: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     joined_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    # The node holding the socket (cluster_nodes.id): a dead node's rows are reaped.
+    node: Mapped[str | None] = mapped_column(String(100), nullable=True, index=True)

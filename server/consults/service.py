@@ -42,7 +42,6 @@ from server.consults.models import (
     ConsultPresence,
     ConsultTransition,
 )
-from server.consults.reauth import check_reauthenticated
 from server.core.access import AccessService
 from server.core.audit import AuditLog
 from server.core.auth import CLINICIAN_ROLES, Requester
@@ -56,6 +55,7 @@ from server.core.errors import (
     ValidationFailed,
 )
 from server.core.events import Events
+from server.core.history import entries, read_history
 from server.core.signing import Signature, Signer
 from server.identity.models import User
 from server.identity.service import AuthService, IdentityService
@@ -108,8 +108,11 @@ class ConsultsService:
         identity: IdentityService,
         auth: AuthService,
         signer: Signer,
+        node_id: str = "",
     ) -> None:
         self.settings = settings
+        # The node this process is (server/core/nodes.py): presence rows carry it.
+        self.node_id = node_id
         self.db = db
         self.audit = audit
         self.events = events
@@ -239,23 +242,8 @@ class ConsultsService:
     async def history(self, requester: Requester, consult_id: int) -> schemas.History:
         await self.get_consult(requester, consult_id)
         async with self.db.read() as session:
-            rows = await session.scalars(
-                select(ConsultTransition)
-                .where(ConsultTransition.consult_id == consult_id)
-                .order_by(ConsultTransition.id)
-            )
-            return schemas.History(
-                items=[
-                    schemas.Transition(
-                        from_status=r.from_status,
-                        to_status=r.to_status,
-                        actor_id=r.actor_id,
-                        note=r.note,
-                        at=r.at,
-                    )
-                    for r in rows
-                ]
-            )
+            rows = await read_history(session, ConsultTransition.consult_id, consult_id)
+            return schemas.History(items=entries(schemas.Transition, rows))
 
     async def consult_rooms(self, requester: Requester) -> list[str]:
         """Room provider: the consult rooms a connecting socket belongs in."""
@@ -920,12 +908,12 @@ class ConsultsService:
             consult, _ = await self._check_participant(session, data.consult_id, requester)
         if consult.status not in LIVE_STATES:
             raise Conflict(f"the consult is {consult.status}: no session", code="consult_not_live")
-        method = await check_reauthenticated(
-            self.auth,
+        method = await self.auth.reauthenticate(
             requester,
             password=data.password,
             totp=data.totp,
             fresh_seconds=self.reauth_seconds,
+            action="consult.reauth",
         )
         async with self.db.transaction() as tx:
             consult = await self._get(tx.session, data.consult_id, lock=True)
@@ -948,7 +936,9 @@ class ConsultsService:
                 return {"state": "lobby", "consult_id": consult.id}, False
             await tx.session.execute(delete(ConsultPresence).where(ConsultPresence.sid == sid))
             tx.session.add(
-                ConsultPresence(sid=sid, consult_id=consult.id, user_id=requester.user_id)
+                ConsultPresence(
+                    sid=sid, consult_id=consult.id, user_id=requester.user_id, node=self.node_id
+                )
             )
             await self.audit.record(
                 tx.session,
@@ -1031,6 +1021,25 @@ class ConsultsService:
             for row in rows:
                 await tx.session.delete(row)
             return [r.consult_id for r in rows]
+
+    async def reap_presence(self, alive: set[str]) -> list[int]:
+        """Delete the presence of sockets on nodes not alive (killed); the consults touched."""
+        async with self.db.transaction() as tx:
+            result = await tx.session.execute(
+                delete(ConsultPresence)
+                .where(or_(ConsultPresence.node.is_(None), ConsultPresence.node.notin_(alive)))
+                .returning(ConsultPresence.consult_id)
+            )
+            return sorted(set(result.scalars()))
+
+    async def forget_node(self, node_id: str, before: datetime) -> None:
+        """At start: the presence an earlier process with this node id left behind."""
+        async with self.db.transaction() as tx:
+            await tx.session.execute(
+                delete(ConsultPresence).where(
+                    ConsultPresence.node == node_id, ConsultPresence.joined_at < before
+                )
+            )
 
     # --- the room: signaling ----------------------------------------------------------------
 

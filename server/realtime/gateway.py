@@ -38,7 +38,7 @@ from server.core.errors import (
     YihaoError,
 )
 from server.core.events import REPLAY_PAGE, Events
-from server.core.middleware import is_out_of_range, out_of_range
+from server.core.middleware import as_unavailable, is_out_of_range, out_of_range
 from server.core.observability import Metrics
 from server.core.ratelimit import RateLimiter
 
@@ -148,6 +148,10 @@ class Gateway:
                 problem["request_id"] = request_id
                 return {"ok": False, "problem": problem}
             except Exception as exc:
+                unavailable = as_unavailable(exc)
+                if unavailable is not None:  # the database is away: 503, retry shortly
+                    self.metrics.socket_events.labels(event, unavailable.code).inc()
+                    return {"ok": False, "problem": unavailable.to_problem()}
                 if is_out_of_range(exc):
                     self.metrics.socket_events.labels(event, "out_of_range").inc()
                     problem = out_of_range(exc).to_problem()
@@ -189,6 +193,14 @@ class Gateway:
         except YihaoError as exc:
             # The client's connect_error carries {message: detail, data: problem}.
             raise socketio.exceptions.ConnectionRefusedError(exc.detail, exc.to_problem()) from None
+        except Exception as exc:
+            unavailable = as_unavailable(exc)
+            if unavailable is None:
+                raise
+            # The database is away: refused with the 503 problem; the client retries.
+            raise socketio.exceptions.ConnectionRefusedError(
+                unavailable.detail, unavailable.to_problem()
+            ) from None
         await self.sio.save_session(sid, {"requester": requester})
         rooms = base_rooms(requester)
         for provider in self.room_providers:

@@ -314,6 +314,18 @@ OPERATIONS: list[Op] = [
     ),
     Op("GET /api/v1/slots/{slot_id}", get(lambda w, s: f"/api/v1/slots/{s.slot_id}"), a="*"),
     Op(
+        "GET /api/v1/schedules/templates",
+        get(lambda w, s: f"/api/v1/schedules/templates?department_id={s.slot_department_id}"),
+        note="desk roles; scoped to the caller's own institution: another's department is empty",
+        a="gp gp2 spec spec2 iadm",
+    ),
+    Op(
+        "GET /api/v1/schedules/holidays",
+        get(lambda w, s: "/api/v1/schedules/holidays"),
+        note="desk roles; the caller's own institution's closed days",
+        a="gp gp2 spec spec2 iadm",
+    ),
+    Op(
         "GET /api/v1/appointments",
         get(lambda w, s: "/api/v1/appointments"),
         a="pat gp gp2 spec spec2 iadm padm",
