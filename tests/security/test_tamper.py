@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import logging
 import os
 from typing import Any
 
@@ -42,12 +43,18 @@ async def yihao(settings: Settings, *argv: str) -> tuple[int, str]:
 
     def run() -> tuple[int, str]:
         out = io.StringIO()
-        with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(out):
-            for key in [k for k in os.environ if k.startswith("YIHAO_")]:
-                patch.delenv(key)
-            for key, value in cli_env(settings).items():
-                patch.setenv(key, value)
-            code = main(list(argv))
+        root = logging.getLogger()
+        handlers, level = root.handlers[:], root.level  # the CLI sets up logging for itself
+        try:
+            with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(out):
+                for key in [k for k in os.environ if k.startswith("YIHAO_")]:
+                    patch.delenv(key)
+                for key, value in cli_env(settings).items():
+                    patch.setenv(key, value)
+                code = main(list(argv))
+        finally:
+            root.handlers[:] = handlers
+            root.setLevel(level)
         return code, out.getvalue()
 
     return await asyncio.to_thread(run)
