@@ -60,8 +60,10 @@ from server.identity.service import AuthService, IdentityService
 from server.inbox import socket as inbox_socket
 from server.inbox.routes import routes as inbox_routes
 from server.inbox.service import InboxService
-from server.media.events import add_precall_events
+from server.media.events import add_precall_events, add_recording_events
 from server.media.precall import PrecallService
+from server.media.recording import RecordingService
+from server.media.routes import routes as recording_routes
 from server.prescriptions import socket as prescription_socket
 from server.prescriptions.catalogue import Catalogue
 from server.prescriptions.record import PatientRecord
@@ -91,6 +93,7 @@ ROUTE_TABLES: tuple[Routes, ...] = (
     referrals_routes,
     consults_routes,
     prescription_routes,
+    recording_routes,
 )
 WEB_DIST = Path(__file__).resolve().parent.parent / "web" / "dist"
 
@@ -165,6 +168,8 @@ def create_app(settings: Settings) -> web.Application:
     consult_sockets = ConsultSockets(gateway, consults)
     consult_sockets.register()
     nodes.add_reaper(consult_sockets.reap, consults.forget_node)
+    recording = RecordingService(settings, consults, auth)
+    add_recording_events(gateway, recording)
     prescriptions = PrescriptionService(
         settings,
         db,
@@ -195,6 +200,7 @@ def create_app(settings: Settings) -> web.Application:
         patients=patients,
         records=records,
         consults=consults,
+        recording=recording,
     )
     services.nodes = nodes
     app[SERVICES] = services
@@ -217,6 +223,8 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_socketio(sio, gateway))
     app.cleanup_ctx.append(precall.lifespan)
     app.cleanup_ctx.append(nodes.lifespan())
+    app.cleanup_ctx.append(recording.lifespan)
+    app.on_shutdown.append(recording.on_shutdown)
     app.cleanup_ctx.append(_jobs(services.jobs))
     app.cleanup_ctx.append(
         prescription_background(prescriptions, settings.prescription_sweep_seconds)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from server.core.nodes import Nodes
     from server.inbox.service import InboxService
     from server.media.precall import PrecallService
+    from server.media.recording import RecordingService
     from server.prescriptions.service import PrescriptionService
     from server.realtime.gateway import Gateway
     from server.records.service import RecordsService
@@ -50,6 +51,7 @@ class Services:
     access: AccessService
     patients: PatientIndex
     records: RecordsService
+    recording: RecordingService
     redis: Redis | None = None
     nodes: Nodes | None = None
 

@@ -24,6 +24,7 @@ from server.identity.models import (
     User,
 )
 from server.inbox.models import InboxItem
+from server.media.models import Recording, RecordingConsent
 from server.prescriptions.models import (
     ChronicCondition,
     Delivery,
@@ -69,6 +70,8 @@ __all__ = [
     "Prescription",
     "PrescriptionHistory",
     "RecordEntry",
+    "Recording",
+    "RecordingConsent",
     "Referral",
     "ReferralHistory",
     "ScheduleTemplate",

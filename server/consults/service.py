@@ -59,6 +59,7 @@ from server.core.history import entries, read_history
 from server.core.signing import Signature, Signer
 from server.identity.models import User
 from server.identity.service import AuthService, IdentityService
+from server.media.models import Recording
 from server.records.service import RecordsService
 
 logger = logging.getLogger(__name__)
@@ -82,6 +83,8 @@ ENDED = frozenset({"closed", "declined", "cancelled"})
 CHAT_STATES = frozenset({"accepted", "scheduled", "in_session", "opinion_written"})
 LIVE_STATES = frozenset({"accepted", "scheduled", "in_session"})
 SIGNAL_MAX_BYTES = 64 * 1024
+# The role of the system user whose worker records consults (server/media/recording.py).
+RECORDER_ROLE = "recorder"
 OPINION_DOC_TYPE = {
     "coding": [{"system": "http://loinc.org", "code": "11488-4", "display": "Consult note"}],
     "text": "会诊意见",
@@ -904,6 +907,8 @@ class ConsultsService:
         self, sid: str, requester: Requester, data: schemas.Join
     ) -> tuple[dict[str, Any], bool]:
         """Enter the live session, or its lobby. Returns the answer and whether admitted."""
+        if requester.role == RECORDER_ROLE:
+            return await self._join_recorder(sid, requester, data.consult_id), True
         async with self.db.read() as session:
             consult, _ = await self._check_participant(session, data.consult_id, requester)
         if consult.status not in LIVE_STATES:
@@ -951,6 +956,46 @@ class ConsultsService:
         members = await self.presence(consult.id)
         return {"state": "joined", "consult_id": consult.id, "members": members}, True
 
+    async def _join_recorder(
+        self, sid: str, requester: Requester, consult_id: int
+    ) -> dict[str, Any]:
+        """The recording worker enters without lobby: its login is good for one recording."""
+        async with self.db.transaction() as tx:
+            consult = await self._get(tx.session, consult_id, lock=True)
+            recording = await tx.session.scalar(
+                select(Recording).where(
+                    Recording.consult_id == consult_id,
+                    Recording.recorder_session_id == requester.session_id,
+                    Recording.state.in_(("starting", "recording")),
+                )
+            )
+            if recording is None:
+                raise Forbidden("no recording of this consult is running", code="not_a_participant")
+            if consult.status not in LIVE_STATES:
+                raise Conflict(
+                    f"the consult is {consult.status}: no session", code="consult_not_live"
+                )
+            await tx.session.execute(delete(ConsultPresence).where(ConsultPresence.sid == sid))
+            tx.session.add(
+                ConsultPresence(
+                    sid=sid,
+                    consult_id=consult.id,
+                    user_id=requester.user_id,
+                    kind="recorder",
+                    node=self.node_id,
+                )
+            )
+            await self.audit.record(
+                tx.session,
+                "consult.join",
+                actor=requester,
+                patient_id=consult.patient_id,
+                resource=f"Consult/{consult.id}",
+                details={"recording_id": recording.id},
+            )
+        members = await self.presence(consult_id)
+        return {"state": "joined", "consult_id": consult_id, "members": members}
+
     async def admit(self, requester: Requester, data: schemas.Admit) -> dict[str, Any]:
         async with self.db.transaction() as tx:
             consult = await self._get(tx.session, data.consult_id, lock=True)
@@ -989,6 +1034,7 @@ class ConsultsService:
             return [
                 {
                     "user_id": r.user_id,
+                    "kind": r.kind,
                     "camera": r.camera,
                     "mic": r.mic,
                     "screen": r.screen,

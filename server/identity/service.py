@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import secrets
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, get_args
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -109,7 +109,12 @@ def user_out(user: User) -> schemas.UserOut:
 
 
 def _user_query() -> Any:
-    return select(User).options(selectinload(User.institution), selectinload(User.department))
+    # System accounts (the consult recorder) are not people: no one lists or manages them.
+    return (
+        select(User)
+        .where(User.role.in_(get_args(schemas.RoleName)))
+        .options(selectinload(User.institution), selectinload(User.department))
+    )
 
 
 class IdentityService:

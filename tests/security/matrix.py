@@ -378,6 +378,19 @@ OPERATIONS: list[Op] = [
         a="gp spec",
         b="gp2",
     ),
+    Op(
+        "GET /api/v1/consults/{consult_id}/recordings",
+        get(lambda w, s: C.format(s.consult_id) + "/recordings"),
+        a="pat gp spec iadm",
+        b="gp2 spec2",
+    ),
+    Op(
+        "GET /api/v1/recordings/{recording_id}/media",
+        get(lambda w, s: "/api/v1/recordings/1/media"),
+        note="no recording exists in the matrix world (one needs the recorder process): 404 "
+        "for all; a participant's download and an outsider's 404 are tests/media/test_recording.py",
+        a="",
+    ),
     # --- prescriptions -------------------------------------------------------------------
     Op(
         "GET /api/v1/prescriptions",
@@ -495,6 +508,25 @@ OPERATIONS: list[Op] = [
     Op(
         "socket consult.admit",
         sock(lambda w, s: {"consult_id": s.consult_id, "user_id": s.gp_user_id}),
+        a="spec",
+        b="",
+    ),
+    Op(
+        "socket consult.recording.consent",
+        sock(lambda w, s: {"consult_id": s.consult_id, "agree": False}),
+        note="a refusal, so that no recording (and no recorder process) can start",
+        a="gp spec",
+        b="gp2",
+    ),
+    Op(
+        "socket consult.recording.start",
+        sock(lambda w, s: {"consult_id": s.consult_id}),
+        a="spec",
+        b="",
+    ),
+    Op(
+        "socket consult.recording.stop",
+        sock(lambda w, s: {"consult_id": s.consult_id}),
         a="spec",
         b="",
     ),

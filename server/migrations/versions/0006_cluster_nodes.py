@@ -1,7 +1,7 @@
 """cluster nodes and presence node
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-11-25 19:42:47.717560
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import server.core.db
 
 revision: str = "0006"
-down_revision: str | Sequence[str] | None = "0004"
+down_revision: str | Sequence[str] | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
