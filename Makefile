@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_DATA ?= ./data/demo
 export YIHAO_DATA_DIR ?= $(DEMO_DATA)
 
-.PHONY: demo test lint format web install clean
+.PHONY: demo test lint format web install clean fuzz
 
 install: $(VENV)/.installed
 
@@ -39,3 +39,9 @@ format: install
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache
+
+# A deeper fuzzing run than `make test`'s: schemathesis over every REST operation and
+# Hypothesis over every Socket.IO event (FUZZ_EXAMPLES examples each).
+FUZZ_EXAMPLES ?= 100
+fuzz: install
+	YIHAO_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -s tests/security/test_fuzz_openapi.py tests/security/test_fuzz_socket.py

@@ -25,7 +25,14 @@ from server.consults.service import ConsultsService
 from server.consults.socket import ConsultSockets
 from server.container import Services
 from server.core.access import AccessService
-from server.core.api import AUTHENTICATE, MAX_BODY, SERVICES, Routes, json_response
+from server.core.api import (
+    AUTHENTICATE,
+    MAX_BODY,
+    REQUEST_LIMIT,
+    SERVICES,
+    Routes,
+    json_response,
+)
 from server.core.audit import AuditLog
 from server.core.auth import Passwords, Tokens
 from server.core.db import Database
@@ -44,6 +51,7 @@ from server.core.middleware import (
 from server.core.nodes import Nodes
 from server.core.observability import Metrics
 from server.core.openapi import build_openapi
+from server.core.ratelimit import RateLimiter
 from server.core.signing import Signer
 from server.identity.patient_routes import routes as patient_routes
 from server.identity.patients import PatientIndex
@@ -105,6 +113,7 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS] = metrics
     app[ERROR_RENDERERS] = {}
     app[MAX_BODY] = settings.max_body_bytes
+    app[REQUEST_LIMIT] = RateLimiter(settings.api_requests_per_minute, per=60.0)
 
     db = Database(settings)
     manager: socketio.AsyncManager | None = None
@@ -134,7 +143,7 @@ def create_app(settings: Settings) -> web.Application:
     passwords = Passwords(settings)
     auth = AuthService(settings, db, audit, passwords, Tokens(settings))
     identity = IdentityService(db, audit, events, passwords)
-    gateway = Gateway(settings, sio, auth.authenticate, events, metrics)
+    gateway = Gateway(settings, sio, auth.authenticate, events, metrics, audit)
     precall = PrecallService(settings, lambda sid, event, data: sio.emit(event, data, to=sid))
     add_precall_events(gateway, precall)
     access = AccessService(db, audit)

@@ -135,6 +135,12 @@ class Settings(BaseModel):
     node_id: str = Field(default="", max_length=100)
     node_heartbeat_seconds: float = Field(default=5.0, gt=0)
     node_dead_after_seconds: float = Field(default=20.0, gt=0)
+    # FHIR ingest (POST /fhir): bundles one institution may push per minute, per node, so one
+    # institution's bulk load cannot starve the others (429 OperationOutcome with Retry-After).
+    fhir_ingest_per_minute: int = Field(default=120, ge=1)
+    # Authenticated /api and /fhir requests one account may make per minute, per node (bursts
+    # up to the same number): a flooding client gets 429s instead of starving the others.
+    api_requests_per_minute: int = Field(default=3000, ge=1)
 
     @field_validator("database_url")
     @classmethod

@@ -703,6 +703,49 @@ class ConsultsService:
             "summary": f"会诊意见：{summary}" if summary else None,
         }
 
+    async def verify_opinions(self, batch: int = 500) -> tuple[int, list[tuple[int, str]]]:
+        """Check every signed opinion against its signature and its consult row.
+
+        Returns how many were checked and ``(consult id, problem)`` for each that
+        was changed after signing (``yihao verify-signatures``).
+        """
+        checked, broken, last = 0, [], 0
+        async with self.db.read() as session:
+            while True:
+                rows = (
+                    await session.scalars(
+                        select(Consult)
+                        .where(Consult.id > last, Consult.opinion.is_not(None))
+                        .order_by(Consult.id)
+                        .limit(batch)
+                    )
+                ).all()
+                for consult in rows:
+                    checked, last = checked + 1, consult.id
+                    problem = await self._opinion_problem(session, consult)
+                    if problem:
+                        broken.append((consult.id, problem))
+                if len(rows) < batch:
+                    return checked, broken
+
+    async def _opinion_problem(self, session: AsyncSession, consult: Consult) -> str | None:
+        opinion = consult.opinion or {}
+        if consult.opinion_signature is None:
+            return "opinion without a signature"
+        if (
+            opinion.get("consult_id") != consult.id
+            or opinion.get("patient_id") != consult.patient_id
+            or opinion.get("author_id") != consult.host_id
+        ):
+            return "opinion does not belong to this consult"
+        try:
+            signature = Signature.model_validate(consult.opinion_signature)
+        except ValueError:
+            return "signature is malformed"
+        if not await self.signer.verify(session, opinion["author_id"], signature, opinion):
+            return "opinion does not match its signature"
+        return None
+
     async def get_opinion(self, requester: Requester, consult_id: int) -> schemas.OpinionOut:
         await self.get_consult(requester, consult_id)
         async with self.db.read() as session:

@@ -143,11 +143,13 @@ class AccessService:
                 reason="no_reason",
                 details=details,
             )
-            raise Forbidden(
+            denied = Forbidden(
                 "no reason to access this patient's record (no care relationship, "
                 "consult, referral or consent)",
                 code="record_access_denied",
             )
+            denied.audited = True
+            raise denied
         if reason == "emergency":
             details.update(break_the_glass=True, review="pending", statement=emergency_reason)
         await self.audit.record_alone(

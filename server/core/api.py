@@ -22,16 +22,25 @@ from server.core.errors import (
     FieldError,
     Forbidden,
     MalformedJSON,
+    NotFound,
     PayloadTooLarge,
+    TooManyRequests,
     Unauthorized,
     UnsupportedMediaType,
     ValidationFailed,
 )
+from server.core.ratelimit import RateLimiter
 
 Authenticate = Callable[[str], Awaitable[Requester]]
+# Ids are 32-bit integer columns: a path id beyond that names nothing.
+MAX_ID = 2**31 - 1
 AUTHENTICATE: web.AppKey[Authenticate] = web.AppKey("authenticate")
 SERVICES: web.AppKey[Any] = web.AppKey("services", object)
 MAX_BODY = web.AppKey("max_body", int)
+REQUEST_LIMIT = web.AppKey("request_limit", RateLimiter)
+# The authenticated requester of this request (set once the token is verified), for the
+# error middleware's denial audit.
+REQUESTER: web.RequestKey[Requester] = web.RequestKey("requester", Requester)
 
 
 class Strict(BaseModel):
@@ -59,7 +68,10 @@ class Call:
         return self.requester
 
     def path_int(self, name: str) -> int:
-        return int(self.request.match_info[name])
+        value = int(self.request.match_info[name])
+        if value > MAX_ID:  # no row has such an id; the database would refuse to compare it
+            raise NotFound(f"no such {name.removesuffix('_id')}: {value}")
+        return value
 
     def path_str(self, name: str) -> str:
         return self.request.match_info[name]
@@ -228,11 +240,28 @@ def json_response(
     )
 
 
+def check_request_rate(request: web.Request, requester: Requester) -> None:
+    """The per-account request limit (``api_requests_per_minute``): 429 with Retry-After."""
+    limiter = request.app.get(REQUEST_LIMIT)
+    if limiter is None:
+        return
+    key = f"user:{requester.user_id}"
+    if not limiter.allow(key):
+        retry = limiter.retry_after(key)
+        raise TooManyRequests(
+            f"too many requests from this account; retry in {retry} s",
+            code="rate_limited",
+            headers={"Retry-After": str(retry)},
+        )
+
+
 def make_view(operation: Operation) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def view(request: web.Request) -> web.StreamResponse:
         requester = None
         if operation.auth:
             requester = await request.app[AUTHENTICATE](bearer_token(request))
+            request[REQUESTER] = requester
+            check_request_rate(request, requester)
             if operation.roles is not None and requester.role not in operation.roles:
                 raise Forbidden(f"the role '{requester.role}' may not do this")
         query = None

@@ -119,14 +119,14 @@ class Database:
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             self.engine: AsyncEngine = create_async_engine(
-                self.url, pool_size=5, max_overflow=0, pool_timeout=30
+                self.url, pool_size=5, max_overflow=0, pool_timeout=30, hide_parameters=True
             )
             event.listen(self.engine.sync_engine, "connect", _sqlite_on_connect)
             event.listen(self.engine.sync_engine, "begin", _sqlite_on_begin)
             # Reads take no write lock: under WAL they see the last committed state and never
             # wait for a writer, even one that is the same request's open transaction.
             self.read_engine = create_async_engine(
-                self.url, pool_size=5, max_overflow=5, pool_timeout=30
+                self.url, pool_size=5, max_overflow=5, pool_timeout=30, hide_parameters=True
             )
             event.listen(self.read_engine.sync_engine, "connect", _sqlite_on_connect)
             event.listen(self.read_engine.sync_engine, "begin", _sqlite_on_read_begin)
@@ -137,6 +137,8 @@ class Database:
                 max_overflow=settings.database_pool_size,
                 pool_pre_ping=True,
                 pool_timeout=10,
+                # Statement parameters hold patient data: never in an error message or a log.
+                hide_parameters=True,
             )
             self.read_engine = self.engine
         self.closed = False

@@ -52,6 +52,9 @@ class YihaoError(Exception):
         self.errors = errors or []
         self.headers = headers or {}
         self.extra = extra or {}
+        # Set by code that already wrote this refusal to the audit log (e.g. AccessService),
+        # so the central denial audit (middleware, gateway) does not write it twice.
+        self.audited = False
         super().__init__(self.detail)
 
     def to_problem(self, instance: str | None = None) -> dict[str, Any]:

@@ -17,15 +17,17 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError, StatementError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from server.core import context
+from server.core.api import REQUESTER, SERVICES
 from server.core.errors import (
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
     ServiceUnavailable,
+    ValidationFailed,
     YihaoError,
 )
 from server.core.observability import Metrics
@@ -129,6 +131,40 @@ def _from_http_exception(exc: web.HTTPException) -> YihaoError | None:
     return None
 
 
+DENIAL_STATUSES = frozenset({403, 404})
+
+
+async def audit_denial(request: web.Request, error: YihaoError) -> None:
+    """Write a refused request (403/404 on a known route) to the audit log, once.
+
+    Object-level authorization failures are what an attacker guessing ids
+    produces, so every one is on the record: who, which route, which object
+    path, why. A 404 for a path no route matches is not (scanners would fill
+    the log); code that audited its refusal itself marks the error ``audited``.
+    """
+    if error.status not in DENIAL_STATUSES or error.audited:
+        return
+    resource = request.match_info.route.resource
+    if resource is None:
+        return
+    services = request.app.get(SERVICES)
+    if services is None:
+        return
+    requester = request.get(REQUESTER)
+    try:
+        await services.audit.record_alone(
+            "http.denied",
+            actor=requester,
+            outcome="denied",
+            resource=f"{request.method} {resource.canonical}"[:200],
+            reason=error.code[:500],
+            details={"path": request.path[:500], "status": error.status},
+        )
+        error.audited = True
+    except Exception:  # the refusal still goes out; the failure is logged for operators
+        logger.exception("could not audit a denied request")
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -136,6 +172,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except YihaoError as exc:
         if exc.status >= 500:
             logger.warning("request failed", extra={"code": exc.code, "status": exc.status})
+        await audit_denial(request, exc)
         return render_error(exc, request)
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -149,8 +186,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except DBAPIError as exc:
         if exc.connection_invalidated:
             return render_error(_database_unavailable(exc), request)
+        if is_out_of_range(exc):
+            return render_error(out_of_range(exc), request)
         return render_error(_internal(exc), request)
     except Exception as exc:
+        if is_out_of_range(exc):
+            # A number (or date) the database cannot hold: the client's value, not our failure.
+            return render_error(out_of_range(exc), request)
         return render_error(_internal(exc), request)
 
 
@@ -164,6 +206,40 @@ def as_unavailable(exc: BaseException) -> ServiceUnavailable | None:
     ):
         return _database_unavailable(exc)
     return None
+
+
+# PostgreSQL: numeric_value_out_of_range, datetime_field_overflow.
+_OUT_OF_RANGE_SQLSTATES = frozenset({"22003", "22008"})
+
+
+def is_out_of_range(exc: BaseException) -> bool:
+    """A client's number or date too large for a column (SQLite, PostgreSQL, or our binding).
+
+    The cause sits somewhere in the chain: SQLAlchemy wraps the driver's error,
+    which wraps the ``OverflowError`` of the value's encoding.
+    """
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen or len(seen) > 10:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OverflowError | DataError):
+            return True
+        if getattr(current, "sqlstate", None) in _OUT_OF_RANGE_SQLSTATES:
+            return True
+        orig = current.orig if isinstance(current, StatementError) else None
+        pending.extend([orig, current.__cause__, current.__context__])
+    return False
+
+
+def out_of_range(exc: BaseException) -> ValidationFailed:
+    logger.info("value out of range", extra={"error": type(exc).__name__})
+    return ValidationFailed(
+        "a number or date in the request is out of the range that can be stored",
+        code="out_of_range",
+    )
 
 
 def _database_unavailable(exc: BaseException) -> ServiceUnavailable:

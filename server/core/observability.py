@@ -14,6 +14,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web import BaseRequest, StreamResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from server.core import context
@@ -41,6 +43,28 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
+class QuerylessAccessLogger(AbstractAccessLogger):
+    """Access log lines without the query string (``?patient=<name>`` is patient data).
+
+    Off unless ``aiohttp.access`` is set to INFO or lower (``setup_logging`` sets it
+    to WARNING); when on, a line names the method, the path, the status and the time.
+    """
+
+    def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        self.logger.info(
+            "%s %s %s %.1f ms",
+            request.method,
+            request.path,
+            response.status,
+            time * 1000,
+            extra={"remote": request.remote, "status": response.status},
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return self.logger.isEnabledFor(logging.INFO)
+
+
 def setup_logging(level: str, fmt: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
@@ -52,6 +76,10 @@ def setup_logging(level: str, fmt: str) -> None:
     root.setLevel(level)
     # Access logs would repeat what the metrics middleware already counts.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # SQL statements and their parameters (patient data, password hashes) are never logged,
+    # whatever the level: SQLAlchemy's engine and aiosqlite both log them at INFO/DEBUG.
+    for name in ("sqlalchemy", "aiosqlite", "asyncpg"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 

@@ -725,7 +725,9 @@ class RecordingService:
                 resource=f"Recording/{recording_id}",
                 reason="may not see the consult",
             )
-            raise NotFound(f"no recording {recording_id}") from None
+            denied = NotFound(f"no recording {recording_id}")
+            denied.audited = True  # just written: the error middleware need not write it again
+            raise denied from None
         if recording.state == "purged":
             raise NotFound("the recording was removed after its retention period", code="purged")
         if recording.state != "finished":

@@ -588,6 +588,30 @@ class PrescriptionService:
             )
             return schemas.HistoryList(items=entries(schemas.HistoryEntry, rows))
 
+    async def verify_all(self, batch: int = 500) -> tuple[int, list[tuple[int, str]]]:
+        """Check every stored prescription against its signature (``yihao verify-signatures``).
+
+        Returns how many were checked and ``(id, problem)`` for each that does not
+        match: content or row edited after signing, or a key not on file.
+        """
+        checked, broken, last = 0, [], 0
+        async with self.db.read() as session:
+            while True:
+                rows = (
+                    await session.scalars(
+                        select(Prescription)
+                        .where(Prescription.id > last)
+                        .order_by(Prescription.id)
+                        .limit(batch)
+                    )
+                ).all()
+                for row in rows:
+                    checked, last = checked + 1, row.id
+                    if not await self._signature_valid(session, row):
+                        broken.append((row.id, "does not match its signature"))
+                if len(rows) < batch:
+                    return checked, broken
+
     async def verify(self, requester: Requester, prescription_id: int) -> schemas.VerifyResult:
         async with self.db.read() as session:
             row = await self._load(session, prescription_id)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -26,6 +27,7 @@ from pydantic import BaseModel, ValidationError
 from server.config import Settings
 from server.core import context
 from server.core.api import Strict, check_no_nul, validation_failed
+from server.core.audit import AuditLog
 from server.core.auth import Requester
 from server.core.errors import (
     BadRequest,
@@ -36,7 +38,7 @@ from server.core.errors import (
     YihaoError,
 )
 from server.core.events import REPLAY_PAGE, Events
-from server.core.middleware import as_unavailable
+from server.core.middleware import as_unavailable, is_out_of_range, out_of_range
 from server.core.observability import Metrics
 from server.core.ratelimit import RateLimiter
 
@@ -69,8 +71,10 @@ class Gateway:
         authenticate: Authenticate,
         events: Events,
         metrics: Metrics,
+        audit: AuditLog | None = None,
     ) -> None:
         self.sio = sio
+        self.audit = audit
         self.authenticate = authenticate
         self.events = events
         self.metrics = metrics
@@ -80,10 +84,16 @@ class Gateway:
         self._inflight: set[asyncio.Task[Any]] = set()
         self.limiter = RateLimiter(settings.socket_events_per_10s, per=10.0)
         self.event_names: list[str] = []
+        self.event_models: dict[str, type[BaseModel] | None] = {}
         sio.on("connect", self._on_connect)
         sio.on("disconnect", self._on_disconnect)
         sio.on("*", self._on_unknown)
         self.on("sync", SyncRequest, self._on_sync)
+
+    @property
+    def registered_events(self) -> tuple[str, ...]:
+        """The client → server events registered with :meth:`on` (read-only)."""
+        return tuple(self.event_names)
 
     async def push(self, stream: str, envelope: dict[str, Any]) -> None:
         """Send a committed stream event to its room (every node, through the manager)."""
@@ -106,9 +116,13 @@ class Gateway:
     def on(self, event: str, model: type[BaseModel] | None, handler: EventHandler) -> None:
         """Register a client → server event with validation, rate limit and a problem ack."""
         self.event_names.append(event)
+        self.event_models[event] = model
 
         async def handle(sid: str, payload: Any = None) -> dict[str, Any]:
-            token = context.request_id.set(f"sio-{sid[:8]}")
+            # One id per event, so an audited refusal can be matched to the ack that carried it.
+            request_id = f"sio-{sid[:8]}-{uuid.uuid4().hex[:12]}"
+            token = context.request_id.set(request_id)
+            requester: Requester | None = None
             try:
                 if not self.limiter.allow(sid):
                     raise TooManyRequests("slow down: too many events on this connection")
@@ -129,12 +143,20 @@ class Gateway:
                 return {"ok": True, "data": result}
             except YihaoError as exc:
                 self.metrics.socket_events.labels(event, exc.code).inc()
-                return {"ok": False, "problem": exc.to_problem()}
+                await self._audit_denial(event, requester, exc)
+                problem = exc.to_problem()
+                problem["request_id"] = request_id
+                return {"ok": False, "problem": problem}
             except Exception as exc:
                 unavailable = as_unavailable(exc)
                 if unavailable is not None:  # the database is away: 503, retry shortly
                     self.metrics.socket_events.labels(event, unavailable.code).inc()
                     return {"ok": False, "problem": unavailable.to_problem()}
+                if is_out_of_range(exc):
+                    self.metrics.socket_events.labels(event, "out_of_range").inc()
+                    problem = out_of_range(exc).to_problem()
+                    problem["request_id"] = request_id
+                    return {"ok": False, "problem": problem}
                 logger.exception("socket event failed", extra={"event": event})
                 self.metrics.socket_events.labels(event, "internal").inc()
                 return {"ok": False, "problem": YihaoError().to_problem()}
@@ -142,6 +164,25 @@ class Gateway:
                 context.request_id.reset(token)
 
         self.sio.on(event, handle)
+
+    async def _audit_denial(
+        self, event: str, requester: Requester | None, error: YihaoError
+    ) -> None:
+        """Refused events (403/404) are audited like refused HTTP requests."""
+        if error.status not in (403, 404) or error.audited or self.audit is None:
+            return
+        try:
+            await self.audit.record_alone(
+                "socket.denied",
+                actor=requester,
+                outcome="denied",
+                resource=f"socket {event}"[:200],
+                reason=error.code[:500],
+                details={"status": error.status},
+            )
+            error.audited = True
+        except Exception:
+            logger.exception("could not audit a denied socket event", extra={"event": event})
 
     async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         token = auth.get("token") if isinstance(auth, dict) else None

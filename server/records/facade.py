@@ -15,11 +15,25 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from server.config import Settings
-from server.core.api import AUTHENTICATE, SERVICES, bearer_token, read_body
+from server.core.api import (
+    AUTHENTICATE,
+    REQUESTER,
+    SERVICES,
+    bearer_token,
+    check_request_rate,
+    read_body,
+)
 from server.core.auth import Requester
 from server.core.db import utcnow
-from server.core.errors import BadRequest, MalformedJSON, UnsupportedMediaType, YihaoError
+from server.core.errors import (
+    BadRequest,
+    MalformedJSON,
+    TooManyRequests,
+    UnsupportedMediaType,
+    YihaoError,
+)
 from server.core.middleware import ERROR_RENDERERS
+from server.core.ratelimit import RateLimiter
 from server.records.fhir import (
     CLINICAL_TYPES,
     FHIR_JSON,
@@ -53,6 +67,8 @@ def render_outcome(error: YihaoError, request: web.Request) -> web.Response:
 
 async def _requester(request: web.Request) -> Requester:
     requester: Requester = await request.app[AUTHENTICATE](bearer_token(request))
+    request[REQUESTER] = requester
+    check_request_rate(request, requester)
     return requester
 
 
@@ -87,8 +103,20 @@ def add_fhir_routes(app: web.Application, settings: Settings) -> None:
     async def metadata(request: web.Request) -> web.Response:
         return fhir_response(capability_statement(base))
 
+    ingest_limit = RateLimiter(settings.fhir_ingest_per_minute, per=60.0)
+
     async def push(request: web.Request) -> web.Response:
         requester = await _requester(request)
+        # Per institution (the pusher's), so one sender's bulk load cannot starve the others.
+        key = f"institution:{requester.institution_id or f'user:{requester.user_id}'}"
+        if not ingest_limit.allow(key):
+            retry = ingest_limit.retry_after(key)
+            raise TooManyRequests(
+                f"this institution may push at most {settings.fhir_ingest_per_minute} bundles "
+                f"a minute; retry in {retry} s",
+                code="ingest_rate_limited",
+                headers={"Retry-After": str(retry)},
+            )
         ctype = request.content_type
         if ctype not in (FHIR_JSON, "application/json"):
             raise UnsupportedMediaType(f"send the bundle as {FHIR_JSON}")

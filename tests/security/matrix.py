@@ -1,0 +1,933 @@
+"""The authorization matrix: every operation × every persona × an object of side A and of side B.
+
+The operation list is *generated*: ``test_authz_matrix.py`` enumerates
+``app.router.routes()`` (method + canonical path) and the gateway's registered
+Socket.IO events (``Gateway.event_names``); a route or event without an entry
+in :data:`OPERATIONS` fails the build, naming it.
+
+Personas (the usernames are the demo network's; side A is theirs, see
+``tests/security/world.py``):
+
+====== ===================================================== =================
+code   persona                                               account
+====== ===================================================== =================
+pat    the patient (A's)                                     patient_sun
+gp     the patient's own community doctor (SNBDH)            gp_zhang
+gp2    a doctor of another institution (SBLYL, B's doctor)   gp_liu
+spec   the consult's specialist (QDSL, host of A's consult)  dr_li
+spec2  a specialist not in the consult (QDFY, B's hospital)  dr_zhao
+ph     pharmacist of the chosen pharmacy (HCYF, A's)         pharmacist_chen
+ph2    pharmacist of another pharmacy (TATYF, B's)           pharmacist_zhou
+iadm   institution admin (QDSL, A's hospital)                admin_qdsl
+padm   platform admin                                        admin
+anon   anonymous (no token; socket connect refused)          —
+exp    expired token (correctly signed, lifetime over)       patient_sun's id
+====== ===================================================== =================
+
+Each :class:`Op` says how to build the request for an object of side A and of
+side B (``build(world, side)``) and which personas are *allowed* on each side:
+``a="pat gp spec"`` / ``b="gp2"``; ``"*"`` is every signed-in persona, ``"all"``
+also anonymous and expired. Personas after a ``|`` (``a="gp | spec spec2"``) are
+refused by a business rule that applies whatever the object (e.g. a specialist
+cannot refer *up*): they must get a 4xx that is not 401/403/404. Everyone else
+must be *denied*:
+
+- HTTP: 401 (anonymous/expired), 403 or 404, as ``application/problem+json``
+  (``application/fhir+json`` OperationOutcome under /fhir), and every 403/404 is
+  in the audit log (an ``outcome="denied"`` row with the response's request id);
+- Socket.IO: ``anon``/``exp`` cannot connect; others get an ack
+  ``{ok: false, problem: {status: 403|404}}``, audited the same way.
+
+An allowed call must not be 401/403/404 or 5xx; other 4xx (409 a state
+conflict, 422 a rule) are fine unless ``accept`` narrows it. ``accept`` adds
+statuses an allowed call may legitimately get (e.g. 401 for a login with a
+wrong password). Operations run in table order; within an operation and side the
+denied personas go first, so an allowed mutation cannot hide a denial. Mutations
+that grant access (registering a patient, pushing FHIR data) and that end
+sessions come last.
+
+Adding an operation (e.g. a new capability's routes at merge): append an ``Op``
+with the key ``"METHOD /canonical/path"`` exactly as aiohttp prints it (``{id}``
+names, no regex) or ``"socket event.name"``, a builder, and ``a=``/``b=``; run
+``pytest tests/security/test_authz_matrix.py`` — a wrong expectation fails with
+the persona, side, status and problem; ``YIHAO_MATRIX_PRINT=1`` prints the
+observed allow sets to help write the entry (review them; never paste blindly).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from server.seed import DEMO_PASSWORD, PATIENTS
+from tests.security.world import AMLODIPINE, DIAGNOSIS, Side, World, mrn, visit_bundle
+
+PERSONAS: dict[str, str | None] = {
+    "pat": "patient_sun",
+    "gp": "gp_zhang",
+    "gp2": "gp_liu",
+    "spec": "dr_li",
+    "spec2": "dr_zhao",
+    "ph": "pharmacist_chen",
+    "ph2": "pharmacist_zhou",
+    "iadm": "admin_qdsl",
+    "padm": "admin",
+    "anon": None,
+    "exp": "patient_sun",
+}
+SIGNED_IN = [p for p in PERSONAS if p not in ("anon", "exp")]
+SIDES = ("A", "B")
+
+
+@dataclass
+class Req:
+    """An HTTP request (``path`` may carry a query) or a socket event's payload."""
+
+    path: str = ""
+    json: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    payload: Any = None
+
+
+Build = Callable[[World, Side], Req]
+
+
+@dataclass
+class Op:
+    key: str  # "GET /api/v1/x/{id}" or "socket event.name"
+    build: Build
+    a: str
+    b: str | None = None  # None: the same as ``a``
+    accept: tuple[int, ...] = ()
+    covers: tuple[str, ...] = ()  # further route keys this entry stands for
+    note: str = ""
+
+    @property
+    def is_socket(self) -> bool:
+        return self.key.startswith("socket ")
+
+    @property
+    def method(self) -> str:
+        return self.key.split(" ", 1)[0]
+
+    def _spec(self, side: str) -> tuple[str, str]:
+        spec = self.a if side == "A" or self.b is None else self.b
+        allowed, _, rule = spec.partition("|")
+        return allowed.strip(), rule.strip()
+
+    def allowed(self, side: str) -> set[str]:
+        """Personas that may do this to the side's object (not refused with 401/403/404)."""
+        spec = self._spec(side)[0]
+        if spec == "all":
+            return set(PERSONAS)
+        if spec == "*":
+            return set(SIGNED_IN)
+        return set(spec.split())
+
+    def by_rule(self, side: str) -> set[str]:
+        """Personas refused by a business rule (400/409/422) before any object is touched."""
+        return set(self._spec(side)[1].split())
+
+
+def _soon(hours: float) -> str:
+    return (datetime.now(UTC) + timedelta(hours=hours)).isoformat()
+
+
+def _resident(s: Side) -> str:
+    return next(p for p in PATIENTS if p.username == s.patient_user).resident_id
+
+
+def _name(s: Side) -> str:
+    return next(p for p in PATIENTS if p.username == s.patient_user).name
+
+
+def get(path: Callable[[World, Side], str]) -> Build:
+    return lambda w, s: Req(path(w, s))
+
+
+def body(path: Callable[[World, Side], str], data: Callable[[World, Side], Any]) -> Build:
+    return lambda w, s: Req(path(w, s), json=data(w, s))
+
+
+def sock(payload: Callable[[World, Side], Any]) -> Build:
+    return lambda w, s: Req(payload=payload(w, s))
+
+
+def rx_body(w: World, s: Side) -> dict[str, Any]:
+    return {"patient_id": s.patient_id, "diagnosis": DIAGNOSIS, "items": [AMLODIPINE]}
+
+
+def referral_body(w: World, s: Side) -> dict[str, Any]:
+    return {
+        "direction": "up",
+        "patient_id": s.patient_id,
+        "purpose": "复查",
+        "to_institution_id": s.hospital_id,
+        "to_department_id": s.department_id,
+        "reason": "复查",
+        "urgency": "routine",
+        "summary": "高血压。",
+        "attachments": [],
+    }
+
+
+def consult_body(w: World, s: Side) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    return {
+        "patient_id": s.patient_id,
+        "consent": {
+            "given_by": "patient",
+            "name": _name(s),
+            "method": "written",
+            "given_at": (now - timedelta(hours=1)).isoformat(),
+        },
+        "reason": "复诊",
+        "purpose": "调整方案",
+        "clinical_question": "建议？",
+        "case_summary": "高血压。",
+        "urgency": "routine",
+        "window_start": _soon(1),
+        "window_end": _soon(30),
+        "invited_institution_id": s.hospital_id,
+    }
+
+
+C = "/api/v1/consults/{}"
+P = "/api/v1/prescriptions/{}"
+R = "/api/v1/referrals/{}"
+PT = "/api/v1/patients/{}"
+FHIR = {"Content-Type": "application/fhir+json"}
+
+# Everything an expired or absent token may still do.
+PUBLIC = "all"
+
+OPERATIONS: list[Op] = [
+    # --- operations and the web client: public by design -------------------------------
+    Op("GET /healthz", get(lambda w, s: "/healthz"), a="all"),
+    Op("GET /readyz", get(lambda w, s: "/readyz"), a="all"),
+    Op(
+        "GET /metrics",
+        get(lambda w, s: "/metrics"),
+        a="all",
+        note="counts and latencies by route template only; no ids, no patient data",
+    ),
+    Op("GET /api/openapi.json", get(lambda w, s: "/api/openapi.json"), a="all"),
+    Op("GET /", get(lambda w, s: "/"), a="all"),
+    Op(
+        "GET /{path}",
+        get(lambda w, s: f"/consults/{s.consult_id}"),
+        a="all",
+        note="the single-page app's shell; the data behind it is what is checked",
+    ),
+    Op("GET /fhir/metadata", get(lambda w, s: "/fhir/metadata"), a="all"),
+    # --- identity ------------------------------------------------------------------------
+    Op("GET /api/v1/me", get(lambda w, s: "/api/v1/me"), a="*"),
+    Op("GET /api/v1/institutions", get(lambda w, s: "/api/v1/institutions?kind=tertiary"), a="*"),
+    Op(
+        "GET /api/v1/institutions/{institution_id}",
+        get(lambda w, s: f"/api/v1/institutions/{s.institution_id}"),
+        a="*",
+    ),
+    Op(
+        "GET /api/v1/users",
+        get(lambda w, s: f"/api/v1/users?institution={s.hospital_code}"),
+        note="an institution admin sees only their own institution's accounts: B's filter gives an empty list",
+        a="iadm padm",
+    ),
+    Op(
+        "GET /api/v1/users/{user_id}",
+        get(lambda w, s: f"/api/v1/users/{s.specialist_id}"),
+        a="gp gp2 spec spec2 ph ph2 iadm padm",
+    ),
+    Op(
+        "GET /api/v1/patients/lookup",
+        get(
+            lambda w, s: f"/api/v1/patients/lookup?institution={s.institution_code}&number={mrn(s)}"
+        ),
+        a="pat gp spec padm",
+        b="gp2 spec2 padm",
+    ),
+    Op(
+        "GET /api/v1/patients/{patient_id}",
+        get(lambda w, s: PT.format(s.patient_id)),
+        a="pat gp spec padm",
+        b="gp2 spec2 padm",
+    ),
+    Op(
+        "GET /api/v1/patients/{patient_id}/summary",
+        get(lambda w, s: PT.format(s.patient_id) + "/summary"),
+        a="pat gp spec",
+        b="gp2 spec2",
+    ),
+    Op(
+        "GET /api/v1/patients/{patient_id}/timeline",
+        get(lambda w, s: PT.format(s.patient_id) + "/timeline"),
+        a="pat gp spec",
+        b="gp2 spec2",
+    ),
+    Op(
+        "GET /api/v1/patients/{patient_id}/consents",
+        get(lambda w, s: PT.format(s.patient_id) + "/consents"),
+        a="pat",
+        b="",
+    ),
+    Op(
+        "GET /api/v1/patients/{patient_id}/access-log",
+        get(lambda w, s: PT.format(s.patient_id) + "/access-log"),
+        a="pat padm",
+        b="padm",
+    ),
+    # --- records over FHIR ---------------------------------------------------------------
+    Op(
+        "GET /fhir/{rtype}",
+        get(lambda w, s: f"/fhir/Condition?patient={s.patient_id}"),
+        a="pat gp spec",
+        b="gp2 spec2",
+    ),
+    Op(
+        "GET /fhir/{rtype}/{rid}",
+        get(lambda w, s: f"/fhir/Patient/{s.patient_id}"),
+        a="pat gp spec",
+        b="gp2 spec2",
+    ),
+    Op(
+        "GET /fhir/Patient/{rid}/$everything",
+        get(lambda w, s: f"/fhir/Patient/{s.patient_id}/$everything"),
+        a="pat gp spec",
+        b="gp2 spec2",
+    ),
+    # --- inbox ---------------------------------------------------------------------------
+    Op("GET /api/v1/inbox", get(lambda w, s: "/api/v1/inbox"), a="*"),
+    Op(
+        "POST /api/v1/inbox/read",
+        body(lambda w, s: "/api/v1/inbox/read", lambda w, s: {"ids": [1]}),
+        note="ids of other people's items are ignored",
+        a="*",
+    ),
+    # --- scheduling ----------------------------------------------------------------------
+    Op(
+        "GET /api/v1/slots",
+        get(lambda w, s: f"/api/v1/slots?department_id={s.slot_department_id}"),
+        a="*",
+    ),
+    Op("GET /api/v1/slots/{slot_id}", get(lambda w, s: f"/api/v1/slots/{s.slot_id}"), a="*"),
+    Op(
+        "GET /api/v1/schedules/templates",
+        get(lambda w, s: f"/api/v1/schedules/templates?department_id={s.slot_department_id}"),
+        note="desk roles; scoped to the caller's own institution: another's department is empty",
+        a="gp gp2 spec spec2 iadm",
+    ),
+    Op(
+        "GET /api/v1/schedules/holidays",
+        get(lambda w, s: "/api/v1/schedules/holidays"),
+        note="desk roles; the caller's own institution's closed days",
+        a="gp gp2 spec spec2 iadm",
+    ),
+    Op(
+        "GET /api/v1/appointments",
+        get(lambda w, s: "/api/v1/appointments"),
+        a="pat gp gp2 spec spec2 iadm padm",
+    ),
+    # --- referrals -----------------------------------------------------------------------
+    Op(
+        "GET /api/v1/referrals",
+        get(lambda w, s: "/api/v1/referrals?box=sent"),
+        a="pat gp gp2 spec spec2 iadm",
+    ),
+    Op(
+        "GET /api/v1/referrals/{referral_id}",
+        get(lambda w, s: R.format(s.referral_id)),
+        a="pat gp spec iadm",
+        b="gp2 spec2",
+    ),
+    # --- consults ------------------------------------------------------------------------
+    Op(
+        "GET /api/v1/consults",
+        get(lambda w, s: "/api/v1/consults"),
+        a="pat gp gp2 spec spec2 ph ph2 iadm",
+    ),
+    Op(
+        "GET /api/v1/consults/{consult_id}",
+        get(lambda w, s: C.format(s.consult_id)),
+        a="pat gp spec iadm",
+        b="gp2 spec2",
+    ),
+    Op(
+        "GET /api/v1/consults/{consult_id}/history",
+        get(lambda w, s: C.format(s.consult_id) + "/history"),
+        a="pat gp spec iadm",
+        b="gp2 spec2",
+    ),
+    Op(
+        "GET /api/v1/consults/{consult_id}/record",
+        get(lambda w, s: C.format(s.consult_id) + "/record"),
+        a="gp spec",
+        b="gp2",
+    ),
+    Op(
+        "GET /api/v1/consults/{consult_id}/opinion",
+        get(lambda w, s: C.format(s.consult_id) + "/opinion"),
+        a="pat gp spec iadm",
+        b="gp2 spec2",
+    ),
+    Op(
+        "GET /api/v1/consults/{consult_id}/ice-servers",
+        get(lambda w, s: C.format(s.consult_id) + "/ice-servers"),
+        a="gp spec",
+        b="gp2",
+    ),
+    Op(
+        "GET /api/v1/consults/{consult_id}/recordings",
+        get(lambda w, s: C.format(s.consult_id) + "/recordings"),
+        a="pat gp spec iadm",
+        b="gp2 spec2",
+    ),
+    Op(
+        "GET /api/v1/recordings/{recording_id}/media",
+        get(lambda w, s: "/api/v1/recordings/1/media"),
+        note="no recording exists in the matrix world (one needs the recorder process): 404 "
+        "for all; a participant's download and an outsider's 404 are tests/media/test_recording.py",
+        a="",
+    ),
+    # --- prescriptions -------------------------------------------------------------------
+    Op(
+        "GET /api/v1/prescriptions",
+        get(lambda w, s: "/api/v1/prescriptions"),
+        a="pat gp gp2 spec spec2",
+    ),
+    Op(
+        "GET /api/v1/prescriptions/{prescription_id}",
+        get(lambda w, s: P.format(s.prescription_id)),
+        a="pat gp ph",
+        b="gp2 ph2",
+    ),
+    Op(
+        "GET /api/v1/prescriptions/{prescription_id}/history",
+        get(lambda w, s: P.format(s.prescription_id) + "/history"),
+        a="pat gp ph",
+        b="gp2 ph2",
+    ),
+    Op(
+        "GET /api/v1/prescriptions/{prescription_id}/verify",
+        get(lambda w, s: P.format(s.prescription_id) + "/verify"),
+        a="pat gp ph",
+        b="gp2 ph2",
+    ),
+    Op(
+        "GET /api/v1/pharmacy/prescriptions",
+        get(lambda w, s: "/api/v1/pharmacy/prescriptions"),
+        a="ph ph2",
+    ),
+    Op(
+        "GET /api/v1/pharmacy/deliveries/pending",
+        get(lambda w, s: "/api/v1/pharmacy/deliveries/pending"),
+        a="ph ph2",
+    ),
+    # --- realtime (socket events; the transport routes are the connect) -------------------
+    Op(
+        "socket connect",
+        lambda w, s: Req(),
+        a="*",
+        covers=("GET /socket.io/", "POST /socket.io/", "OPTIONS /socket.io/"),
+    ),
+    Op(
+        "socket sync",
+        sock(lambda w, s: {"positions": {f"consult:{s.consult_id}": 0}}),
+        a="gp spec",
+        b="gp2",
+    ),
+    Op("socket inbox.read", sock(lambda w, s: {"ids": [1]}), a="*"),
+    Op("socket prescription.pending", sock(lambda w, s: {}), a="ph ph2"),
+    Op(
+        "socket prescription.ack",
+        sock(
+            lambda w, s: {"prescription_id": s.prescription_id, "version": s.prescription_version}
+        ),
+        a="ph",
+        b="ph2",
+    ),
+    Op(
+        "socket precall.stats",
+        sock(lambda w, s: None),
+        note="own connection's pre-call check: none runs in the matrix (404 no_precall for all); the live path is tests/media/test_precall.py",
+        a="",
+    ),
+    Op("socket precall.stop", sock(lambda w, s: None), note="as precall.stats", a=""),
+    Op("socket precall.offer", sock(lambda w, s: {"type": "offer", "sdp": "v=0"}), a="*"),
+    Op(
+        "socket consult.open", sock(lambda w, s: {"consult_id": s.consult_id}), a="gp spec", b="gp2"
+    ),
+    Op(
+        "socket consult.presence",
+        sock(lambda w, s: {"consult_id": s.consult_id}),
+        a="gp spec",
+        b="gp2",
+    ),
+    Op(
+        "socket consult.ice_servers",
+        sock(lambda w, s: {"consult_id": s.consult_id}),
+        a="gp spec",
+        b="gp2",
+    ),
+    Op(
+        "socket consult.chat",
+        sock(
+            lambda w, s: {
+                "consult_id": s.consult_id,
+                "client_id": "matrix-chat-0001",
+                "text": "matrix",
+            }
+        ),
+        a="gp spec",
+        b="gp2",
+    ),
+    Op(
+        "socket consult.join", sock(lambda w, s: {"consult_id": s.consult_id}), a="gp spec", b="gp2"
+    ),
+    Op(
+        "socket consult.media",
+        sock(lambda w, s: {"consult_id": s.consult_id, "camera": False, "mic": True}),
+        note="needs a place in the live session (403 not_in_session otherwise, which is also the refusal for outsiders); the in-session path is tests/consults/test_room.py",
+        a="",
+    ),
+    Op(
+        "socket consult.signal",
+        sock(
+            lambda w, s: {
+                "consult_id": s.consult_id,
+                "to": s.specialist_id,
+                "kind": "bye",
+                "data": {},
+            }
+        ),
+        note="as consult.media",
+        a="",
+    ),
+    Op(
+        "socket consult.admit",
+        sock(lambda w, s: {"consult_id": s.consult_id, "user_id": s.gp_user_id}),
+        a="spec",
+        b="",
+    ),
+    Op(
+        "socket consult.recording.consent",
+        sock(lambda w, s: {"consult_id": s.consult_id, "agree": False}),
+        note="a refusal, so that no recording (and no recorder process) can start",
+        a="gp spec",
+        b="gp2",
+    ),
+    Op(
+        "socket consult.recording.start",
+        sock(lambda w, s: {"consult_id": s.consult_id}),
+        a="spec",
+        b="",
+    ),
+    Op(
+        "socket consult.recording.stop",
+        sock(lambda w, s: {"consult_id": s.consult_id}),
+        a="spec",
+        b="",
+    ),
+    Op(
+        "socket consult.leave",
+        sock(lambda w, s: {"consult_id": s.consult_id}),
+        note="leaving a consult one is not in changes nothing",
+        a="*",
+    ),
+    # --- mutations that keep the objects usable -------------------------------------------
+    Op(
+        "POST /api/v1/prescriptions/check",
+        body(lambda w, s: "/api/v1/prescriptions/check", rx_body),
+        a="gp spec",
+        b="gp2 spec2",
+    ),
+    Op(
+        "POST /api/v1/prescriptions/{prescription_id}/review",
+        body(
+            lambda w, s: P.format(s.prescription_id) + "/review", lambda w, s: {"decision": "start"}
+        ),
+        a="ph",
+        b="ph2",
+    ),
+    Op(
+        "POST /api/v1/prescriptions/{prescription_id}/dispense",
+        body(
+            lambda w, s: P.format(s.prescription_id) + "/dispense",
+            lambda w, s: {"items": [{"drug_code": "C08CA01", "quantity": 1}]},
+        ),
+        a="ph",
+        b="ph2",
+    ),
+    Op(
+        "POST /api/v1/prescriptions/{prescription_id}/receipt",
+        body(
+            lambda w, s: P.format(s.prescription_id) + "/receipt",
+            lambda w, s: {"prescription_id": s.prescription_id, "version": s.prescription_version},
+        ),
+        a="ph",
+        b="ph2",
+    ),
+    Op(
+        "POST /api/v1/prescriptions/{prescription_id}/route",
+        body(
+            lambda w, s: P.format(s.prescription_id) + "/route",
+            lambda w, s: {"pharmacy_id": s.pharmacy_id, "patient_choice": True},
+        ),
+        a="pat gp",
+        b="gp2",
+    ),
+    Op(
+        "POST /api/v1/prescriptions/{prescription_id}/revise",
+        body(
+            lambda w, s: P.format(s.prescription_id) + "/revise",
+            lambda w, s: {"diagnosis": DIAGNOSIS, "items": [AMLODIPINE]},
+        ),
+        a="gp",
+        b="gp2",
+    ),
+    Op(
+        "POST /api/v1/referrals/{referral_id}/accept",
+        body(lambda w, s: R.format(s.referral_id) + "/accept", lambda w, s: {}),
+        a="spec iadm",
+        b="spec2",
+    ),
+    Op(
+        "POST /api/v1/referrals/{referral_id}/schedule",
+        body(
+            lambda w, s: R.format(s.referral_id) + "/schedule", lambda w, s: {"slot_id": s.slot_id}
+        ),
+        a="spec iadm",
+        b="spec2",
+    ),
+    Op(
+        "POST /api/v1/referrals/{referral_id}/arrive",
+        body(lambda w, s: R.format(s.referral_id) + "/arrive", lambda w, s: {}),
+        a="spec iadm",
+        b="spec2",
+    ),
+    Op(
+        "POST /api/v1/referrals/{referral_id}/complete",
+        body(lambda w, s: R.format(s.referral_id) + "/complete", lambda w, s: {}),
+        a="spec iadm",
+        b="spec2",
+    ),
+    Op(
+        "POST /api/v1/consults/{consult_id}/participants",
+        body(
+            lambda w, s: C.format(s.consult_id) + "/participants",
+            lambda w, s: {"user_id": w.users["nurse_he"]},
+        ),
+        a="gp spec",
+        b="gp2",
+    ),
+    Op(
+        "POST /api/v1/consults/{consult_id}/accept",
+        body(lambda w, s: C.format(s.consult_id) + "/accept", lambda w, s: {}),
+        a="spec",
+        b="spec2",
+    ),
+    Op(
+        "POST /api/v1/consults/{consult_id}/propose",
+        body(
+            lambda w, s: C.format(s.consult_id) + "/propose", lambda w, s: {"proposed_at": _soon(5)}
+        ),
+        a="spec",
+        b="spec2",
+    ),
+    Op(
+        "POST /api/v1/consults/{consult_id}/schedule",
+        body(
+            lambda w, s: C.format(s.consult_id) + "/schedule",
+            lambda w, s: {"scheduled_at": _soon(5)},
+        ),
+        a="spec",
+        b="",
+    ),
+    Op(
+        "POST /api/v1/consults/{consult_id}/confirm",
+        body(lambda w, s: C.format(s.consult_id) + "/confirm", lambda w, s: None),
+        a="gp",
+        b="gp2",
+    ),
+    Op(
+        "POST /api/v1/consults/{consult_id}/opinion",
+        body(
+            lambda w, s: C.format(s.consult_id) + "/opinion",
+            lambda w, s: {
+                "findings": "f",
+                "diagnostic_opinion": "d",
+                "treatment_advice": "t",
+                "refer": False,
+            },
+        ),
+        a="spec",
+        b="",
+    ),
+    Op(
+        "POST /api/v1/consults/{consult_id}/referral",
+        body(lambda w, s: C.format(s.consult_id) + "/referral", referral_body),
+        a="gp",
+        b="gp2",
+    ),
+    Op(
+        "POST /api/v1/slots/{slot_id}/cancel",
+        body(lambda w, s: f"/api/v1/slots/{s.slot_id}/cancel", lambda w, s: {"reason": "停诊"}),
+        a="spec iadm",
+        b="spec2",
+    ),
+    Op(
+        "POST /api/v1/appointments/{appointment_id}/cancel",
+        body(lambda w, s: f"/api/v1/appointments/{s.appointment_id}/cancel", lambda w, s: {}),
+        a="pat spec iadm",
+        b="spec2",
+    ),
+    Op(
+        "PUT /api/v1/patients/{patient_id}/verification",
+        body(
+            lambda w, s: PT.format(s.patient_id) + "/verification", lambda w, s: {"verified": True}
+        ),
+        a="iadm padm",
+        b="padm",
+    ),
+    Op(
+        "PUT /api/v1/patients/{patient_id}/consents/{institution}",
+        body(
+            lambda w, s: PT.format(s.patient_id) + f"/consents/{s.institution_code}",
+            lambda w, s: {"granted": True},
+        ),
+        a="pat",
+        b="",
+    ),
+    # --- creating (new objects about the side's patient / in the side's institutions) ----
+    Op(
+        "POST /api/v1/institutions",
+        body(
+            lambda w, s: "/api/v1/institutions",
+            lambda w, s: {
+                "code": f"MX{s.name}",
+                "name": "矩阵测试医院",
+                "kind": "community",
+                "region": "370202",
+            },
+        ),
+        a="padm",
+    ),
+    Op(
+        "POST /api/v1/institutions/{institution_id}/departments",
+        body(
+            lambda w, s: f"/api/v1/institutions/{s.hospital_id}/departments",
+            lambda w, s: {"name": f"矩阵科{s.name}"},
+        ),
+        a="iadm padm",
+        b="padm",
+    ),
+    Op(
+        "POST /api/v1/users",
+        body(
+            lambda w, s: "/api/v1/users",
+            lambda w, s: {
+                "username": f"mx_{s.name.lower()}",
+                "password": DEMO_PASSWORD,
+                "role": "nurse",
+                "name": "矩阵护士",
+                "institution": s.hospital_code,
+            },
+        ),
+        a="iadm padm",
+        b="padm",
+    ),
+    Op(
+        "POST /api/v1/schedules/templates",
+        body(
+            lambda w, s: "/api/v1/schedules/templates",
+            lambda w, s: {
+                "department_id": s.slot_department_id,
+                "weekday": 5,
+                "start_time": "08:00",
+                "slot_minutes": 30,
+                "slot_count": 1,
+                "capacity": 1,
+                "visit_type": "in_person",
+            },
+        ),
+        a="spec iadm",
+        b="spec2",
+    ),
+    Op(
+        "POST /api/v1/schedules/generate",
+        body(
+            lambda w, s: "/api/v1/schedules/generate",
+            lambda w, s: {
+                "department_id": s.slot_department_id,
+                "from_date": (datetime.now(UTC) + timedelta(days=20)).date().isoformat(),
+                "to_date": (datetime.now(UTC) + timedelta(days=20)).date().isoformat(),
+            },
+        ),
+        a="spec iadm",
+        b="spec2",
+    ),
+    Op(
+        "POST /api/v1/schedules/holidays",
+        body(
+            lambda w, s: "/api/v1/schedules/holidays",
+            lambda w, s: {
+                "day": (datetime.now(UTC) + timedelta(days=40)).date().isoformat(),
+                "reason": "矩阵",
+            },
+        ),
+        a="gp gp2 spec spec2 iadm",
+    ),
+    Op(
+        "POST /api/v1/appointments",
+        body(
+            lambda w, s: "/api/v1/appointments",
+            lambda w, s: {"slot_id": s.slot_id, "patient_id": s.patient_id},
+        ),
+        a="pat spec iadm",
+        b="spec2",
+    ),
+    Op(
+        "POST /api/v1/prescriptions",
+        body(lambda w, s: "/api/v1/prescriptions", rx_body),
+        a="gp spec",
+        b="gp2 spec2",
+    ),
+    Op(
+        "POST /api/v1/referrals",
+        body(lambda w, s: "/api/v1/referrals", referral_body),
+        a="gp | spec spec2",
+        b="gp2 | spec spec2",
+    ),
+    Op(
+        "POST /api/v1/consults",
+        body(lambda w, s: "/api/v1/consults", consult_body),
+        a="gp spec",
+        b="gp2 spec2",
+    ),
+    Op(
+        "POST /api/v1/patient-merges",
+        body(
+            lambda w, s: "/api/v1/patient-merges",
+            lambda w, s: {
+                "source_patient_id": s.patient_id,
+                "target_patient_id": s.patient_id,
+                "reason": "矩阵测试",
+            },
+        ),
+        a="padm",
+    ),
+    Op(
+        "POST /api/v1/patient-merges/{merge_id}/undo",
+        body(lambda w, s: "/api/v1/patient-merges/999999/undo", lambda w, s: None),
+        accept=(404,),
+        a="padm",
+        note="no such merge: the platform admin's answer is a 404 about the merge, others 403",
+    ),
+    # --- ending objects ------------------------------------------------------------------
+    Op(
+        "POST /api/v1/prescriptions/{prescription_id}/cancel",
+        body(lambda w, s: P.format(s.prescription_id) + "/cancel", lambda w, s: {"reason": "矩阵"}),
+        a="gp",
+        b="gp2",
+    ),
+    Op(
+        "POST /api/v1/referrals/{referral_id}/decline",
+        body(lambda w, s: R.format(s.referral_id) + "/decline", lambda w, s: {"reason": "矩阵"}),
+        a="spec iadm",
+        b="spec2",
+    ),
+    Op(
+        "POST /api/v1/referrals/{referral_id}/cancel",
+        body(lambda w, s: R.format(s.referral_id) + "/cancel", lambda w, s: {"reason": "矩阵"}),
+        a="gp",
+        b="gp2",
+    ),
+    Op(
+        "POST /api/v1/consults/{consult_id}/decline",
+        body(lambda w, s: C.format(s.consult_id) + "/decline", lambda w, s: {"reason": "矩阵"}),
+        a="spec",
+        b="spec2",
+    ),
+    Op(
+        "POST /api/v1/consults/{consult_id}/cancel",
+        body(lambda w, s: C.format(s.consult_id) + "/cancel", lambda w, s: {"reason": "矩阵"}),
+        a="gp",
+        b="gp2",
+    ),
+    Op(
+        "POST /api/v1/consults/{consult_id}/close",
+        body(lambda w, s: C.format(s.consult_id) + "/close", lambda w, s: None),
+        a="gp spec",
+        b="gp2",
+    ),
+    # --- mutations that grant access: after every denial above was checked ----------------
+    Op(
+        "POST /api/v1/patients",
+        body(
+            lambda w, s: "/api/v1/patients",
+            lambda w, s: {"resident_id": _resident(s), "name": _name(s)},
+        ),
+        note="registering a resident (id + name) starts a care relationship: see docs/security.md, residual risks",
+        a="gp gp2 spec spec2 ph ph2 iadm",
+    ),
+    Op(
+        "POST /fhir",
+        lambda w, s: Req("/fhir", json=visit_bundle(s, _resident(s)), headers=FHIR),
+        note="an institution pushes only under its own identifiers (the MRN system names SNBDH / SBLYL)",
+        a="gp",
+        b="gp2",
+        covers=("POST /fhir/",),
+    ),
+    # --- the session itself: last ----------------------------------------------------------
+    Op(
+        "POST /api/v1/auth/login",
+        body(
+            lambda w, s: "/api/v1/auth/login",
+            lambda w, s: {"username": f"nobody_{s.name.lower()}", "password": "not-the-password"},
+        ),
+        a="all",
+        accept=(401,),
+        note="an unknown account: 401 for everyone, token or not (no lockout of a real one)",
+    ),
+    Op(
+        "POST /api/v1/auth/refresh",
+        body(lambda w, s: "/api/v1/auth/refresh", lambda w, s: {"refresh_token": "x" * 43}),
+        a="all",
+        accept=(401,),
+        note="an unknown refresh token: 401 for everyone",
+    ),
+    Op(
+        "POST /api/v1/auth/totp/setup",
+        body(lambda w, s: "/api/v1/auth/totp/setup", lambda w, s: None),
+        a="*",
+    ),
+    Op(
+        "POST /api/v1/auth/totp/confirm",
+        body(lambda w, s: "/api/v1/auth/totp/confirm", lambda w, s: {"code": "000000"}),
+        a="*",
+    ),
+    Op(
+        "POST /api/v1/auth/password",
+        body(
+            lambda w, s: "/api/v1/auth/password",
+            lambda w, s: {"current_password": "wrong-password", "new_password": "Matrix@2026x"},
+        ),
+        a="*",
+    ),
+    Op(
+        "POST /api/v1/auth/logout",
+        body(lambda w, s: "/api/v1/auth/logout", lambda w, s: None),
+        a="*",
+    ),
+]
+
+
+def by_key() -> dict[str, Op]:
+    table: dict[str, Op] = {}
+    for op in OPERATIONS:
+        for key in (op.key, *op.covers):
+            assert key not in table, f"two matrix entries for {key}"
+            table[key] = op
+    return table
