@@ -1,5 +1,6 @@
 // UI texts. zh-CN is the source of the keys; English must translate every one of them
 // (the type below makes a missing English key a build error).
+import { consultEn, consultZhCN } from "./consult-messages";
 
 export const zhCN = {
   "app.name": "一号",
@@ -91,6 +92,7 @@ export const zhCN = {
   "event.generic": "{type}：{op}",
   "notFound.title": "页面不存在",
   "notFound.back": "返回首页",
+  ...consultZhCN,
 } as const;
 
 export type MessageKey = keyof typeof zhCN;
@@ -185,4 +187,5 @@ export const en: Record<MessageKey, string> = {
   "event.generic": "{type}: {op}",
   "notFound.title": "Page not found",
   "notFound.back": "Back to the home page",
+  ...consultEn,
 };
