@@ -62,10 +62,17 @@ export class Mesh {
   /** Bring the connections in line with the session's members. */
   sync(members: PresenceMember[]): void {
     if (this.closed) return;
-    const mine = members.find((m) => m.user_id === this.me);
-    const others = new Map<number, PresenceMember>();
-    for (const m of members) if (m.user_id !== this.me && !others.has(m.user_id)) others.set(m.user_id, m);
-    this.learn(members);
+    // One entry per joined socket: a member who reloaded may still have their old socket's
+    // entry until the server notices it is gone; their newest entry is the live one.
+    const latest = new Map<number, PresenceMember>();
+    for (const m of members) {
+      const seen = latest.get(m.user_id);
+      if (!seen || m.since > seen.since) latest.set(m.user_id, m);
+    }
+    const mine = latest.get(this.me);
+    latest.delete(this.me);
+    const others = latest;
+    this.learn([...others.values()]);
     for (const [userId, peer] of this.peers) {
       const now = others.get(userId);
       // A peer we answered before its presence reached us has no `since` yet: keep it.

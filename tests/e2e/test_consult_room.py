@@ -1,0 +1,362 @@
+"""The consult in the browser: request, answer, the room's video, chat, opinion, prescription.
+
+Two browser contexts (a community doctor and a specialist of the demo network) against a
+real ``yihao serve``; Chromium's fake camera and microphone feed real WebRTC connections
+between the two pages, signaled through the server.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.e2e.conftest import ROOT, ConsoleWatch, LiveServer, screenshot, sign_in, wait_live
+
+pytestmark = pytest.mark.e2e
+
+GP = "gp_zhang"  # 市南区八大湖街道社区卫生服务中心 (SNBDH)
+SPECIALIST = "dr_li"  # 青岛市立医院 (QDSL), 心内科
+PATIENT_NUMBER = "SN-000031"  # 王建国 at SNBDH
+TIMING = ROOT / "test-artifacts" / "consult-video-timing.json"
+
+# A remote <video> that plays for real: frames have a size and time advances.
+REMOTE_PLAYING = """async () => {
+  const videos = [...document.querySelectorAll('[data-testid=remote-video]')];
+  const live = videos.filter(v => v.videoWidth > 0 && !v.paused);
+  if (live.length === 0) return false;
+  const before = live.map(v => v.currentTime);
+  await new Promise(r => setTimeout(r, 400));
+  return live.some((v, i) => v.currentTime > before[i]);
+}"""
+
+
+def wait_remote_video(page: Page, timeout_s: float = 20) -> None:
+    """Wait until a remote participant's video is actually playing in this page."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if page.evaluate(REMOTE_PLAYING):
+            return
+        page.wait_for_timeout(200)  # frames arrive on their own clock: poll the element
+    pytest.fail("no remote video is playing")
+
+
+def room_state(page: Page, state: str) -> None:
+    expect(page.locator("[data-page=consult-room]")).to_have_attribute(
+        "data-state", state, timeout=15_000
+    )
+
+
+def api_consult(server: LiveServer, accept: bool = True) -> int:
+    """A consult requested by the gp (and accepted by the specialist) through the API."""
+    status, patient = server.call(
+        "GET", f"/api/v1/patients/lookup?institution=SNBDH&number={PATIENT_NUMBER}", as_=GP
+    )
+    assert status == 200, patient
+    _, institutions = server.call("GET", "/api/v1/institutions", as_=GP)
+    qdsl = next(i["id"] for i in institutions["items"] if i["code"] == "QDSL")
+    now = datetime.now(UTC)
+    status, consult = server.call(
+        "POST",
+        "/api/v1/consults",
+        {
+            "patient_id": patient["id"],
+            "consent": {"given_by": "patient", "method": "written", "given_at": now.isoformat()},
+            "reason": "血压控制不佳",
+            "purpose": "调整用药",
+            "clinical_question": "是否需要加用他汀？",
+            "case_summary": "冠心病、高血压、2型糖尿病。",
+            "window_start": now.isoformat(),
+            "window_end": (now + timedelta(days=2)).isoformat(),
+            "invited_institution_id": qdsl,
+            "invited_department": "心内科",
+        },
+        as_=GP,
+    )
+    assert status == 201, consult
+    if accept:
+        status, body = server.call(
+            "POST",
+            f"/api/v1/consults/{consult['id']}/accept",
+            {"scheduled_at": (now + timedelta(minutes=5)).isoformat()},
+            as_=SPECIALIST,
+        )
+        assert status == 200, body
+    return int(consult["id"])
+
+
+def enter_room_together(gp: Page, specialist: Page, consult_id: int) -> None:
+    """The host opens the room, the gp waits in the lobby, the host admits them."""
+    specialist.goto(f"/consults/{consult_id}/room")
+    room_state(specialist, "joined")
+    gp.goto(f"/consults/{consult_id}/room")
+    room_state(gp, "lobby")
+    waiting = specialist.get_by_test_id("waiting-item")
+    expect(waiting).to_have_count(1)
+    waiting.get_by_test_id("admit").click()
+    room_state(gp, "joined")
+    expect(specialist.get_by_test_id("waiting-item")).to_have_count(0)
+
+
+def finish_scenario(
+    server: LiveServer, new_page: Any, prescription_id: int, patient_username: str
+) -> None:
+    """HOOK for the lead, once the pharmacist's and the patient's pages are merged:
+
+    - the pharmacist's queue shows the prescription arrive live:
+      ``sign_in(pharmacy, "pharmacist_chen")`` before the prescription is signed, then
+      ``expect(pharmacy.get_by_test_id("rx-queue").locator(
+          f'[data-testid=rx-item][data-rx-id="{prescription_id}"]')).to_be_visible()``
+      (route the prescription to HCYF first, or add ``pharmacy_id`` in the form);
+    - the patient's page shows who accessed the record:
+      ``sign_in(patient, patient_username)``; ``patient.goto("/patient/access")``;
+      ``expect(patient.get_by_test_id("access-row").filter(has_text="李明")).not_to_have_count(0)``.
+    """
+    status, rx = server.call("GET", f"/api/v1/prescriptions/{prescription_id}", as_=SPECIALIST)
+    assert status == 200, rx
+
+
+def test_consult_from_request_to_prescription(
+    new_page: Any, server: LiveServer, console: ConsoleWatch
+) -> None:
+    specialist: Page = new_page()
+    gp: Page = new_page()
+    sign_in(specialist, SPECIALIST)
+    sign_in(gp, GP)
+
+    # The community doctor finds the patient and reads the shared record.
+    gp.fill("#lookup-number", PATIENT_NUMBER)
+    gp.get_by_role("button", name="查找患者").click()
+    gp.wait_for_selector("[data-page=patient-record]")
+    expect(gp.get_by_test_id("patient-name")).to_have_text("王建国")
+    panel = gp.get_by_test_id("record-panel")
+    expect(panel.get_by_test_id("record-entry").first).to_be_visible()
+    panel.get_by_test_id("record-tab-labs").click()
+    expect(panel.get_by_test_id("abnormal-flag").first).to_be_visible()
+    expect(panel.get_by_test_id("lab-trend").first).to_be_visible()
+    expect(panel.get_by_test_id("record-source").first).not_to_be_empty()
+    screenshot(gp, server, "consult-gp-patient-record")
+
+    # The request: whom, why, the informed consent, which record items to share.
+    gp.get_by_test_id("request-consult").click()
+    gp.wait_for_selector("[data-page=consult-request]")
+    gp.select_option("#c-institution", label="青岛市立医院")
+    gp.select_option("#c-department", label="心内科")
+    gp.fill("#c-reason", "血糖、血脂控制不佳")
+    gp.fill("#c-purpose", "调整降糖与调脂方案")
+    gp.fill("#c-question", "糖化血红蛋白持续升高，是否需要调整用药？")
+    gp.fill("#c-summary", "男，71岁，高血压、2型糖尿病、冠心病，近半年糖化血红蛋白 7.2→8.1%。")
+    gp.select_option("#c-method", "written")
+    picking = gp.get_by_test_id("record-picking")
+    picking.get_by_test_id("record-tab-labs").click()
+    boxes = picking.locator("input[type=checkbox]")
+    boxes.nth(0).check()
+    boxes.nth(1).check()
+    expect(gp.get_by_test_id("picked-count")).to_have_text("2")
+    # Consent comes first: the form refuses without it.
+    gp.get_by_test_id("consult-submit").click()
+    expect(gp.locator("[data-field-error=consent]")).to_be_visible()
+    gp.get_by_test_id("consent-confirmed").check()
+    screenshot(gp, server, "consult-request-form")
+    gp.get_by_test_id("consult-submit").click()
+    gp.wait_for_url(re.compile(r"/gp\?requested=\d+"))
+    consult_id = int(gp.url.rsplit("=", 1)[1])
+
+    # The specialist sees it arrive live and accepts with a time.
+    item = specialist.locator(f"[data-testid=incoming-item][data-consult='{consult_id}']")
+    expect(item).to_be_visible()
+    expect(item).to_contain_text("王建国")
+    screenshot(specialist, server, "consult-specialist-incoming")
+    item.get_by_test_id("accept").click()
+    expect(item).to_have_count(0)
+    mine = specialist.locator(f"[data-testid=consult-item][data-consult='{consult_id}']")
+    expect(mine).to_have_attribute("data-status", "scheduled")
+
+    # Both open the room: the host first, the gp waits in the lobby until admitted.
+    mine.get_by_test_id("open-room").click()
+    room_state(specialist, "joined")
+    gp_item = gp.locator(f"[data-testid=consult-item][data-consult='{consult_id}']")
+    expect(gp_item).to_have_attribute("data-status", "in_session")
+    gp_item.get_by_test_id("open-room").click()
+    room_state(gp, "lobby")
+    screenshot(gp, server, "consult-lobby")
+    waiting = specialist.get_by_test_id("waiting-item")
+    expect(waiting).to_contain_text("张伟")
+    screenshot(specialist, server, "consult-lobby-host")
+    waiting.get_by_test_id("admit").click()
+    room_state(gp, "joined")
+
+    # Each sees the other's video actually playing.
+    wait_remote_video(gp)
+    wait_remote_video(specialist)
+    expect(specialist.get_by_test_id("remote-tile")).to_contain_text("张伟")
+    expect(gp.get_by_test_id("quality")).not_to_have_text("连接中", timeout=10_000)
+    screenshot(specialist, server, "consult-room-video")
+
+    # Page load → first remote video playing: the specialist's page is loaded anew.
+    specialist.reload()
+    wait_live(specialist)
+    room_state(specialist, "joined")
+    wait_remote_video(specialist)
+    wait_remote_video(gp)
+    first_ms = int(
+        specialist.locator("[data-page=consult-room]").get_attribute("data-first-video-ms") or 0
+    )
+    assert first_ms > 0
+    _record_timing(server, first_ms)
+    print(f"page load → first remote video playing: {first_ms} ms ({server.backend})")
+
+    # Chat with a record item attached, seen by the other side.
+    gp.get_by_test_id("side-record").click()
+    gp.locator("aside [data-testid^='attach-']").first.click()
+    expect(gp.get_by_test_id("chat-pending-attachment")).to_have_count(1)
+    gp.get_by_test_id("chat-input").fill("请看一下最近的检验结果")
+    gp.get_by_test_id("chat-send").click()
+    message = specialist.get_by_test_id("chat-message").filter(has_text="请看一下最近的检验结果")
+    expect(message).to_have_count(1)
+    expect(message.get_by_test_id("chat-attachment")).to_have_count(1)
+    screenshot(specialist, server, "consult-chat")
+
+    # The opinion, signed.
+    specialist.get_by_test_id("side-opinion").click()
+    specialist.fill("#op-findings", "糖化血红蛋白 8.1%，低密度脂蛋白 3.6 mmol/L，均未达标。")
+    specialist.fill("#op-diagnostic", "2型糖尿病血糖控制不佳；冠心病二级预防调脂未达标。")
+    specialist.fill("#op-advice", "加用阿托伐他汀 20mg qn，二甲双胍加量，3 个月后复查。")
+    specialist.get_by_test_id("opinion-sign").click()
+    expect(specialist.get_by_test_id("opinion-signed")).to_contain_text("签名验证通过")
+    screenshot(specialist, server, "consult-opinion")
+    expect(gp.get_by_test_id("consult-status")).to_have_text("已出具意见")
+
+    # A prescription from the room, for the consult's patient: checks first, then signed.
+    specialist.get_by_test_id("side-rx").click()
+    specialist.select_option("#rx-diagnosis", "I25.1")
+    specialist.select_option("#rx-drug-0", "C10AA05")
+    specialist.fill("#rx-dose-0", "20")
+    specialist.select_option("#rx-frequency-0", "qn")
+    specialist.fill("#rx-days-0", "7")
+    specialist.fill("#rx-quantity-0", "1")
+    specialist.get_by_test_id("rx-check").click()
+    expect(specialist.get_by_test_id("rx-findings")).to_be_visible()
+    screenshot(specialist, server, "consult-prescribing")
+    specialist.get_by_test_id("rx-sign").click()
+    created = specialist.get_by_test_id("rx-created")
+    expect(created).to_be_visible()
+    rx_id = int(created.get_attribute("data-rx-id") or 0)
+    status, rx = server.call("GET", f"/api/v1/prescriptions/{rx_id}", as_=SPECIALIST)
+    assert status == 200, rx
+    _, consult = server.call("GET", f"/api/v1/consults/{consult_id}", as_=SPECIALIST)
+    assert rx["patient_id"] == consult["patient_id"]
+    assert rx["content"]["items"][0]["drug_code"] == "C10AA05"
+
+    finish_scenario(server, new_page, rx_id, "patient_wang")
+
+
+def _record_timing(server: LiveServer, first_ms: int) -> None:
+    TIMING.parent.mkdir(parents=True, exist_ok=True)
+    figures: dict[str, Any] = json.loads(TIMING.read_text()) if TIMING.exists() else {}
+    figures[server.backend] = {
+        "page_load_to_first_remote_video_ms": first_ms,
+        "measured_at": datetime.now(UTC).isoformat(),
+    }
+    TIMING.write_text(json.dumps(figures, indent=2) + "\n")
+
+
+def test_lobby_admit(new_page: Any, server: LiveServer) -> None:
+    consult_id = api_consult(server)
+    specialist: Page = new_page()
+    gp: Page = new_page()
+    sign_in(specialist, SPECIALIST)
+    sign_in(gp, GP)
+    # The gp is first: it waits in the lobby until the host comes and admits it.
+    gp.goto(f"/consults/{consult_id}/room")
+    room_state(gp, "lobby")
+    expect(gp.get_by_test_id("lobby")).to_be_visible()
+    specialist.goto(f"/consults/{consult_id}/room")
+    room_state(specialist, "joined")
+    waiting = specialist.get_by_test_id("waiting-item")
+    expect(waiting).to_contain_text("张伟")
+    waiting.get_by_test_id("admit").click()
+    room_state(gp, "joined")
+    expect(specialist.get_by_test_id("waiting-item")).to_have_count(0)
+    wait_remote_video(gp)
+    wait_remote_video(specialist)
+    # Muting shows on the other side (presence).
+    gp.get_by_test_id("toggle-mic").click()
+    expect(specialist.get_by_test_id("remote-tile")).to_contain_text("🔇")
+
+
+def test_chat_catches_up_after_a_drop(new_page: Any, server: LiveServer) -> None:
+    consult_id = api_consult(server)
+    specialist: Page = new_page()
+    gp: Page = new_page()
+    sign_in(specialist, SPECIALIST)
+    sign_in(gp, GP)
+    enter_room_together(gp, specialist, consult_id)
+    specialist.get_by_test_id("chat-input").fill("连线前的一条")
+    specialist.get_by_test_id("chat-send").click()
+    expect(gp.get_by_test_id("chat-message").filter(has_text="连线前的一条")).to_have_count(1)
+
+    # The gp's network drops; the specialist writes meanwhile, and so does the gp.
+    gp.context.set_offline(True)
+    expect(gp.locator(".app")).to_have_attribute("data-realtime", "reconnecting", timeout=30_000)
+    specialist.get_by_test_id("chat-input").fill("断线期间的消息")
+    specialist.get_by_test_id("chat-send").click()
+    gp.get_by_test_id("chat-input").fill("离线时写的回复")
+    gp.get_by_test_id("chat-send").click()
+    expect(gp.get_by_test_id("chat-pending")).to_have_count(1)
+    gp.context.set_offline(False)
+    expect(gp.locator(".app")).to_have_attribute("data-realtime", "live", timeout=20_000)
+
+    # Caught up without a reload: each message once, on both sides.
+    for page in (gp, specialist):
+        for text in ("连线前的一条", "断线期间的消息", "离线时写的回复"):
+            expect(page.get_by_test_id("chat-message").filter(has_text=text)).to_have_count(1)
+        expect(page.get_by_test_id("chat-pending")).to_have_count(0)
+    ids = gp.eval_on_selector_all(
+        "[data-testid=chat-message]", "items => items.map(i => i.dataset.messageId)"
+    )
+    assert len(ids) == len(set(ids)) == 3
+    # The room is back too: joined again and video playing.
+    room_state(gp, "joined")
+    wait_remote_video(gp)
+    screenshot(gp, server, "consult-chat-after-reconnect")
+
+
+def test_refused_request_shows_server_field_errors(
+    page: Page, server: LiveServer, console: ConsoleWatch
+) -> None:
+    console.allow(r"status of 422")
+    sign_in(page, GP)
+    status, patient = server.call(
+        "GET", f"/api/v1/patients/lookup?institution=SNBDH&number={PATIENT_NUMBER}", as_=GP
+    )
+    assert status == 200
+    page.goto(f"/gp/patients/{patient['id']}/consult")
+    page.wait_for_selector("[data-page=consult-request]")
+    # Client-side checks first: nothing is sent while required fields are empty.
+    page.get_by_test_id("consult-submit").click()
+    expect(page.locator("[data-field-error=c-reason]")).to_be_visible()
+    expect(page.locator("[data-field-error=c-institution]")).to_be_visible()
+
+    page.select_option("#c-institution", label="青岛市立医院")
+    page.fill("#c-reason", "复诊")
+    page.fill("#c-purpose", "会诊")
+    page.fill("#c-question", "下一步治疗？")
+    page.fill("#c-summary", "病情稳定。")
+    page.select_option("#c-method", "electronic")
+    # A consent dated tomorrow: only the server knows its clock, and refuses it.
+    tomorrow = datetime.now() + timedelta(days=1)
+    page.fill("#c-given-at", tomorrow.strftime("%Y-%m-%dT%H:%M"))
+    page.get_by_test_id("consent-confirmed").check()
+    page.get_by_test_id("consult-submit").click()
+    error = page.locator("[data-field-error=c-given-at]")
+    expect(error).to_contain_text("future")
+    expect(page.get_by_role("alert").first).to_be_visible()
+    screenshot(page, server, "consult-request-refused")
+    assert "/consult" in page.url  # still on the form, nothing lost
+    expect(page.locator("#c-reason")).to_have_value("复诊")
