@@ -129,9 +129,12 @@ def test_consult_from_request_to_prescription(
     sign_in(specialist, SPECIALIST)
     sign_in(gp, GP)
 
-    # The community doctor finds the patient and reads the shared record.
-    gp.fill("#lookup-number", PATIENT_NUMBER)
-    gp.get_by_role("button", name="查找患者").click()
+    # The community doctor finds the patient among the clinic's and reads the shared record.
+    expect(gp.get_by_test_id("patient-row")).to_have_count(2)
+    gp.fill("#patient-q", PATIENT_NUMBER)
+    gp.get_by_test_id("patient-finder").get_by_role("button", name="查找").click()
+    expect(gp.get_by_test_id("patient-row")).to_have_count(1)
+    gp.get_by_role("link", name="王建国").click()
     gp.wait_for_selector("[data-page=patient-record]")
     expect(gp.get_by_test_id("patient-name")).to_have_text("王建国")
     panel = gp.get_by_test_id("record-panel")

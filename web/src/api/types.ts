@@ -324,3 +324,13 @@ export interface Prescription {
   valid_until: string;
   created_at: string;
 }
+
+/** GET /api/v1/patients: a patient of my institution. */
+export interface MyPatient {
+  id: number;
+  name: string;
+  sex: "male" | "female";
+  birth_date: string;
+  numbers: string[];
+  since: string;
+}
