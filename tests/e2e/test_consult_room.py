@@ -8,15 +8,29 @@ between the two pages, signaled through the server.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
-from tests.e2e.conftest import ROOT, ConsoleWatch, LiveServer, screenshot, sign_in, wait_live
+from server.seed import DEMO_PASSWORD
+from tests.conftest import SECRET
+from tests.e2e.conftest import (
+    ROOT,
+    TABLET,
+    ConsoleWatch,
+    LiveServer,
+    _free_port,
+    screenshot,
+    sign_in,
+    wait_live,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -290,7 +304,14 @@ def test_lobby_admit(new_page: Any, server: LiveServer) -> None:
     wait_remote_video(specialist)
     # Muting shows on the other side (presence).
     gp.get_by_test_id("toggle-mic").click()
-    expect(specialist.get_by_test_id("remote-tile")).to_contain_text("🔇")
+    expect(specialist.get_by_test_id("remote-tile")).to_contain_text("已静音")
+    # Screen sharing adds a track: a renegotiation, and a screen tile on the other side.
+    specialist.get_by_test_id("toggle-screen").click()
+    screen = gp.get_by_test_id("screen-tile")
+    expect(screen).to_be_visible(timeout=15_000)
+    screenshot(gp, server, "consult-screen-share")
+    specialist.get_by_test_id("toggle-screen").click()
+    expect(screen).to_have_count(0, timeout=15_000)
 
 
 def test_chat_catches_up_after_a_drop(new_page: Any, server: LiveServer) -> None:
@@ -363,3 +384,74 @@ def test_refused_request_shows_server_field_errors(
     screenshot(page, server, "consult-request-refused")
     assert "/consult" in page.url  # still on the form, nothing lost
     expect(page.locator("#c-reason")).to_have_value("复诊")
+
+
+@pytest.fixture(scope="module")
+def strict_server(web_dist: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A server that wants every consult join re-authenticated (consult_reauth_seconds 0)."""
+    data_dir = tmp_path_factory.mktemp("e2e-reauth")
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("YIHAO_")}
+    env.update(
+        YIHAO_DATA_DIR=str(data_dir),
+        YIHAO_SECRET_KEY=SECRET,
+        YIHAO_HOST="127.0.0.1",
+        YIHAO_PORT=str(port),
+        YIHAO_WEB_DIR=str(web_dist),
+        YIHAO_ARGON2_TIME_COST="1",
+        YIHAO_ARGON2_MEMORY_KIB="64",
+        YIHAO_LOG_FORMAT="text",
+        YIHAO_LOG_LEVEL="WARNING",
+        YIHAO_LOGIN_RATE_PER_MINUTE="1000",
+        YIHAO_CONSULT_REAUTH_SECONDS="0",
+    )
+    live = LiveServer(
+        url=f"http://127.0.0.1:{port}", backend="sqlite", env=env, log=data_dir / "server.log"
+    )
+    try:
+        live.cli("migrate")
+        live.cli("seed-demo")
+        live.start()
+        yield live
+    finally:
+        live.stop()
+
+
+def test_joining_asks_for_the_password_when_the_login_is_old(
+    browser: Browser, strict_server: LiveServer
+) -> None:
+    consult_id = api_consult(strict_server)
+    watch = ConsoleWatch()
+    context = browser.new_context(
+        base_url=strict_server.url, viewport=TABLET, locale="zh-CN", timezone_id="Asia/Shanghai"
+    )
+    context.set_default_timeout(10_000)
+    try:
+        page = context.new_page()
+        watch.watch(page)
+        sign_in(page, SPECIALIST)
+        page.goto(f"/consults/{consult_id}/room")
+        room_state(page, "reauth")
+        form = page.get_by_test_id("reauth-form")
+        expect(form).to_contain_text("确认身份")
+        # Client-side: nothing typed, nothing sent.
+        page.get_by_test_id("reauth-submit").click()
+        expect(form.get_by_role("alert")).to_contain_text("请输入密码")
+        # A wrong password: the server's message, and still asking.
+        page.fill("#reauth-password", "not-my-password")
+        page.get_by_test_id("reauth-submit").click()
+        expect(form.get_by_role("alert")).to_contain_text("wrong")
+        room_state(page, "reauth")
+        screenshot(page, strict_server, "consult-reauth-tablet")
+        page.fill("#reauth-password", DEMO_PASSWORD)
+        page.get_by_test_id("reauth-submit").click()
+        room_state(page, "joined")
+        expect(page.get_by_test_id("local-tile")).to_be_visible()
+        # English is one click away, in the room too.
+        page.get_by_test_id("lang").click()
+        expect(page.get_by_test_id("leave")).to_have_text("Leave the room")
+        screenshot(page, strict_server, "consult-room-tablet-en")
+        page.get_by_test_id("lang").click()
+    finally:
+        context.close()
+    assert not watch.unexpected(), f"console errors: {watch.unexpected()}"

@@ -45,6 +45,8 @@ export class Mesh {
   private screenStream: MediaStream | null = null;
   private statsTimer: ReturnType<typeof setInterval>;
   private closed = false;
+  /** The newest presence entry of every other member, as last seen. */
+  private known = new Map<number, PresenceMember>();
 
   constructor(
     private readonly consultId: number,
@@ -72,6 +74,7 @@ export class Mesh {
     const mine = latest.get(this.me);
     latest.delete(this.me);
     const others = latest;
+    this.known = new Map(others);
     this.learn([...others.values()]);
     for (const [userId, peer] of this.peers) {
       const now = others.get(userId);
@@ -161,8 +164,13 @@ export class Mesh {
     }
     let peer = this.peers.get(message.from);
     if (message.kind === "offer" && !peer) {
-      // They were here first: answer with our tracks.
-      peer = this.create({ user_id: message.from, since: "", kind: "person" }, true);
+      // They were here first: answer with our tracks. Their presence entry may have come
+      // before their offer (or come next: `sync` learns it then).
+      const member = this.known.get(message.from);
+      peer = this.create(
+        { user_id: message.from, since: member?.since ?? "", kind: member?.kind ?? "person" },
+        true,
+      );
     }
     if (!peer) return;
     const pc = peer.pc;
