@@ -455,3 +455,42 @@ def test_joining_asks_for_the_password_when_the_login_is_old(
     finally:
         context.close()
     assert not watch.unexpected(), f"console errors: {watch.unexpected()}"
+
+
+def test_prescribing_shows_checks_rules_and_needs_an_override_reason(
+    new_page: Any, server: LiveServer, console: ConsoleWatch
+) -> None:
+    console.allow(r"status of 422")
+    consult_id = api_consult(server)
+    specialist: Page = new_page()
+    sign_in(specialist, SPECIALIST)
+    specialist.goto(f"/consults/{consult_id}/room")
+    room_state(specialist, "joined")
+    specialist.get_by_test_id("side-rx").click()
+    # Amoxicillin for a patient allergic to penicillin, for 30 days.
+    specialist.select_option("#rx-diagnosis", "I10")
+    specialist.select_option("#rx-drug-0", "J01CA04")
+    specialist.fill("#rx-dose-0", "500")
+    specialist.select_option("#rx-frequency-0", "tid")
+    specialist.fill("#rx-days-0", "30")
+    specialist.fill("#rx-quantity-0", "2")
+    # The prescribing rules are the server's: its field error lands on the days field.
+    specialist.get_by_test_id("rx-check").click()
+    expect(specialist.locator("[data-field-error=rx-days-0]")).to_contain_text("at most 7")
+    specialist.fill("#rx-days-0", "7")
+    specialist.get_by_test_id("rx-check").click()
+    finding = specialist.get_by_test_id("rx-finding").filter(has_text="allergic")
+    expect(finding).to_contain_text("严重")
+    # Severe findings: signing needs a reason to override them.
+    specialist.get_by_test_id("rx-sign").click()
+    expect(specialist.locator("[data-field-error=rx-override]")).to_be_visible()
+    specialist.fill("#rx-override", "皮试阴性，已与患者沟通风险")
+    screenshot(specialist, server, "consult-prescribing-override")
+    specialist.get_by_test_id("rx-sign").click()
+    created = specialist.get_by_test_id("rx-created")
+    expect(created).to_be_visible()
+    rx_id = int(created.get_attribute("data-rx-id") or 0)
+    status, rx = server.call("GET", f"/api/v1/prescriptions/{rx_id}", as_=SPECIALIST)
+    assert status == 200, rx
+    assert rx["content"]["override_reason"] == "皮试阴性，已与患者沟通风险"
+    assert any(f["code"] == "allergy" for f in rx["findings"])
