@@ -118,18 +118,23 @@ def enter_room_together(gp: Page, specialist: Page, consult_id: int) -> None:
 
 
 def finish_scenario(
-    server: LiveServer, new_page: Any, prescription_id: int, patient_username: str
+    server: LiveServer, pharmacy: Page, prescription_id: int, patient_username: str, new_page: Any
 ) -> None:
-    """HOOK for the lead, once the pharmacist's and the patient's pages are merged:
+    """HOOK for the lead, once the pharmacist's and the patient's pages are merged.
 
-    - the pharmacist's queue shows the prescription arrive live:
-      ``sign_in(pharmacy, "pharmacist_chen")`` before the prescription is signed, then
-      ``expect(pharmacy.get_by_test_id("rx-queue").locator(
-          f'[data-testid=rx-item][data-rx-id="{prescription_id}"]')).to_be_visible()``
-      (route the prescription to HCYF first, or add ``pharmacy_id`` in the form);
-    - the patient's page shows who accessed the record:
-      ``sign_in(patient, patient_username)``; ``patient.goto("/patient/access")``;
-      ``expect(patient.get_by_test_id("access-row").filter(has_text="李明")).not_to_have_count(0)``.
+    ``pharmacy`` is pharmacist_chen's page (海川大药房, HCYF), signed in before the
+    prescription was signed and routed to HCYF. Add here:
+
+    - the pharmacist's queue shows the prescription arrive live::
+
+          expect(pharmacy.get_by_test_id("rx-queue").locator(
+              f'[data-testid=rx-item][data-rx-id="{prescription_id}"]')).to_be_visible()
+
+    - the patient's page shows who accessed the record::
+
+          patient = new_page(); sign_in(patient, patient_username)
+          patient.goto("/patient/access")
+          expect(patient.get_by_test_id("access-row").filter(has_text="李明")).not_to_have_count(0)
     """
     status, rx = server.call("GET", f"/api/v1/prescriptions/{prescription_id}", as_=SPECIALIST)
     assert status == 200, rx
@@ -249,8 +254,16 @@ def test_consult_from_request_to_prescription(
     screenshot(specialist, server, "consult-opinion")
     expect(gp.get_by_test_id("consult-status")).to_have_text("已出具意见")
 
-    # A prescription from the room, for the consult's patient: checks first, then signed.
+    # A prescription from the room, for the consult's patient: checks first, then signed,
+    # and sent to the pharmacy the patient chose, whose pharmacist is signed in.
+    pharmacy: Page = new_page()
+    sign_in(pharmacy, "pharmacist_chen")
+    hcyf = next(i for i in _institutions(server) if i["code"] == "HCYF")
+    desk = f".inbox-item[data-stream='institution:{hcyf['id']}']"
+    seqs = pharmacy.eval_on_selector_all(desk, "items => items.map(i => Number(i.dataset.seq))")
+    last_seq = max(seqs, default=0)
     specialist.get_by_test_id("side-rx").click()
+    specialist.select_option("#rx-pharmacy", str(hcyf["id"]))
     specialist.select_option("#rx-diagnosis", "I25.1")
     specialist.select_option("#rx-drug-0", "C10AA05")
     specialist.fill("#rx-dose-0", "20")
@@ -270,7 +283,20 @@ def test_consult_from_request_to_prescription(
     assert rx["patient_id"] == consult["patient_id"]
     assert rx["content"]["items"][0]["drug_code"] == "C10AA05"
 
-    finish_scenario(server, new_page, rx_id, "patient_wang")
+    assert rx["pharmacy_id"] == hcyf["id"]
+    # The delivery reaches the pharmacy's desk live (its inbox, until the queue page lands).
+    pharmacy.wait_for_function(
+        "([sel, last]) => [...document.querySelectorAll(sel)].some(i => Number(i.dataset.seq) > last)",
+        arg=[desk, last_seq],
+    )
+
+    finish_scenario(server, pharmacy, rx_id, "patient_wang", new_page)
+
+
+def _institutions(server: LiveServer) -> list[dict[str, Any]]:
+    status, body = server.call("GET", "/api/v1/institutions", as_=GP)
+    assert status == 200, body
+    return list(body["items"])
 
 
 def _record_timing(server: LiveServer, first_ms: int) -> None:

@@ -300,6 +300,7 @@ export interface RxCreate {
   validity_days: number;
   notes?: string | null;
   override_reason?: string | null;
+  pharmacy_id?: number | null;
 }
 
 export interface RxFinding {
