@@ -3,7 +3,9 @@
 //
 // Who offers: the member who was there first (earlier `since`; the lower user id on a tie)
 // creates the connection and offers; the newcomer answers. The server's recorder
-// (`kind: "recorder"`, recording contract) is always offered to and gets no tile.
+// (`kind: "recorder"`, recording contract) is signaled like anyone and gets no tile; a
+// renegotiation with it is sent as `renegotiate`, as it takes every `offer` as a new
+// connection (docs/realtime.md, consult recording).
 // Later changes (screen sharing adds or removes a track) renegotiate by "perfect
 // negotiation": either side may offer; on a collision the newcomer (polite) rolls back.
 import { markRaw, reactive } from "vue";
@@ -90,7 +92,6 @@ export class Mesh {
   }
 
   private offersTo(mine: PresenceMember, other: PresenceMember): boolean {
-    if (other.kind === "recorder") return true;
     if (mine.since !== other.since) return mine.since < other.since;
     return this.me < other.user_id;
   }
@@ -124,8 +125,11 @@ export class Mesh {
       if (!p || p.pc !== pc) return;
       try {
         p.makingOffer = true;
+        const renegotiation = pc.currentRemoteDescription !== null;
         await pc.setLocalDescription();
-        if (pc.localDescription) await this.send(member.user_id, "offer", pc.localDescription.toJSON() as unknown as Record<string, unknown>);
+        // The recorder takes every `offer` as a new connection: renegotiate with it by name.
+        const kind = renegotiation && p.kind === "recorder" ? "renegotiate" : "offer";
+        if (pc.localDescription) await this.send(member.user_id, kind, pc.localDescription.toJSON() as unknown as Record<string, unknown>);
       } catch (error) {
         console.warn("offer failed", error);
       } finally {
@@ -163,6 +167,11 @@ export class Mesh {
       return;
     }
     let peer = this.peers.get(message.from);
+    if (message.kind === "offer" && peer?.kind === "recorder" && peer.pc.currentRemoteDescription) {
+      // An offer from the recorder is a new connection (it left and came back).
+      this.drop(message.from);
+      peer = undefined;
+    }
     if (message.kind === "offer" && !peer) {
       // They were here first: answer with our tracks. Their presence entry may have come
       // before their offer (or come next: `sync` learns it then).
@@ -175,7 +184,7 @@ export class Mesh {
     if (!peer) return;
     const pc = peer.pc;
     try {
-      if (message.kind === "offer" || message.kind === "answer") {
+      if (message.kind === "offer" || message.kind === "answer" || message.kind === "renegotiate") {
         const description = message.data as unknown as RTCSessionDescriptionInit;
         const collision = description.type === "offer" && (peer.makingOffer || pc.signalingState !== "stable");
         peer.ignoreOffer = !peer.polite && collision;
