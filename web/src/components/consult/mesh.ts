@@ -148,6 +148,7 @@ export class Mesh {
     };
     pc.onconnectionstatechange = () => {
       if (pc.connectionState === "failed") pc.restartIce();
+      if (pc.connectionState === "connected") void this.measure(); // a first figure at once
     };
     if (!polite) this.addLocalTracks(peer);
     return peer;
