@@ -213,6 +213,50 @@ async def measure(
     }
 
 
+COLUMNS = (
+    ("nodes", "nodes", "{}"),
+    ("clients", "clients", "{}"),
+    ("events", "events", "{}"),
+    ("commits/s", "commits_per_s", "{:.1f}"),
+    ("deliveries/s", "deliveries_per_s", "{:.1f}"),
+    ("p50 ms", "latency_p50_ms", "{:.1f}"),
+    ("p99 ms", "latency_p99_ms", "{:.1f}"),
+    ("live/expected", None, "{delivered_live}/{expected}"),
+    ("by sync", "lost_live_then_replayed", "{}"),
+    ("scaling", "scaling", "{:.2f}x"),
+)
+
+
+def table(results: list[dict[str, Any]], producers: int, smoke: bool) -> str:
+    """The figures as a plain-text table, with what they mean under it."""
+    rows = [[title for title, _, _ in COLUMNS]]
+    for result in results:
+        rows.append(
+            [
+                fmt.format(**result) if key is None else fmt.format(result[key])
+                for _, key, fmt in COLUMNS
+            ]
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    cores = os.cpu_count()
+    lines += [
+        "",
+        f"cluster fan-out{' (SMOKE run: tiny, the figures mean nothing)' if smoke else ''}: "
+        f"{producers} producers commit institution events through nginx; each is pushed to "
+        "every client (deliveries = events x clients).",
+        "commits/s: committed events per second; deliveries/s: events received by clients per "
+        "second; p50/p99: from sending the request to a client receiving the event; "
+        "live/expected: pushes received; by sync: missed pushes a client got back by replay; "
+        "scaling: deliveries/s against the first row.",
+        f"machine: {cores} CPU cores shared by the benchmark client, nginx, every node, "
+        "PostgreSQL and Redis: on 2 cores more nodes add contention, not capacity, so the "
+        "scaling factor is CPU-bound here and says nothing about N machines.",
+    ]
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nodes", default="1,2,3")
@@ -231,16 +275,15 @@ def main() -> int:
         args.nodes, args.clients, args.events, args.producers = "1,2", 6, 20, 2
     results = []
     for count in (int(n) for n in args.nodes.split(",")):
+        print(f"running {count} node(s)…", file=sys.stderr, flush=True)
         result = asyncio.run(
             run_once(admin_url, redis_url, count, args.clients, args.events, args.producers)
         )
         results.append(result)
         base = results[0]["deliveries_per_s"]
-        result["scaling"] = round(result["deliveries_per_s"] / base, 2)
-        print(json.dumps(result, ensure_ascii=False), flush=True)
-    print(
-        f"machine: {os.cpu_count()} CPU cores shared by the client, nginx, nodes, PostgreSQL, Redis"
-    )
+        result["scaling"] = round(result["deliveries_per_s"] / base, 2) if base else 0.0
+        print(json.dumps(result, ensure_ascii=False), file=sys.stderr, flush=True)
+    print(table(results, args.producers, args.smoke))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, ensure_ascii=False))
     return 0

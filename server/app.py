@@ -19,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
 
 from server.config import Settings
-from server.consults.jobs import escalation_job
+from server.consults.jobs import register_escalation
 from server.consults.routes import routes as consults_routes
 from server.consults.service import ConsultsService
 from server.consults.socket import ConsultSockets
@@ -31,7 +31,7 @@ from server.core.auth import Passwords, Tokens
 from server.core.db import Database
 from server.core.errors import ServiceUnavailable
 from server.core.events import Events
-from server.core.leases import Jobs, Leases
+from server.core.leases import Jobs, Leases, node_id
 from server.core.listener import redis_listener_status
 from server.core.middleware import (
     ERROR_RENDERERS,
@@ -41,6 +41,7 @@ from server.core.middleware import (
     metrics_middleware,
     security_headers_middleware,
 )
+from server.core.nodes import Nodes
 from server.core.observability import Metrics
 from server.core.openapi import build_openapi
 from server.core.signing import Signer
@@ -51,14 +52,17 @@ from server.identity.service import AuthService, IdentityService
 from server.inbox import socket as inbox_socket
 from server.inbox.routes import routes as inbox_routes
 from server.inbox.service import InboxService
-from server.media.events import add_precall_events
+from server.media.events import add_precall_events, add_recording_events
 from server.media.precall import PrecallService
+from server.media.recording import RecordingService
+from server.media.routes import routes as recording_routes
 from server.prescriptions import socket as prescription_socket
 from server.prescriptions.catalogue import Catalogue
 from server.prescriptions.record import PatientRecord
 from server.prescriptions.routes import routes as prescription_routes
 from server.prescriptions.service import PrescriptionService
 from server.prescriptions.service import background as prescription_background
+from server.prescriptions.service import register_jobs as register_prescription_jobs
 from server.realtime.gateway import EVENT, Gateway
 from server.records.facade import add_fhir_routes
 from server.records.routes import routes as records_routes
@@ -81,6 +85,7 @@ ROUTE_TABLES: tuple[Routes, ...] = (
     referrals_routes,
     consults_routes,
     prescription_routes,
+    recording_routes,
 )
 WEB_DIST = Path(__file__).resolve().parent.parent / "web" / "dist"
 
@@ -141,8 +146,21 @@ def create_app(settings: Settings) -> web.Application:
     scheduling = SchedulingService(settings, db, audit, inbox)
     referrals = ReferralService(settings, db, audit, access, records, inbox, scheduling)
     signer = Signer(settings)
-    consults = ConsultsService(settings, db, audit, events, access, records, identity, auth, signer)
-    ConsultSockets(gateway, consults).register()
+    # This node in the cluster: its heartbeat row, and the lease holder of its jobs.
+    nodes = Nodes(
+        db,
+        settings.node_id or node_id(),
+        settings.node_heartbeat_seconds,
+        settings.node_dead_after_seconds,
+    )
+    consults = ConsultsService(
+        settings, db, audit, events, access, records, identity, auth, signer, node_id=nodes.id
+    )
+    consult_sockets = ConsultSockets(gateway, consults)
+    consult_sockets.register()
+    nodes.add_reaper(consult_sockets.reap, consults.forget_node)
+    recording = RecordingService(settings, consults, auth)
+    add_recording_events(gateway, recording)
     prescriptions = PrescriptionService(
         settings,
         db,
@@ -166,15 +184,22 @@ def create_app(settings: Settings) -> web.Application:
         scheduling=scheduling,
         referrals=referrals,
         precall=precall,
-        jobs=Jobs(Leases(db)),
+        jobs=Jobs(Leases(db, nodes.id)),
         prescriptions=prescriptions,
         signer=signer,
         access=access,
         patients=patients,
         records=records,
         consults=consults,
+        recording=recording,
     )
+    services.nodes = nodes
     app[SERVICES] = services
+    # Background jobs on leases: each round runs on one node of the cluster.
+    services.jobs.every("cluster.reap_nodes", settings.node_heartbeat_seconds, nodes.reap)
+    referrals.register_jobs(services.jobs)
+    register_escalation(services.jobs, consults, settings.consult_escalation_interval_seconds)
+    register_prescription_jobs(services.jobs, prescriptions, settings.prescription_sweep_seconds)
     app[AUTHENTICATE] = auth.authenticate
 
     for table in ROUTE_TABLES:
@@ -187,10 +212,11 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_database(db, settings))
     app.cleanup_ctx.append(_redis(services, settings, sio))
     app.cleanup_ctx.append(_socketio(sio, gateway))
-    app.cleanup_ctx.append(_referral_expiry(referrals))
     app.cleanup_ctx.append(precall.lifespan)
+    app.cleanup_ctx.append(nodes.lifespan())
+    app.cleanup_ctx.append(recording.lifespan)
+    app.on_shutdown.append(recording.on_shutdown)
     app.cleanup_ctx.append(_jobs(services.jobs))
-    app.cleanup_ctx.append(escalation_job(consults, settings.consult_escalation_interval_seconds))
     app.cleanup_ctx.append(
         prescription_background(prescriptions, settings.prescription_sweep_seconds)
     )
@@ -238,19 +264,6 @@ def _redis(services: Services, settings: Settings, sio: socketio.AsyncServer) ->
             if resource is not None:
                 await _bounded(resource.aclose(), "socket.io redis client")
         await _bounded(services.redis.aclose(), "redis client")
-
-    return ctx
-
-
-def _referral_expiry(referrals: ReferralService) -> Any:
-    async def ctx(app: web.Application) -> AsyncIterator[None]:
-        task = None
-        if referrals.expiry_interval > 0:
-            task = asyncio.create_task(referrals.run_expiry())
-        yield
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
 
     return ctx
 

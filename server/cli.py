@@ -11,6 +11,7 @@
                       [--name 李明] [--title 主任医师] [--department 心内科] [--resident-id …]
     yihao user totp --username dr_li
     yihao cluster [--nodes 3] [--port 8080] [--no-nginx] [--web-dir DIR]
+    yihao recordings purge [--dry-run]   (remove consult recordings past their retention)
 
 Exit codes: 0 success, 1 the operation was refused (the message says why),
 2 bad usage or settings.
@@ -212,6 +213,20 @@ def cmd_referrals_expire(args: argparse.Namespace, settings: Settings) -> int:
     return _with_services(settings, work)
 
 
+def cmd_recordings_purge(args: argparse.Namespace, settings: Settings) -> int:
+    async def work(services: Any) -> int:
+        ids = await services.recording.purge(dry_run=args.dry_run)
+        days = settings.recording_retention_days
+        listed = ", ".join(str(i) for i in ids) or "none"
+        if args.dry_run:
+            print(f"{len(ids)} recordings older than {days} days would be purged: {listed}")
+        else:
+            print(f"{len(ids)} recordings older than {days} days purged: {listed}")
+        return 0
+
+    return _with_services(settings, work)
+
+
 def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
     import os
     from pathlib import Path
@@ -316,6 +331,15 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_argument("--no-nginx", action="store_true", help="start the nodes only")
     cluster.add_argument("--web-dir", help="the built web client for nginx to serve")
     cluster.set_defaults(func=cmd_cluster)
+
+    recordings = commands.add_parser("recordings", help="consult recordings").add_subparsers(
+        dest="sub", required=True
+    )
+    purge = recordings.add_parser(
+        "purge", help="delete recordings older than the retention period (audited)"
+    )
+    purge.add_argument("--dry-run", action="store_true", help="list them, delete nothing")
+    purge.set_defaults(func=cmd_recordings_purge)
     return parser
 
 

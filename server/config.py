@@ -95,6 +95,33 @@ class Settings(BaseModel):
     # bounded per process, and each lives this long at most.
     precall_max_peers: int = Field(default=4, ge=0, le=500)
     precall_max_seconds: int = Field(default=120, ge=10, le=3600)
+    # Consult recording (server/media/recording.py): each recording is a worker process that
+    # decodes every participant's video and encodes one composed WebM (VP8/Opus), about a
+    # third of a core (bench/media_recording.py), so they are bounded per process.
+    # Empty recordings_dir: <data_dir>/recordings.
+    recordings_dir: Path | None = None
+    # Recordings older than this are deleted by `yihao recordings purge` (3 years).
+    recording_retention_days: int = Field(default=1095, ge=1)
+    recording_max_concurrent: int = Field(default=2, ge=0, le=100)
+    # A recording stops on its own after this long, or when no person has been in the
+    # session for recording_idle_seconds.
+    recording_max_seconds: int = Field(default=4 * 3600, ge=10)
+    recording_idle_seconds: int = Field(default=300, ge=1)
+    # A recording does not start with less free space than this in recordings_dir.
+    recording_min_free_mb: int = Field(default=512, ge=0)
+    # The largest recording file (0: no limit); a recording that reaches it fails, like on a
+    # full disk. 640×480 at the default rates is about 300 MB an hour.
+    recording_max_bytes: int = Field(default=4 * 1024**3, ge=0)
+    # The composed picture: a grid of the participants' video.
+    recording_width: int = Field(default=640, ge=160, le=1920)
+    recording_height: int = Field(default=480, ge=120, le=1080)
+    recording_fps: int = Field(default=15, ge=1, le=30)
+    # The workers' scheduling priority (nice): under a full CPU the server's event loop goes
+    # first and a worker skips pictures instead (0: the same priority as the server).
+    recording_worker_nice: int = Field(default=10, ge=0, le=19)
+    # Where the worker connects to this server (Socket.IO); empty: the local address the
+    # host's socket came in on.
+    recording_server_url: str = ""
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
@@ -102,6 +129,12 @@ class Settings(BaseModel):
     cors_origins: tuple[str, ...] = ()
     # Prescriptions: how often expiry is swept and unacknowledged deliveries re-pushed (0: never).
     prescription_sweep_seconds: float = Field(default=30.0, ge=0)
+    # Cluster: this node's id (empty: host:pid:random, new at every start; set a stable one,
+    # e.g. the pod or unit name, so a restarted node clears what its killed self left), how
+    # often it beats, and after how long without a beat it is dead (its presence is reaped).
+    node_id: str = Field(default="", max_length=100)
+    node_heartbeat_seconds: float = Field(default=5.0, gt=0)
+    node_dead_after_seconds: float = Field(default=20.0, gt=0)
 
     @field_validator("database_url")
     @classmethod
@@ -135,6 +168,10 @@ class Settings(BaseModel):
     @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'yihao.db'}"
+
+    @property
+    def effective_recordings_dir(self) -> Path:
+        return self.recordings_dir or self.data_dir / "recordings"
 
     @property
     def is_sqlite(self) -> bool:

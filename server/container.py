@@ -20,8 +20,10 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from server.consults.service import ConsultsService
+    from server.core.nodes import Nodes
     from server.inbox.service import InboxService
     from server.media.precall import PrecallService
+    from server.media.recording import RecordingService
     from server.prescriptions.service import PrescriptionService
     from server.realtime.gateway import Gateway
     from server.records.service import RecordsService
@@ -49,7 +51,9 @@ class Services:
     access: AccessService
     patients: PatientIndex
     records: RecordsService
+    recording: RecordingService
     redis: Redis | None = None
+    nodes: Nodes | None = None
 
 
 def services(call: Call) -> Services:

@@ -12,6 +12,7 @@ from server.core.audit import AuditEvent, AuditHead
 from server.core.db import Base
 from server.core.events import StreamEvent, StreamHead
 from server.core.leases import JobLease
+from server.core.nodes import ClusterNode
 from server.core.signing import PractitionerKey
 from server.identity.models import (
     AuthSession,
@@ -23,6 +24,7 @@ from server.identity.models import (
     User,
 )
 from server.inbox.models import InboxItem
+from server.media.models import Recording, RecordingConsent
 from server.prescriptions.models import (
     ChronicCondition,
     Delivery,
@@ -45,6 +47,7 @@ __all__ = [
     "Base",
     "CareRelationship",
     "ChronicCondition",
+    "ClusterNode",
     "Consent",
     "Consult",
     "ConsultMessage",
@@ -67,6 +70,8 @@ __all__ = [
     "Prescription",
     "PrescriptionHistory",
     "RecordEntry",
+    "Recording",
+    "RecordingConsent",
     "Referral",
     "ReferralHistory",
     "ScheduleTemplate",

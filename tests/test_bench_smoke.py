@@ -24,7 +24,13 @@ def _run(script: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.parametrize(
     "script",
-    ["records_bench.py", "prescription_delivery.py", "media_precall.py", "consult_join.py"],
+    [
+        "records_bench.py",
+        "prescription_delivery.py",
+        "media_precall.py",
+        "consult_join.py",
+        "media_recording.py",
+    ],
 )
 def test_benchmark_runs_in_smoke_mode(script: str) -> None:
     result = _run(script)

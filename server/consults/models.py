@@ -130,4 +130,10 @@ class ConsultPresence(Base):
     camera: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     mic: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     screen: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    # "person", or "recorder": the server's recording worker (it never sends media).
+    kind: Mapped[str] = mapped_column(
+        String(16), nullable=False, default="person", server_default="person"
+    )
     joined_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    # The node holding the socket (cluster_nodes.id): a dead node's rows are reaped.
+    node: Mapped[str | None] = mapped_column(String(100), nullable=True, index=True)

@@ -42,7 +42,6 @@ from server.consults.models import (
     ConsultPresence,
     ConsultTransition,
 )
-from server.consults.reauth import check_reauthenticated
 from server.core.access import AccessService
 from server.core.audit import AuditLog
 from server.core.auth import CLINICIAN_ROLES, Requester
@@ -56,9 +55,11 @@ from server.core.errors import (
     ValidationFailed,
 )
 from server.core.events import Events
+from server.core.history import entries, read_history
 from server.core.signing import Signature, Signer
 from server.identity.models import User
 from server.identity.service import AuthService, IdentityService
+from server.media.models import Recording
 from server.records.service import RecordsService
 
 logger = logging.getLogger(__name__)
@@ -82,6 +83,8 @@ ENDED = frozenset({"closed", "declined", "cancelled"})
 CHAT_STATES = frozenset({"accepted", "scheduled", "in_session", "opinion_written"})
 LIVE_STATES = frozenset({"accepted", "scheduled", "in_session"})
 SIGNAL_MAX_BYTES = 64 * 1024
+# The role of the system user whose worker records consults (server/media/recording.py).
+RECORDER_ROLE = "recorder"
 OPINION_DOC_TYPE = {
     "coding": [{"system": "http://loinc.org", "code": "11488-4", "display": "Consult note"}],
     "text": "会诊意见",
@@ -108,8 +111,11 @@ class ConsultsService:
         identity: IdentityService,
         auth: AuthService,
         signer: Signer,
+        node_id: str = "",
     ) -> None:
         self.settings = settings
+        # The node this process is (server/core/nodes.py): presence rows carry it.
+        self.node_id = node_id
         self.db = db
         self.audit = audit
         self.events = events
@@ -239,23 +245,8 @@ class ConsultsService:
     async def history(self, requester: Requester, consult_id: int) -> schemas.History:
         await self.get_consult(requester, consult_id)
         async with self.db.read() as session:
-            rows = await session.scalars(
-                select(ConsultTransition)
-                .where(ConsultTransition.consult_id == consult_id)
-                .order_by(ConsultTransition.id)
-            )
-            return schemas.History(
-                items=[
-                    schemas.Transition(
-                        from_status=r.from_status,
-                        to_status=r.to_status,
-                        actor_id=r.actor_id,
-                        note=r.note,
-                        at=r.at,
-                    )
-                    for r in rows
-                ]
-            )
+            rows = await read_history(session, ConsultTransition.consult_id, consult_id)
+            return schemas.History(items=entries(schemas.Transition, rows))
 
     async def consult_rooms(self, requester: Requester) -> list[str]:
         """Room provider: the consult rooms a connecting socket belongs in."""
@@ -873,16 +864,18 @@ class ConsultsService:
         self, sid: str, requester: Requester, data: schemas.Join
     ) -> tuple[dict[str, Any], bool]:
         """Enter the live session, or its lobby. Returns the answer and whether admitted."""
+        if requester.role == RECORDER_ROLE:
+            return await self._join_recorder(sid, requester, data.consult_id), True
         async with self.db.read() as session:
             consult, _ = await self._check_participant(session, data.consult_id, requester)
         if consult.status not in LIVE_STATES:
             raise Conflict(f"the consult is {consult.status}: no session", code="consult_not_live")
-        method = await check_reauthenticated(
-            self.auth,
+        method = await self.auth.reauthenticate(
             requester,
             password=data.password,
             totp=data.totp,
             fresh_seconds=self.reauth_seconds,
+            action="consult.reauth",
         )
         async with self.db.transaction() as tx:
             consult = await self._get(tx.session, data.consult_id, lock=True)
@@ -905,7 +898,9 @@ class ConsultsService:
                 return {"state": "lobby", "consult_id": consult.id}, False
             await tx.session.execute(delete(ConsultPresence).where(ConsultPresence.sid == sid))
             tx.session.add(
-                ConsultPresence(sid=sid, consult_id=consult.id, user_id=requester.user_id)
+                ConsultPresence(
+                    sid=sid, consult_id=consult.id, user_id=requester.user_id, node=self.node_id
+                )
             )
             await self.audit.record(
                 tx.session,
@@ -917,6 +912,46 @@ class ConsultsService:
             )
         members = await self.presence(consult.id)
         return {"state": "joined", "consult_id": consult.id, "members": members}, True
+
+    async def _join_recorder(
+        self, sid: str, requester: Requester, consult_id: int
+    ) -> dict[str, Any]:
+        """The recording worker enters without lobby: its login is good for one recording."""
+        async with self.db.transaction() as tx:
+            consult = await self._get(tx.session, consult_id, lock=True)
+            recording = await tx.session.scalar(
+                select(Recording).where(
+                    Recording.consult_id == consult_id,
+                    Recording.recorder_session_id == requester.session_id,
+                    Recording.state.in_(("starting", "recording")),
+                )
+            )
+            if recording is None:
+                raise Forbidden("no recording of this consult is running", code="not_a_participant")
+            if consult.status not in LIVE_STATES:
+                raise Conflict(
+                    f"the consult is {consult.status}: no session", code="consult_not_live"
+                )
+            await tx.session.execute(delete(ConsultPresence).where(ConsultPresence.sid == sid))
+            tx.session.add(
+                ConsultPresence(
+                    sid=sid,
+                    consult_id=consult.id,
+                    user_id=requester.user_id,
+                    kind="recorder",
+                    node=self.node_id,
+                )
+            )
+            await self.audit.record(
+                tx.session,
+                "consult.join",
+                actor=requester,
+                patient_id=consult.patient_id,
+                resource=f"Consult/{consult.id}",
+                details={"recording_id": recording.id},
+            )
+        members = await self.presence(consult_id)
+        return {"state": "joined", "consult_id": consult_id, "members": members}
 
     async def admit(self, requester: Requester, data: schemas.Admit) -> dict[str, Any]:
         async with self.db.transaction() as tx:
@@ -956,6 +991,7 @@ class ConsultsService:
             return [
                 {
                     "user_id": r.user_id,
+                    "kind": r.kind,
                     "camera": r.camera,
                     "mic": r.mic,
                     "screen": r.screen,
@@ -988,6 +1024,25 @@ class ConsultsService:
             for row in rows:
                 await tx.session.delete(row)
             return [r.consult_id for r in rows]
+
+    async def reap_presence(self, alive: set[str]) -> list[int]:
+        """Delete the presence of sockets on nodes not alive (killed); the consults touched."""
+        async with self.db.transaction() as tx:
+            result = await tx.session.execute(
+                delete(ConsultPresence)
+                .where(or_(ConsultPresence.node.is_(None), ConsultPresence.node.notin_(alive)))
+                .returning(ConsultPresence.consult_id)
+            )
+            return sorted(set(result.scalars()))
+
+    async def forget_node(self, node_id: str, before: datetime) -> None:
+        """At start: the presence an earlier process with this node id left behind."""
+        async with self.db.transaction() as tx:
+            await tx.session.execute(
+                delete(ConsultPresence).where(
+                    ConsultPresence.node == node_id, ConsultPresence.joined_at < before
+                )
+            )
 
     # --- the room: signaling ----------------------------------------------------------------
 

@@ -73,6 +73,11 @@ class ConsultSockets:
         for consult_id in await self.consults.leave(sid):
             await self.broadcast_presence(consult_id)
 
+    async def reap(self, alive: set[str]) -> None:
+        """Reaper of server/core/nodes.py: drop the ghosts of a dead node's sockets."""
+        for consult_id in await self.consults.reap_presence(alive):
+            await self.broadcast_presence(consult_id)
+
     async def admit(self, sid: str, requester: Requester, data: schemas.Admit) -> Any:
         return await self.consults.admit(requester, data)
 

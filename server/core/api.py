@@ -85,6 +85,8 @@ class Operation:
     raw_body: bool = False
     body_limit: int | None = None
     operation_id: str = ""
+    # A handler that answers with a file (not JSON) names its media type here, for OpenAPI.
+    media_type: str | None = None
 
     @property
     def openapi_path(self) -> str:
@@ -120,6 +122,7 @@ class Routes:
         roles: set[str] | frozenset[str] | None = None,
         errors: tuple[int, ...] = (),
         body_limit: int | None = None,
+        media_type: str | None = None,
     ) -> Callable[[Handler], Handler]:
         def decorate(handler: Handler) -> Handler:
             self.operations.append(
@@ -138,6 +141,7 @@ class Routes:
                     errors=errors,
                     body_limit=body_limit,
                     operation_id=handler.__name__,
+                    media_type=media_type,
                 )
             )
             return handler

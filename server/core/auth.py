@@ -75,14 +75,14 @@ class Tokens:
         self._key = settings.secret_key
         self.ttl = settings.access_token_ttl_seconds
 
-    def issue(self, requester: Requester) -> str:
+    def issue(self, requester: Requester, ttl: int | None = None) -> str:
         now = int(time.time())
         claims: dict[str, Any] = {
             "sub": str(requester.user_id),
             "sid": requester.session_id,
             "role": requester.role,
             "iat": now,
-            "exp": now + self.ttl,
+            "exp": now + (self.ttl if ttl is None else ttl),
             "typ": "access",
         }
         if requester.institution_id is not None:

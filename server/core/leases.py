@@ -29,6 +29,7 @@ import os
 import socket
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -116,6 +117,8 @@ class Jobs:
     def __init__(self, leases: Leases) -> None:
         self.leases = leases
         self.jobs: dict[str, Job] = {}
+        # The ticks this node ran, per job (the latest ones): what operators and tests look at.
+        self.ran: dict[str, deque[int]] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
     def every(self, name: str, seconds: float, run: JobFn, ttl: float | None = None) -> None:
@@ -129,6 +132,7 @@ class Jobs:
         job = self.jobs[name]
         if not await self.leases.claim(name, tick, job.ttl):
             return False
+        self.ran.setdefault(name, deque(maxlen=1000)).append(tick)
         try:
             await job.run(tick)
         except Exception:

@@ -154,6 +154,18 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return render_error(_internal(exc), request)
 
 
+def as_unavailable(exc: BaseException) -> ServiceUnavailable | None:
+    """The 503 problem for a database that is away (down, unreachable, pool exhausted), if so.
+
+    The same mapping as for HTTP requests, for the Socket.IO gateway's acks.
+    """
+    if isinstance(exc, (OperationalError, PoolTimeout, ConnectionError, OSError)) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    ):
+        return _database_unavailable(exc)
+    return None
+
+
 def _database_unavailable(exc: BaseException) -> ServiceUnavailable:
     logger.error("database unavailable", extra={"error": type(exc).__name__})
     return ServiceUnavailable(

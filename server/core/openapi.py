@@ -94,6 +94,11 @@ def build_openapi(operations: list[Operation]) -> dict[str, Any]:
                 "description": op.summary,
                 "content": {"application/json": {"schema": refs[(op.response, "serialization")]}},
             }
+        elif op.media_type is not None:
+            entry["responses"][str(op.status)] = {
+                "description": op.summary,
+                "content": {op.media_type: {"schema": {"type": "string", "format": "binary"}}},
+            }
         else:
             code = 204 if op.status == 200 else op.status
             entry["responses"][str(code)] = {"description": op.summary}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import secrets
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, get_args
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -109,7 +109,12 @@ def user_out(user: User) -> schemas.UserOut:
 
 
 def _user_query() -> Any:
-    return select(User).options(selectinload(User.institution), selectinload(User.department))
+    # System accounts (the consult recorder) are not people: no one lists or manages them.
+    return (
+        select(User)
+        .where(User.role.in_(get_args(schemas.RoleName)))
+        .options(selectinload(User.institution), selectinload(User.department))
+    )
 
 
 class IdentityService:
@@ -454,17 +459,8 @@ class AuthService:
         self._check_rate(self.login_limit, ip)
         async with self.db.read() as session:
             user = await session.scalar(select(User).where(User.username == data.username))
-        now = utcnow()
-        if user is not None and user.locked_until is not None and user.locked_until > now:
-            await self.audit.record_alone(
-                "auth.login", actor_user_id=user.id, outcome="failure", reason="locked"
-            )
-            retry = int((user.locked_until - now).total_seconds()) + 1
-            raise Forbidden(
-                "the account is locked after repeated failed logins; try again later",
-                code="account_locked",
-                headers={"Retry-After": str(retry)},
-            )
+        if user is not None:
+            await self._refuse_if_locked(user, "auth.login")
         password_ok = self.passwords.verify(user.password_hash if user else None, data.password)
         if user is None or not password_ok or not user.active:
             await self._record_failure(user, "bad_credentials")
@@ -486,7 +482,73 @@ class AuthService:
             )
         return await self._open_session(user, data.password)
 
-    async def _record_failure(self, user: User | None, reason: str) -> None:
+    async def _refuse_if_locked(self, user: User, action: str) -> None:
+        now = utcnow()
+        if user.locked_until is not None and user.locked_until > now:
+            await self.audit.record_alone(
+                action, actor_user_id=user.id, outcome="failure", reason="locked"
+            )
+            retry = int((user.locked_until - now).total_seconds()) + 1
+            raise Forbidden(
+                "the account is locked after repeated failed sign-ins; try again later",
+                code="account_locked",
+                headers={"Retry-After": str(retry)},
+            )
+
+    async def reauthenticate(
+        self,
+        requester: Requester,
+        *,
+        password: str | None,
+        totp: str | None,
+        fresh_seconds: int,
+        action: str,
+    ) -> str:
+        """Confirm a signed-in practitioner is still them (before a live consult session).
+
+        By the password (plus the TOTP code when the account has TOTP), a TOTP code alone,
+        or a login younger than ``fresh_seconds``. Returns how; a wrong password or code is
+        ``401 reauth_failed``, counted with failed logins, so guessing locks the account
+        like guessing at the login does.
+        """
+        async with self.db.read() as session:
+            user = await session.get(User, requester.user_id)
+            login = await session.get(AuthSession, requester.session_id)
+        if user is None or login is None or not user.active or login.revoked_at is not None:
+            raise Unauthorized("the account or session is gone", code="session_revoked")
+        await self._refuse_if_locked(user, action)
+        method: str | None = None
+        if password is not None:
+            ok = self.passwords.verify(user.password_hash, password)
+            if ok and user.totp_enabled and user.totp_secret:
+                ok = totp is not None and verify_totp(user.totp_secret, totp)
+            method = "password" if ok else None
+        elif totp is not None:
+            ok = bool(
+                user.totp_enabled and user.totp_secret and verify_totp(user.totp_secret, totp)
+            )
+            method = "totp" if ok else None
+        elif utcnow() - login.created_at <= timedelta(seconds=fresh_seconds):
+            return "fresh_login"
+        else:
+            raise Unauthorized(
+                f"confirm it is you: send password (and totp) or totp; a login younger than "
+                f"{fresh_seconds} s also counts",
+                code="reauth_required",
+            )
+        if method is None:
+            await self._record_failure(user, "bad_credentials", action)
+            raise Unauthorized("the password or code is wrong", code="reauth_failed")
+        if user.failed_logins:
+            async with self.db.transaction() as tx:
+                await tx.session.execute(
+                    update(User).where(User.id == user.id).values(failed_logins=0)
+                )
+        return method
+
+    async def _record_failure(
+        self, user: User | None, reason: str, action: str = "auth.login"
+    ) -> None:
         async with self.db.transaction() as tx:
             if user is not None:
                 failures = user.failed_logins + 1
@@ -501,7 +563,7 @@ class AuthService:
                 await tx.session.execute(update(User).where(User.id == user.id).values(**values))
             await self.audit.record(
                 tx.session,
-                "auth.login",
+                action,
                 actor_user_id=user.id if user else None,
                 outcome="failure",
                 reason=reason,

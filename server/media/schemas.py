@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -45,3 +46,49 @@ class PrecallStats(BaseModel):
     streams: list[StreamStats]
     verdict: Verdict
     reasons: list[str]
+
+
+# --- consult recording ---------------------------------------------------------------
+
+RecordingState = Literal["starting", "recording", "stopping", "finished", "failed", "purged"]
+
+
+class RecordingRef(Strict):
+    consult_id: int = Field(ge=1)
+
+
+class ConsentIn(Strict):
+    consult_id: int = Field(ge=1)
+    agree: bool
+
+
+class ConsentItem(BaseModel):
+    user_id: int
+    agree: bool
+    at: datetime
+
+
+class ConsentsOut(BaseModel):
+    consult_id: int
+    consents: list[ConsentItem]
+
+
+class RecordingOut(BaseModel):
+    recording_id: int
+    consult_id: int
+    state: RecordingState
+    started_by: int
+    started_at: datetime
+    ended_at: datetime | None
+    duration_seconds: float | None
+    # Hex SHA-256 of the WebM file, once finished.
+    sha256: str | None
+    bytes: int | None
+    # The DocumentReference in the patient's record that points at the file.
+    document_id: str | None
+    failure: str | None
+    media_url: str | None
+
+
+class RecordingList(BaseModel):
+    items: list[RecordingOut]

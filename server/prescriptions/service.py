@@ -35,6 +35,8 @@ from server.core.canonical import canonical_json
 from server.core.db import Database, Tx, utcnow
 from server.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from server.core.events import Events, StreamEvent
+from server.core.history import entries, read_history
+from server.core.leases import Jobs
 from server.core.signing import Signature, Signer
 from server.prescriptions import checks, schemas
 from server.prescriptions.catalogue import Catalogue
@@ -581,24 +583,10 @@ class PrescriptionService:
             row = await self._load(tx.session, prescription_id)
             self._check_may_see(requester, row)
             await self._audit_read(tx, requester, row)
-            rows = await tx.session.scalars(
-                select(PrescriptionHistory)
-                .where(PrescriptionHistory.prescription_id == prescription_id)
-                .order_by(PrescriptionHistory.id)
+            rows = await read_history(
+                tx.session, PrescriptionHistory.prescription_id, prescription_id
             )
-            return schemas.HistoryList(
-                items=[
-                    schemas.HistoryEntry(
-                        at=h.at,
-                        status=h.status,
-                        version=h.version,
-                        actor_user_id=h.actor_user_id,
-                        reason=h.reason,
-                        details=h.details,
-                    )
-                    for h in rows
-                ]
-            )
+            return schemas.HistoryList(items=entries(schemas.HistoryEntry, rows))
 
     async def verify(self, requester: Requester, prescription_id: int) -> schemas.VerifyResult:
         async with self.db.read() as session:
@@ -860,22 +848,46 @@ class PrescriptionService:
         )
 
 
+def register_jobs(jobs: Jobs, service: PrescriptionService, interval: float) -> None:
+    """Expiry and the outbox relay, each round run by one node of the cluster (0: none).
+
+    The relay is a safety net, not the delivery path: a delivery is pushed by the
+    node that committed it, right after the commit, and a push from any node
+    reaches every node's sockets through Redis. Re-pushing what is still
+    unacknowledged from every node would only multiply the copies, so one node
+    relays per round (see docs/deploy.md, "Background jobs").
+    """
+    if interval <= 0:
+        return
+
+    async def expire(tick: int) -> None:
+        expired = await service.expire_due()
+        if expired:
+            logger.info("prescriptions expired", extra={"count": expired})
+
+    async def relay(tick: int) -> None:
+        # Older than a round: what the commit's own push (or an earlier relay) did not settle.
+        await service.relay_pending(interval)
+
+    jobs.every("prescriptions.expire", interval, expire)
+    jobs.every("prescriptions.relay", interval, relay)
+
+
 def background(service: PrescriptionService, interval: float) -> Any:
-    """cleanup_ctx: relay what a restart left undelivered, then sweep expiry and relay."""
+    """cleanup_ctx: at this node's start, relay what was left unacknowledged (once).
+
+    A node that crashed between a commit and its push comes back here; the
+    periodic rounds are lease jobs (:func:`register_jobs`).
+    """
 
     async def ctx(app: Any) -> AsyncIterator[None]:
-        async def loop() -> None:
-            older_than = 0.0  # at start: everything a restart left unacknowledged
-            while True:
-                try:
-                    await service.relay_pending(older_than)
-                    await service.expire_due()
-                    older_than = interval
-                except Exception:
-                    logger.exception("prescription sweep failed")
-                await asyncio.sleep(interval)
+        async def once() -> None:
+            try:
+                await service.relay_pending(0.0)
+            except Exception:
+                logger.exception("prescription relay at start failed")
 
-        task = asyncio.create_task(loop()) if interval > 0 else None
+        task = asyncio.create_task(once()) if interval > 0 else None
         yield
         if task is not None:
             task.cancel()

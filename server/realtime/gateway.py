@@ -36,6 +36,7 @@ from server.core.errors import (
     YihaoError,
 )
 from server.core.events import REPLAY_PAGE, Events
+from server.core.middleware import as_unavailable
 from server.core.observability import Metrics
 from server.core.ratelimit import RateLimiter
 
@@ -129,7 +130,11 @@ class Gateway:
             except YihaoError as exc:
                 self.metrics.socket_events.labels(event, exc.code).inc()
                 return {"ok": False, "problem": exc.to_problem()}
-            except Exception:
+            except Exception as exc:
+                unavailable = as_unavailable(exc)
+                if unavailable is not None:  # the database is away: 503, retry shortly
+                    self.metrics.socket_events.labels(event, unavailable.code).inc()
+                    return {"ok": False, "problem": unavailable.to_problem()}
                 logger.exception("socket event failed", extra={"event": event})
                 self.metrics.socket_events.labels(event, "internal").inc()
                 return {"ok": False, "problem": YihaoError().to_problem()}
@@ -147,6 +152,14 @@ class Gateway:
         except YihaoError as exc:
             # The client's connect_error carries {message: detail, data: problem}.
             raise socketio.exceptions.ConnectionRefusedError(exc.detail, exc.to_problem()) from None
+        except Exception as exc:
+            unavailable = as_unavailable(exc)
+            if unavailable is None:
+                raise
+            # The database is away: refused with the 503 problem; the client retries.
+            raise socketio.exceptions.ConnectionRefusedError(
+                unavailable.detail, unavailable.to_problem()
+            ) from None
         await self.sio.save_session(sid, {"requester": requester})
         rooms = base_rooms(requester)
         for provider in self.room_providers:

@@ -20,7 +20,6 @@ A down-referral is "accepted" when the community doctor acknowledges it.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -36,6 +35,8 @@ from server.core.audit import AuditLog
 from server.core.auth import Requester
 from server.core.db import Database, Tx, utcnow
 from server.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from server.core.history import entries
+from server.core.leases import Jobs
 from server.identity.models import Department, Institution, Patient, User
 from server.inbox.service import InboxService
 from server.records.service import RecordsService
@@ -112,16 +113,7 @@ def referral_out(referral: Referral) -> schemas.ReferralOut:
         expires_at=referral.expires_at,
         created_at=referral.created_at,
         updated_at=referral.updated_at,
-        history=[
-            schemas.HistoryOut(
-                from_status=h.from_status,
-                to_status=h.to_status,
-                actor_user_id=h.actor_user_id,
-                note=h.note,
-                at=h.at,
-            )
-            for h in referral.history
-        ],
+        history=entries(schemas.HistoryOut, referral.history),
     )
 
 
@@ -569,11 +561,12 @@ class ReferralService:
             logger.info("referrals expired", extra={"count": len(expired)})
         return expired
 
-    async def run_expiry(self) -> None:
-        """The background job: expire overdue referrals every interval until cancelled."""
-        while True:
-            await asyncio.sleep(self.expiry_interval)
-            try:
-                await self.expire_overdue()
-            except Exception:
-                logger.exception("referral expiry run failed")
+    def register_jobs(self, jobs: Jobs) -> None:
+        """The background job: expire overdue referrals every interval, on one node per round."""
+        if self.expiry_interval <= 0:
+            return
+
+        async def expire(tick: int) -> None:
+            await self.expire_overdue()
+
+        jobs.every("referrals.expire", self.expiry_interval, expire)

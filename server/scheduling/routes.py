@@ -25,6 +25,21 @@ async def create_template(call: Call) -> schemas.TemplateOut:
 
 
 @routes.op(
+    "GET",
+    "/api/v1/schedules/templates",
+    summary="My institution's weekly schedule templates (of one department, when named)",
+    query=schemas.TemplateQuery,
+    response=schemas.TemplateList,
+    roles=DESK_ROLES,
+    errors=(403,),
+)
+async def list_templates(call: Call) -> schemas.TemplateList:
+    return schemas.TemplateList(
+        items=await services(call).scheduling.list_templates(call.user, call.query)
+    )
+
+
+@routes.op(
     "POST",
     "/api/v1/schedules/generate",
     summary="Generate the department's slots from its templates for a date range (idempotent)",
@@ -49,6 +64,21 @@ async def generate_slots(call: Call) -> schemas.GenerateResult:
 )
 async def add_holiday(call: Call) -> schemas.HolidayOut:
     return await services(call).scheduling.add_holiday(call.user, call.body)
+
+
+@routes.op(
+    "GET",
+    "/api/v1/schedules/holidays",
+    summary="My institution's closed days, in date order",
+    query=schemas.HolidayQuery,
+    response=schemas.HolidayList,
+    roles=DESK_ROLES,
+    errors=(403,),
+)
+async def list_holidays(call: Call) -> schemas.HolidayList:
+    return schemas.HolidayList(
+        items=await services(call).scheduling.list_holidays(call.user, call.query)
+    )
 
 
 @routes.op(

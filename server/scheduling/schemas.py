@@ -37,6 +37,14 @@ class TemplateOut(BaseModel):
     visit_type: VisitType
 
 
+class TemplateQuery(Strict):
+    department_id: int | None = None
+
+
+class TemplateList(BaseModel):
+    items: list[TemplateOut]
+
+
 class GenerateSlots(Strict):
     department_id: int
     from_date: date
@@ -65,6 +73,19 @@ class HolidayOut(BaseModel):
     day: date
     reason: str
     cancelled_slots: list[int]
+
+
+class HolidayItem(BaseModel):
+    day: date
+    reason: str
+
+
+class HolidayQuery(Strict):
+    day_from: date | None = Field(default=None, alias="from")
+
+
+class HolidayList(BaseModel):
+    items: list[HolidayItem]
 
 
 class SlotQuery(Strict):

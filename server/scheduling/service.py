@@ -91,6 +91,14 @@ def check_desk(requester: Requester, institution_id: int) -> None:
         raise Forbidden("only the institution's staff may do this", code="not_institution_staff")
 
 
+def _own_institution(requester: Requester) -> int:
+    """The institution whose schedule a desk member runs."""
+    if requester.institution_id is None:
+        raise Forbidden("only the institution's staff may do this", code="not_institution_staff")
+    check_desk(requester, requester.institution_id)
+    return requester.institution_id
+
+
 async def load_slot(session: AsyncSession, slot_id: int, *, lock: bool = False) -> Slot:
     query = select(Slot).where(Slot.id == slot_id).execution_options(populate_existing=True)
     if lock:
@@ -146,6 +154,34 @@ class SchedulingService:
                 resource=f"ScheduleTemplate/{template.id}",
             )
             return template_out(template)
+
+    async def list_templates(
+        self, requester: Requester, query: schemas.TemplateQuery
+    ) -> list[schemas.TemplateOut]:
+        """My institution's active templates (a department's, when named)."""
+        institution_id = _own_institution(requester)
+        stmt = select(ScheduleTemplate).where(
+            ScheduleTemplate.institution_id == institution_id,
+            ScheduleTemplate.active.is_(True),
+        )
+        if query.department_id is not None:
+            stmt = stmt.where(ScheduleTemplate.department_id == query.department_id)
+        order = (ScheduleTemplate.department_id, ScheduleTemplate.weekday,
+                 ScheduleTemplate.start_time, ScheduleTemplate.id)  # fmt: skip
+        async with self.db.read() as session:
+            return [template_out(t) for t in await session.scalars(stmt.order_by(*order))]
+
+    async def list_holidays(
+        self, requester: Requester, query: schemas.HolidayQuery
+    ) -> list[schemas.HolidayItem]:
+        """My institution's closed days, in date order (from a day, when given)."""
+        institution_id = _own_institution(requester)
+        stmt = select(Holiday).where(Holiday.institution_id == institution_id)
+        if query.day_from is not None:
+            stmt = stmt.where(Holiday.day >= query.day_from)
+        async with self.db.read() as session:
+            rows = await session.scalars(stmt.order_by(Holiday.day).limit(500))
+            return [schemas.HolidayItem(day=h.day, reason=h.reason) for h in rows]
 
     def _local_start(self, day: date, start_time: str, offset_minutes: int) -> datetime:
         hour, minute = (int(part) for part in start_time.split(":"))

@@ -39,6 +39,9 @@ async def node_env(pg_database_url: str, redis_url: str) -> dict[str, str]:
         argon2_memory_kib="64",
         argon2_time_cost="1",
         log_level="WARNING",
+        # A node killed with -9 is found dead (and its sockets' presence reaped) in seconds.
+        node_heartbeat_seconds="0.5",
+        node_dead_after_seconds="3",
     )
 
 

@@ -2,7 +2,8 @@
 
 Two "nodes" here are two independent engines on the same database (SQLite
 file or the PostgreSQL test database), each with its own lease holder, as two
-server processes would be.
+server processes would be; the last test runs two whole apps from the real
+factory, with the jobs the capabilities register.
 """
 
 from __future__ import annotations
@@ -10,10 +11,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
+from server.app import create_app
 from server.config import Settings
+from server.container import Services
+from server.core.api import SERVICES
 from server.core.db import Database
 from server.core.leases import JobFn, Jobs, Leases
 
@@ -102,3 +107,49 @@ async def test_scheduled_jobs_on_two_nodes_share_the_ticks(two_nodes: tuple[Jobs
         await node_b.stop()
     assert all(len(nodes) == 1 for nodes in ledger.runs.values())
     assert ledger.most_at_once == 1
+
+
+APP_JOBS = {
+    "cluster.reap_nodes",
+    "referrals.expire",
+    "consults.escalate",
+    "prescriptions.expire",
+    "prescriptions.relay",
+}
+
+
+@pytest.fixture
+async def two_apps(aiohttp_client: Any, settings: Settings) -> list[Services]:
+    """Two running apps from the real factory on one database: two nodes of a cluster."""
+    fast = settings.with_overrides(
+        referral_expiry_interval_seconds=1,
+        consult_escalation_interval_seconds=1,
+        prescription_sweep_seconds=1,
+        node_heartbeat_seconds=1,
+    )
+    apps = [create_app(fast), create_app(fast)]
+    for app in apps:
+        await aiohttp_client(app)  # started: its heartbeat and job loops run
+    return [app[SERVICES] for app in apps]
+
+
+async def test_the_apps_background_jobs_run_once_per_round_across_nodes(
+    backend: str, two_apps: list[Services]
+) -> None:
+    """Expiry, escalation, the outbox relay and node reaping: one node per round, none skipped."""
+    node_a, node_b = (s.jobs for s in two_apps)
+    assert set(node_a.jobs) == set(node_b.jobs) == APP_JOBS
+    assert node_a.leases.holder != node_b.leases.holder
+
+    def rounds(name: str) -> tuple[set[int], set[int]]:
+        return set(node_a.ran.get(name, ())), set(node_b.ran.get(name, ()))
+
+    deadline = asyncio.get_running_loop().time() + 30
+    while not all(len(a | b) >= 4 for a, b in map(rounds, APP_JOBS)):
+        assert asyncio.get_running_loop().time() < deadline, {n: rounds(n) for n in APP_JOBS}
+        await asyncio.sleep(0.1)  # the jobs run on the wall clock's one-second rounds
+    for name in APP_JOBS:
+        a, b = rounds(name)
+        assert not a & b, f"{name}: rounds {sorted(a & b)} ran on both nodes"
+        ticks = sorted(a | b)
+        assert ticks == list(range(ticks[0], ticks[-1] + 1)), f"{name}: a round was skipped"

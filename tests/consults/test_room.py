@@ -6,6 +6,8 @@ import base64
 import json
 from typing import Any
 
+from sqlalchemy import text
+
 from server.core.signing import Signature, verify_signature
 from tests.consults.conftest import scheduled_consult
 from tests.helpers import Api, SocketClient
@@ -89,6 +91,31 @@ async def test_reauthentication_before_a_session(
     assert not ack["ok"] and ack["problem"]["code"] == "reauth_failed"
     ack = await host.call("consult.join", {"consult_id": consult["id"], "password": "Yihao@2026"})
     assert ack["ok"] and ack["data"]["state"] == "joined", ack
+
+
+async def test_guessing_at_the_reauthentication_locks_the_account(
+    backend: str, api: Api, consult_case: dict[str, Any], services: Any
+) -> None:
+    consult = await scheduled_consult(api, consult_case)
+    host = await api.socket("dr_li")
+    join = {"consult_id": consult["id"]}
+    for _ in range(services.settings.login_max_failures):
+        ack = await host.call("consult.join", {**join, "password": "wrong-pass"})
+        assert not ack["ok"] and ack["problem"]["code"] == "reauth_failed", ack
+    # Locked like a login would be: the right password no longer helps, nor does a new login.
+    ack = await host.call("consult.join", {**join, "password": "Yihao@2026"})
+    assert not ack["ok"] and ack["problem"]["code"] == "account_locked", ack
+    status, body = await api.call(
+        "POST", "/api/v1/auth/login", json={"username": "dr_li", "password": "Yihao@2026"}
+    )
+    assert status == 403 and body["code"] == "account_locked"
+    async with services.db.read() as session:
+        rows = (
+            await session.execute(
+                text("SELECT reason FROM audit_events WHERE action = 'consult.reauth'")
+            )
+        ).all()
+    assert [r.reason for r in rows].count("bad_credentials; locked") == 1
 
 
 async def test_chat_survives_a_reconnect_without_loss_or_duplicates(

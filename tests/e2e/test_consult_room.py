@@ -120,24 +120,24 @@ def enter_room_together(gp: Page, specialist: Page, consult_id: int) -> None:
 def finish_scenario(
     server: LiveServer, pharmacy: Page, prescription_id: int, patient_username: str, new_page: Any
 ) -> None:
-    """HOOK for the lead, once the pharmacist's and the patient's pages are merged.
+    """The end of the scenario, on the pharmacist's and the patient's pages.
 
     ``pharmacy`` is pharmacist_chen's page (海川大药房, HCYF), signed in before the
-    prescription was signed and routed to HCYF. Add here:
-
-    - the pharmacist's queue shows the prescription arrive live::
-
-          expect(pharmacy.get_by_test_id("rx-queue").locator(
-              f'[data-testid=rx-item][data-rx-id="{prescription_id}"]')).to_be_visible()
-
-    - the patient's page shows who accessed the record::
-
-          patient = new_page(); sign_in(patient, patient_username)
-          patient.goto("/patient/access")
-          expect(patient.get_by_test_id("access-row").filter(has_text="李明")).not_to_have_count(0)
+    prescription was signed and routed to HCYF.
     """
-    status, rx = server.call("GET", f"/api/v1/prescriptions/{prescription_id}", as_=SPECIALIST)
-    assert status == 200, rx
+    # The pharmacist's queue shows the prescription arrive live.
+    queue = pharmacy.get_by_test_id("rx-queue")
+    expect(queue.locator(f'[data-testid=rx-item][data-rx-id="{prescription_id}"]')).to_be_visible()
+    screenshot(pharmacy, server, "consult-pharmacy-queue")
+    # The patient's page shows who accessed the record: the specialist of the consult.
+    patient: Page = new_page()
+    sign_in(patient, patient_username)
+    patient.goto("/patient/access")
+    _, me = server.call("GET", "/api/v1/me", as_=SPECIALIST)
+    rows = patient.locator(f"[data-testid=access-row][data-user-id='{me['id']}']")
+    expect(rows.first).to_be_visible()
+    expect(rows.first).to_contain_text("李明")
+    screenshot(patient, server, "consult-patient-access")
 
 
 def test_consult_from_request_to_prescription(

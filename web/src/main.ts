@@ -5,6 +5,7 @@ import "./i18n";
 import { startRealtime, stopRealtime } from "./realtime/store";
 import { router } from "./router";
 import "./styles.css";
+import "./pages/pages.css";
 
 onSessionEnd(() => {
   stopRealtime();

@@ -2,6 +2,7 @@ import { createRouter, createWebHistory, type RouteRecordRaw } from "vue-router"
 import type { Role } from "./api/types";
 import { session } from "./auth/session";
 import { HOME } from "./roles";
+import { pageRoutes } from "./pages/routes";
 
 declare module "vue-router" {
   interface RouteMeta {
@@ -38,6 +39,7 @@ const routes: RouteRecordRaw[] = [
     meta: { roles: ["platform_admin"] },
   },
   { path: "/inbox", component: () => import("./views/InboxView.vue") },
+  ...pageRoutes,
   { path: "/:pathMatch(.*)*", component: () => import("./views/NotFoundView.vue"), meta: { public: true } },
 ];
 

@@ -1,5 +1,6 @@
 // UI texts. zh-CN is the source of the keys; English must translate every one of them
 // (the type below makes a missing English key a build error).
+import { pagesEn, pagesZhCN } from "./messages.pages";
 import { consultEn, consultZhCN } from "./consult-messages";
 
 export const zhCN = {
@@ -92,6 +93,7 @@ export const zhCN = {
   "event.generic": "{type}：{op}",
   "notFound.title": "页面不存在",
   "notFound.back": "返回首页",
+  ...pagesZhCN,
   ...consultZhCN,
 } as const;
 
@@ -187,5 +189,6 @@ export const en: Record<MessageKey, string> = {
   "event.generic": "{type}: {op}",
   "notFound.title": "Page not found",
   "notFound.back": "Back to the home page",
+  ...pagesEn,
   ...consultEn,
 };

@@ -164,6 +164,9 @@ export function startRealtime(creds: Credentials): void {
     auth: (send) => send({ token: credentials?.accessToken() ?? "" }),
     reconnectionDelay: 500,
     reconnectionDelayMax: 5_000,
+    // A connection attempt made while the network was down can hang without an error
+    // (Chromium offline); give up on it after 8 s rather than the default 20 s.
+    timeout: 8_000,
   });
   socket = created;
   created.on("connect", () => {

@@ -1,8 +1,4 @@
-"""The consult room's recording controls against the server's recorder (recording contract).
-
-Not collected by pytest under this name: it needs the "recording" branch's server side.
-After merging it, rename this file to ``test_consult_recording.py``.
-"""
+"""The consult room's recording controls against the server's recorder (recording contract)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,258 @@
+// Shapes of the server's answers used by the pharmacy, patient, referral and schedule
+// screens (from /api/openapi.json). Kept apart from types.ts so the consult screens'
+// types and these merge without touching each other.
+
+export type RxStatus =
+  | "signed"
+  | "sent"
+  | "under_review"
+  | "approved"
+  | "rejected"
+  | "dispensed"
+  | "cancelled"
+  | "expired";
+
+export interface Finding {
+  code: "allergy" | "interaction" | "duplicate_therapy" | "dose_over_maximum";
+  severity: "minor" | "moderate" | "severe";
+  message: string;
+  drugs: string[];
+}
+
+export interface RxItem {
+  drug_code: string;
+  drug_name: string;
+  strength: string;
+  dose: number;
+  dose_unit: string;
+  route: string;
+  frequency: string;
+  days: number;
+  quantity: number;
+  unit: string;
+}
+
+/** What the doctor signed (canonical JSON). */
+export interface RxContent {
+  prescription_id: number;
+  version: number;
+  patient: { id: number; name: string; resident_id: string };
+  prescriber: { user_id: number; institution_id: number };
+  issued_at: string;
+  valid_until: string;
+  diagnosis: { system: string; code: string; display: string };
+  items: RxItem[];
+  kind: string;
+  notes: string | null;
+  override_reason: string | null;
+}
+
+export interface Prescription {
+  id: number;
+  version: number;
+  status: RxStatus;
+  patient_id: number;
+  prescriber_id: number;
+  institution_id: number;
+  pharmacy_id: number | null;
+  content: RxContent;
+  findings: Finding[];
+  valid_until: string;
+  review_reason: string | null;
+  received: boolean;
+  dispensation: { items: { drug_code: string; quantity: number }[]; note: string | null; at: string } | null;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface RxHistoryEntry {
+  at: string;
+  status: string;
+  version: number;
+  actor_user_id: number | null;
+  reason: string | null;
+  details: Record<string, unknown>;
+}
+
+export type ReferralStatus =
+  | "requested"
+  | "accepted"
+  | "scheduled"
+  | "arrived"
+  | "completed"
+  | "declined"
+  | "cancelled"
+  | "expired";
+
+export interface ReferralHistory {
+  from_status: ReferralStatus | null;
+  to_status: ReferralStatus;
+  actor_user_id: number | null;
+  note: string | null;
+  at: string;
+}
+
+export interface Referral {
+  id: number;
+  direction: "up" | "down";
+  patient_id: number;
+  purpose: string;
+  from_institution_id: number;
+  from_user_id: number;
+  to_institution_id: number;
+  to_department_id: number | null;
+  to_user_id: number | null;
+  reason: string;
+  working_diagnosis: string | null;
+  urgency: "routine" | "urgent" | "emergency";
+  summary: string | null;
+  discharge_summary: string | null;
+  follow_up: { title: string; due_date?: string | null; detail?: string | null }[];
+  status: ReferralStatus;
+  status_reason: string | null;
+  appointment_id: number | null;
+  expires_at: string;
+  created_at: string;
+  updated_at: string;
+  history: ReferralHistory[];
+}
+
+export interface ScheduleTemplate {
+  id: number;
+  institution_id: number;
+  department_id: number;
+  practitioner_id: number | null;
+  weekday: number;
+  start_time: string;
+  slot_minutes: number;
+  slot_count: number;
+  capacity: number;
+  visit_type: "in_person" | "remote";
+}
+
+export interface Slot {
+  id: number;
+  institution_id: number;
+  department_id: number;
+  practitioner_id: number | null;
+  start: string;
+  minutes: number;
+  capacity: number;
+  booked: number;
+  available: number;
+  visit_type: "in_person" | "remote";
+  status: "open" | "cancelled";
+  cancel_reason: string | null;
+}
+
+export interface Holiday {
+  day: string;
+  reason: string;
+}
+
+export interface Appointment {
+  id: number;
+  slot: Slot;
+  patient_id: number;
+  referral_id: number | null;
+  status: "booked" | "cancelled";
+  cancel_reason: string | null;
+}
+
+export interface SourceInstitution {
+  id: number;
+  code: string;
+  name: string;
+}
+
+export interface RecordItem {
+  id: number;
+  resource_type: string;
+  code: string | null;
+  display: string | null;
+  date: string | null;
+  status: string | null;
+  category: string | null;
+  institution: SourceInstitution;
+}
+
+export interface LabResult extends RecordItem {
+  value: number | string | null;
+  unit: string | null;
+  interpretation: string | null;
+  abnormal: boolean;
+  reference_range: string | null;
+  direction: "up" | "down" | "stable" | null;
+}
+
+export interface ClinicalSummary {
+  patient_id: number;
+  active_problems: RecordItem[];
+  recent_labs: LabResult[];
+  current_medications: RecordItem[];
+  allergies: RecordItem[];
+}
+
+export interface Timeline {
+  patient_id: number;
+  items: RecordItem[];
+  total: number;
+  next_offset: number | null;
+}
+
+export type SensitiveCategory =
+  | "mental_health"
+  | "reproductive_health"
+  | "hiv"
+  | "substance_use"
+  | "genetic";
+
+export const SENSITIVE: readonly SensitiveCategory[] = [
+  "mental_health",
+  "reproductive_health",
+  "hiv",
+  "substance_use",
+  "genetic",
+];
+
+export interface Consent {
+  institution: SourceInstitution;
+  granted: boolean;
+  excluded_categories: SensitiveCategory[];
+  updated_at: string;
+}
+
+export interface AccessEntry {
+  at: string;
+  user_id: number | null;
+  user_name: string | null;
+  role: string | null;
+  institution: SourceInstitution | null;
+  action: string;
+  outcome: string;
+  reason: string | null;
+  resources: string | null;
+  emergency: boolean;
+}
+
+/** A consult as its patient sees it in the list (the consult screens use the full model). */
+export interface PatientConsult {
+  id: number;
+  status: string;
+  purpose: string;
+  urgency: string;
+  requesting_institution_id: number;
+  invited_institution_id: number;
+  invited_department: string | null;
+  scheduled_at: string | null;
+  decline_reason: string | null;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface ConsultTransition {
+  from_status: string | null;
+  to_status: string;
+  actor_id: number | null;
+  at: string;
+}
