@@ -24,6 +24,19 @@ async def register_patient(call: Call) -> schemas.PatientRegistered:
 
 @routes.op(
     "GET",
+    "/api/v1/patients",
+    summary="Patients registered at or seen by my institution (clinicians; audited)",
+    query=schemas.MyPatientsQuery,
+    response=schemas.MyPatientList,
+    roles={"gp", "specialist", "nurse"},
+    errors=(403,),
+)
+async def list_my_patients(call: Call) -> schemas.MyPatientList:
+    return await services(call).patients.list_mine(call.user, call.query)
+
+
+@routes.op(
+    "GET",
     "/api/v1/patients/lookup",
     summary="Find a patient by an institution's own patient or card number",
     query=schemas.PatientLookup,

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.core.access import AccessService
+from server.core.access import AccessService, CareRelationship
 from server.core.audit import AuditLog
 from server.core.auth import PRACTITIONER_ROLES, Requester
 from server.core.db import Database, Tx, utcnow
@@ -27,6 +27,8 @@ from server.identity.models import Institution, Patient, PatientLink, PatientMer
 from server.identity.service import checked_resident_id
 
 LOCAL_SYSTEM_PREFIX = "urn:yihao:institution:"
+# Who lists their institution's patients (GET /api/v1/patients).
+CLINICIAN_ROLES = frozenset({"gp", "specialist", "nurse"})
 
 
 def local_identifier_system(institution_code: str, kind: str) -> str:
@@ -228,6 +230,67 @@ class PatientIndex:
                 reason="administration",
             )
         return out
+
+    async def list_mine(
+        self, actor: Requester, query: schemas.MyPatientsQuery
+    ) -> schemas.MyPatientList:
+        """The patients registered at or seen by the clinician's institution (audited)."""
+        institution_id = actor.institution_id
+        if actor.role not in CLINICIAN_ROLES or institution_id is None:
+            raise Forbidden("the clinicians of an institution list its patients")
+        async with self.db.read() as session:
+            stmt = (
+                select(Patient, CareRelationship.created_at)
+                .join(CareRelationship, CareRelationship.patient_id == Patient.id)
+                .where(
+                    CareRelationship.institution_id == institution_id,
+                    Patient.merged_into_id.is_(None),
+                )
+            )
+            if query.q:
+                text = query.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                like = f"%{text}%"
+                numbered = select(PatientLink.patient_id).where(
+                    PatientLink.institution_id == institution_id,
+                    PatientLink.number.ilike(like, escape="\\"),
+                )
+                stmt = stmt.where(
+                    or_(Patient.name.ilike(like, escape="\\"), Patient.id.in_(numbered))
+                )
+            rows = (
+                await session.execute(stmt.order_by(Patient.name, Patient.id).limit(query.limit))
+            ).all()
+            ids = [patient.id for patient, _ in rows]
+            numbers: dict[int, list[str]] = {i: [] for i in ids}
+            links = await session.scalars(
+                select(PatientLink)
+                .where(
+                    PatientLink.institution_id == institution_id, PatientLink.patient_id.in_(ids)
+                )
+                .order_by(PatientLink.id)
+            )
+            for link in links:
+                numbers[link.patient_id].append(link.number)
+        await self.audit.record_alone(
+            "patient.list",
+            actor=actor,
+            resource=f"Patient?care-institution={institution_id}",
+            reason="care_relationship",
+            details={"q": query.q, "patient_ids": ids},
+        )
+        return schemas.MyPatientList(
+            items=[
+                schemas.MyPatient(
+                    id=patient.id,
+                    name=patient.name,
+                    sex=patient.sex,
+                    birth_date=patient.birth_date,
+                    numbers=numbers[patient.id],
+                    since=since,
+                )
+                for patient, since in rows
+            ]
+        )
 
     async def _out(self, session: AsyncSession, patient: Patient) -> schemas.PatientOut:
         rows = await session.execute(

@@ -210,3 +210,26 @@ class PatientMergeOut(BaseModel):
 
 class VerificationSet(Strict):
     verified: bool
+
+
+# --- my institution's patients (the clinician's list) --------------------------------
+
+
+class MyPatientsQuery(Strict):
+    q: str | None = Field(
+        default=None, min_length=1, max_length=64, description="part of the name or number"
+    )
+    limit: int = Field(default=50, ge=1, le=200)
+
+
+class MyPatient(BaseModel):
+    id: int
+    name: str
+    sex: Literal["male", "female"]
+    birth_date: date
+    numbers: list[str] = Field(description="my institution's record and card numbers")
+    since: datetime = Field(description="when the care relationship with my institution began")
+
+
+class MyPatientList(BaseModel):
+    items: list[MyPatient]

@@ -56,3 +56,23 @@ router.beforeEach((to) => {
   if (to.meta.roles && !to.meta.roles.includes(session.user.role)) return HOME[session.user.role];
   return true;
 });
+
+// --- consults (helper "webroom") ------------------------------------------------------
+router.addRoute({
+  path: "/gp/patients/:id(\\d+)",
+  component: () => import("./views/PatientRecordView.vue"),
+  props: (route) => ({ patientId: Number(route.params.id) }),
+  meta: { roles: ["gp"] },
+});
+router.addRoute({
+  path: "/gp/patients/:id(\\d+)/consult",
+  component: () => import("./views/ConsultRequestView.vue"),
+  props: (route) => ({ patientId: Number(route.params.id) }),
+  meta: { roles: ["gp"] },
+});
+router.addRoute({
+  path: "/consults/:id(\\d+)/room",
+  component: () => import("./views/ConsultRoomView.vue"),
+  props: (route) => ({ consultId: Number(route.params.id) }),
+  meta: { roles: ["gp", "specialist", "nurse"] },
+});

@@ -1,6 +1,7 @@
 // UI texts. zh-CN is the source of the keys; English must translate every one of them
 // (the type below makes a missing English key a build error).
 import { pagesEn, pagesZhCN } from "./messages.pages";
+import { consultEn, consultZhCN } from "./consult-messages";
 
 export const zhCN = {
   "app.name": "一号",
@@ -93,6 +94,7 @@ export const zhCN = {
   "notFound.title": "页面不存在",
   "notFound.back": "返回首页",
   ...pagesZhCN,
+  ...consultZhCN,
 } as const;
 
 export type MessageKey = keyof typeof zhCN;
@@ -188,4 +190,5 @@ export const en: Record<MessageKey, string> = {
   "notFound.title": "Page not found",
   "notFound.back": "Back to the home page",
   ...pagesEn,
+  ...consultEn,
 };

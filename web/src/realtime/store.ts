@@ -207,3 +207,50 @@ export function stopRealtime(): void {
   realtime.events.splice(0);
   realtime.status = "idle";
 }
+
+// --- direct socket use (the consult room; helper "webroom") ---------------------------
+
+export interface Ack<T> {
+  ok: boolean;
+  data?: T;
+  problem?: Problem;
+}
+
+/** Emit a client → server event on the tab's socket and wait for its ack. */
+export async function emitWithAck<T>(event: string, payload: unknown, timeoutMs = 10_000): Promise<Ack<T>> {
+  const current = socket;
+  if (!current?.connected) {
+    return { ok: false, problem: { code: "offline", detail: "" } };
+  }
+  try {
+    return (await current.timeout(timeoutMs).emitWithAck(event, payload)) as Ack<T>;
+  } catch {
+    return { ok: false, problem: { code: "timeout", detail: "" } };
+  }
+}
+
+/** Listen to an ephemeral server emit (`presence`, `signal`); returns the unsubscribe. */
+export function onSocketEvent<T>(event: string, handler: (data: T) => void): () => void {
+  const target = socket;
+  const listener = (data: T) => handler(data);
+  target?.on(event, listener);
+  return () => target?.off(event, listener);
+}
+
+/** Run `handler` on every (re)connect of the tab's socket (and now, if connected). */
+export function onConnected(handler: () => void): () => void {
+  const target = socket;
+  target?.on("connect", handler);
+  if (target?.connected) handler();
+  return () => target?.off("connect", handler);
+}
+
+/** Whether the socket is connected now. */
+export function isConnected(): boolean {
+  return socket?.connected ?? false;
+}
+
+/** Ask for a catch-up now (after entering a room whose stream this tab has not seen). */
+export function requestCatchUp(): void {
+  void catchUp();
+}
