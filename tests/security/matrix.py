@@ -242,6 +242,13 @@ OPERATIONS: list[Op] = [
         a="gp gp2 spec spec2 ph ph2 iadm padm",
     ),
     Op(
+        "GET /api/v1/patients",
+        get(lambda w, s: f"/api/v1/patients?q={mrn(s)}"),
+        note="a list of the caller's own institution's patients (what it holds is checked in "
+        "tests/identity/test_my_patients.py); clinicians only, whichever side's number is asked",
+        a="gp gp2 spec spec2",
+    ),
+    Op(
         "GET /api/v1/patients/lookup",
         get(
             lambda w, s: f"/api/v1/patients/lookup?institution={s.institution_code}&number={mrn(s)}"
