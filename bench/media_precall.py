@@ -21,10 +21,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import multiprocessing
 import statistics
 import sys
-import tempfile
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -33,6 +31,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from aiohttp import ClientSession, web
+
+from bench.child import beside_server
 
 SECRET = "bench-secret-key-that-is-long-enough-0123456789"
 PROBE_S = 0.005
@@ -148,21 +148,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.smoke:
         args.peers, args.seconds, args.width, args.height = [0, 1], 2.0, 320, 240
-    context = multiprocessing.get_context("spawn")
-    ours, theirs = context.Pipe()
-    with tempfile.TemporaryDirectory() as data_dir:
-        server = context.Process(target=serve, args=(args.port, data_dir, theirs))
-        server.start()
-        try:
-            if not ours.poll(120) or ours.recv() != "ready":
-                raise SystemExit("the server did not start")
-            asyncio.run(run(args, ours, f"http://127.0.0.1:{args.port}/"))
-        finally:
-            ours.send("stop")
-            server.join(10)
-            if server.is_alive():
-                server.terminate()
-                server.join()
+    beside_server(serve, args.port, lambda conn, url: run(args, conn, url))
 
 
 if __name__ == "__main__":

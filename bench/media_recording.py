@@ -25,11 +25,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import multiprocessing
 import os
 import statistics
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
@@ -40,6 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import aiohttp
 from aiohttp import web
+
+from bench.child import beside_server
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLE = ROOT / "tests" / "records" / "fixtures" / "snbdh_transaction.json"
@@ -291,21 +291,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.smoke:
         args.recordings, args.seconds, args.width, args.height = [0, 1], 3.0, 160, 120
-    context = multiprocessing.get_context("spawn")
-    ours, theirs = context.Pipe()
-    with tempfile.TemporaryDirectory() as data_dir:
-        server = context.Process(target=serve, args=(args.port, data_dir, theirs))
-        server.start()
-        try:
-            if not ours.poll(120) or ours.recv() != "ready":
-                raise SystemExit("the server did not start")
-            asyncio.run(run(args, ours, f"http://127.0.0.1:{args.port}/"))
-        finally:
-            ours.send("stop")
-            server.join(30)
-            if server.is_alive():
-                server.terminate()
-                server.join()
+    beside_server(serve, args.port, lambda conn, url: run(args, conn, url), stop_timeout=30)
 
 
 if __name__ == "__main__":

@@ -121,3 +121,19 @@ class Api:
     async def close(self) -> None:
         for sock in self.sockets:
             await sock.close()
+
+
+def amlodipine(**over: Any) -> dict[str, Any]:
+    """A prescription item every check accepts for hypertension (I10): amlodipine 5 mg qd."""
+    item: dict[str, Any] = {
+        "drug_code": "C08CA01",
+        "drug_name": "苯磺酸氨氯地平片",
+        "strength": "5mg",
+        "dose": 5,
+        "dose_unit": "mg",
+        "route": "口服",
+        "frequency": "qd",
+        "days": 7,
+        "quantity": 1,
+    }
+    return item | over

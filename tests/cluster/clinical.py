@@ -29,6 +29,7 @@ import aiohttp
 import socketio
 
 from tests.cluster.client import ReconnectingClient, login
+from tests.helpers import amlodipine
 
 RETRYABLE = (0, 502, 503, 504)
 
@@ -140,19 +141,7 @@ def prescription_body(clinic: Clinic, index: int) -> dict[str, Any]:
         "patient_id": clinic.patient_id,
         "pharmacy_id": clinic.pharmacy_id,
         "diagnosis": {"code": "I10", "display": "原发性高血压"},
-        "items": [
-            {
-                "drug_code": "C08CA01",
-                "drug_name": "苯磺酸氨氯地平片",
-                "strength": "5mg",
-                "dose": 5,
-                "dose_unit": "mg",
-                "route": "口服",
-                "frequency": "qd",
-                "days": 7,
-                "quantity": 1,
-            }
-        ],
+        "items": [amlodipine()],
         "notes": f"复诊续方 {index}",
         # Renewals of one medicine are duplicate therapy to the checks; the doctor knows.
         "override_reason": "续方，停用前一张处方",

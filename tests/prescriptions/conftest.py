@@ -21,6 +21,7 @@ from server.core.ids import make_resident_id
 from server.identity.models import Institution
 from server.identity.schemas import UserCreate
 from server.seed import DEMO_PASSWORD
+from tests.helpers import amlodipine
 
 
 @dataclass
@@ -157,21 +158,6 @@ async def world(network: Services) -> World:
         tatyf=institutions["TATYF"],
         services=network,
     )
-
-
-def amlodipine(**over: Any) -> dict[str, Any]:
-    item = {
-        "drug_code": "C08CA01",
-        "drug_name": "苯磺酸氨氯地平片",
-        "strength": "5mg",
-        "dose": 5,
-        "dose_unit": "mg",
-        "route": "口服",
-        "frequency": "qd",
-        "days": 7,
-        "quantity": 1,
-    }
-    return item | over
 
 
 def prescription(world: World, **over: Any) -> dict[str, Any]:

@@ -216,6 +216,12 @@ OPERATIONS: list[Op] = [
     Op("GET /api/openapi.json", get(lambda w, s: "/api/openapi.json"), a="all"),
     Op("GET /", get(lambda w, s: "/"), a="all"),
     Op(
+        "GET /assets",
+        get(lambda w, s: "/assets/app.js"),
+        a="all",
+        note="the web client's static files (the test app has a built client of its own)",
+    ),
+    Op(
         "GET /{path}",
         get(lambda w, s: f"/consults/{s.consult_id}"),
         a="all",

@@ -23,20 +23,10 @@ from sqlalchemy import select
 from server.container import Services
 from server.identity.models import Department, Institution, User
 from server.seed import PATIENTS
-from tests.helpers import Api
+from tests.helpers import Api, amlodipine
 
 DIAGNOSIS = {"code": "I10", "display": "原发性高血压"}
-AMLODIPINE = {
-    "drug_code": "C08CA01",
-    "drug_name": "苯磺酸氨氯地平片",
-    "strength": "5mg",
-    "dose": 5,
-    "dose_unit": "mg",
-    "route": "口服",
-    "frequency": "qd",
-    "days": 7,
-    "quantity": 1,
-}
+AMLODIPINE = amlodipine()
 
 
 @dataclass

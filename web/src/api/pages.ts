@@ -1,6 +1,10 @@
 // Shapes of the server's answers used by the pharmacy, patient, referral and schedule
 // screens (from /api/openapi.json). Kept apart from types.ts so the consult screens'
-// types and these merge without touching each other.
+// types and these merge without touching each other; the shared record's shapes and the
+// prescription item have one definition, in types.ts.
+import type { ClinicalSummary, LabResult, RecordItem, RxItem, SourceInstitution, Timeline } from "./types";
+
+export type { ClinicalSummary, LabResult, RecordItem, RxItem, SourceInstitution, Timeline };
 
 export type RxStatus =
   | "signed"
@@ -17,19 +21,6 @@ export interface Finding {
   severity: "minor" | "moderate" | "severe";
   message: string;
   drugs: string[];
-}
-
-export interface RxItem {
-  drug_code: string;
-  drug_name: string;
-  strength: string;
-  dose: number;
-  dose_unit: string;
-  route: string;
-  frequency: string;
-  days: number;
-  quantity: number;
-  unit: string;
 }
 
 /** What the doctor signed (canonical JSON). */
@@ -157,47 +148,6 @@ export interface Appointment {
   referral_id: number | null;
   status: "booked" | "cancelled";
   cancel_reason: string | null;
-}
-
-export interface SourceInstitution {
-  id: number;
-  code: string;
-  name: string;
-}
-
-export interface RecordItem {
-  id: number;
-  resource_type: string;
-  code: string | null;
-  display: string | null;
-  date: string | null;
-  status: string | null;
-  category: string | null;
-  institution: SourceInstitution;
-}
-
-export interface LabResult extends RecordItem {
-  value: number | string | null;
-  unit: string | null;
-  interpretation: string | null;
-  abnormal: boolean;
-  reference_range: string | null;
-  direction: "up" | "down" | "stable" | null;
-}
-
-export interface ClinicalSummary {
-  patient_id: number;
-  active_problems: RecordItem[];
-  recent_labs: LabResult[];
-  current_medications: RecordItem[];
-  allergies: RecordItem[];
-}
-
-export interface Timeline {
-  patient_id: number;
-  items: RecordItem[];
-  total: number;
-  next_offset: number | null;
 }
 
 export type SensitiveCategory =
