@@ -10,6 +10,16 @@ round trip of an emit-with-ack on one otherwise idle connection.
 
     python bench/consult_fanout.py            # the full run (a minute or two)
     python bench/consult_fanout.py --smoke    # a few seconds, for CI
+    python bench/consult_fanout.py --nodes 1,2,3 --redis redis://127.0.0.1:6379/0 --rate 6
+                                              # the gateway on 1, 2, 3 nodes behind nginx
+
+With ``--nodes``, the same rooms and load go through nginx (the loopback cluster's
+configuration from ``server/cluster.py``) to N gateway processes sharing Redis
+(``AsyncRedisManager``): members of one room sit on different nodes, so most
+deliveries cross Redis. Reported per node count: deliveries/s, latency p50/p99 and
+the scaling factor against one node. Everything (nodes, nginx, Redis, the load
+generators) shares this machine's cores, so on 2 cores the factor measures
+contention, not what N machines would do.
 """
 
 from __future__ import annotations
@@ -19,8 +29,10 @@ import asyncio
 import json
 import multiprocessing as mp
 import random
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -161,6 +173,58 @@ def run_against(
     }
 
 
+def behind_nginx(args: argparse.Namespace, rooms: list[tuple[str, int]], nodes: int) -> dict:
+    """The gateway on ``nodes`` processes sharing Redis, behind nginx, under the same load."""
+    from server.cluster import free_port, nginx_binary, render_nginx_conf
+
+    ports = [free_port() for _ in range(nodes)]
+    procs = [
+        start([sys.executable, str(HERE / "consult_fanout_server.py"), "--port", str(port),
+               "--redis", args.redis], ROOT)
+        for port in ports
+    ]  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        prefix = Path(tmp)
+        for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+            (prefix / "tmp" / sub).mkdir(parents=True)
+        port = free_port()
+        conf = prefix / "nginx.conf"
+        conf.write_text(render_nginx_conf(prefix, port, ports))
+        nginx = subprocess.Popen(
+            [nginx_binary(), "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")]
+        )
+        try:
+            for _ in range(100):  # until nginx listens
+                with socket.socket() as probe:
+                    if probe.connect_ex(("127.0.0.1", port)) == 0:
+                        break
+                time.sleep(0.05)
+            return run_against(f"{nodes} node(s)", f"http://127.0.0.1:{port}", args, rooms)
+        finally:
+            nginx.terminate()
+            nginx.wait(10)
+            for proc in procs:
+                proc.terminate()
+                proc.wait(10)
+
+
+def scale_out(args: argparse.Namespace, rooms: list[tuple[str, int]], counts: list[int]) -> None:
+    results = [behind_nginx(args, rooms, n) for n in counts]
+    base = max(results[0]["deliveries_per_s"], 1e-9)
+    print(json.dumps({"rooms": args.rooms, "participants": sum(s for _, s in rooms),
+                      "rate_per_room": args.rate, "duration_s": args.duration}))  # fmt: skip
+    keys = list(results[0])
+    width = max(len(k) for k in keys)
+    for key in keys:
+        print(f"{key:<{width}}  " + "  ".join(f"{r[key]!s:>14}" for r in results))
+    factors = [round(r["deliveries_per_s"] / base, 3) for r in results]
+    print(f"{'scaling factor':<{width}}  " + "  ".join(f"{f!s:>14}" for f in factors))
+    print(
+        "(every node, nginx, Redis and the load generators share this machine's cores: "
+        "on 2 cores the factor measures contention, not N machines)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny run for CI")
@@ -171,11 +235,16 @@ def main() -> None:
     parser.add_argument("--acks", type=int, default=2000, help="emit-with-ack round trips")
     parser.add_argument("--json", action="store_true", help="print JSON only")
     parser.add_argument("--raw", action="store_true", help="also bare python-socketio handlers")
+    parser.add_argument("--nodes", default="", help="e.g. 1,2,3: the gateway behind nginx")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="with --nodes")
     args = parser.parse_args()
     if args.smoke:
         args.rooms, args.rate, args.duration, args.procs, args.acks = 4, 5.0, 2.0, 1, 100
     rng = random.Random(2026)
     rooms = [(f"consult:{n}", rng.randint(2, 10)) for n in range(args.rooms)]
+    if args.nodes:
+        scale_out(args, rooms, [int(n) for n in args.nodes.split(",")])
+        return
 
     servers = [
         (
