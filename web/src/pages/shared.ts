@@ -86,3 +86,10 @@ export function useNotice(): { readonly text: string; set(message: () => string)
     },
   };
 }
+
+/** One step of a status history as the patient's screens show it. */
+export interface Step {
+  at: string;
+  status: string;
+  note: string | null;
+}
