@@ -53,6 +53,8 @@ from server.core.observability import Metrics
 from server.core.openapi import build_openapi
 from server.core.ratelimit import RateLimiter
 from server.core.signing import Signer
+from server.identity.care import CareService
+from server.identity.care_routes import routes as care_routes
 from server.identity.patient_routes import routes as patient_routes
 from server.identity.patients import PatientIndex
 from server.identity.routes import routes as identity_routes
@@ -87,6 +89,7 @@ OPENAPI = web.AppKey("openapi", dict)
 ROUTE_TABLES: tuple[Routes, ...] = (
     identity_routes,
     patient_routes,
+    care_routes,
     records_routes,
     inbox_routes,
     scheduling_routes,
@@ -146,13 +149,14 @@ def create_app(settings: Settings) -> web.Application:
     gateway = Gateway(settings, sio, auth.authenticate, events, metrics, audit)
     precall = PrecallService(settings, lambda sid, event, data: sio.emit(event, data, to=sid))
     add_precall_events(gateway, precall)
-    access = AccessService(db, audit)
+    access = AccessService(db, audit, settings)
     patients = PatientIndex(db, audit, access)
     records = RecordsService(db, audit, access, patients, identity)
     patients.followers.update(access=access, records=records)
     inbox = InboxService(db, events)
     inbox_socket.register(gateway, inbox)
-    scheduling = SchedulingService(settings, db, audit, inbox)
+    scheduling = SchedulingService(settings, db, audit, inbox, access)
+    care = CareService(settings, db, audit, access, inbox)
     referrals = ReferralService(settings, db, audit, access, records, inbox, scheduling)
     signer = Signer(settings)
     # This node in the cluster: its heartbeat row, and the lease holder of its jobs.
@@ -197,6 +201,7 @@ def create_app(settings: Settings) -> web.Application:
         prescriptions=prescriptions,
         signer=signer,
         access=access,
+        care=care,
         patients=patients,
         records=records,
         consults=consults,

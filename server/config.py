@@ -56,6 +56,12 @@ class Settings(BaseModel):
     refresh_token_ttl_seconds: int = Field(default=7 * 86400, ge=300, le=90 * 86400)
     # Automatic logoff: a session idle this long is ended (0 disables).
     session_idle_timeout_seconds: int = Field(default=1800, ge=0)
+    # A care relationship ends this many days after the institution's last encounter with
+    # the patient (presence at the desk, the patient's approval, a booked visit, a referral).
+    care_relationship_days: int = Field(default=365, ge=1, le=3650)
+    # How long a presence code from the patient's app is good for, and a link request waits.
+    presence_code_ttl_seconds: int = Field(default=300, ge=30, le=3600)
+    care_request_ttl_hours: int = Field(default=72, ge=1, le=720)
     login_max_failures: int = Field(default=5, ge=1, le=100)
     login_lockout_seconds: int = Field(default=900, ge=1)
     # Login attempts allowed per client address per minute.

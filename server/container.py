@@ -13,6 +13,7 @@ from server.core.db import Database
 from server.core.events import Events
 from server.core.leases import Jobs
 from server.core.signing import Signer
+from server.identity.care import CareService
 from server.identity.patients import PatientIndex
 from server.identity.service import AuthService, IdentityService
 
@@ -49,6 +50,7 @@ class Services:
     prescriptions: PrescriptionService
     signer: Signer
     access: AccessService
+    care: CareService
     patients: PatientIndex
     records: RecordsService
     recording: RecordingService

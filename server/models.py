@@ -14,6 +14,7 @@ from server.core.events import StreamEvent, StreamHead
 from server.core.leases import JobLease
 from server.core.nodes import ClusterNode
 from server.core.signing import PractitionerKey
+from server.identity.care import CareRequest, PresenceCode
 from server.identity.models import (
     AuthSession,
     Department,
@@ -46,6 +47,7 @@ __all__ = [
     "AuthSession",
     "Base",
     "CareRelationship",
+    "CareRequest",
     "ChronicCondition",
     "ClusterNode",
     "Consent",
@@ -69,6 +71,7 @@ __all__ = [
     "PractitionerKey",
     "Prescription",
     "PrescriptionHistory",
+    "PresenceCode",
     "RecordEntry",
     "Recording",
     "RecordingConsent",

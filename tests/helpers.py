@@ -108,6 +108,29 @@ class Api:
     async def post(self, path: str, as_: str | None = None, **kwargs: Any) -> tuple[int, Any]:
         return await self.call("POST", path, as_, **kwargs)
 
+    async def present(self, desk: str, patient: str) -> dict[str, Any]:
+        """``patient`` shows their app's presence code at ``desk``'s institution, which then
+        cares for them (what a registration desk does: ``server.identity.care``)."""
+        status, code = await self.post("/api/v1/me/presence-code", as_=patient)
+        assert status == 201, code
+        _, resident_id, digits = code["qr"].split(":")
+        status, body = await self.post(
+            "/api/v1/care/presence", as_=desk, json={"resident_id": resident_id, "code": digits}
+        )
+        assert status == 201, body
+        return body  # type: ignore[no-any-return]
+
+    async def patient_app(self, resident_id: str, name: str, username: str) -> str:
+        """An app account for a resident, made by the platform admin; returns the username."""
+        status, body = await self.post(
+            "/api/v1/users",
+            as_="admin",
+            json={"username": username, "password": DEMO_PASSWORD, "role": "patient",
+                  "resident_id": resident_id, "name": name},
+        )  # fmt: skip
+        assert status == 201, body
+        return username
+
     @property
     def url(self) -> str:
         return str(self.client.make_url("/"))

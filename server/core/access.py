@@ -4,26 +4,34 @@ A request for a patient's data is allowed only for a reason the server can
 check, tried in this order:
 
 - ``self``: the patient reading their own record;
-- ``care_relationship``: a practitioner of an institution where the patient is
-  registered or was seen;
-- ``consult`` / ``referral``: a practitioner of an institution with an open,
+- ``care_relationship``: a clinician (specialist, gp, nurse) of an institution
+  that has *earned* a care relationship: the patient was present at its desk
+  (a short-lived code from the patient's app), approved its link request in
+  the app, booked a visit there, or arrived there on a referral. The
+  relationship ends ``CARE_RELATIONSHIP_DAYS`` after the last such encounter.
+  Registering a resident, knowing their ID number or pushing data about them
+  earns nothing;
+- ``consult`` / ``referral``: a clinician of an institution with an open,
   time-boxed window on the patient (opened by the consult or referral);
-- ``consent``: the patient granted sharing with the practitioner's institution;
+- ``consent``: the patient granted sharing with the clinician's institution;
 - ``emergency``: "break the glass" with a mandatory reason, flagged for review.
 
+Pharmacists see the facts of the prescriptions sent to them, never the record;
+administrators manage people and schedules, never clinical content.
 A patient's explicit revocation for an institution removes every reason but
 ``self`` and ``emergency`` for it, from the next request on. Consent rows also
 carry the sensitive categories the patient excluded; readers other than the
 patient see the record without them (:meth:`AccessService.excluded_categories`).
 Every decision — allowed or denied — is written to the audit log with who,
-which patient, what, the reason and the client address.
+which patient, what, the reason and the client address. An unknown patient and
+a refused one get the same answer, so ids cannot be probed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, NoReturn
 
 from sqlalchemy import (
     JSON,
@@ -42,22 +50,26 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Mapped, mapped_column
 
+from server.config import Settings
 from server.core.audit import AuditLog
 from server.core.auth import Requester
 from server.core.db import Base, Database, Tx, UTCDateTime, utcnow
-from server.core.errors import Forbidden, NotFound, ValidationFailed
+from server.core.errors import Forbidden, ValidationFailed
 from server.identity.models import Patient
 
-# Roles that read clinical records for care. Administrators manage the network
-# and push data for their institution, but do not read patients' records.
-CARE_ROLES = frozenset({"specialist", "gp", "nurse", "pharmacist"})
+# Roles that read clinical records for care. Pharmacists see the prescriptions sent
+# to them (the prescriptions capability), administrators manage the network; neither
+# reads patients' records.
+CARE_ROLES = frozenset({"specialist", "gp", "nurse"})
 EMERGENCY_ROLES = frozenset({"specialist", "gp", "nurse"})
+# The encounters that start or renew a care relationship.
+ENCOUNTERS = ("presence", "patient_approved", "appointment", "referral", "merged", "demo")
 SENSITIVE_CATEGORIES = ("mental_health", "reproductive_health", "hiv", "substance_use", "genetic")
 REASONS = ("self", "care_relationship", "consult", "referral", "consent", "emergency")
 
 
 class CareRelationship(Base):
-    """The patient is registered at, or was seen by, the institution."""
+    """The institution met the patient (see ``ENCOUNTERS``); active until it lapses."""
 
     __tablename__ = "care_relationships"
     __table_args__ = (UniqueConstraint("patient_id", "institution_id"),)
@@ -67,6 +79,7 @@ class CareRelationship(Base):
     institution_id: Mapped[int] = mapped_column(ForeignKey("institutions.id"), nullable=False)
     reason: Mapped[str] = mapped_column(String(32), nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    last_encounter_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
 
 
 class AccessWindow(Base):
@@ -114,10 +127,20 @@ def _insert(tx: Tx) -> Any:
     return pg_insert if tx.session.get_bind().dialect.name == "postgresql" else sqlite_insert
 
 
+@dataclass(frozen=True)
+class CareState:
+    institution_id: int
+    reason: str
+    since: datetime
+    last_encounter_at: datetime
+    ends_at: datetime
+
+
 class AccessService:
-    def __init__(self, db: Database, audit: AuditLog) -> None:
+    def __init__(self, db: Database, audit: AuditLog, settings: Settings) -> None:
         self.db = db
         self.audit = audit
+        self.care_lifetime = timedelta(days=settings.care_relationship_days)
 
     async def check_patient_access(
         self,
@@ -129,27 +152,14 @@ class AccessService:
         emergency_reason: str | None = None,
     ) -> str:
         """Deny by default; return the reason the access is allowed, audited either way."""
-        reason = await self._decide(requester, patient_id, emergency_reason)
+        exists, reason = await self._decide(requester, patient_id, emergency_reason)
         details: dict[str, Any] = {"action": action}
         if requester.institution_id is not None:
             details["institution_id"] = requester.institution_id
         if reason is None:
-            await self.audit.record_alone(
-                "record.access",
-                actor=requester,
-                outcome="denied",
-                patient_id=patient_id,
-                resource=resources,
-                reason="no_reason",
-                details=details,
+            await self.deny(
+                requester, patient_id if exists else None, action=action, resources=resources
             )
-            denied = Forbidden(
-                "no reason to access this patient's record (no care relationship, "
-                "consult, referral or consent)",
-                code="record_access_denied",
-            )
-            denied.audited = True
-            raise denied
         if reason == "emergency":
             details.update(break_the_glass=True, review="pending", statement=emergency_reason)
         await self.audit.record_alone(
@@ -162,18 +172,49 @@ class AccessService:
         )
         return reason
 
+    async def deny(
+        self,
+        requester: Requester,
+        patient_id: int | None,
+        *,
+        action: str,
+        resources: str | None = None,
+    ) -> NoReturn:
+        """Refuse, audited: one answer for a forbidden patient and for an unknown one."""
+        details: dict[str, Any] = {"action": action}
+        if requester.institution_id is not None:
+            details["institution_id"] = requester.institution_id
+        await self.audit.record_alone(
+            "record.access",
+            actor=requester,
+            outcome="denied",
+            # An unknown patient is audited without one; the answer is the same.
+            patient_id=patient_id,
+            resource=resources,
+            reason="no_reason" if patient_id is not None else "no_such_patient",
+            details=details,
+        )
+        denied = Forbidden(
+            "no reason to access this patient's record (no care relationship, "
+            "consult, referral or consent), or no such patient",
+            code="record_access_denied",
+        )
+        denied.audited = True
+        raise denied
+
     async def _decide(
         self, requester: Requester, patient_id: int, emergency_reason: str | None
-    ) -> str | None:
+    ) -> tuple[bool, str | None]:
+        """(the patient exists, the reason or None)."""
         async with self.db.read() as session:
             patient = await session.get(Patient, patient_id)
             if patient is None or patient.merged_into_id is not None:
-                raise NotFound(f"no patient {patient_id}")
+                return False, None
             if requester.role == "patient":
-                return "self" if requester.patient_id == patient_id else None
+                return True, "self" if requester.patient_id == patient_id else None
             institution_id = requester.institution_id
             if requester.role not in CARE_ROLES or institution_id is None:
-                return None
+                return True, None
             consent = await session.scalar(
                 select(Consent).where(
                     Consent.patient_id == patient_id, Consent.institution_id == institution_id
@@ -182,7 +223,7 @@ class AccessService:
             revoked = consent is not None and not consent.granted
             if not revoked:
                 if await self.has_care(session, patient_id, institution_id):
-                    return "care_relationship"
+                    return True, "care_relationship"
                 now = utcnow()
                 window = await session.scalar(
                     select(AccessWindow.source)
@@ -196,17 +237,17 @@ class AccessService:
                     .limit(1)
                 )
                 if window is not None:
-                    return str(window)
+                    return True, str(window)
                 if consent is not None and consent.granted:
-                    return "consent"
+                    return True, "consent"
         if emergency_reason is not None:
             if not emergency_reason.strip():
                 raise ValidationFailed.field(
                     "emergency_reason", "an emergency access needs a reason"
                 )
             if requester.role in EMERGENCY_ROLES:
-                return "emergency"
-        return None
+                return True, "emergency"
+        return True, None
 
     async def excluded_categories(self, requester: Requester, patient_id: int) -> frozenset[str]:
         """Categories this reader must not see (the patient always sees everything)."""
@@ -221,13 +262,14 @@ class AccessService:
             )
         return frozenset(excluded or ())
 
-    @staticmethod
-    async def has_care(session: Any, patient_id: int, institution_id: int) -> bool:
-        """The check inside a caller's session (SQLite: one writer, so no second connection)."""
+    async def has_care(self, session: Any, patient_id: int, institution_id: int) -> bool:
+        """An active care relationship, checked inside a caller's session (SQLite: one
+        writer, so no second connection)."""
         found = await session.scalar(
             select(CareRelationship.id).where(
                 CareRelationship.patient_id == patient_id,
                 CareRelationship.institution_id == institution_id,
+                CareRelationship.last_encounter_at > utcnow() - self.care_lifetime,
             )
         )
         return found is not None
@@ -236,19 +278,51 @@ class AccessService:
         async with self.db.read() as session:
             return await self.has_care(session, patient_id, institution_id)
 
-    async def add_care_relationship(
+    async def record_encounter(
         self, tx: Tx, *, patient_id: int, institution_id: int, reason: str
     ) -> None:
+        """The institution met the patient: start the care relationship, or renew it."""
+        assert reason in ENCOUNTERS, reason
+        now = utcnow()
         await tx.session.execute(
             _insert(tx)(CareRelationship)
             .values(
                 patient_id=patient_id,
                 institution_id=institution_id,
                 reason=reason,
-                created_at=utcnow(),
+                created_at=now,
+                last_encounter_at=now,
             )
-            .on_conflict_do_nothing()
+            .on_conflict_do_update(
+                index_elements=["patient_id", "institution_id"],
+                set_={"reason": reason, "last_encounter_at": now},
+            )
         )
+
+    async def care_relationships(self, session: Any, patient_id: int) -> list[CareState]:
+        """The patient's active care relationships (what the patient is shown)."""
+        rows = await session.scalars(
+            select(CareRelationship)
+            .where(
+                CareRelationship.patient_id == patient_id,
+                CareRelationship.last_encounter_at > utcnow() - self.care_lifetime,
+            )
+            .order_by(CareRelationship.last_encounter_at.desc())
+        )
+        return [
+            CareState(
+                r.institution_id,
+                r.reason,
+                r.created_at,
+                r.last_encounter_at,
+                r.last_encounter_at + self.care_lifetime,
+            )
+            for r in rows
+        ]
+
+    def care_cutoff(self) -> datetime:
+        """Care relationships whose last encounter is older than this have lapsed."""
+        return utcnow() - self.care_lifetime
 
     async def open_window(
         self,
@@ -293,12 +367,19 @@ class AccessService:
             )
         )
         sources = await tx.session.scalars(
-            select(CareRelationship.institution_id).where(CareRelationship.patient_id == source_id)
+            select(CareRelationship).where(CareRelationship.patient_id == source_id)
         )
+        # The duplicate's relationships carry over as they were: a merge is no encounter.
         added = [
-            CareRelationship(patient_id=target_id, institution_id=i, reason="merged")
-            for i in sources
-            if i not in have
+            CareRelationship(
+                patient_id=target_id,
+                institution_id=c.institution_id,
+                reason="merged",
+                created_at=c.created_at,
+                last_encounter_at=c.last_encounter_at,
+            )
+            for c in sources
+            if c.institution_id not in have
         ]
         tx.session.add_all(added)
         await tx.session.flush()

@@ -55,6 +55,9 @@ class YihaoError(Exception):
         # Set by code that already wrote this refusal to the audit log (e.g. AccessService),
         # so the central denial audit (middleware, gateway) does not write it twice.
         self.audited = False
+        # Set by code that refuses something about a patient: the central refusal audit
+        # then names the patient, so the refusal reaches the patient's access log.
+        self.patient_id: int | None = None
         super().__init__(self.detail)
 
     def to_problem(self, instance: str | None = None) -> dict[str, Any]:

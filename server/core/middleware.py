@@ -151,11 +151,15 @@ async def audit_denial(request: web.Request, error: YihaoError) -> None:
     if services is None:
         return
     requester = request.get(REQUESTER)
+    patient_id = error.patient_id
+    if patient_id is None and request.match_info.get("patient_id", "").isdigit():
+        patient_id = int(request.match_info["patient_id"])
     try:
         await services.audit.record_alone(
             "http.denied",
             actor=requester,
             outcome="denied",
+            patient_id=patient_id,
             resource=f"{request.method} {resource.canonical}"[:200],
             reason=error.code[:500],
             details={"path": request.path[:500], "status": error.status},

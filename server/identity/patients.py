@@ -2,8 +2,10 @@
 
 Registering a resident at an institution creates the account on the first
 visit anywhere and links the institution's record and card numbers to it
-(a second institution links to the same account), and starts a care
-relationship there. Two accounts found to be one person are merged: the
+(a second institution links to the same account). The registrant must send the
+resident's name as registered (a mismatch is refused without revealing the
+name) and learns nothing of the account but its id; registering starts **no**
+care relationship (``server.identity.care`` says how one is earned). Two accounts found to be one person are merged: the
 duplicate's links and record entries move to the account that stays, and the
 merge remembers exactly what moved so that it can be undone. Capabilities that
 keep patient data register a :class:`MergeFollower` to move theirs.
@@ -34,6 +36,11 @@ CLINICIAN_ROLES = frozenset({"gp", "specialist", "nurse"})
 def local_identifier_system(institution_code: str, kind: str) -> str:
     """The FHIR identifier system of an institution's own patient numbers."""
     return f"{LOCAL_SYSTEM_PREFIX}{institution_code}:{kind}"
+
+
+def same_name(name: str) -> str:
+    """A name as compared at registration: spacing and letter case do not count."""
+    return "".join(name.split()).casefold()
 
 
 def parse_local_system(system: str) -> tuple[str, str] | None:
@@ -67,18 +74,33 @@ class PatientIndex:
         if actor.role not in PRACTITIONER_ROLES or actor.institution_id is None:
             raise Forbidden("patients are registered by the staff of an institution")
         parsed = checked_resident_id(data.resident_id, sex=data.sex, birth_date=data.birth_date)
+        institution_id = actor.institution_id
         async with self.db.transaction() as tx:
             patient, created = await self.register_in(
                 tx,
                 actor,
-                institution_id=actor.institution_id,
+                institution_id=institution_id,
                 resident=parsed,
                 name=data.name,
                 phone=data.phone,
                 numbers={"mrn": data.mrn, "card": data.card_number},
             )
-            out = await self._out(tx.session, patient)
-        return schemas.PatientRegistered(**out.model_dump(), created=created)
+            links = [
+                link
+                for link in (await self._out(tx.session, patient)).links
+                if link.institution.id == institution_id
+            ]
+            care = await self.access.has_care(tx.session, patient.id, institution_id)
+        return schemas.PatientRegistered(
+            id=patient.id,
+            resident_id=parsed.number,
+            name=data.name,
+            sex=parsed.sex,
+            birth_date=parsed.birth_date,
+            links=links,
+            created=created,
+            care="active" if care else "none",
+        )
 
     async def register_in(
         self,
@@ -87,11 +109,13 @@ class PatientIndex:
         *,
         institution_id: int,
         resident: ResidentId,
-        name: str,
+        name: str | None,
         phone: str | None = None,
         numbers: dict[str, str | None],
+        name_field: str = "name",
     ) -> tuple[Patient, bool]:
-        """Find or create the account, link the institution's numbers, start care there."""
+        """Find or create the account and link the institution's numbers (no care: that is
+        earned). An existing account's name must match ``name`` (None: not checked)."""
         patient = await tx.session.scalar(
             select(Patient).where(Patient.resident_id == resident.number)
         )
@@ -99,7 +123,7 @@ class PatientIndex:
         if patient is None:
             patient = Patient(
                 resident_id=resident.number,
-                name=name,
+                name=name or resident.number,
                 sex=resident.sex,
                 birth_date=resident.birth_date,
                 phone=phone,
@@ -119,14 +143,17 @@ class PatientIndex:
                 f"this resident's account was merged into patient {patient.merged_into_id}",
                 code="patient_merged",
             )
+        elif name is not None and same_name(name) != same_name(patient.name):
+            raise ValidationFailed.field(
+                name_field,
+                "does not match the name registered for this resident ID",
+                code="name_mismatch",
+            )
         linked = []
         for kind, number in numbers.items():
             if number:
                 await self._link(tx.session, patient.id, institution_id, kind, number)
                 linked.append(kind)
-        await self.access.add_care_relationship(
-            tx, patient_id=patient.id, institution_id=institution_id, reason="registered"
-        )
         await self.audit.record(
             tx.session,
             "patient.register",
@@ -205,8 +232,13 @@ class PatientIndex:
             patient_id = await self.find_by_local_number(
                 session, institution.id, query.number, query.kind
             )
-        if patient_id is None:
-            raise NotFound(f"no patient with number '{query.number}' at {query.institution}")
+        if patient_id is None:  # answered like a patient one may not see
+            await self.access.deny(
+                actor,
+                None,
+                action="patient.lookup",
+                resources=f"Patient?identifier={query.institution}|{query.kind or '*'}",
+            )
         return await self.get(actor, patient_id, action="patient.lookup")
 
     async def get(
@@ -244,6 +276,7 @@ class PatientIndex:
                 .join(CareRelationship, CareRelationship.patient_id == Patient.id)
                 .where(
                     CareRelationship.institution_id == institution_id,
+                    CareRelationship.last_encounter_at > self.access.care_cutoff(),
                     Patient.merged_into_id.is_(None),
                 )
             )
@@ -322,6 +355,18 @@ class PatientIndex:
                 for link, inst in rows
             ],
         )
+
+    @staticmethod
+    async def is_linked(session: AsyncSession, patient_id: int, institution_id: int) -> bool:
+        """The institution registered the patient under numbers of its own."""
+        found = await session.scalar(
+            select(PatientLink.id)
+            .where(
+                PatientLink.patient_id == patient_id, PatientLink.institution_id == institution_id
+            )
+            .limit(1)
+        )
+        return found is not None
 
     @staticmethod
     async def exists(session: AsyncSession, patient_id: int) -> bool:

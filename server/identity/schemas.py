@@ -183,8 +183,22 @@ class PatientOut(BaseModel):
     links: list[PatientLinkOut]
 
 
-class PatientRegistered(PatientOut):
+class PatientRegistered(BaseModel):
+    """What the desk learns: the account id and what it sent itself, nothing else of the
+    resident's (their other institutions' numbers, phone and record stay hidden)."""
+
+    id: int
+    resident_id: str
+    name: str
+    sex: Literal["male", "female"]
+    birth_date: date
+    links: list[PatientLinkOut] = Field(description="this institution's own numbers")
     created: bool = Field(description="false when the resident already had an account")
+    care: Literal["active", "none"] = Field(
+        description="whether this institution may read the record now; 'none' until the "
+        "patient shows a presence code (POST /api/v1/care/presence) or approves a "
+        "request (POST /api/v1/patients/{id}/care-requests)"
+    )
 
 
 class PatientLookup(Strict):
@@ -233,3 +247,60 @@ class MyPatient(BaseModel):
 
 class MyPatientList(BaseModel):
     items: list[MyPatient]
+
+
+# --- earning a care relationship (presence, the patient's agreement) -------------------
+
+CareReason = Literal[
+    "presence", "patient_approved", "appointment", "referral", "merged", "demo", "registered"
+]
+
+
+class PresenceCodeOut(BaseModel):
+    code: str = Field(description="8 digits the desk types, or reads from the QR")
+    qr: str = Field(description="the QR payload: yihao-presence:<resident ID>:<code>")
+    expires_at: datetime
+
+
+class PresenceConfirm(Strict):
+    """What the desk read from the patient's app: the resident ID and the code."""
+
+    resident_id: str = Field(min_length=15, max_length=18)
+    code: str = Field(pattern=r"^\d{8}$")
+
+
+class CareRelationshipOut(BaseModel):
+    institution: InstitutionRef
+    reason: CareReason = Field(description="the encounter that started or last renewed it")
+    since: datetime
+    last_encounter_at: datetime
+    ends_at: datetime = Field(description="it lapses then unless another encounter renews it")
+    patient_id: int | None = Field(default=None, description="set on the desk's confirmation")
+
+
+class CareRelationshipList(BaseModel):
+    items: list[CareRelationshipOut]
+
+
+class CareRequestCreate(Strict):
+    note: str | None = Field(default=None, min_length=1, max_length=500)
+
+
+class CareRequestOut(BaseModel):
+    id: int
+    patient_id: int
+    institution: InstitutionRef
+    requested_by: str | None = Field(description="the name of who asked")
+    note: str | None
+    status: Literal["pending", "approved", "declined", "expired"]
+    created_at: datetime
+    expires_at: datetime
+    decided_at: datetime | None
+
+
+class CareRequestList(BaseModel):
+    items: list[CareRequestOut]
+
+
+class CareDecision(Strict):
+    approve: bool

@@ -176,6 +176,7 @@ class Gateway:
                 "socket.denied",
                 actor=requester,
                 outcome="denied",
+                patient_id=error.patient_id,
                 resource=f"socket {event}"[:200],
                 reason=error.code[:500],
                 details={"status": error.status},

@@ -319,15 +319,20 @@ class Ingest:
                     ]
                 )
             return known, False
-        patient, created = await self.patients.register_in(
-            tx,
-            sender.actor,
-            institution_id=sender.institution_id,
-            resident=resident,
-            name=person_name(resource) or resident.number,
-            phone=None,
-            numbers=numbers,
-        )
+        try:
+            patient, created = await self.patients.register_in(
+                tx,
+                sender.actor,
+                institution_id=sender.institution_id,
+                resident=resident,
+                name=person_name(resource),
+                phone=None,
+                numbers=numbers,
+            )
+        except ValidationFailed:  # the name does not match the account's (not revealed)
+            raise BundleRefused(
+                [issue(f"{path}.name", "does not match the name registered for this resident ID")]
+            ) from None
         return patient.id, created
 
     async def _resolve_references(
@@ -386,7 +391,9 @@ class Ingest:
             return None, None
         pid = int(rid)
         if pid not in scope.patients:
-            if not await self.access.has_care(tx.session, pid, sender.institution_id):
+            # Registered here (the sender's own numbers are linked): pushing data about a
+            # resident needs that, and earns no reading of the rest of the record.
+            if not await self.patients.is_linked(tx.session, pid, sender.institution_id):
                 return None, issue(
                     f"{item.path}.resource.{key}",
                     f"patient {pid} is not registered at this institution; send the Patient "

@@ -74,9 +74,12 @@ async def set_consent(call: Call) -> schemas.ConsentOut:
 @routes.op(
     "GET",
     r"/api/v1/patients/{patient_id:\d+}/access-log",
-    summary="Who accessed my record, when and why (the patient)",
+    summary="Who accessed, or was refused, anything about me, newest first, paged (the patient)",
+    query=schemas.AccessLogQuery,
     response=schemas.AccessLog,
     errors=(403,),
 )
 async def get_access_log(call: Call) -> schemas.AccessLog:
-    return await services(call).records.access_log(call.user, call.path_int("patient_id"))
+    return await services(call).records.access_log(
+        call.user, call.path_int("patient_id"), call.query
+    )

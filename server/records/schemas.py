@@ -96,7 +96,15 @@ class ConsentList(BaseModel):
     items: list[ConsentOut]
 
 
+class AccessLogQuery(Strict):
+    before: int | None = Field(
+        default=None, ge=1, le=2**62, description="the `next_before` of the previous page"
+    )
+    limit: int = Field(default=50, ge=1, le=200)
+
+
 class AccessLogEntry(BaseModel):
+    seq: int = Field(description="the audit entry's sequence number")
     at: datetime
     user_id: int | None
     user_name: str | None
@@ -112,3 +120,6 @@ class AccessLogEntry(BaseModel):
 
 class AccessLog(BaseModel):
     items: list[AccessLogEntry]
+    next_before: int | None = Field(
+        description="pass as `before` for the next (older) page; null on the last page"
+    )

@@ -179,4 +179,15 @@ async def seed_records(services: Services) -> dict[str, int]:
         bundle = visit_bundle(visit, person.resident_id, person.name)
         response = await services.records.push_bundle(None, visit.institution, bundle)
         stored += len(response["entry"])
+        # The demo patients were seen there in person: the clinic and hospital care for them.
+        # (Pushing the bundle alone earns no reading of the record.)
+        patient_id = await services.patients.find_by_identifier(
+            RESIDENT_ID_SYSTEM, person.resident_id
+        )
+        assert patient_id is not None
+        async with services.db.transaction() as tx:
+            institution = await services.identity.institution_by_code(tx.session, visit.institution)
+            await services.access.record_encounter(
+                tx, patient_id=patient_id, institution_id=institution.id, reason="demo"
+            )
     return {"record_entries": stored}

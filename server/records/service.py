@@ -396,7 +396,12 @@ class RecordsService:
                     ids.add(found)
         out = []
         for pid in sorted(ids):
-            await self._checked(requester, pid, "fhir.search", "Patient", emergency_reason)
+            # A patient one may not see is left out, audited, exactly as an unknown one is
+            # (no answer tells who is in the network).
+            try:
+                await self._checked(requester, pid, "fhir.search", "Patient", emergency_reason)
+            except Forbidden:
+                continue
             out.append(await self.patient_resource(pid))
         return out, len(out)
 
@@ -466,43 +471,52 @@ class RecordsService:
         )
 
     async def access_log(
-        self, requester: Requester, patient_id: int, limit: int = 200
+        self, requester: Requester, patient_id: int, query: schemas.AccessLogQuery
     ) -> schemas.AccessLog:
-        """Who accessed (or tried to access) the patient's record, when and why."""
+        """Everything others did or were refused about the patient, newest first, paged."""
         if requester.role != "platform_admin":
             _check_self(requester, patient_id)
         institutions = await self._institutions()
         users = {u.id: u for u in await self.identity.list_users(_OPERATOR, None, None)}
-        async with self.db.read() as session:
-            rows = await session.scalars(
-                select(AuditEvent)
-                .where(
-                    AuditEvent.patient_id == patient_id,
-                    AuditEvent.action.in_(("record.access", "record.write")),
+        stmt = select(AuditEvent).where(AuditEvent.patient_id == patient_id)
+        if requester.role == "patient":  # their own doings are not "who looked"
+            stmt = stmt.where(
+                or_(
+                    AuditEvent.actor_user_id.is_(None),
+                    AuditEvent.actor_user_id != requester.user_id,
                 )
-                .order_by(AuditEvent.seq.desc())
-                .limit(limit)
             )
-            items = []
-            for event in rows:
-                user = users.get(event.actor_user_id or 0)
-                inst_id = event.details.get("institution_id")
-                items.append(
-                    schemas.AccessLogEntry(
-                        at=event.at,
-                        user_id=event.actor_user_id,
-                        user_name=user.name if user else None,
-                        role=event.actor_role,
-                        institution=institutions.get(inst_id) if inst_id else None,
-                        action=str(event.details.get("action", event.action)),
-                        outcome=event.outcome,
-                        reason=event.reason,
-                        resources=event.resource,
-                        ip=event.ip,
-                        emergency=bool(event.details.get("break_the_glass")),
-                    )
+        if query.before is not None:
+            stmt = stmt.where(AuditEvent.seq < query.before)
+        async with self.db.read() as session:
+            rows = list(
+                await session.scalars(stmt.order_by(AuditEvent.seq.desc()).limit(query.limit + 1))
+            )
+        more = len(rows) > query.limit
+        rows = rows[: query.limit]
+        items = []
+        for event in rows:
+            user = users.get(event.actor_user_id or 0)
+            inst_id = event.details.get("institution_id")
+            if inst_id is None and user is not None and user.institution is not None:
+                inst_id = user.institution.id
+            items.append(
+                schemas.AccessLogEntry(
+                    seq=event.seq,
+                    at=event.at,
+                    user_id=event.actor_user_id,
+                    user_name=user.name if user else None,
+                    role=event.actor_role,
+                    institution=institutions.get(inst_id) if inst_id else None,
+                    action=str(event.details.get("action", event.action)),
+                    outcome=event.outcome,
+                    reason=event.reason,
+                    resources=event.resource,
+                    ip=event.ip,
+                    emergency=bool(event.details.get("break_the_glass")),
                 )
-        return schemas.AccessLog(items=items)
+            )
+        return schemas.AccessLog(items=items, next_before=rows[-1].seq if more else None)
 
     # --- merge follower ---------------------------------------------------------
 

@@ -409,7 +409,7 @@ class ReferralService:
             await self.access.close_window(tx, source="referral", source_id=referral.id)
         if action == "arrive":
             # The patient has now been seen there: a lasting care relationship.
-            await self.access.add_care_relationship(
+            await self.access.record_encounter(
                 tx,
                 patient_id=referral.patient_id,
                 institution_id=referral.to_institution_id,

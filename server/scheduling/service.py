@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.config import Settings
+from server.core.access import AccessService
 from server.core.audit import AuditLog
 from server.core.auth import Requester
 from server.core.db import Database, Tx, utcnow
@@ -111,11 +112,17 @@ async def load_slot(session: AsyncSession, slot_id: int, *, lock: bool = False) 
 
 class SchedulingService:
     def __init__(
-        self, settings: Settings, db: Database, audit: AuditLog, inbox: InboxService
+        self,
+        settings: Settings,
+        db: Database,
+        audit: AuditLog,
+        inbox: InboxService,
+        access: AccessService,
     ) -> None:
         self.db = db
         self.audit = audit
         self.inbox = inbox
+        self.access = access
         self.zone = ZoneInfo(settings.schedule_timezone)
         # Called in the transaction that cancels a slot (referrals re-open their scheduling).
         self.slot_cancelled_listeners: list[SlotCancelled] = []
@@ -448,6 +455,11 @@ class SchedulingService:
             resource=f"Appointment/{appointment.id}",
             details={"slot_id": slot_id, "referral_id": referral_id},
         )
+        if requester.role == "patient":
+            # The patient chose to be seen there: that institution may read the record.
+            await self.access.record_encounter(
+                tx, patient_id=patient_id, institution_id=slot.institution_id, reason="appointment"
+            )
         return appointment, await load_slot(tx.session, slot_id)
 
     async def _appointment(self, session: AsyncSession, appointment_id: int) -> Appointment:

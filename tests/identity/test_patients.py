@@ -86,8 +86,25 @@ async def test_a_second_institution_links_to_the_same_account(api: Api, network:
     )
     assert status == 201 and second["created"] is False
     assert second["id"] == first["id"]
+    # The second desk learns only its own numbers: the first clinic's stay hidden, and
+    # neither desk may read the record before the patient is present.
     assert {
         (link["institution"]["code"], link["kind"], link["number"]) for link in second["links"]
+    } == {("QDSL", "mrn", "QDSL-9001")}
+    assert (first["care"], second["care"]) == ("none", "none")
+    assert "phone" not in second
+    status, body = await api.get(
+        "/api/v1/patients/lookup",
+        as_="dr_li",
+        params={"institution": "QDSL", "number": "QDSL-9001"},
+    )
+    assert (status, body["code"]) == (403, "record_access_denied")
+    await api.patient_app(VALID, "赵秀兰", "p_zhao")
+    await api.present("gp_zhang", "p_zhao")
+    await api.present("dr_li", "p_zhao")
+    status, account = await api.get(f"/api/v1/patients/{first['id']}", as_="dr_li")
+    assert {
+        (link["institution"]["code"], link["kind"], link["number"]) for link in account["links"]
     } == {
         ("SNBDH", "mrn", "SN-0001"),
         ("SNBDH", "card", "CARD-77"),
@@ -109,7 +126,7 @@ async def test_a_second_institution_links_to_the_same_account(api: Api, network:
     status, body = await api.get(
         "/api/v1/patients/lookup", as_="dr_li", params={"institution": "QDSL", "number": "nope"}
     )
-    assert status == 404
+    assert (status, body["code"]) == (403, "record_access_denied")  # unknown looks forbidden
     # An institution with no relationship to the patient cannot use another's numbers.
     status, body = await api.get(
         "/api/v1/patients/lookup",
@@ -148,7 +165,8 @@ async def test_only_platform_admins_merge(api: Api, network: Services) -> None:
 
 async def test_real_name_verification(api: Api, network: Services) -> None:
     status, patient = await api.post("/api/v1/patients", as_="dr_li", json=registration(VALID))
-    assert patient["real_name_verified"] is False
+    await api.patient_app(VALID, "赵秀兰", "p_zhao")
+    await api.present("dr_li", "p_zhao")
     status, body = await api.call(
         "PUT", f"/api/v1/patients/{patient['id']}/verification", as_="admin_qdsl",
         json={"verified": True},

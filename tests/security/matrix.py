@@ -292,6 +292,41 @@ OPERATIONS: list[Op] = [
         a="pat padm",
         b="padm",
     ),
+    # --- earning care: presence at the desk, the patient's agreement ------------------------
+    Op(
+        "POST /api/v1/me/presence-code",
+        body(lambda w, s: "/api/v1/me/presence-code", lambda w, s: None),
+        a="pat",
+        note="the patient's own code (a new one replaces the last)",
+    ),
+    Op(
+        "POST /api/v1/care/presence",
+        body(
+            lambda w, s: "/api/v1/care/presence",
+            lambda w, s: {"resident_id": _resident(s), "code": "00000000"},
+        ),
+        a="| gp gp2 spec spec2 iadm",
+        note="a desk with a wrong code is told it does not match (422), as for an unknown "
+        "resident; everyone else, pharmacies included, is refused",
+    ),
+    Op(
+        "POST /api/v1/patients/{patient_id}/care-requests",
+        body(lambda w, s: PT.format(s.patient_id) + "/care-requests", lambda w, s: {"note": "矩阵"}),
+        a="gp gp2 spec spec2 iadm",
+        note="any care institution may ask; asking grants nothing until the patient approves",
+    ),
+    Op(
+        "GET /api/v1/patients/{patient_id}/care-requests",
+        get(lambda w, s: PT.format(s.patient_id) + "/care-requests"),
+        a="pat",
+        b="",
+    ),
+    Op(
+        "GET /api/v1/patients/{patient_id}/care-relationships",
+        get(lambda w, s: PT.format(s.patient_id) + "/care-relationships"),
+        a="pat",
+        b="",
+    ),
     # --- records over FHIR ---------------------------------------------------------------
     Op(
         "GET /fhir/{rtype}",
@@ -882,8 +917,19 @@ OPERATIONS: list[Op] = [
             lambda w, s: "/api/v1/patients",
             lambda w, s: {"resident_id": _resident(s), "name": _name(s)},
         ),
-        note="registering a resident (id + name) starts a care relationship: see docs/security.md, residual risks",
+        note="registering a resident (id + the registered name) links the desk's numbers and "
+        "grants no reading (tests/identity/test_care.py)",
         a="gp gp2 spec spec2 ph ph2 iadm",
+    ),
+    Op(
+        "POST /api/v1/care-requests/{request_id}/decision",
+        body(
+            lambda w, s: f"/api/v1/care-requests/{s.care_request_id}/decision",
+            lambda w, s: {"approve": False},
+        ),
+        a="pat",
+        b="",
+        note="only the patient answers; another's request answers like none (404)",
     ),
     Op(
         "POST /fhir",
