@@ -33,6 +33,9 @@ from typing import Any
 import aiohttp
 import socketio
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.care import present
+
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLE = ROOT / "tests" / "records" / "fixtures" / "snbdh_transaction.json"
 PASSWORD = "Yihao@2026"
@@ -64,6 +67,7 @@ async def _prepare(base: str) -> dict[str, Any]:
             body = await response.json()
             assert response.status == 200, body
         patient = int(body["entry"][0]["response"]["location"].split("/")[1])
+        await present(http, base, "gp_zhang", "370202196005010115", "周国强")
         async with http.get(f"{base}/api/v1/institutions?kind=tertiary", headers=gp_h) as r:
             qdsl = next(i["id"] for i in (await r.json())["items"] if i["code"] == "QDSL")
         now = datetime.now(UTC)

@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import aiohttp
 from aiohttp import web
 
+from bench.care import present
 from bench.child import beside_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -141,6 +142,7 @@ async def prepare(base: str, count: int) -> list[dict[str, Any]]:
             body = await response.json()
             assert response.status == 200, body
         patient = int(body["entry"][0]["response"]["location"].split("/")[1])
+        await present(http, base, "gp_zhang", "370202196005010115", "周国强")
         async with http.get(f"{base}api/v1/institutions?kind=tertiary", headers=gp_h) as r:
             qdsl = next(i["id"] for i in (await r.json())["items"] if i["code"] == "QDSL")
         consults = []

@@ -39,6 +39,9 @@ from typing import Any
 import aiohttp
 import socketio
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.care import present
+
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "Yihao@2026"
 RESIDENT_ID = "370202196005010115"
@@ -190,6 +193,7 @@ async def setup(client: Client, pharmacies: int) -> tuple[int, list[tuple[int, s
     status, bundle = await client.call("POST", "/fhir", "gp_zhang", record_bundle())
     assert status == 200, bundle
     patient_id = int(bundle["entry"][0]["response"]["location"].split("/")[1])
+    await present(client.http, client.url, "gp_zhang", RESIDENT_ID, "周国强")
     staff = [("HCYF", "pharmacist_chen"), ("TATYF", "pharmacist_zhou")]
     for n in range(len(staff), pharmacies):
         code, username = f"BENCHPH{n}", f"pharmacist_b{n}"

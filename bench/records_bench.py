@@ -159,6 +159,11 @@ async def run(database_url: str, data_dir: Path, resources: int, iterations: int
             user_id=doctor.id, role="specialist", session_id="bench",
             institution_id=doctor.institution.id if doctor.institution else None,
         )  # fmt: skip
+        async with services.db.transaction() as tx:  # the patient was seen there in person
+            assert doctor.institution is not None
+            await services.access.record_encounter(
+                tx, patient_id=patient_id, institution_id=doctor.institution.id, reason="presence"
+            )
         engine = services.db.engine
         stored = await services.records.everything(requester, patient_id, count=100000, offset=0)
 

@@ -14,7 +14,7 @@ from server.core.events import StreamEvent, StreamHead
 from server.core.leases import JobLease
 from server.core.nodes import ClusterNode
 from server.core.signing import PractitionerKey
-from server.identity.care import CareRequest, PresenceCode
+from server.identity.care import CareRequest, EmergencyReview, PresenceCode
 from server.identity.models import (
     AuthSession,
     Department,
@@ -61,6 +61,7 @@ __all__ = [
     "Dispensation",
     "Drug",
     "DrugInteraction",
+    "EmergencyReview",
     "Holiday",
     "InboxItem",
     "Institution",

@@ -13,7 +13,12 @@ A care relationship (``server.core.access``) is earned by:
   patient approves or declines in the app; a request lapses after
   ``CARE_REQUEST_TTL_HOURS``;
 - real encounters recorded by other capabilities (a visit the patient booked, a
-  referral's arrival) and break-the-glass, reviewed (``server.core.access``).
+  referral's arrival).
+
+Break-the-glass reads (``server.core.access``, reason ``emergency``) earn no
+relationship; each is listed for review by the clinician's institution
+administrator or a platform administrator (``GET /api/v1/emergency-accesses``),
+who records a verdict; the review reaches the patient's access log.
 
 The patient sees every active relationship, its reason and when it ends
 (``GET /api/v1/patients/{id}/care-relationships``).
@@ -26,13 +31,13 @@ import hmac
 import secrets
 from datetime import datetime, timedelta
 
-from sqlalchemy import ForeignKey, Index, Integer, String, delete, select, update
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from server.config import Settings
 from server.core.access import AccessService
-from server.core.audit import AuditLog
+from server.core.audit import AuditEvent, AuditLog
 from server.core.auth import Requester
 from server.core.db import Base, Database, UTCDateTime, utcnow
 from server.core.errors import Forbidden, NotFound, ValidationFailed
@@ -76,6 +81,18 @@ class CareRequest(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class EmergencyReview(Base):
+    """An administrator's verdict on one break-the-glass read (the audit entry's seq)."""
+
+    __tablename__ = "emergency_reviews"
+
+    audit_seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    verdict: Mapped[str] = mapped_column(String(16), nullable=False)
+    note: Mapped[str] = mapped_column(String(500), nullable=False)
+    reviewer_id: Mapped[int] = mapped_column(ForeignKey("users.id"), nullable=False)
+    reviewed_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
 
 
 def _code_hash(patient_id: int, code: str) -> str:
@@ -318,7 +335,128 @@ class CareService:
             ]
         )
 
+    # --- break-the-glass review ----------------------------------------------------
+
+    async def list_emergencies(
+        self, requester: Requester, query: schemas.EmergencyQuery
+    ) -> schemas.EmergencyAccessList:
+        """Break-the-glass reads for review: an institution's own clinicians', or all."""
+        institution_id = self._check_reviewer(requester)
+        return schemas.EmergencyAccessList(
+            items=await self._emergencies(institution_id, query.status, query.limit)
+        )
+
+    async def _emergencies(
+        self, institution_id: int | None, status: str, limit: int, seq: int | None = None
+    ) -> list[schemas.EmergencyAccessOut]:
+        stmt = (
+            select(AuditEvent, User, EmergencyReview)
+            .join(User, User.id == AuditEvent.actor_user_id)
+            .outerjoin(EmergencyReview, EmergencyReview.audit_seq == AuditEvent.seq)
+            .where(
+                AuditEvent.action == "record.access",
+                AuditEvent.reason == "emergency",
+                AuditEvent.outcome == "success",
+            )
+        )
+        if institution_id is not None:
+            stmt = stmt.where(User.institution_id == institution_id)
+        if seq is not None:
+            stmt = stmt.where(AuditEvent.seq == seq)
+        if status == "pending":
+            stmt = stmt.where(EmergencyReview.audit_seq.is_(None))
+        elif status == "reviewed":
+            stmt = stmt.where(EmergencyReview.audit_seq.is_not(None))
+        async with self.db.read() as session:
+            rows = (await session.execute(stmt.order_by(AuditEvent.seq.desc()).limit(limit))).all()
+            names = await self._institutions(
+                session, [u.institution_id for _, u, _ in rows if u.institution_id]
+            )
+            reviewer_ids = [r.reviewer_id for _, _, r in rows if r is not None]
+            reviewers: dict[int, str | None] = {
+                uid: name
+                for uid, name in await session.execute(
+                    select(User.id, User.name).where(User.id.in_(reviewer_ids))
+                )
+            }
+        return [
+            schemas.EmergencyAccessOut(
+                seq=event.seq,
+                at=event.at,
+                user_id=user.id,
+                user_name=user.name,
+                role=user.role,
+                institution=names.get(user.institution_id or 0),
+                patient_id=event.patient_id,
+                statement=str(event.details.get("statement") or ""),
+                resources=event.resource,
+                review=None
+                if review is None
+                else schemas.EmergencyReviewOut(
+                    verdict=review.verdict,
+                    note=review.note,
+                    reviewer=reviewers.get(review.reviewer_id),
+                    reviewed_at=review.reviewed_at,
+                ),
+            )
+            for event, user, review in rows
+        ]
+
+    async def review_emergency(
+        self, requester: Requester, seq: int, data: schemas.EmergencyReviewSet
+    ) -> schemas.EmergencyAccessOut:
+        institution_id = self._check_reviewer(requester)
+        async with self.db.transaction() as tx:
+            found = (
+                await tx.session.execute(
+                    select(AuditEvent, User)
+                    .join(User, User.id == AuditEvent.actor_user_id)
+                    .where(
+                        AuditEvent.seq == seq,
+                        AuditEvent.action == "record.access",
+                        AuditEvent.reason == "emergency",
+                        AuditEvent.outcome == "success",
+                    )
+                )
+            ).first()
+            if found is None or (
+                institution_id is not None and found[1].institution_id != institution_id
+            ):
+                raise NotFound(f"no emergency access {seq}", code="emergency_access_not_found")
+            if await tx.session.get(EmergencyReview, seq) is not None:
+                raise ValidationFailed.field(
+                    "verdict", "this access was reviewed already", code="already_reviewed"
+                )
+            tx.session.add(
+                EmergencyReview(
+                    audit_seq=seq,
+                    verdict=data.verdict,
+                    note=data.note,
+                    reviewer_id=requester.user_id,
+                    reviewed_at=utcnow(),
+                )
+            )
+            await self.audit.record(
+                tx.session,
+                "emergency.review",
+                actor=requester,
+                patient_id=found[0].patient_id,
+                resource=f"AuditEvent/{seq}",
+                reason=data.verdict,
+                details={"note": data.note, "clinician_id": found[1].id},
+            )
+        return (await self._emergencies(institution_id, "reviewed", 1, seq=seq))[0]
+
     # --- helpers -------------------------------------------------------------------
+
+    @staticmethod
+    def _check_reviewer(requester: Requester) -> int | None:
+        """The institution whose clinicians' emergencies the reviewer sees (None: all)."""
+        if requester.role == "platform_admin":
+            return None
+        if requester.role == "institution_admin" and requester.institution_id is not None:
+            return requester.institution_id
+        raise Forbidden("institution and platform administrators review emergency access")
 
     async def _check_desk(self, requester: Requester) -> int:
         if requester.role not in DESK_ROLES or requester.institution_id is None:

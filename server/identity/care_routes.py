@@ -85,3 +85,29 @@ async def decide_care_request(call: Call) -> schemas.CareRequestOut:
 )
 async def list_care_relationships(call: Call) -> schemas.CareRelationshipList:
     return await services(call).care.list_relationships(call.user, call.path_int("patient_id"))
+
+
+@routes.op(
+    "GET",
+    "/api/v1/emergency-accesses",
+    summary="Break-the-glass reads to review (my institution's clinicians; all for the platform)",
+    query=schemas.EmergencyQuery,
+    response=schemas.EmergencyAccessList,
+    roles={"institution_admin", "platform_admin"},
+    errors=(403,),
+)
+async def list_emergency_accesses(call: Call) -> schemas.EmergencyAccessList:
+    return await services(call).care.list_emergencies(call.user, call.query)
+
+
+@routes.op(
+    "POST",
+    r"/api/v1/emergency-accesses/{seq:\d+}/review",
+    summary="Record the verdict on a break-the-glass read (reaches the patient's access log)",
+    body=schemas.EmergencyReviewSet,
+    response=schemas.EmergencyAccessOut,
+    roles={"institution_admin", "platform_admin"},
+    errors=(403, 404, 422),
+)
+async def review_emergency_access(call: Call) -> schemas.EmergencyAccessOut:
+    return await services(call).care.review_emergency(call.user, call.path_int("seq"), call.body)

@@ -304,3 +304,40 @@ class CareRequestList(BaseModel):
 
 class CareDecision(Strict):
     approve: bool
+
+
+# --- break-the-glass review -------------------------------------------------------------
+
+
+class EmergencyQuery(Strict):
+    status: Literal["pending", "reviewed", "all"] = "pending"
+    limit: int = Field(default=50, ge=1, le=200)
+
+
+class EmergencyReviewSet(Strict):
+    verdict: Literal["justified", "unjustified"]
+    note: str = Field(min_length=2, max_length=500)
+
+
+class EmergencyReviewOut(BaseModel):
+    verdict: Literal["justified", "unjustified"]
+    note: str
+    reviewer: str | None
+    reviewed_at: datetime
+
+
+class EmergencyAccessOut(BaseModel):
+    seq: int = Field(description="the audit entry of the read")
+    at: datetime
+    user_id: int
+    user_name: str | None
+    role: str
+    institution: InstitutionRef | None
+    patient_id: int | None
+    statement: str = Field(description="the clinician's stated emergency")
+    resources: str | None
+    review: EmergencyReviewOut | None
+
+
+class EmergencyAccessList(BaseModel):
+    items: list[EmergencyAccessOut]

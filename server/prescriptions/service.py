@@ -132,9 +132,9 @@ class PrescriptionService:
         prescriber, patient = await self.record.people(requester.user_id, patient_id)
         if prescriber.role not in PRESCRIBER_ROLES or not prescriber.can_prescribe:
             raise Forbidden("you do not hold the prescribing right", code="no_prescribing_right")
-        if patient is None:
-            raise NotFound(f"no patient {patient_id}", code="patient_not_found")
+        # An unknown patient is refused exactly like one the prescriber may not see.
         await self.record.check_access(requester, patient_id, "prescribe")
+        assert patient is not None
         medications = await self.record.medications(patient_id)
         current = await self.catalogue.resolve(
             {code for med in medications for code in med.codes}, [m.label for m in medications]

@@ -391,9 +391,12 @@ class Ingest:
             return None, None
         pid = int(rid)
         if pid not in scope.patients:
-            # Registered here (the sender's own numbers are linked): pushing data about a
-            # resident needs that, and earns no reading of the rest of the record.
-            if not await self.patients.is_linked(tx.session, pid, sender.institution_id):
+            # Registered here under the sender's own numbers, or in its care: pushing data
+            # about a resident needs that, and earns no reading of the rest of the record.
+            if not (
+                await self.patients.is_linked(tx.session, pid, sender.institution_id)
+                or await self.access.has_care(tx.session, pid, sender.institution_id)
+            ):
                 return None, issue(
                     f"{item.path}.resource.{key}",
                     f"patient {pid} is not registered at this institution; send the Patient "

@@ -37,7 +37,7 @@ from server.core.db import Database, Tx, utcnow
 from server.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from server.core.history import entries
 from server.core.leases import Jobs
-from server.identity.models import Department, Institution, Patient, User
+from server.identity.models import Department, Institution, User
 from server.inbox.service import InboxService
 from server.records.service import RecordsService
 from server.referrals import schemas
@@ -266,8 +266,6 @@ class ReferralService:
                 raise ValidationFailed.field(
                     "to_user_id", "not a practitioner of the receiving institution"
                 )
-        if await session.get(Patient, data.patient_id) is None:
-            raise ValidationFailed.field("patient_id", f"no patient {data.patient_id}")
 
     async def _create(
         self,
@@ -280,11 +278,14 @@ class ReferralService:
         async with self.db.read() as session:
             await self._check_create(session, requester, data)
         assert requester.institution_id is not None
+        # An unknown patient is refused like one outside the institution's care.
         if not await self.access.has_care_relationship(data.patient_id, requester.institution_id):
-            raise Forbidden(
+            refused = Forbidden(
                 "your institution has no care relationship with this patient",
                 code="no_care_relationship",
             )
+            refused.patient_id = data.patient_id
+            raise refused
         await self._check_attachments(data.patient_id, data.attachments)
         now = utcnow()
         async with self.db.transaction() as tx:

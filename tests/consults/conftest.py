@@ -68,8 +68,8 @@ async def consult_case(network: Services) -> dict[str, Any]:
     """patient_sun is registered at SNBDH only, which has recorded a problem and a lab result."""
     ids = await _ids(network)
     async with network.db.transaction() as tx:
-        await network.access.add_care_relationship(
-            tx, patient_id=ids["patient"], institution_id=ids["inst_SNBDH"], reason="registered"
+        await network.access.record_encounter(
+            tx, patient_id=ids["patient"], institution_id=ids["inst_SNBDH"], reason="presence"
         )
     stored = []
     for resource in (CONDITION, OBSERVATION):

@@ -250,3 +250,48 @@ async def test_the_access_log_pages_through_everything(api: Api, network: Servic
             break
     assert seen == sorted(seen, reverse=True) and len(seen) == len(set(seen))
     assert len(seen) >= 14
+
+
+async def test_break_the_glass_is_reviewed_and_the_patient_sees_the_verdict(
+    api: Api, network: Services
+) -> None:
+    pid = await sun_id(api)
+    status, body = await api.get(
+        f"/api/v1/patients/{pid}/summary",
+        as_="dr_li",
+        headers={"X-Emergency-Reason": "急诊昏迷，需查过敏史"},
+    )
+    assert (status, body["access_reason"]) == (200, "emergency")
+    assert await record_status(api, pid, "dr_li") == (403, 403)  # no relationship earned
+    # Another institution's administrator does not see QDSL's emergencies; QDSL's does.
+    status, body = await api.get("/api/v1/emergency-accesses", as_="gp_zhang")
+    assert status == 403
+    status, pending = await api.get("/api/v1/emergency-accesses", as_="admin_qdsl")
+    assert status == 200, pending
+    [item] = pending["items"]
+    assert (item["user_name"], item["patient_id"], item["statement"], item["review"]) == (
+        "李明",
+        pid,
+        "急诊昏迷，需查过敏史",
+        None,
+    )
+    status, reviewed = await api.post(
+        f"/api/v1/emergency-accesses/{item['seq']}/review",
+        as_="admin_qdsl",
+        json={"verdict": "justified", "note": "急诊抢救记录已核对"},
+    )
+    assert status == 200, reviewed
+    assert reviewed["review"]["verdict"] == "justified"
+    assert reviewed["review"]["reviewer"] == "高峰"
+    status, again = await api.post(
+        f"/api/v1/emergency-accesses/{item['seq']}/review",
+        as_="admin",
+        json={"verdict": "unjustified", "note": "再审"},
+    )
+    assert (status, again["code"]) == (422, "already_reviewed")
+    status, pending = await api.get("/api/v1/emergency-accesses", as_="admin_qdsl")
+    assert pending["items"] == []
+    status, log = await api.get(f"/api/v1/patients/{pid}/access-log", as_="patient_sun")
+    actions = [(e["action"], e["reason"]) for e in log["items"]]
+    assert ("emergency.review", "justified") in actions
+    assert ("record.summary", "emergency") in actions

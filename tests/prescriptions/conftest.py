@@ -126,8 +126,9 @@ async def ids(services: Services) -> tuple[int, dict[str, int]]:
 async def add_record(services: Services, patient_id: int, institution_id: int) -> None:
     records = services.records
     async with services.db.transaction() as tx:
-        await services.access.add_care_relationship(
-            tx, patient_id=patient_id, institution_id=institution_id, reason="registered"
+        # He was seen in person there (the desk read his presence code).
+        await services.access.record_encounter(
+            tx, patient_id=patient_id, institution_id=institution_id, reason="presence"
         )
         office = await records.add_resource(
             tx, patient_id=patient_id, institution_id=institution_id, resource=encounter("AMB")

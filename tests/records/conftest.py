@@ -73,6 +73,9 @@ async def count_entries(services: Services) -> int:
         return int(await session.scalar(select(func.count()).select_from(RecordEntry)) or 0)
 
 
+ZHOU, ZHOU_RESIDENT_ID = "patient_zhou", "370202196005010115"  # the fixture bundle's patient
+
+
 @pytest.fixture
 async def seeded(network: Services) -> int:
     """How many record entries the demo network's seed stored."""
@@ -81,8 +84,12 @@ async def seeded(network: Services) -> int:
 
 @pytest.fixture
 async def pushed(api: Api, seeded: int, bundle: dict[str, Any]) -> dict[str, Any]:
-    """gp_zhang's clinic (SNBDH) has pushed the visit; returns the response and the patient id."""
+    """gp_zhang's clinic (SNBDH) has pushed the visit of 周国强, who was there in person (his
+    app's presence code at the desk: pushing alone earns no reading); returns the response
+    and the patient id."""
     status, body = await push(api, "gp_zhang", bundle)
     assert status == 200, body
     patient_id = int(body["entry"][0]["response"]["location"].split("/")[1])
+    await api.patient_app(ZHOU_RESIDENT_ID, "周国强", ZHOU)
+    await api.present("gp_zhang", ZHOU)
     return {"response": body, "patient_id": patient_id}

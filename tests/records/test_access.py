@@ -217,7 +217,9 @@ async def test_the_patient_sees_who_accessed_their_record(
         ("李明", "QDSL", "fhir.search", "success", "consent", False),
         ("李明", "QDSL", "record.summary", "success", "consent", False),
     ]
-    assert seen[-1][2:5] == ("record.write", "success", "push")  # the clinic's push
+    # Everything others did about him is there, down to the making of his account.
+    assert ("record.write", "success", "push") in [e[2:5] for e in seen]
+    assert seen[-1][2] == "patient.create"
     assert all(e["at"] and e["ip"] for e in log["items"][:4])
     assert (await api.get(f"/api/v1/patients/{zhao}/access-log", as_="patient_liu"))[0] == 403
     assert (await api.get(f"/api/v1/patients/{zhao}/access-log", as_="dr_li"))[0] == 403

@@ -30,6 +30,13 @@ async def test_merge_moves_links_and_record_then_unmerge_restores(
         json=registration(dup_id, mrn="Q-5"),
     )
     assert status == 201
+    # He was at the hospital's desk in person (no app under the mistyped ID: the desk's
+    # encounter is recorded directly).
+    async with network.db.transaction() as tx:
+        await network.access.record_encounter(
+            tx, patient_id=dup["id"], institution_id=dup["links"][0]["institution"]["id"],
+            reason="presence",
+        )  # fmt: skip
     condition = {
         "resourceType": "Condition",
         "id": "q-cond-1",
@@ -65,7 +72,7 @@ async def test_merge_moves_links_and_record_then_unmerge_restores(
     status, merged = await api.get(f"/api/v1/patients/{original}", as_="dr_li")
     assert {link["number"] for link in merged["links"]} == {"Q-5", "P1001"}
     status, _ = await api.get(f"/api/v1/patients/{dup['id']}", as_="dr_li")
-    assert status == 404  # the duplicate is gone from view
+    assert status == 403  # the duplicate is gone from view (answered like an unknown patient)
 
     status, undone = await api.post(f"/api/v1/patient-merges/{merge['id']}/undo", as_="admin")
     assert status == 200 and undone["unmerged_at"], undone

@@ -19,6 +19,8 @@ async def test_the_synthea_samples_import_cleanly(api: Api, network: Services) -
     sent = [json.loads(f.read_text()) for f in files]
     total = sum(len(b["entry"]) for b in sent)
     summary = await import_files(network, files, "QDSL")
+    async with network.db.read() as session:
+        qdsl = (await network.identity.institution_by_code(session, "QDSL")).id
     assert summary.failed == []
     assert summary.bundles == len(files) == 11
     assert summary.created + summary.updated == total
@@ -28,12 +30,20 @@ async def test_the_synthea_samples_import_cleanly(api: Api, network: Services) -
         e["resource"] for e in sent[0]["entry"] if e["resource"]["resourceType"] == "Patient"
     )
     everything: list[str] = []
-    status, body = await api.get(
-        "/fhir/Patient", as_="dr_li",
-        params={"identifier": f"urn:yihao:institution:QDSL:mrn|{patient['id']}"},
-    )  # fmt: skip
+    query = {"identifier": f"urn:yihao:institution:QDSL:mrn|{patient['id']}"}
+    # Imported is not seen: the hospital's search finds nobody until the patient was there.
+    status, body = await api.get("/fhir/Patient", as_="dr_li", params=query)
+    assert status == 200 and body["total"] == 0, body
+    async with network.db.read() as session:
+        pid = await network.patients.find_by_local_number(session, qdsl, patient["id"], "mrn")
+    assert pid is not None
+    async with network.db.transaction() as tx:  # the desk read the patient's presence code
+        await network.access.record_encounter(
+            tx, patient_id=pid, institution_id=qdsl, reason="presence"
+        )
+    status, body = await api.get("/fhir/Patient", as_="dr_li", params=query)
     assert status == 200 and body["total"] == 1, body
-    pid = body["entry"][0]["resource"]["id"]
+    assert body["entry"][0]["resource"]["id"] == str(pid)
     url, params = f"/fhir/Patient/{pid}/$everything", {"_count": "200"}
     while True:
         status, page = await api.get(url, as_="dr_li", params=params)

@@ -52,6 +52,7 @@ async def test_timeline_across_institutions_with_filters(
         json={"resident_id": "370202196005010115", "name": "周国强"},
     )
     assert status == 201
+    await api.present("dr_li", "patient_zhou")
     status, body = await push(
         api,
         "dr_li",

@@ -311,7 +311,9 @@ OPERATIONS: list[Op] = [
     ),
     Op(
         "POST /api/v1/patients/{patient_id}/care-requests",
-        body(lambda w, s: PT.format(s.patient_id) + "/care-requests", lambda w, s: {"note": "矩阵"}),
+        body(
+            lambda w, s: PT.format(s.patient_id) + "/care-requests", lambda w, s: {"note": "矩阵"}
+        ),
         a="gp gp2 spec spec2 iadm",
         note="any care institution may ask; asking grants nothing until the patient approves",
     ),
@@ -326,6 +328,22 @@ OPERATIONS: list[Op] = [
         get(lambda w, s: PT.format(s.patient_id) + "/care-relationships"),
         a="pat",
         b="",
+    ),
+    Op(
+        "GET /api/v1/emergency-accesses",
+        get(lambda w, s: "/api/v1/emergency-accesses?status=all"),
+        a="iadm padm",
+        note="an institution admin sees only their own clinicians' break-the-glass reads",
+    ),
+    Op(
+        "POST /api/v1/emergency-accesses/{seq}/review",
+        body(
+            lambda w, s: "/api/v1/emergency-accesses/1/review",
+            lambda w, s: {"verdict": "justified", "note": "矩阵"},
+        ),
+        a="",
+        note="audit entry 1 is no emergency read: not found for the reviewers, refused to the rest "
+        "(the review itself: tests/identity/test_care.py)",
     ),
     # --- records over FHIR ---------------------------------------------------------------
     Op(

@@ -28,7 +28,7 @@ from server.core.api import SERVICES
 from server.core.audit import AuditEvent
 from server.seed import DEMO_PASSWORD, PATIENTS, seed_demo
 from tests.helpers import Api, SocketClient
-from tests.security.matrix import OPERATIONS, PERSONAS, SIDES, Op, by_key
+from tests.security.matrix import OPERATIONS, PERSONAS, SIDES, SIGNED_IN, Op, by_key
 from tests.security.world import World, build_world, expired_token, try_connect
 
 DENIED = {401, 403, 404}
@@ -215,6 +215,7 @@ async def test_authorization_matrix(aiohttp_client: Any, matrix_app: web.Applica
         runner = Runner(api, world, sockets)
         await runner.setup()
         cases = await runner.run()
+        earned = await registering_earns_nothing(api, world)
     finally:
         for sock in sockets.values():
             await sock.close()
@@ -237,6 +238,32 @@ async def test_authorization_matrix(aiohttp_client: Any, matrix_app: web.Applica
         for c in failures
     )
     assert not failures, f"{len(failures)} of {len(cases)} matrix cases failed:\n{report}"
+    print(f"register-to-read: {len(earned)} reads after every persona registered both patients")
+    wrong = [line for line in earned if line.startswith("WRONG")]
+    assert not wrong, "\n".join(wrong)
+
+
+async def registering_earns_nothing(api: Api, world: World) -> list[str]:
+    """After the matrix, every signed-in persona has registered both sides' patients (the
+    ``POST /api/v1/patients`` entry) and both clinics pushed visits (``POST /fhir``): the
+    record must still open to exactly the personas the summary entry allows."""
+    summary = by_key()["GET /api/v1/patients/{patient_id}/summary"]
+    lines = []
+    for side in SIDES:
+        patient_id = world.side(side).patient_id
+        for persona in SIGNED_IN:
+            username = PERSONAS[persona]
+            assert username is not None
+            api.tokens.pop(username, None)  # a fresh login: the matrix ended some sessions
+            for path in (
+                f"/api/v1/patients/{patient_id}/summary",
+                f"/fhir/Patient/{patient_id}/$everything",
+            ):
+                status, _ = await api.get(path, as_=username)
+                allowed = persona in summary.allowed(side)
+                ok = status == 200 if allowed else status in (403, 404)
+                lines.append(f"{'ok' if ok else 'WRONG'} [{side}] {persona} {path}: {status}")
+    return lines
 
 
 def print_observed(cases: list[Case]) -> None:

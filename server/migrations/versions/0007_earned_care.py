@@ -1,4 +1,4 @@
-"""earned care relationships: last encounter, presence codes, care requests
+"""earned care relationships: last encounter, presence codes, care requests, emergency reviews
 
 Revision ID: 0007
 Revises: 0006
@@ -72,9 +72,22 @@ def upgrade() -> None:
         batch_op.create_index(
             "ix_care_requests_patient_status", ["patient_id", "status"], unique=False
         )
+    op.create_table(
+        "emergency_reviews",
+        sa.Column("audit_seq", sa.BigInteger(), autoincrement=False, nullable=False),
+        sa.Column("verdict", sa.String(length=16), nullable=False),
+        sa.Column("note", sa.String(length=500), nullable=False),
+        sa.Column("reviewer_id", sa.Integer(), nullable=False),
+        sa.Column("reviewed_at", server.core.db.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["reviewer_id"], ["users.id"], name=op.f("fk_emergency_reviews_reviewer_id_users")
+        ),
+        sa.PrimaryKeyConstraint("audit_seq", name=op.f("pk_emergency_reviews")),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("emergency_reviews")
     with op.batch_alter_table("care_requests", schema=None) as batch_op:
         batch_op.drop_index("ix_care_requests_patient_status")
     op.drop_table("care_requests")
