@@ -50,7 +50,7 @@ from server.identity.models import Patient
 
 # Roles that read clinical records for care. Administrators manage the network
 # and push data for their institution, but do not read patients' records.
-CARE_ROLES = frozenset({"specialist", "gp", "nurse", "pharmacist"})
+CARE_ROLES = frozenset({"specialist", "gp", "nurse"})
 EMERGENCY_ROLES = frozenset({"specialist", "gp", "nurse"})
 SENSITIVE_CATEGORIES = ("mental_health", "reproductive_health", "hiv", "substance_use", "genetic")
 REASONS = ("self", "care_relationship", "consult", "referral", "consent", "emergency")

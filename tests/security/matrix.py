@@ -347,30 +347,33 @@ OPERATIONS: list[Op] = [
     Op(
         "GET /api/v1/referrals",
         get(lambda w, s: "/api/v1/referrals?box=sent"),
-        a="pat gp gp2 spec spec2 iadm",
+        note="clinicians and patients; administrators and pharmacists never list clinical text",
+        a="pat gp gp2 spec spec2",
     ),
     Op(
         "GET /api/v1/referrals/{referral_id}",
         get(lambda w, s: R.format(s.referral_id)),
-        a="pat gp spec iadm",
+        note="reason, working diagnosis, summary: not for the receiving hospital's admin",
+        a="pat gp spec",
         b="gp2 spec2",
     ),
     # --- consults ------------------------------------------------------------------------
     Op(
         "GET /api/v1/consults",
         get(lambda w, s: "/api/v1/consults"),
-        a="pat gp gp2 spec spec2 ph ph2 iadm",
+        note="clinicians and patients; administrators and pharmacists are refused (403)",
+        a="pat gp gp2 spec spec2",
     ),
     Op(
         "GET /api/v1/consults/{consult_id}",
         get(lambda w, s: C.format(s.consult_id)),
-        a="pat gp spec iadm",
+        a="pat gp spec",
         b="gp2 spec2",
     ),
     Op(
         "GET /api/v1/consults/{consult_id}/history",
         get(lambda w, s: C.format(s.consult_id) + "/history"),
-        a="pat gp spec iadm",
+        a="pat gp spec",
         b="gp2 spec2",
     ),
     Op(
@@ -382,7 +385,7 @@ OPERATIONS: list[Op] = [
     Op(
         "GET /api/v1/consults/{consult_id}/opinion",
         get(lambda w, s: C.format(s.consult_id) + "/opinion"),
-        a="pat gp spec iadm",
+        a="pat gp spec",
         b="gp2 spec2",
     ),
     Op(
@@ -394,7 +397,7 @@ OPERATIONS: list[Op] = [
     Op(
         "GET /api/v1/consults/{consult_id}/recordings",
         get(lambda w, s: C.format(s.consult_id) + "/recordings"),
-        a="pat gp spec iadm",
+        a="pat gp spec",
         b="gp2 spec2",
     ),
     Op(
@@ -603,7 +606,7 @@ OPERATIONS: list[Op] = [
     Op(
         "POST /api/v1/referrals/{referral_id}/accept",
         body(lambda w, s: R.format(s.referral_id) + "/accept", lambda w, s: {}),
-        a="spec iadm",
+        a="spec",
         b="spec2",
     ),
     Op(
@@ -611,19 +614,19 @@ OPERATIONS: list[Op] = [
         body(
             lambda w, s: R.format(s.referral_id) + "/schedule", lambda w, s: {"slot_id": s.slot_id}
         ),
-        a="spec iadm",
+        a="spec",
         b="spec2",
     ),
     Op(
         "POST /api/v1/referrals/{referral_id}/arrive",
         body(lambda w, s: R.format(s.referral_id) + "/arrive", lambda w, s: {}),
-        a="spec iadm",
+        a="spec",
         b="spec2",
     ),
     Op(
         "POST /api/v1/referrals/{referral_id}/complete",
         body(lambda w, s: R.format(s.referral_id) + "/complete", lambda w, s: {}),
-        a="spec iadm",
+        a="spec",
         b="spec2",
     ),
     Op(
@@ -848,7 +851,7 @@ OPERATIONS: list[Op] = [
     Op(
         "POST /api/v1/referrals/{referral_id}/decline",
         body(lambda w, s: R.format(s.referral_id) + "/decline", lambda w, s: {"reason": "矩阵"}),
-        a="spec iadm",
+        a="spec",
         b="spec2",
     ),
     Op(
