@@ -291,7 +291,7 @@ async def measure(args: argparse.Namespace, clients: list[Client]) -> dict[str, 
 
     caught_up: set[int] = set(received)
     for pharmacy_id, sio in sockets:
-        ack = await sio.call("sync", {"positions": {f"institution:{pharmacy_id}": 0}}, timeout=30)
+        ack = await sio.call("sync", {"positions": {f"pharmacy:{pharmacy_id}": 0}}, timeout=30)
         for envelope in ack["data"]["events"]:
             if envelope["op"] == "delivered":
                 caught_up.add(envelope["data"]["prescription"]["id"])

@@ -15,8 +15,8 @@ institution, closed again when the consult ends (closed, declined, cancelled).
 
 Streams: ``consult:<id>`` (participants: life cycle, lobby, chat),
 ``user:<requester>`` (the inviting doctor hears every answer),
-``institution:<invited>`` (new requests, escalations) and ``user:<admin>``
-(escalations).
+``desk:<invited>`` (new requests, escalations, cancellations: the invited
+institution's clinicians) and ``user:<admin>`` (escalations, ids only).
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ from server.core.signing import Signature, Signer
 from server.identity.models import User
 from server.identity.service import AuthService, IdentityService
 from server.media.models import Recording
+from server.realtime.gateway import desk_stream
 from server.records.service import RecordsService
 
 logger = logging.getLogger(__name__)
@@ -209,10 +210,16 @@ class ConsultsService:
             return True
         if requester.role == "patient":
             return requester.patient_id == consult.patient_id
-        return requester.institution_id in (
-            consult.requesting_institution_id,
-            consult.invited_institution_id,
-        ) and requester.role in (CLINICIAN_ROLES | {"institution_admin"})
+        # The desks of both institutions; administrators and pharmacists never see the
+        # case summary, the question or the opinion.
+        return (
+            requester.institution_id
+            in (
+                consult.requesting_institution_id,
+                consult.invited_institution_id,
+            )
+            and requester.role in CLINICIAN_ROLES
+        )
 
     async def get_consult(self, requester: Requester, consult_id: int) -> schemas.ConsultOut:
         async with self.db.read() as session:
@@ -228,7 +235,7 @@ class ConsultsService:
         query = select(Consult).order_by(Consult.id.desc()).limit(200)
         if requester.role == "patient":
             query = query.where(Consult.patient_id == requester.patient_id)
-        elif requester.institution_id is not None:
+        elif requester.role in CLINICIAN_ROLES and requester.institution_id is not None:
             query = query.where(
                 or_(
                     Consult.requesting_institution_id == requester.institution_id,
@@ -236,7 +243,10 @@ class ConsultsService:
                 )
             )
         else:
-            raise Forbidden("consults are seen by the institutions taking part")
+            raise Forbidden(
+                "consults are seen by the clinicians of the institutions taking part",
+                code="not_a_clinician",
+            )
         if status:
             query = query.where(Consult.status == status)
         async with self.db.read() as session:
@@ -306,7 +316,7 @@ class ConsultsService:
         data = {"consult_id": consult.id, "status": consult.status, **extra}
         streams = [consult_stream(consult.id), f"user:{consult.requester_id}"]
         if op in ("requested", "escalated", "cancelled"):
-            streams.append(f"institution:{consult.invited_institution_id}")
+            streams.append(desk_stream(consult.invited_institution_id))
         for stream in streams:
             await self.events.append(tx, stream, "consult", op, data)
 

@@ -1,8 +1,8 @@
 """The realtime inbox: notifications per user and per institution desk, with read state.
 
 An inbox is a core stream (:mod:`server.core.events`): ``user:<id>`` for a
-person, ``institution:<id>`` for an institution's desk, which every
-practitioner of the institution sits in. :meth:`InboxService.notify` is called
+person, ``desk:<id>`` for an institution's clinical desk, which the
+institution's clinicians sit in (not its administrators or pharmacists). :meth:`InboxService.notify` is called
 by other capabilities inside their transaction; it persists one
 :class:`InboxItem` per recipient stream and appends an ``inbox``/``notification``
 event to that stream, pushed after commit and replayed by ``sync`` on
@@ -24,17 +24,13 @@ from server.core.events import Events
 from server.identity.models import User
 from server.inbox import schemas
 from server.inbox.models import InboxItem
-from server.realtime.gateway import base_rooms
+from server.realtime.gateway import base_rooms, desk_stream
 
 EVENT_TYPE = "inbox"
 
 
 def user_stream(user_id: int) -> str:
     return f"user:{user_id}"
-
-
-def desk_stream(institution_id: int) -> str:
-    return f"institution:{institution_id}"
 
 
 def item_out(item: InboxItem) -> schemas.InboxItemOut:

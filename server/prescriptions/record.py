@@ -5,13 +5,15 @@ record: conditions and the visits they were diagnosed in, allergies, current
 medication) and about people and places (the patient's age and guardian, the
 prescriber's right, whether an institution is a pharmacy) comes through here,
 so the rules read plain values and the wiring to other capabilities is in one
-file.
+file. So do the few facts a pharmacist needs to review and dispense
+(:meth:`PatientRecord.dispensing_facts`): read through the records service's
+trusted API for that one job, never as an access to the record.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -20,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.core.auth import Requester
 from server.core.db import Database
 from server.identity.models import Institution, Patient, User
+from server.prescriptions import schemas
 
 if TYPE_CHECKING:
     from server.core.access import AccessService
@@ -29,6 +32,22 @@ if TYPE_CHECKING:
 ONLINE_ENCOUNTER_CLASSES = frozenset({"VR"})
 INACTIVE_CLINICAL = frozenset({"inactive", "resolved", "remission"})
 REFUTED = frozenset({"refuted", "entered-in-error"})
+WEIGHT_LOINC = "29463-7"  # Body weight
+# UCUM codes (and the plain units some systems send) to kilograms.
+KG_PER_UNIT = {"kg": 1.0, "g": 0.001, "[lb_av]": 0.45359237, "lb": 0.45359237}
+NOT_A_MEASUREMENT = frozenset({"entered-in-error", "cancelled"})
+CHINA = timezone(timedelta(hours=8))
+
+
+def mask_resident_id(resident_id: str) -> str:
+    """``3702**********0267``: enough to match the person at the counter, not the number."""
+    return resident_id[:4] + "*" * max(len(resident_id) - 8, 0) + resident_id[-4:]
+
+
+def age_on(birth_date: date, today: date) -> int:
+    """Full years of age on ``today``."""
+    before_birthday = (today.month, today.day) < (birth_date.month, birth_date.day)
+    return today.year - birth_date.year - before_birthday
 
 
 @dataclass(frozen=True)
@@ -147,6 +166,55 @@ class PatientRecord:
                 Allergy(tokens=frozenset(t.lower() for t in tokens), label=_label(concept))
             )
         return found
+
+    async def latest_weight(self, patient_id: int) -> tuple[float, str | None] | None:
+        """The newest body-weight Observation in kg, with its date; None when none is usable."""
+        for resource in await self.records.resources(patient_id, "Observation", code=WEIGHT_LOINC):
+            if resource.get("status") in NOT_A_MEASUREMENT:
+                continue
+            quantity = resource.get("valueQuantity") or {}
+            value = quantity.get("value")
+            factor = KG_PER_UNIT.get(quantity.get("code") or quantity.get("unit") or "")
+            if factor is None or isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            at = resource.get("effectiveDateTime")
+            return round(value * factor, 1), at if isinstance(at, str) else None
+        return None
+
+    async def dispensing_facts(
+        self, patient_id: int, prescriber_id: int
+    ) -> tuple[schemas.PatientView, schemas.PrescriberView]:
+        """What the pharmacy sees of the patient and the prescriber: age (not the birth
+        date), sex, weight, allergies, a masked resident ID; name, title and institution."""
+        async with self.db.read() as session:
+            patient = await session.get(Patient, patient_id)
+            doctor = await session.get(User, prescriber_id)
+            assert patient is not None and doctor is not None, "a prescription's people exist"
+            institution = (
+                await session.get(Institution, doctor.institution_id)
+                if doctor.institution_id is not None
+                else None
+            )
+        weight = await self.latest_weight(patient_id)
+        allergies = sorted({a.label for a in await self.allergies(patient_id) if a.label})
+        return (
+            schemas.PatientView(
+                name=patient.name,
+                resident_id_masked=mask_resident_id(patient.resident_id),
+                sex=patient.sex,
+                age=age_on(patient.birth_date, datetime.now(CHINA).date()),
+                weight_kg=weight[0] if weight else None,
+                weight_at=weight[1] if weight else None,
+                allergies=allergies,
+            ),
+            schemas.PrescriberView(
+                user_id=doctor.id,
+                name=doctor.name,
+                title=doctor.title,
+                institution_id=doctor.institution_id,
+                institution_name=institution.name if institution else None,
+            ),
+        )
 
     async def medications(self, patient_id: int) -> list[CurrentMedication]:
         found = []

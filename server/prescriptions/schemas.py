@@ -136,7 +136,30 @@ class HistoryEntry(BaseModel):
     details: dict[str, Any]
 
 
+class PatientView(BaseModel):
+    """The patient as the pharmacy sees them: what review and dispensing need, not the record."""
+
+    name: str
+    resident_id_masked: str = Field(description="e.g. 3702**********0267")
+    sex: Literal["male", "female"]
+    age: int = Field(description="full years today (the birth date is not shown)")
+    weight_kg: float | None = Field(description="the latest body weight (LOINC 29463-7)")
+    weight_at: str | None = Field(description="when that weight was measured")
+    allergies: list[str] = Field(description="the record's active allergies and intolerances")
+
+
+class PrescriberView(BaseModel):
+    user_id: int
+    name: str | None
+    title: str | None
+    institution_id: int | None
+    institution_name: str | None
+
+
 class PrescriptionOut(BaseModel):
+    """A prescription. The pharmacy's copy (``patient`` and ``prescriber`` set) carries the
+    resident ID masked, in ``content`` too: check its signature with ``GET …/verify``."""
+
     id: int
     version: int
     status: Status
@@ -153,6 +176,12 @@ class PrescriptionOut(BaseModel):
     dispensation: dict[str, Any] | None
     created_at: datetime
     updated_at: datetime
+    patient: PatientView | None = Field(
+        default=None, description="the pharmacy's view of the patient (pharmacists only)"
+    )
+    prescriber: PrescriberView | None = Field(
+        default=None, description="who signed it (the pharmacy's view)"
+    )
 
 
 class PrescriptionList(BaseModel):

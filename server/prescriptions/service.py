@@ -42,6 +42,7 @@ from server.prescriptions import checks, schemas
 from server.prescriptions.catalogue import Catalogue
 from server.prescriptions.models import Delivery, Dispensation, Prescription, PrescriptionHistory
 from server.prescriptions.record import PatientFacts, PatientRecord
+from server.realtime.gateway import pharmacy_stream
 
 logger = logging.getLogger(__name__)
 
@@ -70,8 +71,9 @@ def user_stream(user_id: int) -> str:
     return f"user:{user_id}"
 
 
-def pharmacy_stream(pharmacy_id: int) -> str:
-    return f"institution:{pharmacy_id}"
+def is_pharmacy(requester: Requester) -> bool:
+    """Pharmacists get the pharmacy's copy of a prescription (see ``_out``)."""
+    return requester.role == "pharmacist"
 
 
 def unacknowledged() -> Select[Any]:
@@ -383,7 +385,7 @@ class PrescriptionService:
         row.pharmacy_id = pharmacy_id
         row.status = "sent"
         row.updated_at = utcnow()
-        out = await self._out(tx.session, row, fresh=True)
+        out = await self._out(tx.session, row, fresh=True, pharmacy=True)
         stream = pharmacy_stream(pharmacy_id)
         envelope = await self.events.append(
             tx, stream, "prescription", "delivered", {"prescription": out.model_dump(mode="json")}
@@ -461,6 +463,10 @@ class PrescriptionService:
                 await session.scalars(
                     unacknowledged()
                     .where(Delivery.created_at <= cutoff)
+                    # Deliveries made before pharmacies had a stream of their own went to the
+                    # institution stream, which administrators sit in: never push those again
+                    # (the pharmacy still has them in its queue and pending list).
+                    .where(Delivery.stream.startswith("pharmacy:"))
                     .order_by(StreamEvent.stream, StreamEvent.seq)
                 )
             )
@@ -491,7 +497,7 @@ class PrescriptionService:
             await self._history(tx, row, requester, data.reason)
             await self._notify_users(tx, row, target, data.reason)
             await self._audit(tx, requester, row, data.decision, data.reason)
-            return await self._out(tx.session, row)
+            return await self._out(tx.session, row, pharmacy=True)
 
     async def dispense(
         self, requester: Requester, prescription_id: int, data: schemas.DispenseRequest
@@ -529,7 +535,7 @@ class PrescriptionService:
             await self._history(tx, row, requester, data.note, {"items": len(data.items)})
             await self._notify_users(tx, row, "dispensed", None)
             await self._audit(tx, requester, row, "dispense", data.note)
-            return await self._out(tx.session, row)
+            return await self._out(tx.session, row, pharmacy=True)
 
     async def cancel(
         self, requester: Requester, prescription_id: int, reason: str
@@ -576,7 +582,7 @@ class PrescriptionService:
             row = await self._load(tx.session, prescription_id)
             self._check_may_see(requester, row)
             await self._audit_read(tx, requester, row)
-            return await self._out(tx.session, row)
+            return await self._out(tx.session, row, pharmacy=is_pharmacy(requester))
 
     async def history(self, requester: Requester, prescription_id: int) -> schemas.HistoryList:
         async with self.db.transaction() as tx:
@@ -652,7 +658,10 @@ class PrescriptionService:
             rows = list(await tx.session.scalars(stmt))
             for row in rows:
                 await self._audit_read(tx, requester, row)
-            return schemas.PrescriptionList(items=[await self._out(tx.session, r) for r in rows])
+            pharmacy = is_pharmacy(requester)
+            return schemas.PrescriptionList(
+                items=[await self._out(tx.session, r, pharmacy=pharmacy) for r in rows]
+            )
 
     # --- helpers ----------------------------------------------------------------------
 
@@ -823,9 +832,30 @@ class PrescriptionService:
             )
 
     async def _out(
-        self, session: AsyncSession, row: Prescription, *, fresh: bool = False
+        self,
+        session: AsyncSession,
+        row: Prescription,
+        *,
+        fresh: bool = False,
+        pharmacy: bool = False,
     ) -> schemas.PrescriptionOut:
-        """``fresh``: a version just signed or delivered (not received, not dispensed)."""
+        """``fresh``: a version just signed or delivered (not received, not dispensed).
+
+        ``pharmacy``: the pharmacy's copy: the facts review and dispensing need (age, sex,
+        weight, allergies, the prescriber) and the resident ID masked, also in ``content``,
+        so a pharmacy never holds the full number nor reads the record.
+        """
+        content = row.content
+        patient_view = prescriber_view = None
+        if pharmacy:
+            patient_view, prescriber_view = await self.record.dispensing_facts(
+                row.patient_id, row.prescriber_id
+            )
+            signed_patient = content.get("patient", {})
+            content = {
+                **content,
+                "patient": {**signed_patient, "resident_id": patient_view.resident_id_masked},
+            }
         received = False
         dispensation = None
         if row.pharmacy_id is not None and not fresh:
@@ -852,7 +882,7 @@ class PrescriptionService:
             prescriber_id=row.prescriber_id,
             institution_id=row.institution_id,
             pharmacy_id=row.pharmacy_id,
-            content=row.content,
+            content=content,
             signature=row.signature,
             findings=[schemas.Finding.model_validate(f) for f in row.findings],
             valid_until=row.valid_until,
@@ -869,6 +899,8 @@ class PrescriptionService:
             },
             created_at=row.created_at,
             updated_at=row.updated_at,
+            patient=patient_view,
+            prescriber=prescriber_view,
         )
 
 

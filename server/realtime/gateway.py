@@ -2,8 +2,9 @@
 
 A client connects with ``auth: {"token": <access token>}``. The gateway
 verifies the token, keeps the requester in the socket's session and places the
-socket in the rooms it is entitled to (``user:<id>``, ``institution:<id>``,
-and whatever capabilities add through room providers). A client never names a
+socket in the rooms it is entitled to (``user:<id>``, ``institution:<id>``, by
+role ``desk:<id>`` or ``pharmacy:<id>``, and whatever capabilities add through
+room providers). A client never names a
 room to join.
 
 Capabilities register their client → server events with :meth:`Gateway.on`:
@@ -28,7 +29,7 @@ from server.config import Settings
 from server.core import context
 from server.core.api import Strict, check_no_nul, validation_failed
 from server.core.audit import AuditLog
-from server.core.auth import Requester
+from server.core.auth import CLINICIAN_ROLES, Requester
 from server.core.errors import (
     BadRequest,
     Forbidden,
@@ -56,10 +57,33 @@ class SyncRequest(Strict):
     positions: dict[str, int]
 
 
+def institution_stream(institution_id: int) -> str:
+    """Administrative events of an institution (departments, members): every member."""
+    return f"institution:{institution_id}"
+
+
+def desk_stream(institution_id: int) -> str:
+    """The clinical desk of an institution (consult and referral work): its clinicians."""
+    return f"desk:{institution_id}"
+
+
+def pharmacy_stream(institution_id: int) -> str:
+    """Prescriptions delivered to a pharmacy: its pharmacists."""
+    return f"pharmacy:{institution_id}"
+
+
 def base_rooms(requester: Requester) -> list[str]:
+    """The streams a user sits in by role. Administrators get the institution stream only:
+    clinical work (consults, referrals, prescriptions) travels on the desk and pharmacy
+    streams, which only the roles whose job it is enter."""
     rooms = [f"user:{requester.user_id}"]
-    if requester.institution_id is not None:
-        rooms.append(f"institution:{requester.institution_id}")
+    institution_id = requester.institution_id
+    if institution_id is not None:
+        rooms.append(institution_stream(institution_id))
+        if requester.role in CLINICIAN_ROLES:
+            rooms.append(desk_stream(institution_id))
+        elif requester.role == "pharmacist":
+            rooms.append(pharmacy_stream(institution_id))
     return rooms
 
 

@@ -113,14 +113,22 @@ class RecordsService:
     # --- trusted reads --------------------------------------------------------
 
     async def resources(
-        self, patient_id: int, resource_type: str, *, status: str | None = None
+        self,
+        patient_id: int,
+        resource_type: str,
+        *,
+        status: str | None = None,
+        code: str | None = None,
     ) -> list[dict[str, Any]]:
-        """The patient's resources of a type (no access check: callers have checked)."""
+        """The patient's resources of a type, newest first (no access check: callers have
+        checked, or need one fact for a job that is not reading the record)."""
         query = select(RecordEntry.resource).where(
             RecordEntry.patient_id == patient_id, RecordEntry.resource_type == resource_type
         )
         if status is not None:
             query = query.where(RecordEntry.status == status)
+        if code is not None:
+            query = query.where(RecordEntry.code == code)
         async with self.db.read() as session:
             rows = await session.scalars(query.order_by(RecordEntry.date.desc(), RecordEntry.id))
             return [dict(r) for r in rows]

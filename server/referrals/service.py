@@ -32,7 +32,7 @@ from sqlalchemy.orm import selectinload
 from server.config import Settings
 from server.core.access import AccessService
 from server.core.audit import AuditLog
-from server.core.auth import Requester
+from server.core.auth import CLINICIAN_ROLES, Requester
 from server.core.db import Database, Tx, utcnow
 from server.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from server.core.history import entries
@@ -43,11 +43,15 @@ from server.records.service import RecordsService
 from server.referrals import schemas
 from server.referrals.models import Referral, ReferralHistory
 from server.scheduling.models import Appointment
-from server.scheduling.service import DESK_ROLES, SchedulingService, load_slot
+from server.scheduling.service import SchedulingService, load_slot
 
 logger = logging.getLogger(__name__)
 
 REFERRING_ROLES = frozenset({"gp", "specialist"})
+# A referral carries the reason, the working diagnosis and the summary: only the
+# clinicians of the two institutions read and answer it, never their administrators
+# (who keep the schedules the referral is booked into) nor pharmacists.
+REFERRAL_DESK_ROLES = CLINICIAN_ROLES
 # Which kinds of institution send and receive in each direction.
 SENDS = {"up": frozenset({"community", "secondary"}), "down": frozenset({"tertiary", "secondary"})}
 RECEIVES = {"up": frozenset({"tertiary", "secondary"}), "down": frozenset({"community"})}
@@ -154,11 +158,11 @@ class ReferralService:
 
     @staticmethod
     def _check_party(requester: Requester, referral: Referral) -> None:
-        """Who sees a referral: the patient, and staff of the sending or receiving institution."""
+        """Who sees a referral: the patient, and clinicians of the sending or receiving institution."""
         if requester.role == "patient":
             allowed = requester.patient_id == referral.patient_id
         else:
-            allowed = requester.role in DESK_ROLES and requester.institution_id in (
+            allowed = requester.role in REFERRAL_DESK_ROLES and requester.institution_id in (
                 referral.from_institution_id,
                 referral.to_institution_id,
             )
@@ -184,7 +188,7 @@ class ReferralService:
         stmt = select(Referral).options(selectinload(Referral.history))
         if requester.role == "patient":
             stmt = stmt.where(Referral.patient_id == requester.patient_id)
-        elif requester.role in DESK_ROLES and requester.institution_id is not None:
+        elif requester.role in REFERRAL_DESK_ROLES and requester.institution_id is not None:
             column = (
                 Referral.to_institution_id
                 if query.box == "received"
@@ -484,7 +488,7 @@ class ReferralService:
             side = (
                 referral.from_institution_id if action == "cancel" else referral.to_institution_id
             )
-            if requester.role not in DESK_ROLES or requester.institution_id != side:
+            if requester.role not in REFERRAL_DESK_ROLES or requester.institution_id != side:
                 raise Forbidden(
                     f"only the {'referring' if action == 'cancel' else 'receiving'} "
                     f"institution may {action} this referral"

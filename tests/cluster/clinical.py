@@ -76,7 +76,7 @@ class Clinic:
 
     @property
     def pharmacy_stream(self) -> str:
-        return f"institution:{self.pharmacy_id}"
+        return f"pharmacy:{self.pharmacy_id}"
 
 
 async def me(http: aiohttp.ClientSession, url: str, token: str) -> dict[str, Any]:

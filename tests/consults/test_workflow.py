@@ -39,7 +39,7 @@ async def test_request_freezes_snapshot_opens_window_and_notifies_invited_side(
     assert consult["status"] == "requested"
     assert consult["consent"]["given_by"] == "guardian"
     event = await dr_li.wait_for(lambda e: e["type"] == "consult" and e["op"] == "requested")
-    assert event["stream"] == f"institution:{consult_case['inst_QDSL']}"
+    assert event["stream"] == f"desk:{consult_case['inst_QDSL']}"
     assert event["data"]["consult_id"] == consult["id"]
 
     async with services.db.read() as session:

@@ -259,7 +259,7 @@ def test_consult_from_request_to_prescription(
     pharmacy: Page = new_page()
     sign_in(pharmacy, "pharmacist_chen")
     hcyf = next(i for i in _institutions(server) if i["code"] == "HCYF")
-    desk = f".inbox-item[data-stream='institution:{hcyf['id']}']"
+    desk = f".inbox-item[data-stream='pharmacy:{hcyf['id']}']"
     seqs = pharmacy.eval_on_selector_all(desk, "items => items.map(i => Number(i.dataset.seq))")
     last_seq = max(seqs, default=0)
     specialist.get_by_test_id("side-rx").click()

@@ -34,7 +34,7 @@ async def test_notifications_reach_the_person_and_the_desk_only(
         assert event["op"] == "notification"
         assert event["data"]["kind"] == "test.hello"
         assert event["data"]["read"] is False
-    assert (await dr_li.wait_for(lambda e: e["type"] == "inbox"))["stream"] == f"institution:{qdsl}"
+    assert (await dr_li.wait_for(lambda e: e["type"] == "inbox"))["stream"] == f"desk:{qdsl}"
     await dr_zhao.sync()
     assert inbox_events(dr_zhao) == []
 
@@ -44,7 +44,7 @@ async def test_notifications_reach_the_person_and_the_desk_only(
     [item] = box["items"]
     assert (item["kind"], item["stream"], item["read"]) == (
         "test.hello",
-        f"institution:{qdsl}",
+        f"desk:{qdsl}",
         False,
     )
     assert item["seq"] == (await dr_li.wait_for(lambda e: e["type"] == "inbox"))["seq"]
@@ -78,7 +78,7 @@ async def test_marking_someone_elses_items_changes_nothing(api: Api, network: Se
 async def test_an_offline_desk_catches_up_on_reconnect(api: Api, network: Services) -> None:
     net = await network_ids(network)
     qdsl = net.institutions["QDSL"]
-    stream = f"institution:{qdsl}"
+    stream = f"desk:{qdsl}"
     first = await api.socket("dr_li")
     await _notify(network, kind="n", title="one", institutions=[qdsl])
     await first.wait_for(lambda e: e["type"] == "inbox")

@@ -39,7 +39,7 @@ async def test_offline_pharmacy_catches_up_in_order(api: Api, world: World) -> N
     assert status == 200 and delivered_ids(pending["items"]) == ids
 
     pharmacy = await api.socket("pharmacist_chen")
-    stream = f"institution:{world.hcyf}"
+    stream = f"pharmacy:{world.hcyf}"
     ack = await pharmacy.call("sync", {"positions": {stream: 0}})
     assert ack["ok"], ack
     events = [e for e in ack["data"]["events"] if e["stream"] == stream]

@@ -138,7 +138,7 @@ async def test_the_sweeper_expires_without_anyone_asking(
     other = Api(swept)
     try:
         pharmacy = await other.socket("pharmacist_chen")
-        pharmacy.positions[f"institution:{world.hcyf}"] = 0  # the sweep may come first
+        pharmacy.positions[f"pharmacy:{world.hcyf}"] = 0  # the sweep may come first
         await pharmacy.sync()
         await pharmacy.wait_for(lambda e: e["op"] == "expired")
         assert await status_of(world, rx["id"]) == "expired"

@@ -36,11 +36,21 @@ async def test_connection_without_a_valid_token_is_refused(api: Api, network: Se
 
 
 async def test_sockets_sit_in_their_user_and_institution_rooms(api: Api, network: Services) -> None:
-    sock = await api.socket("dr_li")
-    ack = await sock.sync()
-    heads = ack["data"]["heads"]
-    me = (await api.get("/api/v1/me", as_="dr_li"))[1]
-    assert set(heads) == {f"user:{me['id']}", f"institution:{me['institution']['id']}"}
+    # By role: clinicians also sit in their desk, pharmacists in their pharmacy's stream,
+    # administrators in the institution stream only.
+    for username, extra in (
+        ("dr_li", "desk"),
+        ("pharmacist_chen", "pharmacy"),
+        ("admin_qdsl", None),
+    ):
+        sock = await api.socket(username)
+        heads = (await sock.sync())["data"]["heads"]
+        me = (await api.get("/api/v1/me", as_=username))[1]
+        institution = me["institution"]["id"]
+        expected = {f"user:{me['id']}", f"institution:{institution}"}
+        if extra:
+            expected.add(f"{extra}:{institution}")
+        assert set(heads) == expected, username
     patient = await api.socket("patient_wang")
     patient_heads = (await patient.sync())["data"]["heads"]
     assert list(patient_heads) == [

@@ -70,7 +70,9 @@ async def test_access_matrix(
         await set_consent(api, zhao, INSTITUTION_OF[persona], granted=True)
     status, body = await summary_status(api, zhao, persona)
     fhir_status, _ = await api.get(f"/fhir/Patient/{zhao}/$everything", as_=persona)
-    if persona in ("admin_qdsl", "pharmacist_chen"):  # they do not read records
+    if persona in ("admin_qdsl", "pharmacist_chen"):
+        # Administrators manage and pharmacists dispense (from the pharmacy's view of a
+        # prescription): neither reads records, whatever the relationship or consent.
         expected, reason = 403, None
     elif own:
         expected, reason = 200, "care_relationship"

@@ -95,7 +95,7 @@ async def test_up_then_down_flow_notifies_the_right_people_only(
     for name in ("dr_li", "nurse_he", "patient_sun"):
         await socks[name].wait_for(lambda e: e["type"] == "inbox")
     desk_event = inbox_events(socks["dr_li"], "referral.requested")[0]
-    assert desk_event["stream"] == f"institution:{net.institutions['QDSL']}"
+    assert desk_event["stream"] == f"desk:{net.institutions['QDSL']}"
     [window] = await _windows(network, rid)
     assert (window.institution_id, window.closed_at) == (net.institutions["QDSL"], None)
     dr_li = Requester(

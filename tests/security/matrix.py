@@ -400,30 +400,33 @@ OPERATIONS: list[Op] = [
     Op(
         "GET /api/v1/referrals",
         get(lambda w, s: "/api/v1/referrals?box=sent"),
-        a="pat gp gp2 spec spec2 iadm",
+        note="clinicians and patients; administrators and pharmacists never list clinical text",
+        a="pat gp gp2 spec spec2",
     ),
     Op(
         "GET /api/v1/referrals/{referral_id}",
         get(lambda w, s: R.format(s.referral_id)),
-        a="pat gp spec iadm",
+        note="reason, working diagnosis, summary: not for the receiving hospital's admin",
+        a="pat gp spec",
         b="gp2 spec2",
     ),
     # --- consults ------------------------------------------------------------------------
     Op(
         "GET /api/v1/consults",
         get(lambda w, s: "/api/v1/consults"),
-        a="pat gp gp2 spec spec2 ph ph2 iadm",
+        note="clinicians and patients; administrators and pharmacists are refused (403)",
+        a="pat gp gp2 spec spec2",
     ),
     Op(
         "GET /api/v1/consults/{consult_id}",
         get(lambda w, s: C.format(s.consult_id)),
-        a="pat gp spec iadm",
+        a="pat gp spec",
         b="gp2 spec2",
     ),
     Op(
         "GET /api/v1/consults/{consult_id}/history",
         get(lambda w, s: C.format(s.consult_id) + "/history"),
-        a="pat gp spec iadm",
+        a="pat gp spec",
         b="gp2 spec2",
     ),
     Op(
@@ -435,7 +438,7 @@ OPERATIONS: list[Op] = [
     Op(
         "GET /api/v1/consults/{consult_id}/opinion",
         get(lambda w, s: C.format(s.consult_id) + "/opinion"),
-        a="pat gp spec iadm",
+        a="pat gp spec",
         b="gp2 spec2",
     ),
     Op(
@@ -447,7 +450,7 @@ OPERATIONS: list[Op] = [
     Op(
         "GET /api/v1/consults/{consult_id}/recordings",
         get(lambda w, s: C.format(s.consult_id) + "/recordings"),
-        a="pat gp spec iadm",
+        a="pat gp spec",
         b="gp2 spec2",
     ),
     Op(
@@ -656,7 +659,7 @@ OPERATIONS: list[Op] = [
     Op(
         "POST /api/v1/referrals/{referral_id}/accept",
         body(lambda w, s: R.format(s.referral_id) + "/accept", lambda w, s: {}),
-        a="spec iadm",
+        a="spec",
         b="spec2",
     ),
     Op(
@@ -664,19 +667,19 @@ OPERATIONS: list[Op] = [
         body(
             lambda w, s: R.format(s.referral_id) + "/schedule", lambda w, s: {"slot_id": s.slot_id}
         ),
-        a="spec iadm",
+        a="spec",
         b="spec2",
     ),
     Op(
         "POST /api/v1/referrals/{referral_id}/arrive",
         body(lambda w, s: R.format(s.referral_id) + "/arrive", lambda w, s: {}),
-        a="spec iadm",
+        a="spec",
         b="spec2",
     ),
     Op(
         "POST /api/v1/referrals/{referral_id}/complete",
         body(lambda w, s: R.format(s.referral_id) + "/complete", lambda w, s: {}),
-        a="spec iadm",
+        a="spec",
         b="spec2",
     ),
     Op(
@@ -901,7 +904,7 @@ OPERATIONS: list[Op] = [
     Op(
         "POST /api/v1/referrals/{referral_id}/decline",
         body(lambda w, s: R.format(s.referral_id) + "/decline", lambda w, s: {"reason": "矩阵"}),
-        a="spec iadm",
+        a="spec",
         b="spec2",
     ),
     Op(

@@ -38,6 +38,25 @@ export interface RxContent {
   override_reason: string | null;
 }
 
+/** The patient as the pharmacy sees them (the pharmacy's copy only): no record, no birth date. */
+export interface RxPatientView {
+  name: string;
+  resident_id_masked: string;
+  sex: "male" | "female";
+  age: number;
+  weight_kg: number | null;
+  weight_at: string | null;
+  allergies: string[];
+}
+
+export interface RxPrescriberView {
+  user_id: number;
+  name: string | null;
+  title: string | null;
+  institution_id: number | null;
+  institution_name: string | null;
+}
+
 export interface Prescription {
   id: number;
   version: number;
@@ -54,6 +73,9 @@ export interface Prescription {
   dispensation: { items: { drug_code: string; quantity: number }[]; note: string | null; at: string } | null;
   created_at: string;
   updated_at: string;
+  /** Set on the pharmacy's copy, which also masks content.patient.resident_id. */
+  patient?: RxPatientView | null;
+  prescriber?: RxPrescriberView | null;
 }
 
 export interface RxHistoryEntry {
