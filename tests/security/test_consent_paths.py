@@ -11,16 +11,29 @@ the socket; each refusal is in her access log.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from server.container import Services
+from server.core.api import SERVICES
+from server.seed import seed_demo
 from tests.consults.conftest import CONDITION, consult_case, new_consult  # noqa: F401 (fixture)
 from tests.consults.test_room import enter
 from tests.consults.test_to_referral import OPINION, _referral_body
-from tests.helpers import Api
+from tests.helpers import Api, SocketClient
+from tests.security.matrix import PERSONAS, REVOKED_QDSL, by_key
+from tests.security.test_authz_matrix import (  # noqa: F401 (fixture)
+    Case,
+    Runner,
+    audited_request_ids,
+    judge,
+    matrix_app,
+)
+from tests.security.world import build_world
 
 HIV_LABEL = {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "HIV"}
 HIV_TEST_NAME = "HIV-1/2抗体"
@@ -249,3 +262,49 @@ async def test_a_revoked_institution_loses_the_consult_and_referral_text(
         "consult.open",
         "consult.chat",
     }
+
+
+async def test_the_matrix_for_a_revoked_institution(
+    aiohttp_client: Any,
+    matrix_app: web.Application,  # noqa: F811
+) -> None:
+    """The matrix's side A once patient_sun revoked QDSL (tests/security/matrix.py)."""
+    services: Services = matrix_app[SERVICES]
+    await seed_demo(services)
+    api = Api(await aiohttp_client(matrix_app))
+    sockets: dict[str, SocketClient] = {}
+    table, cases = by_key(), list[Case]()
+    try:
+        world = await build_world(api, services)
+        status, body = await api.call(
+            "PUT", f"/api/v1/patients/{world.a.patient_id}/consents/QDSL",
+            as_="patient_sun", json={"granted": False},
+        )  # fmt: skip
+        assert status == 200, body
+        runner = Runner(api, world, sockets)
+        await runner.setup()  # the sockets connect after the revocation
+        for key, allowed_now in REVOKED_QDSL.items():
+            op = dataclasses.replace(table[key], a=allowed_now, b=None)
+            allowed = op.allowed("A")
+            for persona in sorted(PERSONAS, key=lambda p: p in allowed):  # denied first
+                call = runner.socket if op.is_socket else runner.http
+                status, problem, request_id = await call(op, "A", persona)
+                cases.append(
+                    judge(op, "A", persona, persona in allowed, status, problem, request_id)
+                )
+    finally:
+        for sock in sockets.values():
+            await sock.close()
+        await api.close()
+    audited = await audited_request_ids(services)
+    for case in cases:
+        denied = case.passed and not case.allowed and case.status in (403, 404)
+        if denied and case.request_id not in audited:
+            case.passed, case.why = False, "denial not in the audit log"
+    failures = [
+        f"{c.op.key} {c.persona}: {c.why} — {c.status} {str(c.problem)[:160]}"
+        for c in cases
+        if not c.passed
+    ]
+    assert not failures, "\n".join(failures)
+    assert len(cases) == len(REVOKED_QDSL) * len(PERSONAS)
