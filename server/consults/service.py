@@ -42,7 +42,7 @@ from server.consults.models import (
     ConsultPresence,
     ConsultTransition,
 )
-from server.core.access import AccessService, withheld_marker
+from server.core.access import AccessService, ContentPolicy, withheld_marker
 from server.core.audit import AuditLog
 from server.core.auth import CLINICIAN_ROLES, Requester
 from server.core.canonical import canonical_json
@@ -257,12 +257,12 @@ class ConsultsService:
             query = query.where(Consult.status == status)
         async with self.db.read() as session:
             consults = list(await session.scalars(query))
-        out = []
-        for consult in consults:
-            policy = await self.access.content_policy(requester, consult.patient_id)
-            async with self.db.read() as session:
-                out.append(await self._out(session, consult, revoked=policy.revoked))
-        return out
+        policies = await self.access.content_policies(requester, [c.patient_id for c in consults])
+        async with self.db.read() as session:
+            return [
+                await self._out(session, c, revoked=policies[c.patient_id].revoked)
+                for c in consults
+            ]
 
     async def history(self, requester: Requester, consult_id: int) -> schemas.History:
         await self.get_consult(requester, consult_id)
@@ -283,11 +283,8 @@ class ConsultsService:
             )
             rows = list(ids)
         # Not the rooms of patients who revoked the reader's institution: no chat pushes.
-        return [
-            consult_stream(consult_id)
-            for consult_id, patient_id in rows
-            if not (await self.access.content_policy(requester, patient_id)).revoked
-        ]
+        policies = await self.access.content_policies(requester, [p for _, p in rows])
+        return [consult_stream(c) for c, p in rows if not policies[p].revoked]
 
     # --- writing: the life cycle -----------------------------------------------------
 
@@ -966,7 +963,9 @@ class ConsultsService:
         async with self.db.read() as session:
             return await self._out(session, consult)
 
-    async def _check_not_revoked(self, requester: Requester, consult: Consult, action: str) -> Any:
+    async def _check_not_revoked(
+        self, requester: Requester, consult: Consult, action: str
+    ) -> ContentPolicy:
         return await self.access.check_not_revoked(
             requester, consult.patient_id, action=action, resource=f"Consult/{consult.id}"
         )

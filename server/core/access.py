@@ -372,25 +372,35 @@ class AccessService:
         The patient always sees everything; a reader without an institution has no
         consent row to honour (their role decides elsewhere whether they read at all).
         """
+        return (await self.content_policies(reader, [patient_id]))[patient_id]
+
+    async def content_policies(
+        self, reader: Requester | int, patient_ids: Sequence[int]
+    ) -> dict[int, ContentPolicy]:
+        """:meth:`content_policy` for several patients in one query (lists of consults, …)."""
+        wanted = set(patient_ids)
         if isinstance(reader, Requester):
             if reader.role == "patient":
-                return OPEN if reader.patient_id == patient_id else CLOSED
+                return {p: OPEN if reader.patient_id == p else CLOSED for p in wanted}
             if reader.institution_id is None:
-                return OPEN
+                return dict.fromkeys(wanted, OPEN)
             institution_id = reader.institution_id
         else:
             institution_id = reader
+        policies = dict.fromkeys(wanted, OPEN)
+        if not wanted:
+            return policies
         async with self.db.read() as session:
-            consent = await session.scalar(
+            rows = await session.scalars(
                 select(Consent).where(
-                    Consent.patient_id == patient_id, Consent.institution_id == institution_id
+                    Consent.patient_id.in_(sorted(wanted)), Consent.institution_id == institution_id
                 )
             )
-        if consent is None:
-            return OPEN
-        return ContentPolicy(
-            revoked=not consent.granted, excluded=frozenset(consent.excluded_categories)
-        )
+            for consent in rows:
+                policies[consent.patient_id] = ContentPolicy(
+                    revoked=not consent.granted, excluded=frozenset(consent.excluded_categories)
+                )
+        return policies
 
     async def check_not_revoked(
         self, requester: Requester, patient_id: int, *, action: str, resource: str

@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from server.config import Settings
-from server.core.access import AccessService, withheld_marker
+from server.core.access import AccessService, ContentPolicy, withheld_marker
 from server.core.audit import AuditLog
 from server.core.auth import Requester
 from server.core.db import Database, Tx, utcnow
@@ -182,7 +182,12 @@ class ReferralService:
         return await self._shown(requester, out, audit=True)
 
     async def _shown(
-        self, requester: Requester, out: schemas.ReferralOut, *, audit: bool = False
+        self,
+        requester: Requester,
+        out: schemas.ReferralOut,
+        policy: ContentPolicy | None = None,
+        *,
+        audit: bool = False,
     ) -> schemas.ReferralOut:
         """The referral as this reader may see it: the patient's consent applied to its text.
 
@@ -190,7 +195,8 @@ class ReferralService:
         loses the clinical text; excluded categories leave the attachments and the consult
         snapshot, counted in ``withheld``. Called outside the caller's transaction.
         """
-        policy = await self.access.content_policy(requester, out.patient_id)
+        if policy is None:
+            policy = await self.access.content_policy(requester, out.patient_id)
         if policy.revoked:
             if audit:
                 await self.access.record_refusal(
@@ -245,7 +251,8 @@ class ReferralService:
                 details={"box": query.box, "count": len(rows)},
             )
             listed = [referral_out(r) for r in rows]
-        return [await self._shown(requester, out) for out in listed]
+        policies = await self.access.content_policies(requester, [r.patient_id for r in listed])
+        return [await self._shown(requester, out, policies[out.patient_id]) for out in listed]
 
     # --- creating ---------------------------------------------------------------
 
