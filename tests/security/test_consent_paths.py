@@ -16,23 +16,16 @@ import json
 from typing import Any
 
 import pytest
-from aiohttp import web
+from aiohttp.test_utils import TestClient
 
 from server.container import Services
-from server.core.api import SERVICES
 from server.seed import seed_demo
 from tests.consults.conftest import CONDITION, consult_case, new_consult  # noqa: F401 (fixture)
 from tests.consults.test_room import enter
 from tests.consults.test_to_referral import OPINION, _referral_body
 from tests.helpers import Api, SocketClient
 from tests.security.matrix import PERSONAS, REVOKED_QDSL, by_key
-from tests.security.test_authz_matrix import (  # noqa: F401 (fixture)
-    Case,
-    Runner,
-    audited_request_ids,
-    judge,
-    matrix_app,
-)
+from tests.security.test_authz_matrix import Case, Runner, audited_request_ids, judge
 from tests.security.world import build_world
 
 HIV_LABEL = {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "HIV"}
@@ -265,13 +258,15 @@ async def test_a_revoked_institution_loses_the_consult_and_referral_text(
 
 
 async def test_the_matrix_for_a_revoked_institution(
-    aiohttp_client: Any,
-    matrix_app: web.Application,  # noqa: F811
+    backend: str, client: TestClient[Any, Any], services: Services
 ) -> None:
-    """The matrix's side A once patient_sun revoked QDSL (tests/security/matrix.py)."""
-    services: Services = matrix_app[SERVICES]
+    """The matrix's side A once patient_sun revoked QDSL (tests/security/matrix.py).
+
+    The app of the ``client`` fixture (REVOKED_QDSL has no route that needs the matrix's
+    built web client).
+    """
     await seed_demo(services)
-    api = Api(await aiohttp_client(matrix_app))
+    api = Api(client)
     sockets: dict[str, SocketClient] = {}
     table, cases = by_key(), list[Case]()
     try:
