@@ -118,10 +118,10 @@ class ConsultOut(BaseModel):
     invited_title: str | None
     invited_specialist_id: int | None
     host_id: int | None
-    reason: str
-    purpose: str
-    clinical_question: str
-    case_summary: str
+    reason: str | None = Field(description="withheld (null) after the patient revoked you")
+    purpose: str | None
+    clinical_question: str | None
+    case_summary: str | None
     urgency: Urgency
     window_start: datetime
     window_end: datetime
@@ -134,6 +134,11 @@ class ConsultOut(BaseModel):
     participants: list[Participant]
     created_at: datetime
     updated_at: datetime
+    withheld: dict[str, Any] | None = Field(
+        default=None,
+        description='{"fields": [...], "reason": "consent"}: the clinical text left out '
+        "because the patient revoked sharing with your institution",
+    )
 
 
 class ConsultList(BaseModel):

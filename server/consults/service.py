@@ -42,7 +42,7 @@ from server.consults.models import (
     ConsultPresence,
     ConsultTransition,
 )
-from server.core.access import AccessService
+from server.core.access import AccessService, ContentPolicy, withheld_marker
 from server.core.audit import AuditLog
 from server.core.auth import CLINICIAN_ROLES, Requester
 from server.core.canonical import canonical_json
@@ -81,6 +81,8 @@ TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
     "cancel": (frozenset({"requested", "accepted", "scheduled"}), "cancelled"),
 }
 ENDED = frozenset({"closed", "declined", "cancelled"})
+# What a reader of a revoked institution no longer gets (ConsultOut, see _out).
+CLINICAL_TEXT = ("reason", "purpose", "clinical_question", "case_summary", "decline_reason")
 CHAT_STATES = frozenset({"accepted", "scheduled", "in_session", "opinion_written"})
 LIVE_STATES = frozenset({"accepted", "scheduled", "in_session"})
 SIGNAL_MAX_BYTES = 64 * 1024
@@ -133,7 +135,11 @@ class ConsultsService:
 
     # --- reading ---------------------------------------------------------------------
 
-    async def _out(self, session: AsyncSession, consult: Consult) -> schemas.ConsultOut:
+    async def _out(
+        self, session: AsyncSession, consult: Consult, *, revoked: bool = False
+    ) -> schemas.ConsultOut:
+        """The consult; for a reader whose institution the patient revoked, without its
+        clinical text (the workflow — status, times, who takes part — remains)."""
         rows = await session.scalars(
             select(ConsultParticipant)
             .where(ConsultParticipant.consult_id == consult.id)
@@ -151,17 +157,17 @@ class ConsultsService:
             invited_title=consult.invited_title,
             invited_specialist_id=consult.invited_specialist_id,
             host_id=consult.host_id,
-            reason=consult.reason,
-            purpose=consult.purpose,
-            clinical_question=consult.clinical_question,
-            case_summary=consult.case_summary,
+            reason=None if revoked else consult.reason,
+            purpose=None if revoked else consult.purpose,
+            clinical_question=None if revoked else consult.clinical_question,
+            case_summary=None if revoked else consult.case_summary,
             urgency=consult.urgency,
             window_start=consult.window_start,
             window_end=consult.window_end,
             consent=consult.consent,
             scheduled_at=consult.scheduled_at,
             proposed_at=consult.proposed_at,
-            decline_reason=consult.decline_reason,
+            decline_reason=None if revoked else consult.decline_reason,
             escalated_at=consult.escalated_at,
             opinion_document_id=consult.opinion_document_id,
             participants=[
@@ -172,6 +178,7 @@ class ConsultsService:
             ],
             created_at=consult.created_at,
             updated_at=consult.updated_at,
+            withheld={"fields": list(CLINICAL_TEXT), "reason": "consent"} if revoked else None,
         )
 
     async def _get(self, session: AsyncSession, consult_id: int, lock: bool = False) -> Consult:
@@ -227,7 +234,16 @@ class ConsultsService:
             member = await self._participant(session, consult_id, requester.user_id)
             if not self._may_view(consult, requester, member is not None):
                 raise NotFound(f"no consult {consult_id}")
-            return await self._out(session, consult)
+        policy = await self.access.content_policy(requester, consult.patient_id)
+        if policy.revoked:
+            await self.access.record_refusal(
+                requester,
+                consult.patient_id,
+                action="consult.read",
+                resource=f"Consult/{consult_id}",
+            )
+        async with self.db.read() as session:
+            return await self._out(session, consult, revoked=policy.revoked)
 
     async def list_consults(
         self, requester: Requester, status: str | None
@@ -250,7 +266,13 @@ class ConsultsService:
         if status:
             query = query.where(Consult.status == status)
         async with self.db.read() as session:
-            return [await self._out(session, c) for c in await session.scalars(query)]
+            consults = list(await session.scalars(query))
+        policies = await self.access.content_policies(requester, [c.patient_id for c in consults])
+        async with self.db.read() as session:
+            return [
+                await self._out(session, c, revoked=policies[c.patient_id].revoked)
+                for c in consults
+            ]
 
     async def history(self, requester: Requester, consult_id: int) -> schemas.History:
         await self.get_consult(requester, consult_id)
@@ -261,15 +283,18 @@ class ConsultsService:
     async def consult_rooms(self, requester: Requester) -> list[str]:
         """Room provider: the consult rooms a connecting socket belongs in."""
         async with self.db.read() as session:
-            ids = await session.scalars(
-                select(Consult.id)
+            ids = await session.execute(
+                select(Consult.id, Consult.patient_id)
                 .join(ConsultParticipant, ConsultParticipant.consult_id == Consult.id)
                 .where(
                     ConsultParticipant.user_id == requester.user_id,
                     Consult.status.notin_(ENDED),
                 )
             )
-            return [consult_stream(i) for i in ids]
+            rows = list(ids)
+        # Not the rooms of patients who revoked the reader's institution: no chat pushes.
+        policies = await self.access.content_policies(requester, [p for _, p in rows])
+        return [consult_stream(c) for c, p in rows if not policies[p].revoked]
 
     # --- writing: the life cycle -----------------------------------------------------
 
@@ -345,11 +370,16 @@ class ConsultsService:
         # The requester must itself have a reason to read the record (checked and audited).
         summary = await self.records.clinical_summary(requester, data.patient_id)
         items = await self._record_items(data.patient_id, data.record_items, "record_items")
-        snapshot = {
-            "taken_at": utcnow().isoformat(),
-            "summary": summary.model_dump(mode="json"),
-            "items": items,
-        }
+        # Frozen as the requester may see it; each reader sees it again through their own
+        # consent policy (record_panel), so a later exclusion or revocation still holds.
+        snapshot = await self.records.withhold_snapshot(
+            await self.access.content_policy(requester, data.patient_id),
+            {
+                "taken_at": utcnow().isoformat(),
+                "summary": summary.model_dump(mode="json"),
+                "items": items,
+            },
+        )
         async with self.db.transaction() as tx:
             consult = Consult(
                 patient_id=data.patient_id,
@@ -625,7 +655,8 @@ class ConsultsService:
         """The frozen snapshot, and the live summary through the record's access rules."""
         async with self.db.read() as session:
             consult, _ = await self._check_participant(session, consult_id, requester)
-            snapshot = consult.snapshot
+        policy = await self._check_not_revoked(requester, consult, "consult.snapshot_read")
+        snapshot = await self.records.withhold_snapshot(policy, consult.snapshot)
         await self.audit.record_alone(
             "consult.snapshot_read",
             actor=requester,
@@ -705,6 +736,7 @@ class ConsultsService:
             )
         if patient_id != consult.patient_id:
             raise ValidationFailed.field("patient_id", "is not the consult's patient")
+        await self._check_not_revoked(requester, consult, "consult.referral")
         summary = consult.opinion.get("diagnostic_opinion")
         return {
             "consult_id": consult.id,
@@ -757,9 +789,13 @@ class ConsultsService:
         return None
 
     async def get_opinion(self, requester: Requester, consult_id: int) -> schemas.OpinionOut:
-        await self.get_consult(requester, consult_id)
         async with self.db.read() as session:
             consult = await self._get(session, consult_id)
+            member = await self._participant(session, consult_id, requester.user_id)
+        if not self._may_view(consult, requester, member is not None):
+            raise NotFound(f"no consult {consult_id}")
+        await self._check_not_revoked(requester, consult, "consult.opinion_read")
+        async with self.db.read() as session:
             if consult.opinion is None or consult.opinion_signature is None:
                 raise NotFound("no opinion has been written yet")
             signature = Signature.model_validate(consult.opinion_signature)
@@ -831,12 +867,10 @@ class ConsultsService:
             existing = await self._message(session, data, requester)
         if existing is not None:
             return existing
+        await self._check_not_revoked(requester, consult, "consult.chat")
         if consult.status not in CHAT_STATES:
             raise Conflict(f"the consult is {consult.status}: no chat", code="consult_not_open")
-        attachments = [
-            _attachment(r)
-            for r in await self._record_items(consult.patient_id, data.attachments, "attachments")
-        ]
+        attachments, withheld = await self._chat_attachments(consult, data.attachments)
         try:
             async with self.db.transaction() as tx:
                 current = await self._get(tx.session, consult.id)
@@ -868,6 +902,7 @@ class ConsultsService:
                         "sender_id": requester.user_id,
                         "text": data.text,
                         "attachments": attachments,
+                        **({"withheld": withheld} if withheld else {}),
                         "at": at.isoformat(),
                     },
                 )
@@ -881,7 +916,8 @@ class ConsultsService:
                         resource=f"Consult/{consult.id}",
                         details={"items": [f"{a['resource_type']}/{a['id']}" for a in attachments]},
                     )
-            return {"message_id": message.id, "seq": message.seq, "duplicate": False}
+            answer = {"message_id": message.id, "seq": message.seq, "duplicate": False}
+            return answer | ({"withheld": withheld} if withheld else {})
         except IntegrityError:
             # The same client id raced itself: the first one won; answer as a re-send.
             async with self.db.read() as session:
@@ -889,6 +925,25 @@ class ConsultsService:
             if again is None:
                 raise
             return again
+
+    async def _chat_attachments(
+        self, consult: Consult, refs: list[schemas.RecordRef]
+    ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        """The attachments a chat message may carry, and the marker of those it may not.
+
+        A message is stored once and pushed to (and replayed for) both institutions of the
+        consult, so it carries only what the patient shares with both; a category one of
+        them is excluded from never enters the message, not even its label.
+        """
+        items = await self._record_items(consult.patient_id, refs, "attachments")
+        requesting = await self.access.content_policy(
+            consult.requesting_institution_id, consult.patient_id
+        )
+        invited = await self.access.content_policy(
+            consult.invited_institution_id, consult.patient_id
+        )
+        kept, left_out = await self.records.withhold_items(requesting.stricter(invited), items)
+        return [_attachment(r) for r in kept], withheld_marker(left_out)
 
     @staticmethod
     async def _message(
@@ -908,10 +963,22 @@ class ConsultsService:
     # --- the room: live session, lobby, presence ------------------------------------------
 
     async def check_open(self, requester: Requester, consult_id: int) -> schemas.ConsultOut:
-        """May this user sit in the consult's room (stream)? Re-checked at every join."""
+        """May this user sit in the consult's room (stream)? Re-checked at every join.
+
+        The room carries the chat (clinical text): not for an institution the patient revoked.
+        """
         async with self.db.read() as session:
             consult, _ = await self._check_participant(session, consult_id, requester)
+        await self._check_not_revoked(requester, consult, "consult.open")
+        async with self.db.read() as session:
             return await self._out(session, consult)
+
+    async def _check_not_revoked(
+        self, requester: Requester, consult: Consult, action: str
+    ) -> ContentPolicy:
+        return await self.access.check_not_revoked(
+            requester, consult.patient_id, action=action, resource=f"Consult/{consult.id}"
+        )
 
     async def join(
         self, sid: str, requester: Requester, data: schemas.Join
@@ -921,6 +988,7 @@ class ConsultsService:
             return await self._join_recorder(sid, requester, data.consult_id), True
         async with self.db.read() as session:
             consult, _ = await self._check_participant(session, data.consult_id, requester)
+        await self._check_not_revoked(requester, consult, "consult.join")
         if consult.status not in LIVE_STATES:
             raise Conflict(f"the consult is {consult.status}: no session", code="consult_not_live")
         method = await self.auth.reauthenticate(

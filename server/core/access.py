@@ -29,9 +29,10 @@ a refused one get the same answer, so ids cannot be probed.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -439,3 +440,111 @@ class AccessService:
                 ConsentState(c.institution_id, c.granted, list(c.excluded_categories), c.updated_at)
                 for c in rows
             ]
+
+    # --- content policy: the one check for record content that travels ----------------
+    #
+    # Record content leaves the record service in many shapes: consult snapshots,
+    # chat attachments, consult and referral documents. Each of them asks this one
+    # question, so an exclusion or a revocation holds wherever the content goes.
+
+    async def content_policy(self, reader: Requester | int, patient_id: int) -> ContentPolicy:
+        """What record content about the patient may reach a reader (or an institution, by id).
+
+        The patient always sees everything; a reader without an institution has no
+        consent row to honour (their role decides elsewhere whether they read at all).
+        """
+        return (await self.content_policies(reader, [patient_id]))[patient_id]
+
+    async def content_policies(
+        self, reader: Requester | int, patient_ids: Sequence[int]
+    ) -> dict[int, ContentPolicy]:
+        """:meth:`content_policy` for several patients in one query (lists of consults, …)."""
+        wanted = set(patient_ids)
+        if isinstance(reader, Requester):
+            if reader.role == "patient":
+                return {p: OPEN if reader.patient_id == p else CLOSED for p in wanted}
+            if reader.institution_id is None:
+                return dict.fromkeys(wanted, OPEN)
+            institution_id = reader.institution_id
+        else:
+            institution_id = reader
+        policies = dict.fromkeys(wanted, OPEN)
+        if not wanted:
+            return policies
+        async with self.db.read() as session:
+            rows = await session.scalars(
+                select(Consent).where(
+                    Consent.patient_id.in_(sorted(wanted)), Consent.institution_id == institution_id
+                )
+            )
+            for consent in rows:
+                policies[consent.patient_id] = ContentPolicy(
+                    revoked=not consent.granted, excluded=frozenset(consent.excluded_categories)
+                )
+        return policies
+
+    async def check_not_revoked(
+        self, requester: Requester, patient_id: int, *, action: str, resource: str
+    ) -> ContentPolicy:
+        """The reader's policy; a revoked institution is refused, audited with the patient."""
+        policy = await self.content_policy(requester, patient_id)
+        if policy.revoked:
+            raise await self.record_refusal(requester, patient_id, action=action, resource=resource)
+        return policy
+
+    async def record_refusal(
+        self, requester: Requester, patient_id: int, *, action: str, resource: str
+    ) -> Forbidden:
+        """Audit (into the patient's access log) that revoked content was kept from a reader."""
+        details: dict[str, Any] = {"action": action}
+        if requester.institution_id is not None:
+            details["institution_id"] = requester.institution_id
+        await self.audit.record_alone(
+            "record.access",
+            actor=requester,
+            outcome="denied",
+            patient_id=patient_id,
+            resource=resource,
+            reason="consent_revoked",
+            details=details,
+        )
+        refused = Forbidden(
+            "the patient has revoked sharing with your institution", code="consent_revoked"
+        )
+        refused.audited = True
+        return refused
+
+
+@dataclass(frozen=True)
+class ContentPolicy:
+    """The patient's consent as it applies to one reader: revoked, or categories left out."""
+
+    revoked: bool
+    excluded: frozenset[str]
+
+    def allows(self, sensitivity: str | None) -> bool:
+        return not self.revoked and (sensitivity is None or sensitivity not in self.excluded)
+
+    def stricter(self, other: ContentPolicy) -> ContentPolicy:
+        """Content shown to two institutions at once (a consult's chat) obeys both."""
+        return ContentPolicy(self.revoked or other.revoked, self.excluded | other.excluded)
+
+
+OPEN = ContentPolicy(revoked=False, excluded=frozenset())
+CLOSED = ContentPolicy(revoked=True, excluded=frozenset())
+
+
+def withheld_marker(count: int) -> dict[str, Any] | None:
+    """What a payload says about items left out: how many, never of which category."""
+    return {"count": count, "reason": "consent"} if count else None
+
+
+T = TypeVar("T")
+
+
+def withhold(
+    items: Sequence[T], policy: ContentPolicy, sensitivity_of: Callable[[T], str | None]
+) -> tuple[list[T], int]:
+    """The items the policy allows, and how many it left out."""
+    kept = [item for item in items if policy.allows(sensitivity_of(item))]
+    return kept, len(items) - len(kept)

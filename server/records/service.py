@@ -10,13 +10,13 @@ trusted calls other capabilities make after their own checks.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, time, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Select, func, or_, select
 
-from server.core.access import AccessService
+from server.core.access import AccessService, ContentPolicy, withheld_marker, withhold
 from server.core.audit import AuditEvent, AuditLog
 from server.core.auth import PRACTITIONER_ROLES, Requester
 from server.core.db import Database, Tx
@@ -39,6 +39,9 @@ ACTIVE_PROBLEM = ("active", "recurrence", "relapse")
 ABNORMAL_FLAGS = frozenset({"H", "HH", "HU", "L", "LL", "LU", "A", "AA", "<", ">", "POS", "DET"})
 LAB_CODES = 20  # distinct tests shown
 TREND_POINTS = 5
+# The lists of a clinical summary, each of record items (what a snapshot freezes).
+SUMMARY_LISTS = ("active_problems", "recent_labs", "current_medications", "allergies")
+T = TypeVar("T")
 
 
 class RecordsService:
@@ -133,6 +136,52 @@ class RecordsService:
             rows = await session.scalars(query.order_by(RecordEntry.date.desc(), RecordEntry.id))
             return [dict(r) for r in rows]
 
+    # --- record content that travels (snapshots, attachments, documents) -------------
+
+    async def sensitivities(self, ids: Iterable[int]) -> dict[int, str | None]:
+        """The sensitive category of stored entries, as ingest classified them (one classifier)."""
+        wanted = sorted(set(ids))
+        if not wanted:
+            return {}
+        async with self.db.read() as session:
+            rows = await session.execute(
+                select(RecordEntry.id, RecordEntry.sensitivity).where(RecordEntry.id.in_(wanted))
+            )
+            return {row.id: row.sensitivity for row in rows}
+
+    async def withhold_items(
+        self, policy: ContentPolicy, items: Sequence[T]
+    ) -> tuple[list[T], int]:
+        """Record items a reader may receive: anything naming its entry (a FHIR resource, a
+        summary item, an attachment, a ``Type/id`` reference), and how many were left out."""
+        if policy.revoked:
+            return [], len(items)
+        if not policy.excluded:
+            return list(items), 0
+        found = await self.sensitivities(i for i in map(_entry_id, items) if i is not None)
+        return withhold(items, policy, lambda item: found.get(_entry_id(item) or 0))
+
+    async def withhold_snapshot(
+        self, policy: ContentPolicy, snapshot: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A frozen record snapshot (summary and items) as this reader may see it."""
+        out = copy.deepcopy(snapshot)
+        count = int((snapshot.get("withheld") or {}).get("count", 0))
+        summary = out.get("summary")
+        if isinstance(summary, dict):
+            for key in SUMMARY_LISTS:
+                if isinstance(summary.get(key), list):
+                    summary[key], left_out = await self.withhold_items(policy, summary[key])
+                    count += left_out
+        if isinstance(out.get("items"), list):
+            out["items"], left_out = await self.withhold_items(policy, out["items"])
+            count += left_out
+        out.pop("withheld", None)
+        marker = withheld_marker(count)
+        if marker is not None:
+            out["withheld"] = marker
+        return out
+
     # --- access-checked reads -------------------------------------------------
 
     async def _checked(
@@ -153,7 +202,7 @@ class RecordsService:
         excluded = (
             frozenset()
             if reason in ("self", "emergency")
-            else await self.access.excluded_categories(requester, patient_id)
+            else (await self.access.content_policy(requester, patient_id)).excluded
         )
         return reason, excluded
 
@@ -560,6 +609,13 @@ def _repoint(resource: dict[str, Any], old: int, new: int) -> dict[str, Any]:
         if ref["reference"] == f"Patient/{old}":
             ref["reference"] = f"Patient/{new}"
     return resource
+
+
+def _entry_id(item: Any) -> int | None:
+    """The record entry an item names: ``{"id": …}`` (resource, summary item) or ``Type/id``."""
+    raw = item.get("id") if isinstance(item, dict) else str(item).rpartition("/")[2]
+    text = str(raw) if raw is not None else ""
+    return int(text) if text.isdigit() else None
 
 
 def _item_columns() -> tuple[Any, ...]:

@@ -103,7 +103,7 @@ class ReferralOut(BaseModel):
     to_institution_id: int
     to_department_id: int | None
     to_user_id: int | None
-    reason: str
+    reason: str | None = Field(description="withheld (null) after the patient revoked you")
     working_diagnosis: str | None
     urgency: Urgency
     summary: str | None
@@ -120,6 +120,11 @@ class ReferralOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     history: list[HistoryOut]
+    withheld: dict[str, Any] | None = Field(
+        default=None,
+        description='what consent kept out: {"count": n, "reason": "consent"} (attachments, '
+        'snapshot items) or, after a revocation, {"fields": [...], "reason": "consent"}',
+    )
 
 
 class ReferralList(BaseModel):

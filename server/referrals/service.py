@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from server.config import Settings
-from server.core.access import AccessService
+from server.core.access import AccessService, ContentPolicy, withheld_marker
 from server.core.audit import AuditLog
 from server.core.auth import CLINICIAN_ROLES, Requester
 from server.core.db import Database, Tx, utcnow
@@ -56,6 +56,8 @@ REFERRAL_DESK_ROLES = CLINICIAN_ROLES
 SENDS = {"up": frozenset({"community", "secondary"}), "down": frozenset({"tertiary", "secondary"})}
 RECEIVES = {"up": frozenset({"tertiary", "secondary"}), "down": frozenset({"community"})}
 OPEN = frozenset({"requested", "accepted", "scheduled"})
+# What a reader of an institution the patient revoked no longer gets (see ReferralService._shown).
+CLINICAL_TEXT = ("reason", "working_diagnosis", "summary", "discharge_summary", "consult_snapshot")
 ENDED = frozenset({"completed", "declined", "cancelled", "expired"})
 # action: (statuses it may start from, status it leads to)
 TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
@@ -180,7 +182,52 @@ class ReferralService:
                 patient_id=referral.patient_id,
                 resource=f"Referral/{referral.id}",
             )
-            return referral_out(referral)
+            out = referral_out(referral)
+        return await self._shown(requester, out, audit=True)
+
+    async def _shown(
+        self,
+        requester: Requester,
+        out: schemas.ReferralOut,
+        policy: ContentPolicy | None = None,
+        *,
+        audit: bool = False,
+    ) -> schemas.ReferralOut:
+        """The referral as this reader may see it: the patient's consent applied to its text.
+
+        A revoked institution keeps the workflow (status, times, who, the appointment) and
+        loses the clinical text; excluded categories leave the attachments and the consult
+        snapshot, counted in ``withheld``. Called outside the caller's transaction.
+        """
+        if policy is None:
+            policy = await self.access.content_policy(requester, out.patient_id)
+        if policy.revoked:
+            if audit:
+                await self.access.record_refusal(
+                    requester, out.patient_id, action="referral.read", resource=f"Referral/{out.id}"
+                )
+            return out.model_copy(
+                update={
+                    **dict.fromkeys(CLINICAL_TEXT),
+                    "attachments": [],
+                    "follow_up": [],
+                    "withheld": {"fields": [*CLINICAL_TEXT, "attachments", "follow_up"],
+                                 "reason": "consent"},
+                }
+            )  # fmt: skip
+        attachments, left_out = await self.records.withhold_items(policy, out.attachments)
+        snapshot = out.consult_snapshot
+        if snapshot is not None and isinstance(snapshot.get("snapshot"), dict):
+            frozen = await self.records.withhold_snapshot(policy, snapshot["snapshot"])
+            left_out += int((frozen.get("withheld") or {}).get("count", 0))
+            snapshot = snapshot | {"snapshot": frozen}
+        return out.model_copy(
+            update={
+                "attachments": attachments,
+                "consult_snapshot": snapshot,
+                "withheld": withheld_marker(left_out),
+            }
+        )
 
     async def list_referrals(
         self, requester: Requester, query: schemas.ReferralQuery
@@ -207,7 +254,9 @@ class ReferralService:
                 actor=requester,
                 details={"box": query.box, "count": len(rows)},
             )
-            return [referral_out(r) for r in rows]
+            listed = [referral_out(r) for r in rows]
+        policies = await self.access.content_policies(requester, [r.patient_id for r in listed])
+        return [await self._shown(requester, out, policies[out.patient_id]) for out in listed]
 
     # --- creating ---------------------------------------------------------------
 
@@ -341,7 +390,8 @@ class ReferralService:
                 patient=True,
             )
             await self._supersede(tx, requester, referral)
-            return referral_out(await self._load(tx.session, referral.id))
+            out = referral_out(await self._load(tx.session, referral.id))
+        return await self._shown(requester, out)
 
     async def _check_attachments(self, patient_id: int, refs: list[str]) -> None:
         """Attached items must be entries of this patient's shared record."""
@@ -504,7 +554,8 @@ class ReferralService:
                 referral.appointment_id = appointment.id
                 await tx.session.flush()
                 await self._transition(tx, requester, referral, "schedule", note)
-            return referral_out(await self._load(tx.session, referral.id))
+            out = referral_out(await self._load(tx.session, referral.id))
+        return await self._shown(requester, out)
 
     async def _check_slot(self, tx: Tx, referral: Referral, slot_id: int) -> None:
         slot = await load_slot(tx.session, slot_id)

@@ -1011,3 +1011,28 @@ def by_key() -> dict[str, Op]:
             assert key not in table, f"two matrix entries for {key}"
             table[key] = op
     return table
+
+
+# --- consent: a revoked institution (tests/security/test_consent_paths.py) ------------------
+#
+# The same operations on side A's objects once patient_sun has revoked sharing with QDSL
+# (A's consult host dr_li = ``spec`` and ``iadm``): who is still allowed. The consult's and
+# the referral's workflow stays readable (their clinical text is withheld in the body); the
+# record, the consult's opinion, record panel and room are refused, and audited.
+REVOKED_QDSL: dict[str, str] = {
+    "GET /api/v1/patients/{patient_id}/summary": "pat gp",
+    "GET /api/v1/patients/{patient_id}/timeline": "pat gp",
+    "GET /fhir/{rtype}": "pat gp",
+    "GET /fhir/{rtype}/{rid}": "pat gp",
+    "GET /fhir/Patient/{rid}/$everything": "pat gp",
+    "GET /api/v1/consults/{consult_id}": "pat gp spec iadm",
+    "GET /api/v1/consults/{consult_id}/record": "gp",
+    "GET /api/v1/consults/{consult_id}/opinion": "pat gp",
+    "GET /api/v1/referrals/{referral_id}": "pat gp spec iadm",
+    "socket sync": "gp",
+    "socket consult.open": "gp",
+    "socket consult.presence": "gp",
+    "socket consult.ice_servers": "gp",
+    "socket consult.chat": "gp",
+    "socket consult.join": "gp",
+}
