@@ -56,6 +56,9 @@ class Settings(BaseModel):
     refresh_token_ttl_seconds: int = Field(default=7 * 86400, ge=300, le=90 * 86400)
     # Automatic logoff: a session idle this long is ended (0 disables).
     session_idle_timeout_seconds: int = Field(default=1800, ge=0)
+    # How often idle sessions are swept (and their sockets closed), and how often an open
+    # socket re-reads its session from the database in case a revocation broadcast was lost.
+    session_check_seconds: int = Field(default=30, ge=1, le=3600)
     login_max_failures: int = Field(default=5, ge=1, le=100)
     login_lockout_seconds: int = Field(default=900, ge=1)
     # Login attempts allowed per client address per minute.
