@@ -29,6 +29,7 @@ from server.core.db import utcnow
 from server.identity.models import AuthSession, User
 from server.seed import DEMO_PASSWORD
 from tests.helpers import Api, SocketClient
+from tests.test_cli import _run
 
 
 @pytest.fixture
@@ -208,6 +209,43 @@ async def test_a_disabled_account_cannot_sign_in_until_enabled(api: Api, network
             )
         )
     assert {"user.disable", "user.enable"} <= set(actions)
+
+
+async def test_the_operator_disables_enables_and_unlocks_from_the_cli(
+    api: Api, network: Services
+) -> None:
+    """``yihao user disable`` in another process, with no Redis to tell the server: the open
+    socket finds out at its next session check, the token at its next request."""
+    tokens = await sign_in(api, "dr_li")
+    sock = await watched_socket(api, tokens["access_token"])
+    done = await asyncio.to_thread(_run, network.settings, "user", "disable", "--username", "dr_li")
+    assert done.returncode == 0, done.stderr
+    assert "user dr_li: disabled" in done.stdout and "1 session(s) ended" in done.stdout
+    status, body = await api.get("/api/v1/me", headers=bearer(tokens["access_token"]))
+    assert (status, body["code"]) == (401, "session_revoked")
+    ack: dict[str, Any] = {"ok": True}
+    for _ in range(50):
+        ack = await sock.call("sync", {"positions": {}})
+        if not ack["ok"]:
+            break
+        await asyncio.sleep(0.2)
+    assert (ack["ok"], ack.get("problem", {}).get("code")) == (False, "session_revoked")
+    await asyncio.wait_for(sock.gone.wait(), 10)
+    for _ in range(network.settings.login_max_failures):
+        await api.post("/api/v1/auth/login", json={"username": "dr_li", "password": "guess"})
+    done = await asyncio.to_thread(_run, network.settings, "user", "enable", "--username", "dr_li")
+    assert done.returncode == 0, done.stderr
+    status, body = await api.post(
+        "/api/v1/auth/login", json={"username": "dr_li", "password": DEMO_PASSWORD}
+    )
+    assert (status, body["code"]) == (401, "invalid_credentials")  # locked by the guesses
+    done = await asyncio.to_thread(_run, network.settings, "user", "unlock", "--username", "dr_li")
+    assert done.returncode == 0 and "not locked" in done.stdout, done.stderr
+    await sign_in(api, "dr_li")
+    missing = await asyncio.to_thread(
+        _run, network.settings, "user", "disable", "--username", "nobody"
+    )
+    assert missing.returncode == 1 and "no user nobody" in missing.stderr
 
 
 async def test_who_may_disable_whom(api: Api, network: Services) -> None:
