@@ -928,13 +928,12 @@ class AuthService:
                 )
             changed = user.active != active
             user.active = active
-            await self.audit.record(
-                tx.session,
+            await self._audit_account(
+                tx,
+                actor,
+                user,
                 "user.enable" if active else "user.disable",
-                actor=actor,
-                resource=f"User/{user.id}",
-                patient_id=user.patient_id,
-                details={"changed": changed, "sessions_ended": len(ended)},
+                {"changed": changed, "sessions_ended": len(ended)},
             )
             return self._account_state(user, len(ended))
 
@@ -944,14 +943,7 @@ class AuthService:
             user = await self._managed_user(tx, actor, user_ref)
             was_locked = self._locked(user)
             user.locked_until, user.failed_logins = None, 0
-            await self.audit.record(
-                tx.session,
-                "user.unlock",
-                actor=actor,
-                resource=f"User/{user.id}",
-                patient_id=user.patient_id,
-                details={"was_locked": was_locked},
-            )
+            await self._audit_account(tx, actor, user, "user.unlock", {"was_locked": was_locked})
             return self._account_state(user, 0)
 
     async def end_user_sessions(
@@ -961,13 +953,8 @@ class AuthService:
         async with self.db.transaction() as tx:
             user = await self._managed_user(tx, actor, user_ref)
             ended = await self._end_sessions(tx, AuthSession.user_id == user.id, "admin_revoked")
-            await self.audit.record(
-                tx.session,
-                "user.sessions_end",
-                actor=actor,
-                resource=f"User/{user.id}",
-                patient_id=user.patient_id,
-                details={"sessions_ended": len(ended)},
+            await self._audit_account(
+                tx, actor, user, "user.sessions_end", {"sessions_ended": len(ended)}
             )
             return self._account_state(user, len(ended))
 
@@ -981,6 +968,18 @@ class AuthService:
             raise NotFound(f"no user {user_ref}")
         check_may_manage(actor, user)
         return user
+
+    async def _audit_account(
+        self, tx: Tx, actor: Requester | None, user: User, action: str, details: dict[str, Any]
+    ) -> None:
+        await self.audit.record(
+            tx.session,
+            action,
+            actor=actor,
+            resource=f"User/{user.id}",
+            patient_id=user.patient_id,
+            details=details,
+        )
 
     def _account_state(self, user: User, ended: int) -> schemas.AccountState:
         return schemas.AccountState(

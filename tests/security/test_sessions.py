@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -20,7 +20,6 @@ import pytest
 import socketio
 from sqlalchemy import select, update
 
-from server.app import create_app
 from server.config import Settings
 from server.container import Services
 from server.core.audit import AuditEvent
@@ -28,6 +27,7 @@ from server.core.auth import totp_code
 from server.core.db import utcnow
 from server.identity.models import AuthSession, User
 from server.seed import DEMO_PASSWORD
+from tests.consults import test_cluster
 from tests.helpers import Api, SocketClient
 from tests.test_cli import _run
 
@@ -426,13 +426,8 @@ async def test_totp_enrolment_asks_for_the_password(api: Api, network: Services)
 # --- two nodes ------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def node_b(aiohttp_client: Any, settings: Settings) -> AsyncIterator[Api]:
-    """A second server process's app: same database, same Redis channel."""
-    client = await aiohttp_client(create_app(settings))
-    helper = Api(client)
-    yield helper
-    await helper.close()
+# The second node (same database, same Redis channel): the consults' cluster fixture.
+node_b = test_cluster.node_b
 
 
 @pytest.mark.integration
