@@ -52,6 +52,7 @@ from server.core.nodes import Nodes
 from server.core.observability import Metrics
 from server.core.openapi import build_openapi
 from server.core.ratelimit import RateLimiter
+from server.core.sessions import SessionEnds
 from server.core.signing import Signer
 from server.identity.care import CareService
 from server.identity.care_routes import routes as care_routes
@@ -144,9 +145,22 @@ def create_app(settings: Settings) -> web.Application:
     events = Events(db, push)
     audit = AuditLog(db)
     passwords = Passwords(settings)
-    auth = AuthService(settings, db, audit, passwords, Tokens(settings))
+    this_node = settings.node_id or node_id()
+    # Ended sessions reach every node (Redis) and close their sockets there; the ids are
+    # kept a few database-check periods, past any socket that could still miss them.
+    ends = SessionEnds(settings.redis_channel, this_node, 4.0 * settings.session_check_seconds)
+    auth = AuthService(settings, db, audit, passwords, Tokens(settings), ends)
     identity = IdentityService(db, audit, events, passwords)
-    gateway = Gateway(settings, sio, auth.authenticate, events, metrics, audit)
+    gateway = Gateway(
+        settings,
+        sio,
+        auth.authenticate,
+        events,
+        metrics,
+        audit,
+        ends=ends,
+        check_session=auth.check_session,
+    )
     precall = PrecallService(settings, lambda sid, event, data: sio.emit(event, data, to=sid))
     add_precall_events(gateway, precall)
     access = AccessService(db, audit, settings)
@@ -162,7 +176,7 @@ def create_app(settings: Settings) -> web.Application:
     # This node in the cluster: its heartbeat row, and the lease holder of its jobs.
     nodes = Nodes(
         db,
-        settings.node_id or node_id(),
+        this_node,
         settings.node_heartbeat_seconds,
         settings.node_dead_after_seconds,
     )
@@ -211,6 +225,9 @@ def create_app(settings: Settings) -> web.Application:
     app[SERVICES] = services
     # Background jobs on leases: each round runs on one node of the cluster.
     services.jobs.every("cluster.reap_nodes", settings.node_heartbeat_seconds, nodes.reap)
+    # Idle logoff as a sweep, not only when a request shows up: an idle browser's socket
+    # would otherwise stay open and keep receiving pushes.
+    services.jobs.every("auth.idle_logoff", settings.session_check_seconds, auth.end_idle_sessions)
     referrals.register_jobs(services.jobs)
     register_escalation(services.jobs, consults, settings.consult_escalation_interval_seconds)
     register_prescription_jobs(services.jobs, prescriptions, settings.prescription_sweep_seconds)
@@ -224,7 +241,7 @@ def create_app(settings: Settings) -> web.Application:
     add_web_client(app, settings.web_dir or WEB_DIST)
 
     app.cleanup_ctx.append(_database(db, settings))
-    app.cleanup_ctx.append(_redis(services, settings, sio))
+    app.cleanup_ctx.append(_redis(services, settings, sio, ends))
     app.cleanup_ctx.append(_socketio(sio, gateway))
     app.cleanup_ctx.append(precall.lifespan)
     app.cleanup_ctx.append(nodes.lifespan())
@@ -255,7 +272,9 @@ def _database(db: Database, settings: Settings) -> Any:
     return ctx
 
 
-def _redis(services: Services, settings: Settings, sio: socketio.AsyncServer) -> Any:
+def _redis(
+    services: Services, settings: Settings, sio: socketio.AsyncServer, ends: SessionEnds
+) -> Any:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         if not settings.redis_url:
             yield
@@ -267,7 +286,8 @@ def _redis(services: Services, settings: Settings, sio: socketio.AsyncServer) ->
         # an event published before the listener subscribed would miss this node.
         sio.manager_initialized = True
         sio.manager.initialize()
-        yield
+        async with ends.listening(services.redis):
+            yield
         manager = sio.manager
         listener = getattr(manager, "thread", None)
         if isinstance(listener, asyncio.Task):

@@ -10,6 +10,7 @@
     yihao user create --username dr_li --password … --role specialist --institution QDSL
                       [--name 李明] [--title 主任医师] [--department 心内科] [--resident-id …]
     yihao user totp --username dr_li
+    yihao user disable|enable|unlock --username dr_li   (disable ends every session at once)
     yihao cluster [--nodes 3] [--port 8080] [--no-nginx] [--web-dir DIR]
     yihao recordings purge [--dry-run]   (remove consult recordings past their retention)
 
@@ -227,6 +228,25 @@ def cmd_user_totp(args: argparse.Namespace, settings: Settings) -> int:
     return _with_services(settings, work)
 
 
+def cmd_user_access(args: argparse.Namespace, settings: Settings) -> int:
+    """disable / enable / unlock, as the operator (audited with no actor)."""
+
+    async def work(services: Any) -> int:
+        auth = services.auth
+        if args.sub == "unlock":
+            state = await auth.unlock(None, args.username)
+        else:
+            state = await auth.set_active(None, args.username, args.sub == "enable")
+        print(
+            f"user {state.username}: {'active' if state.active else 'disabled'}, "
+            f"{'locked' if state.locked else 'not locked'}; "
+            f"{state.sessions_ended} session(s) ended"
+        )
+        return 0
+
+    return _with_services(settings, work)
+
+
 def cmd_referrals_expire(args: argparse.Namespace, settings: Settings) -> int:
     async def work(services: Any) -> int:
         expired = await services.referrals.expire_overdue()
@@ -349,6 +369,14 @@ def build_parser() -> argparse.ArgumentParser:
     user_totp = user.add_parser("totp", help="enrol a TOTP second factor for an account")
     user_totp.add_argument("--username", required=True)
     user_totp.set_defaults(func=cmd_user_totp)
+    for name, help_text in (
+        ("disable", "disable an account: its sessions end and its sockets close at once"),
+        ("enable", "enable a disabled account"),
+        ("unlock", "lift a lockout after failed sign-ins"),
+    ):
+        access = user.add_parser(name, help=help_text)
+        access.add_argument("--username", required=True)
+        access.set_defaults(func=cmd_user_access)
 
     cluster = commands.add_parser(
         "cluster", help="run N nodes behind nginx on this machine (PostgreSQL and Redis)"

@@ -62,6 +62,9 @@ class Settings(BaseModel):
     # How long a presence code from the patient's app is good for, and a link request waits.
     presence_code_ttl_seconds: int = Field(default=300, ge=30, le=3600)
     care_request_ttl_hours: int = Field(default=72, ge=1, le=720)
+    # How often idle sessions are swept (and their sockets closed), and how often an open
+    # socket re-reads its session from the database in case a revocation broadcast was lost.
+    session_check_seconds: int = Field(default=30, ge=1, le=3600)
     login_max_failures: int = Field(default=5, ge=1, le=100)
     login_lockout_seconds: int = Field(default=900, ge=1)
     # Login attempts allowed per client address per minute.

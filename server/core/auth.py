@@ -138,12 +138,22 @@ def totp_code(secret: str, at: float | None = None, step: int = 30) -> str:
     return f"{value % 1_000_000:06d}"
 
 
-def verify_totp(secret: str, code: str, at: float | None = None) -> bool:
-    """Accept the current code and one step either side, for clock drift."""
+def totp_step(secret: str, code: str, at: float | None = None, step: int = 30) -> int | None:
+    """The time step ``code`` belongs to (current or one either side, for clock drift), or None.
+
+    The caller remembers the step it accepted and refuses it again: a code works once.
+    """
     now = time.time() if at is None else at
-    return any(
-        hmac.compare_digest(totp_code(secret, now + drift * 30), code) for drift in (-1, 0, 1)
-    )
+    counter = int(now // step)
+    for candidate in (counter - 1, counter, counter + 1):
+        if hmac.compare_digest(totp_code(secret, candidate * step, step), code):
+            return candidate
+    return None
+
+
+def verify_totp(secret: str, code: str, at: float | None = None) -> bool:
+    """Whether the code is good now (no once-only check: see ``totp_step``)."""
+    return totp_step(secret, code, at) is not None
 
 
 def totp_uri(secret: str, username: str) -> str:

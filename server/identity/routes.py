@@ -54,23 +54,24 @@ async def change_password(call: Call) -> None:
 @routes.op(
     "POST",
     "/api/v1/auth/totp/setup",
-    summary="Start TOTP enrolment",
+    summary="Start TOTP enrolment (asks for the current password)",
+    body=schemas.TotpSetupRequest,
     response=schemas.TotpSetup,
     errors=(409,),
 )
 async def setup_totp(call: Call) -> schemas.TotpSetup:
-    return await services(call).auth.setup_totp(call.user)
+    return await services(call).auth.setup_totp(call.user, call.body.current_password)
 
 
 @routes.op(
     "POST",
     "/api/v1/auth/totp/confirm",
-    summary="Finish TOTP enrolment with a first code",
+    summary="Finish TOTP enrolment with a first code (and the current password)",
     body=schemas.TotpConfirm,
     errors=(409,),
 )
 async def confirm_totp(call: Call) -> None:
-    await services(call).auth.confirm_totp(call.user, call.body.code)
+    await services(call).auth.confirm_totp(call.user, call.body)
 
 
 @routes.op("GET", "/api/v1/me", summary="Who I am", response=schemas.UserOut)
@@ -162,3 +163,51 @@ async def create_user(call: Call) -> schemas.UserOut:
 @routes.op("GET", r"/api/v1/users/{user_id:\d+}", summary="One account", response=schemas.UserOut)
 async def get_user(call: Call) -> schemas.UserOut:
     return await services(call).identity.get_user(call.user, call.path_int("user_id"))
+
+
+@routes.op(
+    "POST",
+    r"/api/v1/users/{user_id:\d+}/disable",
+    summary="Disable an account (ends its sessions and closes its sockets at once)",
+    response=schemas.AccountState,
+    roles=ADMINS,
+    errors=(404, 409),
+)
+async def disable_user(call: Call) -> schemas.AccountState:
+    return await services(call).auth.set_active(call.user, call.path_int("user_id"), False)
+
+
+@routes.op(
+    "POST",
+    r"/api/v1/users/{user_id:\d+}/enable",
+    summary="Enable a disabled account",
+    response=schemas.AccountState,
+    roles=ADMINS,
+    errors=(404, 409),
+)
+async def enable_user(call: Call) -> schemas.AccountState:
+    return await services(call).auth.set_active(call.user, call.path_int("user_id"), True)
+
+
+@routes.op(
+    "POST",
+    r"/api/v1/users/{user_id:\d+}/unlock",
+    summary="Lift a lockout after failed sign-ins",
+    response=schemas.AccountState,
+    roles=ADMINS,
+    errors=(404, 409),
+)
+async def unlock_user(call: Call) -> schemas.AccountState:
+    return await services(call).auth.unlock(call.user, call.path_int("user_id"))
+
+
+@routes.op(
+    "POST",
+    r"/api/v1/users/{user_id:\d+}/sessions/end",
+    summary="Sign an account out everywhere (ends its sessions, closes its sockets)",
+    response=schemas.AccountState,
+    roles=ADMINS,
+    errors=(404, 409),
+)
+async def end_user_sessions(call: Call) -> schemas.AccountState:
+    return await services(call).auth.end_user_sessions(call.user, call.path_int("user_id"))

@@ -53,8 +53,28 @@ class TotpSetup(BaseModel):
     otpauth_uri: str
 
 
+CurrentPassword = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class TotpSetupRequest(Strict):
+    """Enrolling a second factor is a credential change: the password is asked again."""
+
+    current_password: CurrentPassword
+
+
 class TotpConfirm(Strict):
     code: TotpCode
+    current_password: CurrentPassword
+
+
+class AccountState(BaseModel):
+    """An account's access state, as an administrator sees it after a change."""
+
+    user_id: int
+    username: str
+    active: bool
+    locked: bool
+    sessions_ended: int = Field(description="sessions this change ended (their sockets closed)")
 
 
 class InstitutionCreate(Strict):

@@ -14,7 +14,7 @@ import secrets
 from datetime import date, timedelta
 from typing import Any, get_args
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
@@ -28,8 +28,8 @@ from server.core.auth import (
     hash_refresh_token,
     new_refresh_token,
     new_totp_secret,
+    totp_step,
     totp_uri,
-    verify_totp,
 )
 from server.core.db import Database, Tx, utcnow
 from server.core.errors import (
@@ -43,8 +43,16 @@ from server.core.errors import (
 from server.core.events import Events
 from server.core.ids import ResidentIdError, parse_resident_id
 from server.core.ratelimit import RateLimiter
+from server.core.sessions import SessionEnds
 from server.identity import schemas
-from server.identity.models import AuthSession, Department, Institution, Patient, User
+from server.identity.models import (
+    AuthSession,
+    Department,
+    Institution,
+    Patient,
+    RotatedRefresh,
+    User,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -429,6 +437,33 @@ def checked_resident_id(
     return parsed
 
 
+# Who may change an account's access: the platform's administrators anyone's (but their
+# own), an institution's administrator the practitioners of that institution.
+MANAGED_BY_INSTITUTION_ADMIN = PRACTITIONER_ROLES - {"institution_admin"}
+
+
+def check_may_manage(actor: Requester | None, user: User) -> None:
+    """Refuse with 404 when the actor may not even see the account, 403 when only not manage it."""
+    if actor is None:  # the operator's CLI
+        return
+    if actor.user_id == user.id:
+        raise Conflict("an administrator cannot change their own account's access", code="self")
+    if actor.role == "platform_admin":
+        return
+    same_institution = (
+        actor.role == "institution_admin"
+        and user.institution_id is not None
+        and user.institution_id == actor.institution_id
+    )
+    if not same_institution:
+        # As for reading the account: practitioners' accounts are visible, patients' are not.
+        if user.institution_id is None or user.role == "patient":
+            raise NotFound(f"no user {user.id}")
+        raise Forbidden("an institution administrator manages their own institution's accounts")
+    if user.role not in MANAGED_BY_INSTITUTION_ADMIN:
+        raise Forbidden(f"only a platform administrator manages a {user.role} account")
+
+
 class AuthService:
     def __init__(
         self,
@@ -437,12 +472,16 @@ class AuthService:
         audit: AuditLog,
         passwords: Passwords,
         tokens: Tokens,
+        ends: SessionEnds | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
         self.audit = audit
         self.passwords = passwords
         self.tokens = tokens
+        self.ends = ends or SessionEnds(
+            settings.redis_channel, "local", settings.session_check_seconds * 4
+        )
         self.login_limit = RateLimiter(settings.login_rate_per_minute)
         self.refresh_limit = RateLimiter(settings.login_rate_per_minute * 2)
 
@@ -459,18 +498,23 @@ class AuthService:
         self._check_rate(self.login_limit, ip)
         async with self.db.read() as session:
             user = await session.scalar(select(User).where(User.username == data.username))
-        if user is not None:
-            await self._refuse_if_locked(user, "auth.login")
+        # The password is checked even for a locked or unknown account: the same work, and
+        # the same answer, whichever it is (no oracle for which usernames exist or are locked).
         password_ok = self.passwords.verify(user.password_hash if user else None, data.password)
+        if user is not None and self._locked(user):
+            await self.audit.record_alone(
+                "auth.login", actor_user_id=user.id, outcome="failure", reason="locked"
+            )
+            raise self._invalid_credentials()
         if user is None or not password_ok or not user.active:
             await self._record_failure(user, "bad_credentials")
-            raise Unauthorized("wrong username or password", code="invalid_credentials")
+            raise self._invalid_credentials()
         if user.totp_enabled and user.totp_secret:
             if data.totp is None:
                 raise Unauthorized("this account needs a TOTP code", code="totp_required")
-            if not verify_totp(user.totp_secret, data.totp):
+            if not await self._accept_totp(user, data.totp):
                 await self._record_failure(user, "bad_totp")
-                raise Unauthorized("the TOTP code is wrong", code="invalid_totp")
+                raise Unauthorized("the TOTP code is wrong or was used", code="invalid_totp")
         elif user.role in self.settings.totp_required_roles:
             await self.audit.record_alone(
                 "auth.login", actor_user_id=user.id, outcome="failure", reason="totp_not_enrolled"
@@ -482,18 +526,46 @@ class AuthService:
             )
         return await self._open_session(user, data.password)
 
+    @staticmethod
+    def _invalid_credentials() -> Unauthorized:
+        return Unauthorized("wrong username or password", code="invalid_credentials")
+
+    @staticmethod
+    def _locked(user: User) -> bool:
+        return user.locked_until is not None and user.locked_until > utcnow()
+
     async def _refuse_if_locked(self, user: User, action: str) -> None:
-        now = utcnow()
-        if user.locked_until is not None and user.locked_until > now:
-            await self.audit.record_alone(
-                action, actor_user_id=user.id, outcome="failure", reason="locked"
+        """For a signed-in user (re-authentication): saying the account is locked leaks nothing."""
+        if not self._locked(user):
+            return
+        assert user.locked_until is not None
+        await self.audit.record_alone(
+            action, actor_user_id=user.id, outcome="failure", reason="locked"
+        )
+        retry = int((user.locked_until - utcnow()).total_seconds()) + 1
+        raise Forbidden(
+            "the account is locked after repeated failed sign-ins; try again later",
+            code="account_locked",
+            headers={"Retry-After": str(retry)},
+        )
+
+    async def _accept_totp(self, user: User, code: str) -> bool:
+        """Accept a code at most once: its time step must be newer than the last one accepted."""
+        assert user.totp_secret is not None
+        step = totp_step(user.totp_secret, code)
+        if step is None:
+            return False
+        async with self.db.transaction() as tx:
+            # Conditional, so two requests racing with the same code cannot both pass.
+            result = await tx.session.execute(
+                update(User)
+                .where(
+                    User.id == user.id,
+                    or_(User.totp_last_step.is_(None), User.totp_last_step < step),
+                )
+                .values(totp_last_step=step)
             )
-            retry = int((user.locked_until - now).total_seconds()) + 1
-            raise Forbidden(
-                "the account is locked after repeated failed sign-ins; try again later",
-                code="account_locked",
-                headers={"Retry-After": str(retry)},
-            )
+        return bool(getattr(result, "rowcount", 0))
 
     async def reauthenticate(
         self,
@@ -509,7 +581,7 @@ class AuthService:
         By the password (plus the TOTP code when the account has TOTP), a TOTP code alone,
         or a login younger than ``fresh_seconds``. Returns how; a wrong password or code is
         ``401 reauth_failed``, counted with failed logins, so guessing locks the account
-        like guessing at the login does.
+        like guessing at the login does. A TOTP code counts once, here as at the login.
         """
         async with self.db.read() as session:
             user = await session.get(User, requester.user_id)
@@ -521,11 +593,11 @@ class AuthService:
         if password is not None:
             ok = self.passwords.verify(user.password_hash, password)
             if ok and user.totp_enabled and user.totp_secret:
-                ok = totp is not None and verify_totp(user.totp_secret, totp)
+                ok = totp is not None and await self._accept_totp(user, totp)
             method = "password" if ok else None
         elif totp is not None:
-            ok = bool(
-                user.totp_enabled and user.totp_secret and verify_totp(user.totp_secret, totp)
+            ok = bool(user.totp_enabled and user.totp_secret) and await self._accept_totp(
+                user, totp
             )
             method = "totp" if ok else None
         elif utcnow() - login.created_at <= timedelta(seconds=fresh_seconds):
@@ -569,6 +641,13 @@ class AuthService:
                 reason=reason,
             )
 
+    async def _check_current_password(self, user: User, password: str, action: str) -> None:
+        """A credential change asks for the password again; a wrong one counts as a failure."""
+        await self._refuse_if_locked(user, action)
+        if not self.passwords.verify(user.password_hash, password):
+            await self._record_failure(user, "bad_credentials", action)
+            raise ValidationFailed.field("current_password", "is wrong")
+
     async def _open_session(self, user: User, password: str) -> schemas.TokenResponse:
         refresh = new_refresh_token()
         now = utcnow()
@@ -609,25 +688,62 @@ class AuthService:
     async def refresh(self, data: schemas.RefreshRequest, ip: str | None) -> schemas.TokenResponse:
         self._check_rate(self.refresh_limit, ip)
         now = utcnow()
+        presented = hash_refresh_token(data.refresh_token)
+        invalid = Unauthorized("the refresh token is not valid", code="refresh_invalid")
+        # Refusals are raised after the transaction: what they end (an idle or replayed
+        # session) must be committed, not rolled back with the error.
+        refusal: Unauthorized | None = None
         async with self.db.transaction() as tx:
             session = await tx.session.scalar(
-                select(AuthSession).where(
-                    AuthSession.refresh_hash == hash_refresh_token(data.refresh_token)
-                )
+                select(AuthSession).where(AuthSession.refresh_hash == presented)
             )
-            if session is None or session.revoked_at is not None or session.expires_at <= now:
-                raise Unauthorized("the refresh token is not valid", code="refresh_invalid")
-            if self._idle(session, now):
-                session.revoked_at, session.revoke_reason = now, "idle"
-                raise Unauthorized("the session ended after inactivity", code="session_idle")
-            user = await tx.session.get(User, session.user_id)
-            if user is None or not user.active:
-                raise Unauthorized("the account is disabled", code="account_disabled")
-            # Rotate: the old refresh token stops working at once.
-            refresh = new_refresh_token()
-            session.refresh_hash = hash_refresh_token(refresh)
-            session.last_seen_at = now
+            user = await tx.session.get(User, session.user_id) if session else None
+            if session is None:
+                await self._end_replayed(tx, presented)
+                refusal = invalid
+            elif session.revoked_at is not None or session.expires_at <= now:
+                refusal = invalid
+            elif self._idle(session, now):
+                await self._end_sessions(tx, [session.id], "idle")
+                refusal = Unauthorized("the session ended after inactivity", code="session_idle")
+            elif user is None or not user.active:
+                refusal = Unauthorized("the account is disabled", code="account_disabled")
+            else:
+                # Rotate: the old refresh token stops working at once, and is remembered so
+                # that presenting it again is recognised as a theft (see _end_replayed).
+                refresh = new_refresh_token()
+                tx.session.add(RotatedRefresh(refresh_hash=presented, session_id=session.id))
+                session.refresh_hash = hash_refresh_token(refresh)
+                session.last_seen_at = now
+        if refusal is not None:
+            raise refusal
+        assert session is not None and user is not None
         return self._token_response(user, session.id, refresh)
+
+    async def _end_replayed(self, tx: Tx, presented: str) -> None:
+        """A rotated refresh token came back: someone holds a copy. End the whole session.
+
+        Either the thief or the owner has the newer token; which one cannot be told, so
+        both lose it (RFC 9700, refresh token rotation). The answer stays ``refresh_invalid``.
+        """
+        row = (
+            await tx.session.execute(
+                select(AuthSession.id, AuthSession.user_id)
+                .join(RotatedRefresh, RotatedRefresh.session_id == AuthSession.id)
+                .where(RotatedRefresh.refresh_hash == presented)
+            )
+        ).first()
+        if row is None:
+            return
+        ended = await self._end_sessions(tx, [row.id], "refresh_replay")
+        await self.audit.record(
+            tx.session,
+            "auth.refresh",
+            actor_user_id=row.user_id,
+            outcome="failure",
+            reason="refresh_replay",
+            details={"session": row.id, "ended": bool(ended)},
+        )
 
     def _idle(self, session: AuthSession, now: Any) -> bool:
         idle = self.settings.session_idle_timeout_seconds
@@ -636,81 +752,145 @@ class AuthService:
     async def authenticate(self, token: str) -> Requester:
         """Verify an access token and that its session is still open."""
         requester = self.tokens.decode(token)
+        await self.check_session(requester)
+        return requester
+
+    async def check_session(self, requester: Requester) -> None:
+        """The session is open, not idle, and its account active; else 401 (and it ends).
+
+        One read per call (the session joined with its user); a write at most once a minute
+        to note the activity. REST calls it per request, a socket every session_check_seconds.
+        """
         now = utcnow()
         async with self.db.read() as db_session:
-            session = await db_session.get(AuthSession, requester.session_id)
+            row = (
+                await db_session.execute(
+                    select(AuthSession, User.active)
+                    .join(User, User.id == AuthSession.user_id)
+                    .where(AuthSession.id == requester.session_id)
+                )
+            ).first()
+        session, active = row if row is not None else (None, False)
         if (
             session is None
             or session.revoked_at is not None
             or session.user_id != requester.user_id
         ):
             raise Unauthorized("the session has ended; sign in again", code="session_revoked")
+        if not active:
+            # Disabling ended the sessions already; this covers a row written by other means.
+            await self._end_now([session.id], "account_disabled")
+            raise Unauthorized("the session has ended; sign in again", code="session_revoked")
         if self._idle(session, now):
-            await self._end_session(session.id, "idle")
+            await self._end_now([session.id], "idle")
             raise Unauthorized("the session ended after inactivity", code="session_idle")
         if now - session.last_seen_at > LAST_SEEN_RESOLUTION:
             async with self.db.transaction() as tx:
                 await tx.session.execute(
                     update(AuthSession).where(AuthSession.id == session.id).values(last_seen_at=now)
                 )
-        return requester
 
-    async def _end_session(self, session_id: str, reason: str) -> None:
-        async with self.db.transaction() as tx:
+    async def _end_sessions(self, tx: Tx, where: Any, reason: str) -> list[str]:
+        """End the open sessions matching ``where`` (ids, or a condition); announced after commit.
+
+        Every way a session ends goes through here, so every one of them closes the
+        session's sockets on every node (see server.core.sessions).
+        """
+        condition = AuthSession.id.in_(where) if isinstance(where, list) else where
+        ids = list(
+            await tx.session.scalars(
+                select(AuthSession.id).where(condition, AuthSession.revoked_at.is_(None))
+            )
+        )
+        if ids:
             await tx.session.execute(
                 update(AuthSession)
-                .where(AuthSession.id == session_id, AuthSession.revoked_at.is_(None))
+                .where(AuthSession.id.in_(ids), AuthSession.revoked_at.is_(None))
                 .values(revoked_at=utcnow(), revoke_reason=reason)
             )
 
+            async def announce() -> None:
+                await self.ends.announce(ids, reason)
+
+            tx.on_commit(announce)
+        return ids
+
+    async def _end_now(self, session_ids: list[str], reason: str) -> list[str]:
+        async with self.db.transaction() as tx:
+            return await self._end_sessions(tx, session_ids, reason)
+
+    async def end_idle_sessions(self, tick: int = 0) -> None:
+        """The idle logoff (a job): end sessions idle too long, so their sockets close too."""
+        idle = self.settings.session_idle_timeout_seconds
+        if not idle:
+            return
+        cutoff = utcnow() - timedelta(seconds=idle)
+        async with self.db.transaction() as tx:
+            await self._end_sessions(tx, AuthSession.last_seen_at < cutoff, "idle")
+
     async def logout(self, requester: Requester) -> None:
         async with self.db.transaction() as tx:
-            await tx.session.execute(
-                update(AuthSession)
-                .where(AuthSession.id == requester.session_id)
-                .values(revoked_at=utcnow(), revoke_reason="logout")
-            )
+            await self._end_sessions(tx, [requester.session_id], "logout")
             await self.audit.record(tx.session, "auth.logout", actor=requester)
 
     async def change_password(self, requester: Requester, data: schemas.PasswordChange) -> None:
+        user = await self._own_account(requester)
+        await self._check_current_password(user, data.current_password, "user.password_change")
+        if data.new_password == data.current_password:
+            raise ValidationFailed.field("new_password", "must differ from the current one")
         async with self.db.transaction() as tx:
-            user = await tx.session.get(User, requester.user_id)
-            if user is None or not self.passwords.verify(user.password_hash, data.current_password):
-                raise ValidationFailed.field("current_password", "is wrong")
-            if data.new_password == data.current_password:
-                raise ValidationFailed.field("new_password", "must differ from the current one")
-            user.password_hash = self.passwords.hash(data.new_password)
-            user.password_changed_at = utcnow()
-            # Every session ends, this one included: a stolen token dies with the old password.
             await tx.session.execute(
-                update(AuthSession)
-                .where(AuthSession.user_id == user.id, AuthSession.revoked_at.is_(None))
-                .values(revoked_at=utcnow(), revoke_reason="password_change")
+                update(User)
+                .where(User.id == user.id)
+                .values(
+                    password_hash=self.passwords.hash(data.new_password),
+                    password_changed_at=utcnow(),
+                    failed_logins=0,
+                )
             )
+            # Every session ends, this one included: a stolen token dies with the old password.
+            await self._end_sessions(tx, AuthSession.user_id == user.id, "password_change")
             await self.audit.record(
                 tx.session, "user.password_change", actor=requester, resource=f"User/{user.id}"
             )
 
-    async def setup_totp(self, requester: Requester) -> schemas.TotpSetup:
+    async def _own_account(self, requester: Requester) -> User:
+        async with self.db.read() as session:
+            user = await session.get(User, requester.user_id)
+        if user is None:
+            raise Unauthorized("the account no longer exists", code="session_revoked")
+        return user
+
+    async def setup_totp(self, requester: Requester, current_password: str) -> schemas.TotpSetup:
+        user = await self._own_account(requester)
+        await self._check_current_password(user, current_password, "user.totp_setup")
         async with self.db.transaction() as tx:
-            user = await tx.session.get(User, requester.user_id)
-            assert user is not None
-            if user.totp_enabled:
+            pending = await tx.session.get(User, requester.user_id)
+            assert pending is not None
+            if pending.totp_enabled:
                 raise Conflict("TOTP is already enabled", code="totp_enabled")
-            user.totp_secret = new_totp_secret()
+            pending.totp_secret = new_totp_secret()
+            pending.totp_last_step = None
             return schemas.TotpSetup(
-                secret=user.totp_secret, otpauth_uri=totp_uri(user.totp_secret, user.username)
+                secret=pending.totp_secret,
+                otpauth_uri=totp_uri(pending.totp_secret, pending.username),
             )
 
-    async def confirm_totp(self, requester: Requester, code: str) -> None:
+    async def confirm_totp(self, requester: Requester, data: schemas.TotpConfirm) -> None:
+        user = await self._own_account(requester)
+        await self._check_current_password(user, data.current_password, "user.totp_enable")
+        if user.totp_secret is None or user.totp_enabled:
+            raise Conflict("start TOTP setup first", code="totp_not_pending")
+        if not await self._accept_totp(user, data.code):
+            raise ValidationFailed.field("code", "the code does not match")
         async with self.db.transaction() as tx:
-            user = await tx.session.get(User, requester.user_id)
-            assert user is not None
-            if user.totp_secret is None or user.totp_enabled:
-                raise Conflict("start TOTP setup first", code="totp_not_pending")
-            if not verify_totp(user.totp_secret, code):
-                raise ValidationFailed.field("code", "the code does not match")
-            user.totp_enabled = True
+            enabled = await tx.session.execute(
+                update(User)
+                .where(User.id == user.id, User.totp_secret == user.totp_secret)
+                .values(totp_enabled=True)
+            )
+            if not getattr(enabled, "rowcount", 0):
+                raise Conflict("TOTP setup was restarted meanwhile", code="totp_not_pending")
             await self.audit.record(
                 tx.session, "user.totp_enable", actor=requester, resource=f"User/{user.id}"
             )
@@ -723,10 +903,92 @@ class AuthService:
                 raise NotFound(f"no user '{username}'")
             user.totp_secret = new_totp_secret()
             user.totp_enabled = True
+            user.totp_last_step = None
             await self.audit.record(
                 tx.session, "user.totp_enable", actor_user_id=None, resource=f"User/{user.id}"
             )
             return totp_uri(user.totp_secret, user.username)
+
+    # --- account access (administrators; the CLI passes actor None) -------------------
+
+    async def set_active(
+        self, actor: Requester | None, user_ref: int | str, active: bool
+    ) -> schemas.AccountState:
+        """Disable (ending every session and socket of the account at once) or enable it.
+
+        There is no deletion of accounts: the audit log and signed documents name them, so
+        disabling is the deletion.
+        """
+        async with self.db.transaction() as tx:
+            user = await self._managed_user(tx, actor, user_ref)
+            ended: list[str] = []
+            if not active:
+                ended = await self._end_sessions(
+                    tx, AuthSession.user_id == user.id, "account_disabled"
+                )
+            changed = user.active != active
+            user.active = active
+            await self._audit_account(
+                tx,
+                actor,
+                user,
+                "user.enable" if active else "user.disable",
+                {"changed": changed, "sessions_ended": len(ended)},
+            )
+            return self._account_state(user, len(ended))
+
+    async def unlock(self, actor: Requester | None, user_ref: int | str) -> schemas.AccountState:
+        """Lift a lockout after failed sign-ins (the failures counted so far are forgotten)."""
+        async with self.db.transaction() as tx:
+            user = await self._managed_user(tx, actor, user_ref)
+            was_locked = self._locked(user)
+            user.locked_until, user.failed_logins = None, 0
+            await self._audit_account(tx, actor, user, "user.unlock", {"was_locked": was_locked})
+            return self._account_state(user, 0)
+
+    async def end_user_sessions(
+        self, actor: Requester | None, user_ref: int | str
+    ) -> schemas.AccountState:
+        """An administrator signs an account out everywhere (a lost phone), without disabling it."""
+        async with self.db.transaction() as tx:
+            user = await self._managed_user(tx, actor, user_ref)
+            ended = await self._end_sessions(tx, AuthSession.user_id == user.id, "admin_revoked")
+            await self._audit_account(
+                tx, actor, user, "user.sessions_end", {"sessions_ended": len(ended)}
+            )
+            return self._account_state(user, len(ended))
+
+    async def _managed_user(self, tx: Tx, actor: Requester | None, user_ref: int | str) -> User:
+        by = User.id == user_ref if isinstance(user_ref, int) else User.username == user_ref
+        # Only people: the system accounts (the consult recorder) are managed by the server.
+        user = await tx.session.scalar(
+            select(User).where(by, User.role.in_(get_args(schemas.RoleName)))
+        )
+        if user is None:
+            raise NotFound(f"no user {user_ref}")
+        check_may_manage(actor, user)
+        return user
+
+    async def _audit_account(
+        self, tx: Tx, actor: Requester | None, user: User, action: str, details: dict[str, Any]
+    ) -> None:
+        await self.audit.record(
+            tx.session,
+            action,
+            actor=actor,
+            resource=f"User/{user.id}",
+            patient_id=user.patient_id,
+            details=details,
+        )
+
+    def _account_state(self, user: User, ended: int) -> schemas.AccountState:
+        return schemas.AccountState(
+            user_id=user.id,
+            username=user.username,
+            active=user.active,
+            locked=self._locked(user),
+            sessions_ended=ended,
+        )
 
     async def me(self, requester: Requester) -> schemas.UserOut:
         async with self.db.read() as session:

@@ -7,6 +7,14 @@ role ``desk:<id>`` or ``pharmacy:<id>``, and whatever capabilities add through
 room providers). A client never names a
 room to join.
 
+Sessions: each socket also sits in ``session:<session id>``. When a session ends
+anywhere in the cluster (``server.core.sessions``), every node sends its local
+sockets of that session a ``session_ended`` event and disconnects them. Every
+event checks its session cheaply first: a per-node set of ended sessions (no
+I/O), and at most every ``session_check_seconds`` a database read (the safety net
+for a lost broadcast). An event on an ended session is acked ``401
+session_revoked`` and the socket is closed.
+
 Capabilities register their client → server events with :meth:`Gateway.on`:
 the payload is validated with a pydantic model, the handler gets the
 requester, and the ack is ``{"ok": true, "data": …}`` or
@@ -18,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -42,15 +51,19 @@ from server.core.events import REPLAY_PAGE, Events
 from server.core.middleware import as_unavailable, is_out_of_range, out_of_range
 from server.core.observability import Metrics
 from server.core.ratelimit import RateLimiter
+from server.core.sessions import SessionEnds
 
 logger = logging.getLogger(__name__)
 
 Authenticate = Callable[[str], Awaitable[Requester]]
+CheckSession = Callable[[Requester], Awaitable[None]]
 RoomProvider = Callable[[Requester], Awaitable[list[str]]]
 DisconnectHook = Callable[[str], Awaitable[None]]
 EventHandler = Callable[[str, Requester, Any], Awaitable[Any]]
 
 EVENT = "event"
+# Sent to a socket just before the server closes it because its session ended.
+SESSION_ENDED = "session_ended"
 
 
 class SyncRequest(Strict):
@@ -72,11 +85,16 @@ def pharmacy_stream(institution_id: int) -> str:
     return f"pharmacy:{institution_id}"
 
 
+def session_room(session_id: str) -> str:
+    """Every socket of one sign-in session (closed together when the session ends)."""
+    return f"session:{session_id}"
+
+
 def base_rooms(requester: Requester) -> list[str]:
     """The streams a user sits in by role. Administrators get the institution stream only:
     clinical work (consults, referrals, prescriptions) travels on the desk and pharmacy
     streams, which only the roles whose job it is enter."""
-    rooms = [f"user:{requester.user_id}"]
+    rooms = [f"user:{requester.user_id}", session_room(requester.session_id)]
     institution_id = requester.institution_id
     if institution_id is not None:
         rooms.append(institution_stream(institution_id))
@@ -96,8 +114,18 @@ class Gateway:
         events: Events,
         metrics: Metrics,
         audit: AuditLog | None = None,
+        ends: SessionEnds | None = None,
+        check_session: CheckSession | None = None,
     ) -> None:
         self.sio = sio
+        self.ends = ends
+        self.check_session = check_session
+        self.check_seconds = float(settings.session_check_seconds)
+        # sid → when (monotonic) its session is next read from the database.
+        self._check_due: dict[str, float] = {}
+        self._closing: set[asyncio.Future[None]] = set()
+        if ends is not None:
+            ends.add_listener(self.close_sessions)
         self.audit = audit
         self.authenticate = authenticate
         self.events = events
@@ -151,6 +179,7 @@ class Gateway:
                 if not self.limiter.allow(sid):
                     raise TooManyRequests("slow down: too many events on this connection")
                 requester = await self.requester(sid)
+                await self._check_open(sid, requester)
                 data: Any = payload
                 check_no_nul(payload)
                 if model is not None:
@@ -188,6 +217,43 @@ class Gateway:
                 context.request_id.reset(token)
 
         self.sio.on(event, handle)
+
+    async def _check_open(self, sid: str, requester: Requester) -> None:
+        """Refuse (401) an event whose session ended; cheap unless a database check is due."""
+        ended = self.ends is not None and self.ends.is_ended(requester.session_id)
+        if not ended and self.check_session is not None:
+            now = time.monotonic()
+            if now >= self._check_due.get(sid, 0.0):
+                try:
+                    await self.check_session(requester)
+                except Unauthorized:
+                    ended = True
+                else:
+                    self._check_due[sid] = now + self.check_seconds
+        if ended:
+            # Closed after the ack is sent, so the client learns why from the ack too.
+            asyncio.get_running_loop().call_soon(self._close_later, sid)
+            raise Unauthorized("the session has ended; sign in again", code="session_revoked")
+
+    def _close_later(self, sid: str) -> None:
+        task = asyncio.ensure_future(self._close(sid, "session_revoked"))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def close_sessions(self, session_ids: list[str], reason: str) -> None:
+        """Close this node's sockets of ended sessions (the SessionEnds listener)."""
+        for session_id in session_ids:
+            for sid, _ in list(self.sio.manager.get_participants("/", session_room(session_id))):
+                await self._close(sid, reason)
+
+    async def _close(self, sid: str, reason: str) -> None:
+        if not self.sio.manager.is_connected(sid, "/"):
+            return
+        try:
+            await self.sio.emit(SESSION_ENDED, {"reason": reason}, to=sid)
+            await self.sio.disconnect(sid, ignore_queue=True)
+        except Exception:
+            logger.exception("could not close a socket of an ended session", extra={"sid": sid})
 
     async def _audit_denial(
         self, event: str, requester: Requester | None, error: YihaoError
@@ -227,6 +293,8 @@ class Gateway:
                 unavailable.detail, unavailable.to_problem()
             ) from None
         await self.sio.save_session(sid, {"requester": requester})
+        # authenticate() just read the session: the next database check is due later.
+        self._check_due[sid] = time.monotonic() + self.check_seconds
         rooms = base_rooms(requester)
         for provider in self.room_providers:
             rooms.extend(await provider(requester))
@@ -242,6 +310,7 @@ class Gateway:
 
     async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
         self.metrics.sockets.dec()
+        self._check_due.pop(sid, None)
         task = asyncio.current_task()
         if task is not None:
             self._inflight.add(task)
@@ -263,7 +332,8 @@ class Gateway:
             await asyncio.wait(pending)
 
     def rooms_of(self, sid: str) -> set[str]:
-        return {room for room in self.sio.rooms(sid) if room != sid}
+        # The session room only addresses the socket for closing; it carries no stream.
+        return {r for r in self.sio.rooms(sid) if r != sid and not r.startswith("session:")}
 
     async def _on_sync(self, sid: str, requester: Requester, data: SyncRequest) -> dict[str, Any]:
         """Replay what the client missed: the streams it sits in, after its positions."""

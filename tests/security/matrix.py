@@ -135,6 +135,11 @@ def _soon(hours: float) -> str:
     return (datetime.now(UTC) + timedelta(hours=hours)).isoformat()
 
 
+def _account(w: World, s: Side) -> int:
+    """An account for the administrators' access operations (no persona's)."""
+    return w.users["dr_wang" if s.name == "A" else "gp_chen"]
+
+
 def _resident(s: Side) -> str:
     return next(p for p in PATIENTS if p.username == s.patient_user).resident_id
 
@@ -960,6 +965,23 @@ OPERATIONS: list[Op] = [
         b="gp2",
         covers=("POST /fhir/",),
     ),
+    # --- account access (administrators): they end sessions, so late ----------------------
+    # The targets are no persona's account: dr_wang (QDSL, side A's hospital, the institution
+    # admin's own) and gp_chen (LSZH, no institution admin among the personas).
+    *(
+        Op(
+            f"POST /api/v1/users/{{user_id}}/{action}",
+            body(
+                lambda w, s, action=action: f"/api/v1/users/{_account(w, s)}/{action}",
+                lambda w, s: None,
+            ),
+            a="iadm padm",
+            b="padm",
+            note="an institution admin manages his own institution's practitioners; "
+            "disable ends every session of the account (enable follows, for the later rows)",
+        )
+        for action in ("unlock", "sessions/end", "disable", "enable")
+    ),
     # --- the session itself: last ----------------------------------------------------------
     Op(
         "POST /api/v1/auth/login",
@@ -980,13 +1002,15 @@ OPERATIONS: list[Op] = [
     ),
     Op(
         "POST /api/v1/auth/totp/setup",
-        body(lambda w, s: "/api/v1/auth/totp/setup", lambda w, s: None),
+        body(lambda w, s: "/api/v1/auth/totp/setup", lambda w, s: {}),
         a="*",
+        note="without the current password: 422 naming it (no failed sign-in is counted)",
     ),
     Op(
         "POST /api/v1/auth/totp/confirm",
         body(lambda w, s: "/api/v1/auth/totp/confirm", lambda w, s: {"code": "000000"}),
         a="*",
+        note="without the current password: 422 naming it",
     ),
     Op(
         "POST /api/v1/auth/password",

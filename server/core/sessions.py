@@ -1,0 +1,131 @@
+"""Ended sessions, told to every node at once.
+
+When a login session ends (logout, password change, idle logoff, a disabled
+account, an administrator's revocation, a replayed refresh token) the ending
+transaction commits first, then :meth:`SessionEnds.announce` runs: this node
+applies it at once and publishes it on Redis (``<redis_channel>:sessions``);
+every other node's listener applies it when the message arrives (milliseconds).
+"Applying" means remembering the id in a per-node set (so an event on a socket
+of that session is refused without a database read) and calling the
+listeners: the gateway disconnects its local sockets of the session.
+
+A broadcast can be lost (a node whose Redis link is down). That is covered, not
+prevented: the database stays the truth. REST reads the session on every
+request; an open socket re-reads it at most every ``session_check_seconds``
+and is closed if it ended. Without Redis (one process) the announcement is local only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+logger = logging.getLogger(__name__)
+
+SessionsEnded = Callable[[list[str], str], Awaitable[None]]
+
+
+class SessionEnds:
+    def __init__(self, channel: str, node: str, keep_seconds: float) -> None:
+        self.channel = f"{channel}:sessions"
+        self.node = node
+        # An id must outlive any socket check that could still see the session as open.
+        self.keep_seconds = keep_seconds
+        self.redis: Redis | None = None
+        self._ended: dict[str, float] = {}
+        self._listeners: list[SessionsEnded] = []
+        self._task: asyncio.Task[None] | None = None
+        self.subscribed = asyncio.Event()
+
+    def add_listener(self, listener: SessionsEnded) -> None:
+        self._listeners.append(listener)
+
+    def is_ended(self, session_id: str) -> bool:
+        return session_id in self._ended
+
+    async def announce(self, session_ids: Iterable[str], reason: str) -> None:
+        """Tell every node (this one first) that these sessions ended. Call after commit."""
+        ids = sorted(set(session_ids))
+        if not ids:
+            return
+        await self._apply(ids, reason)
+        if self.redis is None:
+            return
+        message = json.dumps({"node": self.node, "sessions": ids, "reason": reason})
+        try:
+            await self.redis.publish(self.channel, message)
+        except Exception:
+            # Committed already; the other nodes' sockets find out at their next session check.
+            logger.exception("could not publish ended sessions", extra={"count": len(ids)})
+
+    async def _apply(self, ids: list[str], reason: str) -> None:
+        now = time.monotonic()
+        for stale in [s for s, at in self._ended.items() if now - at > self.keep_seconds]:
+            del self._ended[stale]
+        for session_id in ids:
+            self._ended[session_id] = now
+        for listener in self._listeners:
+            try:
+                await listener(ids, reason)
+            except Exception:
+                logger.exception("an ended-session listener failed")
+
+    async def _handle(self, raw: Any) -> None:
+        try:
+            message = json.loads(raw)
+            ids = [str(s) for s in message["sessions"]]
+            reason = str(message["reason"])
+            node = message.get("node")
+        except (ValueError, KeyError, TypeError):
+            logger.warning("ignored a malformed ended-session message")
+            return
+        if node != self.node:  # this node applied its own announcement already
+            await self._apply(ids, reason)
+
+    async def _listen(self, redis: Redis) -> None:
+        while True:
+            pubsub = redis.pubsub()
+            try:
+                await pubsub.subscribe(self.channel)
+                self.subscribed.set()
+                while True:
+                    # A timeout, not a blocking read: the client's socket timeout would fire
+                    # on a quiet channel, and each pass is a chance to notice a dead link.
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if message is not None and message.get("type") == "message":
+                        await self._handle(message["data"])
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.subscribed.clear()
+                logger.warning("ended-session listener lost Redis; resubscribing", exc_info=True)
+                await asyncio.sleep(1.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    @contextlib.asynccontextmanager
+    async def listening(self, redis: Redis | None) -> AsyncIterator[None]:
+        """Publish and listen on ``redis`` while the app runs (nothing to do without it)."""
+        self.redis = redis
+        if redis is not None:
+            self._task = asyncio.create_task(self._listen(redis), name="session-ends")
+            # Subscribed before the app serves: an ending published meanwhile would be missed.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.subscribed.wait(), 5)
+        try:
+            yield
+        finally:
+            if self._task is not None:
+                self._task.cancel()
+                await asyncio.gather(self._task, return_exceptions=True)
+                self._task = None
+            self.redis = None
