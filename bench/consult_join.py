@@ -35,6 +35,19 @@ import socketio
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLE = ROOT / "tests" / "records" / "fixtures" / "snbdh_transaction.json"
+
+
+def checkpoint_key(data_dir: str) -> str:
+    """The audit checkpoint key PostgreSQL mode needs, made once with `yihao audit keygen`."""
+    path = Path(data_dir) / "checkpoint_key"
+    if not path.exists():
+        subprocess.run(
+            [sys.executable, "-m", "server.cli", "audit", "keygen", str(path)],
+            cwd=ROOT, check=True, capture_output=True,
+        )  # fmt: skip
+    return str(path)
+
+
 PASSWORD = "Yihao@2026"
 
 
@@ -159,7 +172,11 @@ def main() -> None:
             YIHAO_SECRET_KEY="bench-secret-key-that-is-long-enough-0123",
         )
         if args.database_url:
-            env.update(YIHAO_DATABASE_URL=args.database_url, YIHAO_AUTO_MIGRATE="true")
+            env.update(
+                YIHAO_DATABASE_URL=args.database_url,
+                YIHAO_AUTO_MIGRATE="true",
+                YIHAO_CHECKPOINT_KEY_FILE=checkpoint_key(data_dir),
+            )
         if args.redis_url:
             env["YIHAO_REDIS_URL"] = args.redis_url
         yihao = [sys.executable, "-m", "server.cli"]

@@ -29,6 +29,7 @@ import contextlib
 import json
 import os
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +41,19 @@ import aiohttp
 import socketio
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def checkpoint_key(data_dir: str) -> str:
+    """The audit checkpoint key PostgreSQL mode needs, made once with `yihao audit keygen`."""
+    path = Path(data_dir) / "checkpoint_key"
+    if not path.exists():
+        subprocess.run(
+            [sys.executable, "-m", "server.cli", "audit", "keygen", str(path)],
+            cwd=ROOT, check=True, capture_output=True,
+        )  # fmt: skip
+    return str(path)
+
+
 PASSWORD = "Yihao@2026"
 RESIDENT_ID = "370202196005010115"
 
@@ -122,6 +136,7 @@ class Server:
             self.env.update(
                 YIHAO_DATABASE_URL=args.database_url,
                 YIHAO_SECRET_KEY="bench-secret-key-that-is-long-enough-0123456789",
+                YIHAO_CHECKPOINT_KEY_FILE=checkpoint_key(data_dir),
             )
         if args.redis_url:
             self.env["YIHAO_REDIS_URL"] = args.redis_url
