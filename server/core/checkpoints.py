@@ -47,7 +47,7 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_private_key,
     load_pem_public_key,
 )
-from sqlalchemy import JSON, BigInteger, Integer, String, select, update
+from sqlalchemy import JSON, BigInteger, Integer, String, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -358,6 +358,13 @@ class Checkpoints:
         async with self.db.read() as session:
             latest = await self._latest(session)
             head = await self.audit.head(session)
+            count = await session.scalar(select(func.count()).select_from(AuditCheckpoint))
+        if latest is not None and count != latest.seq:
+            logger.error("checkpoints missing; not checkpointing", extra={"checkpoint": latest.seq})
+            raise Conflict(
+                f"checkpoints before checkpoint {latest.seq} are missing; run `yihao audit verify`",
+                code="checkpoint_chain_broken",
+            )
         if latest is not None:
             signed = latest.content["audit"]
             if not force and (signed["seq"], signed["hash"]) == head:
