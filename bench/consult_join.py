@@ -33,19 +33,12 @@ from typing import Any
 import aiohttp
 import socketio
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from server.core.checkpoints import ensure_key_file
+
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLE = ROOT / "tests" / "records" / "fixtures" / "snbdh_transaction.json"
-
-
-def checkpoint_key(data_dir: str) -> str:
-    """The audit checkpoint key PostgreSQL mode needs, made once with `yihao audit keygen`."""
-    path = Path(data_dir) / "checkpoint_key"
-    if not path.exists():
-        subprocess.run(
-            [sys.executable, "-m", "server.cli", "audit", "keygen", str(path)],
-            cwd=ROOT, check=True, capture_output=True,
-        )  # fmt: skip
-    return str(path)
 
 
 PASSWORD = "Yihao@2026"
@@ -175,7 +168,7 @@ def main() -> None:
             env.update(
                 YIHAO_DATABASE_URL=args.database_url,
                 YIHAO_AUTO_MIGRATE="true",
-                YIHAO_CHECKPOINT_KEY_FILE=checkpoint_key(data_dir),
+                YIHAO_CHECKPOINT_KEY_FILE=str(ensure_key_file(Path(data_dir) / "checkpoint_key")),
             )
         if args.redis_url:
             env["YIHAO_REDIS_URL"] = args.redis_url

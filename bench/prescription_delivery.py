@@ -29,7 +29,6 @@ import contextlib
 import json
 import os
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,19 +39,11 @@ from typing import Any
 import aiohttp
 import socketio
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from server.core.checkpoints import ensure_key_file
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def checkpoint_key(data_dir: str) -> str:
-    """The audit checkpoint key PostgreSQL mode needs, made once with `yihao audit keygen`."""
-    path = Path(data_dir) / "checkpoint_key"
-    if not path.exists():
-        subprocess.run(
-            [sys.executable, "-m", "server.cli", "audit", "keygen", str(path)],
-            cwd=ROOT, check=True, capture_output=True,
-        )  # fmt: skip
-    return str(path)
-
 
 PASSWORD = "Yihao@2026"
 RESIDENT_ID = "370202196005010115"
@@ -136,7 +127,7 @@ class Server:
             self.env.update(
                 YIHAO_DATABASE_URL=args.database_url,
                 YIHAO_SECRET_KEY="bench-secret-key-that-is-long-enough-0123456789",
-                YIHAO_CHECKPOINT_KEY_FILE=checkpoint_key(data_dir),
+                YIHAO_CHECKPOINT_KEY_FILE=str(ensure_key_file(Path(data_dir) / "checkpoint_key")),
             )
         if args.redis_url:
             self.env["YIHAO_REDIS_URL"] = args.redis_url

@@ -297,7 +297,7 @@ def _check_checkpoint_keys(settings: Settings, origin: dict[str, str]) -> Settin
     Like the secret, the embedded mode makes its own key; a cluster must be given one
     (every node signs with the same key, and it must not live in the database).
     """
-    from server.core.checkpoints import KeyFileError, generate_key_file, load_key_files
+    from server.core.checkpoints import KeyFileError, ensure_key_file, load_key_files
 
     private, public = settings.checkpoint_key_file, settings.checkpoint_public_key_file
     if private is None and public is None:
@@ -307,10 +307,7 @@ def _check_checkpoint_keys(settings: Settings, origin: dict[str, str]) -> Settin
                 "(an Ed25519 private key in PEM, kept outside the database; "
                 "`yihao audit keygen FILE` makes one)"
             )
-        private = settings.data_dir / "checkpoint_key"
-        if not private.exists():
-            settings.data_dir.mkdir(parents=True, exist_ok=True)
-            generate_key_file(private)
+        private = ensure_key_file(settings.data_dir / "checkpoint_key")
         settings = settings.with_overrides(checkpoint_key_file=private)
     try:
         load_key_files(private, public)

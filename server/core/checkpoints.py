@@ -119,6 +119,14 @@ def generate_key_file(path: Path) -> bytes:
     return private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
+def ensure_key_file(path: Path) -> Path:
+    """The key file at ``path``, made if there is none yet (the embedded mode, benchmarks)."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        generate_key_file(path)
+    return path
+
+
 def public_key_pem(public_key: bytes) -> str:
     return (
         Ed25519PublicKey.from_public_bytes(public_key)
