@@ -160,6 +160,7 @@ def cmd_import_fhir(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
     """The hash chain, every signed checkpoint, and the chain against the checkpoints."""
+    from server.core.checkpoints import signed_at
 
     async def work(services: Any) -> int:
         report = await services.checkpoints.verify_audit()
@@ -181,7 +182,7 @@ def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
             covered = latest.content["audit"]["seq"]
             print(
                 f"{checkpoints.checked} signed checkpoints verified; the latest, checkpoint "
-                f"{latest.seq} of {latest.at.isoformat(timespec='seconds')} (hash {latest.hash}), "
+                f"{latest.seq} of {signed_at(latest)} (hash {latest.hash}), "
                 f"covers entries up to {covered}; entries after it are verified by the hash "
                 "chain alone"
             )

@@ -224,8 +224,13 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
+def signed_at(row: AuditCheckpoint) -> str:
+    """When the checkpoint was signed, from its signed content (the column is only a copy)."""
+    return datetime.fromisoformat(row.content["at"]).isoformat(timespec="seconds")
+
+
 def name(row: AuditCheckpoint) -> str:
-    return f"signed checkpoint {row.seq} of {row.at.isoformat(timespec='seconds')}"
+    return f"signed checkpoint {row.seq} of {signed_at(row)}"
 
 
 # --- verifying ---------------------------------------------------------------------------

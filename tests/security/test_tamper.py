@@ -43,11 +43,18 @@ from tests.helpers import Api
 from tests.security.world import World, build_world
 
 
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """No periodic checkpoints here: the tests write them, and count them."""
+    return settings.with_overrides(checkpoint_interval_seconds=0)
+
+
 def cli_env(settings: Settings) -> dict[str, str]:
     env = {
         "YIHAO_SECRET_KEY": TEST_SETTINGS["secret_key"],
         "YIHAO_LOG_LEVEL": "ERROR",
         "YIHAO_CHECKPOINT_KEY_FILE": str(settings.checkpoint_key_file),
+        "YIHAO_CHECKPOINT_INTERVAL_SECONDS": "0",
     }
     if settings.database_url:
         env["YIHAO_DATABASE_URL"] = settings.database_url
@@ -338,3 +345,18 @@ async def test_verify_signatures_names_an_edited_opinion(settings: Settings, wor
     assert code == 1
     assert f"consult {consult_id} opinion: TAMPERED — opinion does not match its signature" in out
     assert f"consult {world.a.consult_id} opinion" not in out
+
+
+async def test_keygen_makes_a_private_key_file_and_never_overwrites_one(
+    settings: Settings, tmp_path: Path
+) -> None:
+    path = tmp_path / "new_checkpoint_key"
+    code, out = await yihao(settings, "audit", "keygen", str(path))
+    assert code == 0, out
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert path.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
+    assert "-----BEGIN PUBLIC KEY-----" in out
+    before = path.read_bytes()
+    code, out = await yihao(settings, "audit", "keygen", str(path))
+    assert code == 1
+    assert path.read_bytes() == before
