@@ -53,7 +53,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from server.core.audit import GENESIS, AuditLog, Expected, VerifyResult
+from server.core.audit import GENESIS, AuditEvent, AuditLog, Expected, VerifyResult
 from server.core.canonical import canonical_json
 from server.core.db import Base, Database, UTCDateTime, utcnow
 from server.core.errors import Conflict, ServiceUnavailable
@@ -378,15 +378,19 @@ class Checkpoints:
                 f"checkpoints before checkpoint {latest.seq} are missing; run `yihao audit verify`",
                 code="checkpoint_chain_broken",
             )
+        after, expected = (0, GENESIS), {}
         if latest is not None:
             signed = latest.content["audit"]
             if not force and (signed["seq"], signed["hash"]) == head:
                 return latest
-            after = (int(signed["seq"]), str(signed["hash"]))
-        else:
-            after = (0, GENESIS)
+            if signed["seq"] > 0:
+                # From the checkpointed entry itself: it must still have the signed hash.
+                async with self.db.read() as session:
+                    entry = await session.get(AuditEvent, signed["seq"])
+                after = (signed["seq"] - 1, entry.prev_hash if entry else GENESIS)
+                expected = {signed["seq"]: Expected(signed["hash"], name(latest))}
         # A checkpoint blesses what it covers; a chain already broken is refused, not signed.
-        chain = await self.audit.verify(after=after)
+        chain = await self.audit.verify(after=after, expected=expected)
         if not chain.ok:
             logger.error("audit chain broken; not checkpointing", extra={"seq": chain.broken_at})
             raise Conflict(

@@ -7,6 +7,7 @@ import itertools
 import pytest
 from sqlalchemy import delete, select, update
 
+from server.config import Settings
 from server.container import Services
 from server.core.audit import AuditEvent
 from server.core.checkpoints import AuditCheckpoint
@@ -81,6 +82,12 @@ async def test_verify_finds_entries_cut_from_the_end(network: Services) -> None:
     assert result.problem == "entries after this were removed"
 
 
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The checkpoint job on an interval no test lasts across: the tests run its ticks."""
+    return settings.with_overrides(checkpoint_interval_seconds=10**6)
+
+
 async def _checkpoints(services: Services) -> list[AuditCheckpoint]:
     async with services.db.read() as session:
         return list(
@@ -91,7 +98,7 @@ async def _checkpoints(services: Services) -> list[AuditCheckpoint]:
 async def test_the_periodic_job_checkpoints_the_head_when_it_moved(
     api: Api, network: Services
 ) -> None:
-    assert network.jobs.jobs["audit.checkpoint"].every == 60  # the default interval
+    assert network.jobs.jobs["audit.checkpoint"].every == 10**6
     # Ticks far past the clock's: the app's own loop cannot have claimed them first.
     tick = 10**12
     assert await network.jobs.run_tick("audit.checkpoint", tick)
@@ -133,14 +140,26 @@ async def test_a_practitioner_key_is_checkpointed_in_the_transaction_that_makes_
 async def test_no_checkpoint_is_signed_over_a_broken_chain(network: Services) -> None:
     await network.checkpoints.checkpoint()
     async with network.db.transaction() as tx:
-        # An entry after the latest checkpoint, edited without recomputing the chain.
         await network.audit.record(tx.session, "test.entry")
     last = (await _entries(network))[-1].seq
-    async with network.db.transaction() as tx:
-        await tx.session.execute(
-            update(AuditEvent).where(AuditEvent.seq == last).values(action="user.delete")
-        )
+
+    async def set_action(action: str) -> None:
+        async with network.db.transaction() as tx:
+            await tx.session.execute(
+                update(AuditEvent).where(AuditEvent.seq == last).values(action=action)
+            )
+
+    # An entry after the latest checkpoint, edited (without recomputing the chain).
+    await set_action("user.delete")
     with pytest.raises(Conflict) as caught:
         await network.checkpoints.checkpoint()
     assert f"the audit chain is broken at entry {last} (content was changed)" in caught.value.detail
-    assert len(await _checkpoints(network)) == 1
+    await set_action("test.entry")  # put back: the chain is whole again
+    covering = await network.checkpoints.checkpoint()
+    assert covering.content["audit"]["seq"] == last
+    # The very entry the latest checkpoint signed, edited.
+    await set_action("user.delete")
+    with pytest.raises(Conflict) as caught:
+        await network.checkpoints.checkpoint()
+    assert f"the audit chain is broken at entry {last}" in caught.value.detail
+    assert (await _checkpoints(network))[-1].seq == covering.seq

@@ -27,6 +27,7 @@ def test_defaults_are_the_embedded_mode(tmp_path: Path) -> None:
     assert key.stat().st_mode & 0o777 == 0o600
     assert load_settings(environ={"YIHAO_DATA_DIR": str(tmp_path)}).checkpoint_key_file == key
     assert key.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
+    assert settings.checkpoint_interval_seconds == 60
 
 
 def test_the_checkpoint_key_is_required_and_checked_in_the_distributed_mode(
