@@ -66,6 +66,14 @@ def _with_services(settings: Settings, work: Callable[[Any], Awaitable[int]]) ->
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from server.app import create_app
 
+    if settings.checkpoint_key_file is None:
+        # A public key alone verifies; a server must sign (a practitioner's first key).
+        print(
+            "yihao: settings: YIHAO_CHECKPOINT_KEY_FILE: required to serve "
+            "(YIHAO_CHECKPOINT_PUBLIC_KEY_FILE alone is for verifying)",
+            file=sys.stderr,
+        )
+        return 2
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     if overrides:
         settings = settings.with_overrides(**overrides)

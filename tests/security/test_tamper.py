@@ -127,6 +127,8 @@ async def test_intact_database_verifies(settings: Settings, world: World, tmp_pa
     assert "2 prescriptions, 2 consult opinions checked; 0 do not verify" in out
     code, out = await yihao(settings, "audit", "checkpoint", env=auditor)
     assert code == 1
+    code, out = await yihao(settings, "serve", env=auditor)  # refused at once, never listens
+    assert code == 2
 
 
 async def test_audit_verify_names_a_recomputed_chain(settings: Settings, world: World) -> None:
