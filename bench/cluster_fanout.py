@@ -46,6 +46,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from server.cluster import LocalCluster, cluster_env
+from server.core.checkpoints import generate_key_file
 from server.seed import DEMO_PASSWORD
 
 SECRET = "bench-secret-key-that-is-long-enough-0123456789"
@@ -136,6 +137,9 @@ async def run_once(
     )
     try:
         with tempfile.TemporaryDirectory(prefix="yihao-bench-") as workdir:
+            key = Path(workdir) / "checkpoint_key"
+            generate_key_file(key)  # every node signs audit checkpoints with the same key
+            env["YIHAO_CHECKPOINT_KEY_FILE"] = str(key)
             cluster = LocalCluster(env=env, workdir=Path(workdir), nodes=nodes, nginx=True)
             await cluster.run_cli("migrate")
             await cluster.run_cli("seed-demo")

@@ -35,9 +35,12 @@ import socketio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.care import present
+from server.core.checkpoints import ensure_key_file
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLE = ROOT / "tests" / "records" / "fixtures" / "snbdh_transaction.json"
+
+
 PASSWORD = "Yihao@2026"
 
 
@@ -163,7 +166,11 @@ def main() -> None:
             YIHAO_SECRET_KEY="bench-secret-key-that-is-long-enough-0123",
         )
         if args.database_url:
-            env.update(YIHAO_DATABASE_URL=args.database_url, YIHAO_AUTO_MIGRATE="true")
+            env.update(
+                YIHAO_DATABASE_URL=args.database_url,
+                YIHAO_AUTO_MIGRATE="true",
+                YIHAO_CHECKPOINT_KEY_FILE=str(ensure_key_file(Path(data_dir) / "checkpoint_key")),
+            )
         if args.redis_url:
             env["YIHAO_REDIS_URL"] = args.redis_url
         yihao = [sys.executable, "-m", "server.cli"]

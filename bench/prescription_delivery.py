@@ -41,8 +41,10 @@ import socketio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.care import present
+from server.core.checkpoints import ensure_key_file
 
 ROOT = Path(__file__).resolve().parent.parent
+
 PASSWORD = "Yihao@2026"
 RESIDENT_ID = "370202196005010115"
 
@@ -125,6 +127,7 @@ class Server:
             self.env.update(
                 YIHAO_DATABASE_URL=args.database_url,
                 YIHAO_SECRET_KEY="bench-secret-key-that-is-long-enough-0123456789",
+                YIHAO_CHECKPOINT_KEY_FILE=str(ensure_key_file(Path(data_dir) / "checkpoint_key")),
             )
         if args.redis_url:
             self.env["YIHAO_REDIS_URL"] = args.redis_url

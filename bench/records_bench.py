@@ -39,6 +39,7 @@ from server.app import create_app
 from server.config import load_settings
 from server.core.api import SERVICES
 from server.core.auth import Requester
+from server.core.checkpoints import generate_key_file
 from server.core.ids import RESIDENT_ID_SYSTEM, make_resident_id
 from server.identity import schemas
 from server.identity.patients import local_identifier_system
@@ -131,8 +132,11 @@ async def measure(fn: Callable[[], Awaitable[Any]], iterations: int) -> dict[str
 
 
 async def run(database_url: str, data_dir: Path, resources: int, iterations: int) -> dict[str, Any]:
+    checkpoint_key = data_dir / "checkpoint_key"  # PostgreSQL mode is given one, not made
+    generate_key_file(checkpoint_key)
     settings = load_settings(
         environ={}, data_dir=data_dir, database_url=database_url, secret_key=SECRET,
+        checkpoint_key_file=checkpoint_key,
         auto_migrate=True, argon2_time_cost=1, argon2_memory_kib=64, log_level="WARNING",
     )  # fmt: skip
     app = create_app(settings)

@@ -35,6 +35,7 @@ from server.core.api import (
 )
 from server.core.audit import AuditLog
 from server.core.auth import Passwords, Tokens
+from server.core.checkpoints import Checkpoints, load_key_files
 from server.core.db import Database
 from server.core.errors import ServiceUnavailable
 from server.core.events import Events
@@ -172,7 +173,12 @@ def create_app(settings: Settings) -> web.Application:
     scheduling = SchedulingService(settings, db, audit, inbox, access)
     care = CareService(settings, db, audit, access, inbox)
     referrals = ReferralService(settings, db, audit, access, records, inbox, scheduling)
-    signer = Signer(settings)
+    # The checkpoint key is read from its file, never stored in the database.
+    checkpoint_signer, checkpoint_public = load_key_files(
+        settings.checkpoint_key_file, settings.checkpoint_public_key_file
+    )
+    checkpoints = Checkpoints(db, audit, checkpoint_signer, checkpoint_public)
+    signer = Signer(settings, checkpoints)
     # This node in the cluster: its heartbeat row, and the lease holder of its jobs.
     nodes = Nodes(
         db,
@@ -214,6 +220,7 @@ def create_app(settings: Settings) -> web.Application:
         jobs=Jobs(Leases(db, nodes.id)),
         prescriptions=prescriptions,
         signer=signer,
+        checkpoints=checkpoints,
         access=access,
         care=care,
         patients=patients,
@@ -231,6 +238,10 @@ def create_app(settings: Settings) -> web.Application:
     referrals.register_jobs(services.jobs)
     register_escalation(services.jobs, consults, settings.consult_escalation_interval_seconds)
     register_prescription_jobs(services.jobs, prescriptions, settings.prescription_sweep_seconds)
+    if settings.checkpoint_interval_seconds and checkpoint_signer is not None:
+        services.jobs.every(
+            "audit.checkpoint", settings.checkpoint_interval_seconds, checkpoints.run_tick
+        )
     app[AUTHENTICATE] = auth.authenticate
 
     for table in ROUTE_TABLES:

@@ -4,7 +4,10 @@
     yihao migrate
     yihao seed-demo
     yihao import-fhir PATH… --institution CODE
-    yihao audit verify
+    yihao audit verify [--expect-checkpoint N:HASH]
+    yihao audit checkpoint      (sign the audit head now)
+    yihao audit keygen FILE     (a new checkpoint key; prints its public half)
+    yihao verify-signatures
     yihao drugs load [FILE]     (the drug catalogue; default: the demo catalogue)
     yihao institution create --code QDSL --name 青岛市立医院 --kind tertiary [--region 370202]
     yihao user create --username dr_li --password … --role specialist --institution QDSL
@@ -64,6 +67,14 @@ def _with_services(settings: Settings, work: Callable[[Any], Awaitable[int]]) ->
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from server.app import create_app
 
+    if settings.checkpoint_key_file is None:
+        # A public key alone verifies; a server must sign (a practitioner's first key).
+        print(
+            "yihao: settings: YIHAO_CHECKPOINT_KEY_FILE: required to serve "
+            "(YIHAO_CHECKPOINT_PUBLIC_KEY_FILE alone is for verifying)",
+            file=sys.stderr,
+        )
+        return 2
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     if overrides:
         settings = settings.with_overrides(**overrides)
@@ -157,26 +168,79 @@ def cmd_import_fhir(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
+    """The hash chain, every signed checkpoint, and the chain against the checkpoints."""
+    from server.core.checkpoints import signed_at
+
     async def work(services: Any) -> int:
-        result = await services.audit.verify()
-        if result.ok:
-            print(f"audit chain intact: {result.checked} entries verified")
-            return 0
-        print(
-            f"audit chain BROKEN at entry {result.broken_at}: {result.problem} "
-            f"({result.checked} entries verified before it)"
-        )
-        return 1
+        report = await services.checkpoints.verify_audit()
+        chain, checkpoints = report.chain, report.checkpoints
+        ok = report.ok
+        if chain.ok:
+            print(f"audit chain intact: {chain.checked} entries verified")
+        else:
+            print(
+                f"audit chain BROKEN at entry {chain.broken_at}: {chain.problem} "
+                f"({chain.checked} entries verified before it)"
+            )
+        for problem in checkpoints.problems:
+            print(f"audit checkpoints BROKEN: {problem}")
+        latest = checkpoints.latest
+        if latest is None:
+            print("no signed checkpoint yet: every entry is verified by the hash chain alone")
+        else:
+            covered = latest.content["audit"]["seq"]
+            print(
+                f"{checkpoints.checked} signed checkpoints verified; the latest, checkpoint "
+                f"{latest.seq} of {signed_at(latest)} (hash {latest.hash}), "
+                f"covers entries up to {covered}; entries after it are verified by the hash "
+                "chain alone"
+            )
+        if args.expect_checkpoint:
+            problem = await services.checkpoints.check_expected(args.expect_checkpoint)
+            if problem:
+                print(f"audit checkpoints BROKEN: {problem}")
+                ok = False
+        return 0 if ok else 1
 
     return _with_services(settings, work)
+
+
+def cmd_audit_checkpoint(args: argparse.Namespace, settings: Settings) -> int:
+    async def work(services: Any) -> int:
+        row = await services.checkpoints.checkpoint("manual")
+        print(
+            f"checkpoint {row.seq} signed: audit entries up to {row.content['audit']['seq']} "
+            f"(hash {row.hash})"
+        )
+        return 0
+
+    return _with_services(settings, work)
+
+
+def cmd_audit_keygen(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from server.core.checkpoints import generate_key_file, public_key_pem
+
+    try:
+        public = generate_key_file(Path(args.file))
+    except FileExistsError:
+        print(f"yihao: {args.file} exists; a checkpoint key is never overwritten", file=sys.stderr)
+        return 1
+    print(f"checkpoint key written to {args.file} (mode 0600); its public key:")
+    print(public_key_pem(public), end="")
+    return 0
 
 
 def cmd_verify_signatures(args: argparse.Namespace, settings: Settings) -> int:
     """Check every signed prescription and consult opinion; name each one that was changed."""
 
     async def work(services: Any) -> int:
+        key_problems = await services.checkpoints.check_keys()
         rx_checked, rx_broken = await services.prescriptions.verify_all()
         op_checked, op_broken = await services.consults.verify_opinions()
+        for user_id, problem in key_problems:
+            print(f"signing key of user {user_id}: TAMPERED — {problem}")
         for rx_id, problem in rx_broken:
             print(f"prescription {rx_id}: TAMPERED — {problem}")
         for consult_id, problem in op_broken:
@@ -185,7 +249,7 @@ def cmd_verify_signatures(args: argparse.Namespace, settings: Settings) -> int:
             f"signatures: {rx_checked} prescriptions, {op_checked} consult opinions checked; "
             f"{len(rx_broken) + len(op_broken)} do not verify"
         )
-        return 1 if rx_broken or op_broken else 0
+        return 1 if rx_broken or op_broken or key_problems else 0
 
     return _with_services(settings, work)
 
@@ -288,6 +352,8 @@ def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
     if args.config:
         env["YIHAO_CONFIG"] = str(Path(args.config).resolve())
     env["YIHAO_SECRET_KEY"] = settings.secret_key
+    if settings.checkpoint_key_file:
+        env["YIHAO_CHECKPOINT_KEY_FILE"] = str(settings.checkpoint_key_file.resolve())
     web_dir = Path(args.web_dir) if args.web_dir else settings.web_dir
     asyncio.run(serve_cluster(env, args.nodes, args.port, not args.no_nginx, web_dir))
     return 0
@@ -332,7 +398,23 @@ def build_parser() -> argparse.ArgumentParser:
     import_fhir.set_defaults(func=cmd_import_fhir)
 
     audit = commands.add_parser("audit", help="audit log").add_subparsers(dest="sub", required=True)
-    audit.add_parser("verify", help="check the hash chain").set_defaults(func=cmd_audit_verify)
+    audit_verify = audit.add_parser(
+        "verify", help="check the hash chain and every signed checkpoint; exit 1 naming a change"
+    )
+    audit_verify.add_argument(
+        "--expect-checkpoint",
+        metavar="N:HASH",
+        help="a checkpoint noted earlier (outside the database) that must still be there",
+    )
+    audit_verify.set_defaults(func=cmd_audit_verify)
+    audit.add_parser(
+        "checkpoint", help="sign the audit head now (as the periodic job does)"
+    ).set_defaults(func=cmd_audit_checkpoint)
+    keygen = audit.add_parser(
+        "keygen", help="write a new checkpoint private key (PEM, 0600); prints the public key"
+    )
+    keygen.add_argument("file")
+    keygen.set_defaults(func=cmd_audit_keygen, settings_free=True)
     commands.add_parser(
         "verify-signatures",
         help="check every signed prescription and consult opinion; exit 1 naming any changed",
@@ -400,6 +482,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "settings_free", False):
+        # Making the key a deployment needs before its settings can load.
+        return int(args.func(args))
     try:
         settings = load_settings(args.config)
     except SettingsError as exc:

@@ -74,6 +74,18 @@ class Settings(BaseModel):
     # argon2id cost; the defaults follow RFC 9106's second recommended option.
     argon2_time_cost: int = Field(default=3, ge=1)
     argon2_memory_kib: int = Field(default=65536, ge=8)
+    # Audit checkpoints (server/core/checkpoints.py): the Ed25519 private key (PEM) that signs
+    # them, kept outside the database so an insider with database access cannot re-sign a
+    # rewritten audit chain or a swapped practitioner key. Embedded mode: generated into
+    # <data_dir>/checkpoint_key on first start; PostgreSQL: required. `yihao audit keygen`
+    # makes one.
+    checkpoint_key_file: Path | None = None
+    # The public half, for verifying; derived from checkpoint_key_file when empty. An
+    # auditor sets only this one to run `yihao audit verify` without the signing key.
+    checkpoint_public_key_file: Path | None = None
+    # How often one node of the cluster checkpoints the audit head (0: never; a cron then
+    # runs `yihao audit checkpoint`).
+    checkpoint_interval_seconds: int = Field(default=60, ge=0)
 
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     fhir_max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
@@ -269,7 +281,7 @@ def load_settings(
         raise SettingsError("; ".join(problems)) from None
     if not settings.secret_key:
         settings = settings.with_overrides(secret_key=_local_secret(settings))
-    return settings
+    return _check_checkpoint_keys(settings, origin)
 
 
 def _local_secret(settings: Settings) -> str:
@@ -286,3 +298,29 @@ def _local_secret(settings: Settings) -> str:
         secret_file.write_text(secrets.token_urlsafe(48))
         secret_file.chmod(0o600)
     return secret_file.read_text().strip()
+
+
+def _check_checkpoint_keys(settings: Settings, origin: dict[str, str]) -> Settings:
+    """Fail at start on a missing or unreadable checkpoint key, naming the setting.
+
+    Like the secret, the embedded mode makes its own key; a cluster must be given one
+    (every node signs with the same key, and it must not live in the database).
+    """
+    from server.core.checkpoints import KeyFileError, ensure_key_file, load_key_files
+
+    private, public = settings.checkpoint_key_file, settings.checkpoint_public_key_file
+    if private is None and public is None:
+        if not settings.is_sqlite:
+            raise SettingsError(
+                f"{ENV_PREFIX}CHECKPOINT_KEY_FILE: required when the database is PostgreSQL "
+                "(an Ed25519 private key in PEM, kept outside the database; "
+                "`yihao audit keygen FILE` makes one)"
+            )
+        private = ensure_key_file(settings.data_dir / "checkpoint_key")
+        settings = settings.with_overrides(checkpoint_key_file=private)
+    try:
+        load_key_files(private, public)
+    except KeyFileError as exc:
+        key = "checkpoint_public_key_file" if exc.public else "checkpoint_key_file"
+        raise SettingsError(f"{origin.get(key, f'{ENV_PREFIX}{key.upper()}')}: {exc}") from None
+    return settings

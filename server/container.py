@@ -9,6 +9,7 @@ from server.config import Settings
 from server.core.access import AccessService
 from server.core.api import SERVICES, Call
 from server.core.audit import AuditLog
+from server.core.checkpoints import Checkpoints
 from server.core.db import Database
 from server.core.events import Events
 from server.core.leases import Jobs
@@ -49,6 +50,7 @@ class Services:
     consults: ConsultsService
     prescriptions: PrescriptionService
     signer: Signer
+    checkpoints: Checkpoints
     access: AccessService
     care: CareService
     patients: PatientIndex

@@ -9,6 +9,7 @@ from server.consults.models import (
 )
 from server.core.access import AccessWindow, CareRelationship, Consent
 from server.core.audit import AuditEvent, AuditHead
+from server.core.checkpoints import AuditCheckpoint, CheckpointHead, CheckpointKey
 from server.core.db import Base
 from server.core.events import StreamEvent, StreamHead
 from server.core.leases import JobLease
@@ -42,12 +43,15 @@ from server.scheduling.models import Appointment, Holiday, ScheduleTemplate, Slo
 __all__ = [
     "AccessWindow",
     "Appointment",
+    "AuditCheckpoint",
     "AuditEvent",
     "AuditHead",
     "AuthSession",
     "Base",
     "CareRelationship",
     "CareRequest",
+    "CheckpointHead",
+    "CheckpointKey",
     "ChronicCondition",
     "ClusterNode",
     "Consent",

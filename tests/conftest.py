@@ -101,13 +101,28 @@ async def _migrate(settings: Settings) -> None:
 
 
 @pytest.fixture(scope="session")
-def pg_database_url() -> Iterator[str]:
+def checkpoint_key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The checkpoint key the PostgreSQL tier needs (a cluster is given one, as a file)."""
+    from server.core.checkpoints import generate_key_file
+
+    path = tmp_path_factory.mktemp("checkpoint") / "checkpoint_key"
+    generate_key_file(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_database_url(checkpoint_key_file: Path) -> Iterator[str]:
     """A fresh, migrated PostgreSQL database for this test session."""
     if not INTEGRATION:
         pytest.fail("the PostgreSQL tier is off (set YIHAO_TEST_DATABASE_URL)")
     name = f"yihao_test_{uuid.uuid4().hex[:10]}"
     url = run_async(_create_pg_database, name)
-    run_async(_migrate, load_settings(environ={}, database_url=url, **TEST_SETTINGS))
+    run_async(
+        _migrate,
+        load_settings(
+            environ={}, database_url=url, checkpoint_key_file=checkpoint_key_file, **TEST_SETTINGS
+        ),
+    )
     yield url
     run_async(_drop_pg_database, name)
 
@@ -164,6 +179,7 @@ async def settings(
         await _truncate(url)
         values.update(
             database_url=url,
+            checkpoint_key_file=request.getfixturevalue("checkpoint_key_file"),
             redis_url=request.getfixturevalue("redis_url"),
             redis_channel=f"yihao-test-{uuid.uuid4().hex[:8]}",
         )

@@ -23,6 +23,7 @@ def _run(
     }
     if settings.database_url:
         environ["YIHAO_DATABASE_URL"] = settings.database_url
+        environ["YIHAO_CHECKPOINT_KEY_FILE"] = str(settings.checkpoint_key_file)
     environ.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "server.cli", *args],

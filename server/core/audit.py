@@ -5,12 +5,19 @@ action without its audit entry cannot exist. A one-row head table holds the
 last sequence number and hash; appending locks that row, so the chain is a
 single line even with many writers on many nodes. ``verify`` walks the chain
 and names the first entry that was edited, deleted or moved.
+
+The chain alone cannot stop someone who can write to the database: they can
+edit an entry and recompute every hash after it. Checkpoints
+(``server/core/checkpoints.py``) sign the head with a key kept outside the
+database; ``verify`` takes their hashes as ``expected`` and names a rewritten
+entry even when the chain around it was recomputed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -79,6 +86,15 @@ def entry_hash(event: AuditEvent) -> str:
 
 
 @dataclass(frozen=True)
+class Expected:
+    """An entry's hash as signed outside the database, and what signed it (for messages)."""
+
+    hash: str
+    name: str  # "signed checkpoint 3 of 2026-12-01T22:40:00+00:00"
+    since: str = ""  # where the change lies, when an earlier checkpoint still matches
+
+
+@dataclass(frozen=True)
 class VerifyResult:
     ok: bool
     checked: int
@@ -137,15 +153,40 @@ class AuditLog:
         async with self.db.transaction() as tx:
             await self.record(tx.session, action, **kwargs)
 
-    async def verify(self, batch: int = 1000) -> VerifyResult:
-        expected_prev, expected_seq, checked = GENESIS, 1, 0
+    async def head(self, session: AsyncSession) -> tuple[int, str]:
+        """The last entry's sequence number and hash, as this session sees them (read only).
+
+        What a checkpoint signs; it takes no lock, so checkpointing never waits for appends.
+        """
+        head = await session.get(AuditHead, 1)
+        return (head.seq, head.hash) if head is not None else (0, GENESIS)
+
+    async def verify(
+        self,
+        batch: int = 1000,
+        *,
+        after: tuple[int, str] = (0, GENESIS),
+        expected: Mapping[int, Expected] | None = None,
+    ) -> VerifyResult:
+        """Walk the chain from the entry after ``after`` (seq, hash) to the head.
+
+        ``expected`` holds hashes signed outside the database (checkpoints): an entry
+        whose hash differs was rewritten even if the chain was recomputed around it.
+        The head is read first, so entries appended while the walk runs are left out.
+        """
+        expected = expected or {}
+        expected_seq, expected_prev = after[0] + 1, after[1]
+        checked = 0
         async with self.db.read() as session:
-            last = 0
+            head = await session.get(AuditHead, 1)
+            # No head row: walk everything, and the check at the end names the loss.
+            head_seq, head_hash = (head.seq, head.hash) if head else (2**62, "")
+            last = after[0]
             while True:
                 rows = (
                     await session.scalars(
                         select(AuditEvent)
-                        .where(AuditEvent.seq > last)
+                        .where(AuditEvent.seq > last, AuditEvent.seq <= head_seq)
                         .order_by(AuditEvent.seq)
                         .limit(batch)
                     )
@@ -161,11 +202,24 @@ class AuditLog:
                         )
                     if entry_hash(row) != row.hash:
                         return VerifyResult(False, checked, row.seq, "content was changed")
+                    signed = expected.get(row.seq)
+                    if signed is not None and signed.hash != row.hash:
+                        return VerifyResult(
+                            False, checked, row.seq, f"differs from {signed.name}{signed.since}"
+                        )
                     expected_prev, expected_seq, checked = row.hash, row.seq + 1, checked + 1
                     last = row.seq
                 if len(rows) < batch:
                     break
-            head = await session.get(AuditHead, 1)
-        if head is None or head.seq != expected_seq - 1 or head.hash != expected_prev:
+        if head_seq != expected_seq - 1 or head_hash != expected_prev:
             return VerifyResult(False, checked, expected_seq, "entries after this were removed")
+        beyond = [seq for seq in expected if seq > head_seq]
+        if beyond:
+            signed = expected[max(beyond)]
+            return VerifyResult(
+                False,
+                checked,
+                expected_seq,
+                f"entries after this were removed: {signed.name} covers entry {max(beyond)}",
+            )
         return VerifyResult(True, checked)

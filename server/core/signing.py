@@ -5,6 +5,11 @@ a key derived from the server secret) and signs only on that practitioner's
 own authenticated request. A signature names its key by fingerprint; anyone
 holding the public key can verify it later, without the server secret. Any
 change to the signed content makes verification fail.
+
+A key is written in the same transaction as a signed checkpoint naming it
+(``server/core/checkpoints.py``), and a signature counts only if its key is in
+such a checkpoint: a key put on an account behind the server's back, and
+whatever was signed with it, do not verify.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import base64
 import hashlib
 import os
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -31,6 +36,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 from server.config import Settings
 from server.core.canonical import canonical_json
 from server.core.db import Base, UTCDateTime, utcnow
+
+if TYPE_CHECKING:
+    from server.core.checkpoints import Checkpoints
 
 ALGORITHM = "Ed25519"
 
@@ -76,7 +84,8 @@ def verify_signature(signature: Signature, payload: Any) -> bool:
 
 
 class Signer:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, checkpoints: Checkpoints) -> None:
+        self.checkpoints = checkpoints
         self._kek = HKDF(
             algorithm=hashes.SHA256(), length=32, salt=None, info=b"yihao practitioner keys"
         ).derive(settings.secret_key.encode())
@@ -92,7 +101,7 @@ class Signer:
             )
             insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
             # Two first signatures at once: one key wins, both then use it.
-            await session.execute(
+            created = await session.scalar(
                 insert(PractitionerKey)
                 .values(
                     user_id=user_id,
@@ -102,7 +111,11 @@ class Signer:
                     created_at=utcnow(),
                 )
                 .on_conflict_do_nothing(index_elements=["user_id"])
+                .returning(PractitionerKey.fingerprint)
             )
+            if created is not None:
+                # Signed outside the database in the same transaction: no key without it.
+                await self.checkpoints.write(session, "key", {user_id: created})
             row = await session.get(PractitionerKey, user_id)
             assert row is not None
         blob = _unb64(row.private_key_enc)
@@ -120,8 +133,12 @@ class Signer:
     async def verify(
         self, session: AsyncSession, user_id: int, signature: Signature, payload: Any
     ) -> bool:
-        """Verify, and that the key is the one on file for that practitioner."""
+        """Verify, and that the key is the one on file and in a signed checkpoint for them."""
         fingerprint = await session.scalar(
             select(PractitionerKey.fingerprint).where(PractitionerKey.user_id == user_id)
         )
-        return fingerprint == signature.key_id and verify_signature(signature, payload)
+        return (
+            fingerprint == signature.key_id
+            and verify_signature(signature, payload)
+            and await self.checkpoints.check_key(session, user_id, signature.key_id)
+        )

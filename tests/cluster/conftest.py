@@ -28,7 +28,9 @@ MakeCluster = Callable[..., Awaitable[LocalCluster]]
 
 
 @pytest.fixture
-async def node_env(pg_database_url: str, redis_url: str) -> dict[str, str]:
+async def node_env(
+    pg_database_url: str, redis_url: str, checkpoint_key_file: Path
+) -> dict[str, str]:
     """Settings shared by the nodes of one test's cluster, on emptied tables."""
     await _truncate(pg_database_url)
     return cluster_env(
@@ -39,6 +41,7 @@ async def node_env(pg_database_url: str, redis_url: str) -> dict[str, str]:
         argon2_memory_kib="64",
         argon2_time_cost="1",
         log_level="WARNING",
+        checkpoint_key_file=str(checkpoint_key_file),
         # A node killed with -9 is found dead (and its sockets' presence reaped) in seconds.
         node_heartbeat_seconds="0.5",
         node_dead_after_seconds="3",

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from server.config import SettingsError, load_settings
+from server.core.checkpoints import generate_key_file, public_key_pem
 
 
 def test_defaults_are_the_embedded_mode(tmp_path: Path) -> None:
@@ -20,15 +21,63 @@ def test_defaults_are_the_embedded_mode(tmp_path: Path) -> None:
     assert (
         load_settings(environ={"YIHAO_DATA_DIR": str(tmp_path)}).secret_key == settings.secret_key
     )
+    # So is the audit checkpoint key, readable by the owner only.
+    key = tmp_path / "checkpoint_key"
+    assert settings.checkpoint_key_file == key
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert load_settings(environ={"YIHAO_DATA_DIR": str(tmp_path)}).checkpoint_key_file == key
+    assert key.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
+    assert settings.checkpoint_interval_seconds == 60
 
 
-def test_distributed_mode_from_environment() -> None:
+def test_the_checkpoint_key_is_required_and_checked_in_the_distributed_mode(
+    tmp_path: Path,
+) -> None:
+    pg = {"YIHAO_DATABASE_URL": "postgresql+asyncpg://db/yihao", "YIHAO_SECRET_KEY": "s" * 40}
+    with pytest.raises(SettingsError) as caught:
+        load_settings(environ=pg)
+    assert "YIHAO_CHECKPOINT_KEY_FILE: required when the database is PostgreSQL" in str(
+        caught.value
+    )
+    missing = tmp_path / "nowhere.pem"
+    with pytest.raises(SettingsError) as caught:
+        load_settings(environ=pg | {"YIHAO_CHECKPOINT_KEY_FILE": str(missing)})
+    assert f"YIHAO_CHECKPOINT_KEY_FILE: cannot read {missing}" in str(caught.value)
+    (tmp_path / "garbage.pem").write_text("not a key")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(environ=pg | {"YIHAO_CHECKPOINT_KEY_FILE": str(tmp_path / "garbage.pem")})
+    assert "YIHAO_CHECKPOINT_KEY_FILE:" in str(caught.value) and "not a PEM private key" in str(
+        caught.value
+    )
+    # An auditor verifies with the public key alone; a mismatched pair is refused.
+    other = generate_key_file(tmp_path / "other_key")
+    (tmp_path / "other.pub").write_text(public_key_pem(other))
+    auditor = load_settings(
+        environ=pg | {"YIHAO_CHECKPOINT_PUBLIC_KEY_FILE": str(tmp_path / "other.pub")}
+    )
+    assert auditor.checkpoint_key_file is None
+    generate_key_file(tmp_path / "checkpoint_key")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(
+            environ=pg
+            | {
+                "YIHAO_CHECKPOINT_KEY_FILE": str(tmp_path / "checkpoint_key"),
+                "YIHAO_CHECKPOINT_PUBLIC_KEY_FILE": str(tmp_path / "other.pub"),
+            }
+        )
+    assert "YIHAO_CHECKPOINT_PUBLIC_KEY_FILE:" in str(caught.value)
+    assert "is not the public half of" in str(caught.value)
+
+
+def test_distributed_mode_from_environment(tmp_path: Path) -> None:
+    generate_key_file(tmp_path / "checkpoint_key")
     settings = load_settings(
         environ={
             "YIHAO_DATABASE_URL": "postgresql+asyncpg://yihao@db/yihao",
             "YIHAO_REDIS_URL": "redis://cache:6379/0",
             "YIHAO_SECRET_KEY": "s" * 40,
             "YIHAO_TOTP_REQUIRED_ROLES": "specialist, platform_admin",
+            "YIHAO_CHECKPOINT_KEY_FILE": str(tmp_path / "checkpoint_key"),
         }
     )
     assert not settings.is_sqlite and settings.effective_auto_migrate is False

@@ -218,6 +218,7 @@ def server(
             YIHAO_DATABASE_URL=run_async(_create_pg_database, database),
             YIHAO_REDIS_URL=REDIS_URL,
             YIHAO_REDIS_CHANNEL=f"yihao-e2e-{uuid.uuid4().hex[:8]}",
+            YIHAO_CHECKPOINT_KEY_FILE=str(request.getfixturevalue("checkpoint_key_file")),
         )
     live = LiveServer(
         url=f"http://127.0.0.1:{port}", backend=backend, env=env, log=data_dir / "server.log"

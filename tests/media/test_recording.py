@@ -377,6 +377,7 @@ def run_cli(network: Services, *args: str) -> subprocess.CompletedProcess[str]:
     }
     if settings.database_url:
         environ["YIHAO_DATABASE_URL"] = settings.database_url
+        environ["YIHAO_CHECKPOINT_KEY_FILE"] = str(settings.checkpoint_key_file)
     return subprocess.run(
         [sys.executable, "-m", "server.cli", *args],
         env=environ, capture_output=True, text=True, timeout=120, check=False,

@@ -50,7 +50,10 @@ def test_cli_loads_the_demo_catalogue(
     if settings.is_sqlite:
         environ = {"YIHAO_DATA_DIR": str(settings.data_dir)}
     else:
-        environ = {"YIHAO_DATABASE_URL": settings.database_url}
+        environ = {
+            "YIHAO_DATABASE_URL": settings.database_url,
+            "YIHAO_CHECKPOINT_KEY_FILE": str(settings.checkpoint_key_file),
+        }
     environ |= {"YIHAO_SECRET_KEY": settings.secret_key, "YIHAO_LOG_FORMAT": "text"}
     with pytest.MonkeyPatch.context() as patch:
         for key in [k for k in os.environ if k.startswith("YIHAO_")]:
