@@ -1,0 +1,146 @@
+"""Limits before parsing: the size and nesting depth of JSON are checked before it is decoded.
+
+Python's ``json`` decoder (and every validator after it) recurses once per
+nesting level, so a body of ten thousand ``[`` is a ``RecursionError`` — a 500
+on the REST API and silence on the socket — however small it is. The scan here
+measures the bracket depth of the raw text without recursion and without
+building anything: strings are cut out first (escapes included), everything
+but brackets is dropped, and the running depth is a C-level ``accumulate``. It
+runs at regex speed (a Synthea bundle of 4 MB: about 0.1 s, as long as
+decoding it), and a body with fewer brackets than the limit is not scanned.
+
+:func:`loads` is the one decoder of client JSON: size (413), then depth (422
+``json_too_deep``), then ``json.loads``. The Socket.IO server decodes packets
+with :class:`SocketJson`, which turns a payload over a limit into a
+:class:`RefusedPayload` marker instead of raising: python-socketio would
+otherwise drop the packet without an ack, so the gateway answers the marker
+with the problem in the ack (see :mod:`server.realtime.gateway`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from itertools import accumulate
+from typing import Any
+
+import socketio
+from engineio import json as engineio_json
+
+from server.core.errors import MalformedJSON, PayloadTooLarge, ValidationFailed, YihaoError
+
+# A JSON string, escapes included, as one token (the unrolled form never backtracks).
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NAME = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+# By byte: an opening bracket goes one level down, a closing one one up (only these remain).
+_STEP = [0] * 256
+_STEP[ord("[")] = _STEP[ord("{")] = 1
+_STEP[ord("]")] = _STEP[ord("}")] = -1
+
+
+class JsonTooDeep(ValidationFailed):
+    default_code = "json_too_deep"
+
+
+def nesting_depth(raw: bytes) -> int:
+    """The deepest bracket nesting of ``raw`` outside strings (0 for a scalar)."""
+    brackets = _STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
+    return max(accumulate(map(_STEP.__getitem__, brackets)), default=0)
+
+
+def check(raw: bytes | str, *, max_bytes: int, max_depth: int, field: str = "body") -> None:
+    """Raise the 413 or 422 problem for ``raw`` over a limit; nothing is decoded."""
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+    if len(data) > max_bytes:
+        raise PayloadTooLarge(f"{field} may be at most {max_bytes} bytes")
+    # Fewer brackets than the limit cannot nest deeper than it (most bodies end here).
+    opening = data.count(b"[") + data.count(b"{")
+    if opening > max_depth and nesting_depth(data) > max_depth:
+        raise JsonTooDeep(
+            f"{field}: JSON nested deeper than {max_depth} levels",
+            errors=[{"field": field, "reason": f"nested deeper than {max_depth} levels"}],
+        )
+
+
+def loads(raw: bytes | str, *, max_bytes: int, max_depth: int, field: str = "body") -> Any:
+    """Decode client JSON once it is known to be within the size and depth limits."""
+    check(raw, max_bytes=max_bytes, max_depth=max_depth, field=field)
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedJSON(f"the {field} is not valid JSON: {exc}") from None
+
+
+class RefusedPayload:
+    """What a Socket.IO payload over a limit decodes to: the problem to answer with.
+
+    Truthy, so python-socketio passes a refused connect ``auth`` on to the
+    connect handler rather than treating it as absent.
+    """
+
+    def __init__(self, error: YihaoError) -> None:
+        self.error = error
+
+    def __repr__(self) -> str:
+        return f"RefusedPayload({self.error.code})"
+
+
+class SocketJson:
+    """The ``json`` module of the Socket.IO packets: checked ``loads``, plain ``dumps``.
+
+    An event packet's JSON is ``["name", arg, …]``; over a limit it decodes to
+    ``["name", RefusedPayload]`` (the name read without decoding the rest), so
+    the event's own handler — or the unknown-event handler — answers the ack
+    that the client asked for, and the connection stays up. A connect packet's
+    JSON is the ``auth`` object, which becomes the marker itself.
+    """
+
+    def __init__(self, *, max_bytes: int, max_depth: int) -> None:
+        self.max_bytes = max_bytes
+        self.max_depth = max_depth
+
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        return json.dumps(obj, **kwargs)
+
+    def loads(self, text: str | bytes, **kwargs: Any) -> Any:
+        try:
+            check(text, max_bytes=self.max_bytes, max_depth=self.max_depth, field="payload")
+        except YihaoError as exc:
+            refused = RefusedPayload(exc)
+            name = _event_name(text)
+            return refused if name is None else [name, refused]
+        # engine.io's loads: integers of more than 100 digits are refused (int() is quadratic).
+        return engineio_json.loads(text, **kwargs)
+
+
+def _event_name(text: str | bytes) -> str | None:
+    """The leading ``"name"`` of an event array, decoded alone; None for anything else."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    head = text.lstrip()
+    if not head.startswith("["):
+        return None
+    body = head[1:].lstrip()
+    match = _NAME.match(body)
+    if match is None:
+        return ""  # an event array without a name at its head: the unknown-event answer
+    try:
+        name = json.loads(match.group(0))
+    except ValueError:
+        return ""
+    return name if isinstance(name, str) else ""
+
+
+def socket_packet_class(*, max_bytes: int, max_depth: int) -> type[socketio.packet.Packet]:
+    """The Socket.IO packet class of one server, decoding with :class:`SocketJson`.
+
+    A subclass rather than ``AsyncServer(json=…)``, which would set the module
+    on python-socketio's and engine.io's shared classes for every server and
+    client in the process.
+    """
+
+    class CheckedPacket(socketio.packet.Packet):  # type: ignore[misc]  # socketio is untyped
+        json = SocketJson(max_bytes=max_bytes, max_depth=max_depth)
+
+    return CheckedPacket
