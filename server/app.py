@@ -39,7 +39,7 @@ from server.core.auth import Passwords, Tokens
 from server.core.db import Database
 from server.core.errors import ServiceUnavailable
 from server.core.events import Events
-from server.core.jsonlimits import socket_packet_class
+from server.core.jsonlimits import guard_engineio, socket_packet_class
 from server.core.leases import Jobs, Leases, node_id
 from server.core.listener import redis_listener_status
 from server.core.middleware import (
@@ -130,6 +130,7 @@ def create_app(settings: Settings) -> web.Application:
             # waiting on it forever; the manager then reconnects and resubscribes.
             redis_options={"socket_connect_timeout": 5, "health_check_interval": 15},
         )
+    guard_engineio()
     sio = socketio.AsyncServer(
         async_mode="aiohttp",
         client_manager=manager,

@@ -24,6 +24,7 @@ import re
 from itertools import accumulate
 from typing import Any
 
+import engineio.packet
 import socketio
 from engineio import json as engineio_json
 
@@ -49,14 +50,18 @@ def nesting_depth(raw: bytes) -> int:
     return max(accumulate(map(_STEP.__getitem__, brackets)), default=0)
 
 
+def too_deep(data: bytes, max_depth: int) -> bool:
+    # Fewer brackets than the limit cannot nest deeper than it (most bodies end here).
+    opening = data.count(b"[") + data.count(b"{")
+    return opening > max_depth and nesting_depth(data) > max_depth
+
+
 def check(raw: bytes | str, *, max_bytes: int, max_depth: int, field: str = "body") -> None:
     """Raise the 413 or 422 problem for ``raw`` over a limit; nothing is decoded."""
     data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
     if len(data) > max_bytes:
         raise PayloadTooLarge(f"{field} may be at most {max_bytes} bytes")
-    # Fewer brackets than the limit cannot nest deeper than it (most bodies end here).
-    opening = data.count(b"[") + data.count(b"{")
-    if opening > max_depth and nesting_depth(data) > max_depth:
+    if too_deep(data, max_depth):
         raise JsonTooDeep(
             f"{field}: JSON nested deeper than {max_depth} levels",
             errors=[{"field": field, "reason": f"nested deeper than {max_depth} levels"}],
@@ -144,3 +149,38 @@ def socket_packet_class(*, max_bytes: int, max_depth: int) -> type[socketio.pack
         json = SocketJson(max_bytes=max_bytes, max_depth=max_depth)
 
     return CheckedPacket
+
+
+# engine.io packets carry JSON only in the server's open packet; a client's (a message
+# that is not Socket.IO) is never legitimate, so a small fixed limit does.
+ENGINEIO_MAX_DEPTH = 32
+
+
+class EngineJson:
+    """engine.io's ``json``: a payload too deep is "not JSON" (kept as text), not a crash.
+
+    engine.io decodes every text packet that does not start with a digit as JSON,
+    outside any error handling: ``4[[[…`` (a message that is not Socket.IO) was a
+    ``RecursionError`` that killed the connection's handler. Refused here with a
+    ``ValueError``, engine.io keeps the text, and python-socketio drops it as a
+    packet it does not know, with the connection still up.
+    """
+
+    dumps = staticmethod(json.dumps)
+
+    @staticmethod
+    def loads(text: str | bytes, **kwargs: Any) -> Any:
+        data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+        if too_deep(data, ENGINEIO_MAX_DEPTH):
+            raise ValueError(f"JSON nested deeper than {ENGINEIO_MAX_DEPTH} levels")
+        return engineio_json.loads(text, **kwargs)
+
+
+def guard_engineio() -> None:
+    """Decode engine.io packets with :class:`EngineJson` (idempotent).
+
+    engine.io has no per-server hook: its packet class is shared by the process
+    (``AsyncServer(json=…)`` sets it the same way), and the guard is right for
+    every server and client in it.
+    """
+    engineio.packet.Packet.json = EngineJson

@@ -363,3 +363,24 @@ async def test_a_deep_or_large_connect_auth_is_refused_with_the_problem(
             await client.shutdown()
     # The same server still lets a good client in.
     assert await try_connect(api.url, {"token": await api.token("gp_zhang")}) is None
+
+
+async def test_a_deep_message_below_socketio_leaves_the_connection_working(
+    api: Api, network: Services
+) -> None:
+    # engine.io decodes any text message not starting with a digit as JSON: "4[[[…" is such
+    # a message (not Socket.IO at all); it is dropped, and the same connection is served.
+    ws = await api.client.ws_connect("/socket.io/?EIO=4&transport=websocket")
+    try:
+        opened = await ws.receive_str(timeout=5)
+        assert opened.startswith("0{")
+        await ws.send_str("40" + json.dumps({"token": await api.token("gp_zhang")}))
+        assert (await ws.receive_str(timeout=5)).startswith("40{")
+        for text in SHAPES.values():
+            await ws.send_str("4" + text)
+        await ws.send_str('427["sync",{"positions":{}}]')
+        answer = await ws.receive_str(timeout=5)
+        assert answer.startswith("437["), answer
+        assert json.loads(answer[3:])[0]["ok"] is True
+    finally:
+        await ws.close()
