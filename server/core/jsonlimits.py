@@ -147,8 +147,35 @@ def socket_packet_class(*, max_bytes: int, max_depth: int) -> type[socketio.pack
 
     class CheckedPacket(socketio.packet.Packet):  # type: ignore[misc]  # socketio is untyped
         json = SocketJson(max_bytes=max_bytes, max_depth=max_depth)
+        data: Any
+
+        def decode(self, encoded_packet: str | bytes) -> int:
+            attachments: int = super().decode(encoded_packet)
+            if self.packet_type in (socketio.packet.EVENT, socketio.packet.BINARY_EVENT):
+                self.data = event_data(self.data)
+            return attachments
 
     return CheckedPacket
+
+
+# The server's own handlers: python-socketio runs them for a client's event of that name too.
+RESERVED_EVENTS = frozenset(socketio.AsyncServer.reserved_events)
+
+
+def event_data(data: Any) -> list[Any]:
+    """An event packet's ``[name, *args]`` that reaches only client → server handlers.
+
+    python-socketio dispatches a client's event named ``connect`` or
+    ``disconnect`` to the server's connect and disconnect handlers (a second
+    sign-in on a live socket, presence torn down on one still connected), and
+    fails without an ack on an event that is not ``[name, …]``. Both now reach
+    the unknown-event handler, which answers them.
+    """
+    if not isinstance(data, list) or not data or not isinstance(data[0], str):
+        return ["", data]
+    if data[0] in RESERVED_EVENTS:
+        return [f"client:{data[0]}", *data[1:]]
+    return data
 
 
 # engine.io packets carry JSON only in the server's open packet; a client's (a message
