@@ -56,12 +56,18 @@ def too_deep(data: bytes, max_depth: int) -> bool:
     return opening > max_depth and nesting_depth(data) > max_depth
 
 
-def check(raw: bytes | str, *, max_bytes: int, max_depth: int, field: str = "body") -> None:
-    """Raise the 413 or 422 problem for ``raw`` over a limit; nothing is decoded."""
+def check(
+    raw: bytes | str, *, max_bytes: int, max_depth: int, field: str = "body", wrapping: int = 0
+) -> None:
+    """Raise the 413 or 422 problem for ``raw`` over a limit; nothing is decoded.
+
+    ``wrapping``: levels around the client's value that are not its own (the
+    ``[name, payload]`` array of a Socket.IO event).
+    """
     data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
     if len(data) > max_bytes:
         raise PayloadTooLarge(f"{field} may be at most {max_bytes} bytes")
-    if too_deep(data, max_depth):
+    if too_deep(data, max_depth + wrapping):
         raise JsonTooDeep(
             f"{field}: JSON nested deeper than {max_depth} levels",
             errors=[{"field": field, "reason": f"nested deeper than {max_depth} levels"}],
@@ -109,8 +115,16 @@ class SocketJson:
         return json.dumps(obj, **kwargs)
 
     def loads(self, text: str | bytes, **kwargs: Any) -> Any:
+        # An event (or ack) is an array around the payload; a connect packet is the auth itself.
+        wrapping = 1 if text[:1] in ("[", b"[") else 0
         try:
-            check(text, max_bytes=self.max_bytes, max_depth=self.max_depth, field="payload")
+            check(
+                text,
+                max_bytes=self.max_bytes,
+                max_depth=self.max_depth,
+                field="payload",
+                wrapping=wrapping,
+            )
         except YihaoError as exc:
             refused = RefusedPayload(exc)
             name = _event_name(text)

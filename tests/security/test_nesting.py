@@ -183,11 +183,12 @@ async def test_the_unauthenticated_login_refuses_deep_json(api: Api, network: Se
         assert body["code"] == "json_too_deep"
         assert body["errors"] == [{"field": "body", "reason": "nested deeper than 64 levels"}]
         assert body["type"] == "https://yihao.dev/problems/json_too_deep"
-    # Deep but inside the limit is decoded and validated as usual.
-    status, body = await send(
-        api, "POST", "/api/v1/auth/login", None, '{"username": ' + "[" * 60 + "]" * 60 + "}"
-    )
-    assert status == 422 and body["code"] == "validation_failed", body
+    # At the limit (64 levels) the body is decoded and validated as usual; one more is not.
+    for levels, code in ((64, "validation_failed"), (65, "json_too_deep")):
+        inner = "[" * (levels - 1) + "]" * (levels - 1)
+        text = '{"username": ' + inner + ', "password": "x"}'
+        status, body = await send(api, "POST", "/api/v1/auth/login", None, text)
+        assert status == 422 and body["code"] == code, (levels, body)
     await api.login("gp_zhang")
 
 
@@ -331,9 +332,12 @@ async def test_every_socket_event_acks_deep_and_large_payloads(
         assert ack["problem"]["code"] == "payload_too_large"
         # The connection goes on working: a normal sync is answered.
         await sock.sync()
-    # Deep within the limit reaches the handler's own validation.
-    ack = await sock.call("sync", RawJson('{"positions": ' + "[" * 60 + "]" * 60 + "}"))
-    assert ack["ok"] is False and ack["problem"]["code"] == "validation_failed", ack
+    # At the limit (64 levels, the event's own array not counted) the payload is decoded and
+    # reaches the handler's validation; one level more is not.
+    for levels, code in ((64, "validation_failed"), (65, "json_too_deep")):
+        inner = "[" * (levels - 1) + "]" * (levels - 1)
+        ack = await sock.call("sync", RawJson('{"positions": ' + inner + "}"))
+        assert ack["ok"] is False and ack["problem"]["code"] == code, (levels, ack)
     assert sock.sio.connected
     await api.close()
 
