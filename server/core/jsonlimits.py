@@ -3,11 +3,12 @@
 Python's ``json`` decoder (and every validator after it) recurses once per
 nesting level, so a body of ten thousand ``[`` is a ``RecursionError`` — a 500
 on the REST API and silence on the socket — however small it is. The scan here
-measures the bracket depth of the raw text without recursion and without
-building anything: strings are cut out first (escapes included), everything
-but brackets is dropped, and the running depth is a C-level ``accumulate``. It
-runs at regex speed (a Synthea bundle of 4 MB: about 0.1 s, as long as
-decoding it), and a body with fewer brackets than the limit is not scanned.
+measures the bracket depth of the raw bytes without recursion and without
+decoding anything: escapes are dropped, then everything but brackets and
+quotes, then what lies inside strings, and the running depth is a C-level
+``accumulate`` (a Synthea bundle of 4 MB: about 0.05 s, less than decoding it;
+linear however hostile the bytes), and a body with fewer brackets than the
+limit is not scanned at all.
 
 :func:`loads` is the one decoder of client JSON: size (413), then depth (422
 ``json_too_deep``), then ``json.loads``. The Socket.IO server decodes packets
@@ -30,10 +31,11 @@ from engineio import json as engineio_json
 
 from server.core.errors import MalformedJSON, PayloadTooLarge, ValidationFailed, YihaoError
 
-# A JSON string, escapes included, as one token (the unrolled form never backtracks).
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _NAME = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+# What the scan keeps of the raw bytes: brackets, and the quotes that say which are in strings.
+_NOT_STRUCTURAL = bytes(b for b in range(256) if b not in b'[]{}"')
+# Brackets are counted a slice at a time, so a body too deep is given up on early.
+_SLICE = 65536
 # By byte: an opening bracket goes one level down, a closing one one up (only these remain).
 _STEP = [0] * 256
 _STEP[ord("[")] = _STEP[ord("{")] = 1
@@ -44,16 +46,31 @@ class JsonTooDeep(ValidationFailed):
     default_code = "json_too_deep"
 
 
-def nesting_depth(raw: bytes) -> int:
-    """The deepest bracket nesting of ``raw`` outside strings (0 for a scalar)."""
-    brackets = _STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
-    return max(accumulate(map(_STEP.__getitem__, brackets)), default=0)
+def nesting_depth(raw: bytes, give_up_above: int | None = None) -> int:
+    """The deepest bracket nesting of ``raw`` outside strings (0 for a scalar).
+
+    Only C-level steps over the raw bytes: escaped backslashes, then escaped
+    quotes are dropped (a run of backslashes pairs from the left, as in JSON),
+    everything but brackets and quotes is dropped, and what lies between
+    quote pairs is inside strings. An unterminated string runs to the end; the
+    decoder stops there anyway. Stops early once deeper than ``give_up_above``.
+    """
+    unescaped = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
+    outside = b"".join(unescaped.translate(None, _NOT_STRUCTURAL).split(b'"')[::2])
+    depth = deepest = 0
+    for start in range(0, len(outside), _SLICE):
+        steps = map(_STEP.__getitem__, outside[start : start + _SLICE])
+        levels = list(accumulate(steps, initial=depth))
+        deepest, depth = max(deepest, max(levels)), levels[-1]
+        if give_up_above is not None and deepest > give_up_above:
+            break
+    return deepest
 
 
 def too_deep(data: bytes, max_depth: int) -> bool:
     # Fewer brackets than the limit cannot nest deeper than it (most bodies end here).
     opening = data.count(b"[") + data.count(b"{")
-    return opening > max_depth and nesting_depth(data) > max_depth
+    return opening > max_depth and nesting_depth(data, give_up_above=max_depth) > max_depth
 
 
 def check(
