@@ -192,6 +192,20 @@ async def test_the_unauthenticated_login_refuses_deep_json(api: Api, network: Se
     await api.login("gp_zhang")
 
 
+async def test_brackets_in_strings_do_not_count_and_escaped_quotes_do_not_end_them(
+    api: Api, network: Services
+) -> None:
+    # Brackets inside a string, between escaped quotes: not nesting. A regex scan retried each
+    # quote here and took minutes on such a body; the scan is linear.
+    inside = '{"username": "' + '\\"[{' * 100_000 + '", "password": "x"}'
+    status, body = await send(api, "POST", "/api/v1/auth/login", None, inside)
+    assert status == 422 and body["errors"][0]["field"] == "username", body  # decoded: too long
+    # After a string full of escaped quotes and backslashes, real nesting counts again.
+    after = '{"username": ["' + '\\\\\\"' * 50_000 + '", ' + "[" * 64 + "]" * 64 + "]}"
+    status, body = await send(api, "POST", "/api/v1/auth/login", None, after)
+    assert status == 422 and body["code"] == "json_too_deep", body
+
+
 async def test_a_large_body_is_413_before_its_depth_is_looked_at(
     aiohttp_client: Any, settings: Settings
 ) -> None:
