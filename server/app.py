@@ -28,6 +28,7 @@ from server.core.access import AccessService
 from server.core.api import (
     AUTHENTICATE,
     MAX_BODY,
+    MAX_DEPTH,
     REQUEST_LIMIT,
     SERVICES,
     Routes,
@@ -39,6 +40,7 @@ from server.core.checkpoints import Checkpoints, load_key_files
 from server.core.db import Database
 from server.core.errors import ServiceUnavailable
 from server.core.events import Events
+from server.core.jsonlimits import guard_engineio, socket_packet_class
 from server.core.leases import Jobs, Leases, node_id
 from server.core.listener import redis_listener_status
 from server.core.middleware import (
@@ -88,6 +90,8 @@ logger = logging.getLogger(__name__)
 
 SERVICES_KEY = SERVICES
 OPENAPI = web.AppKey("openapi", dict)
+# Socket.IO frames the transport reads, as a multiple of socket_max_message_bytes.
+SOCKET_FRAME_FACTOR = 4
 ROUTE_TABLES: tuple[Routes, ...] = (
     identity_routes,
     patient_routes,
@@ -118,6 +122,7 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS] = metrics
     app[ERROR_RENDERERS] = {}
     app[MAX_BODY] = settings.max_body_bytes
+    app[MAX_DEPTH] = settings.json_max_depth
     app[REQUEST_LIMIT] = RateLimiter(settings.api_requests_per_minute, per=60.0)
 
     db = Database(settings)
@@ -130,11 +135,18 @@ def create_app(settings: Settings) -> web.Application:
             # waiting on it forever; the manager then reconnects and resubscribes.
             redis_options={"socket_connect_timeout": 5, "health_check_interval": 15},
         )
+    guard_engineio()
     sio = socketio.AsyncServer(
         async_mode="aiohttp",
         client_manager=manager,
         cors_allowed_origins=list(settings.cors_origins) or None,
-        max_http_buffer_size=settings.socket_max_message_bytes,
+        # Payloads are checked (size, nesting) before they are decoded, and one over a limit is
+        # answered with a problem ack; the transport takes frames up to four times the limit,
+        # so that answer can be given, and closes the connection only beyond that.
+        serializer=socket_packet_class(
+            max_bytes=settings.socket_max_message_bytes, max_depth=settings.json_max_depth
+        ),
+        max_http_buffer_size=SOCKET_FRAME_FACTOR * settings.socket_max_message_bytes,
         logger=False,
         engineio_logger=False,
     )

@@ -89,6 +89,12 @@ class Settings(BaseModel):
 
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     fhir_max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    # JSON nesting allowed in a body (/api) or a socket payload, checked before decoding:
+    # the decoder and the validators recurse once a level (server/core/jsonlimits.py).
+    json_max_depth: int = Field(default=64, ge=8, le=200)
+    # FHIR resources nest deeper (extensions in extensions, Questionnaire items; Synthea
+    # bundles: 11); validation costs several stack frames a level, so 300 is the ceiling.
+    fhir_json_max_depth: int = Field(default=100, ge=16, le=300)
     # Socket.IO: events a connection may send per 10 s before it is told to slow down.
     socket_events_per_10s: int = Field(default=300, ge=1)
     socket_max_message_bytes: int = Field(default=1024 * 1024, ge=1024)

@@ -17,11 +17,11 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from server.core import jsonlimits
 from server.core.auth import Requester
 from server.core.errors import (
     FieldError,
     Forbidden,
-    MalformedJSON,
     NotFound,
     PayloadTooLarge,
     TooManyRequests,
@@ -37,6 +37,8 @@ MAX_ID = 2**31 - 1
 AUTHENTICATE: web.AppKey[Authenticate] = web.AppKey("authenticate")
 SERVICES: web.AppKey[Any] = web.AppKey("services", object)
 MAX_BODY = web.AppKey("max_body", int)
+# The JSON nesting a body may have (``json_max_depth``), checked before it is decoded.
+MAX_DEPTH = web.AppKey("max_json_depth", int)
 REQUEST_LIMIT = web.AppKey("request_limit", RateLimiter)
 # The authenticated requester of this request (set once the token is verified), for the
 # error middleware's denial audit.
@@ -214,10 +216,7 @@ async def read_json(request: web.Request, limit: int) -> Any:
     if ctype != "application/json" and not ctype.endswith("+json"):
         raise UnsupportedMediaType("send the body as application/json")
     raw = await read_body(request, limit)
-    try:
-        payload = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise MalformedJSON(f"the body is not valid JSON: {exc}") from None
+    payload = jsonlimits.loads(raw, max_bytes=limit, max_depth=request.app[MAX_DEPTH])
     check_no_nul(payload)
     return payload
 

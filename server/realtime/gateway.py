@@ -19,7 +19,10 @@ Capabilities register their client → server events with :meth:`Gateway.on`:
 the payload is validated with a pydantic model, the handler gets the
 requester, and the ack is ``{"ok": true, "data": …}`` or
 ``{"ok": false, "problem": {…}}`` with the same problem object the REST API
-uses. Acks are sent only after the handler's transaction committed.
+uses. Acks are sent only after the handler's transaction committed. A payload
+over the size or nesting limit is never decoded: it arrives as a
+:class:`~server.core.jsonlimits.RefusedPayload` and is answered with its
+413/422 problem like any other refusal.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from server.core.errors import (
     YihaoError,
 )
 from server.core.events import REPLAY_PAGE, Events
+from server.core.jsonlimits import RefusedPayload
 from server.core.middleware import as_unavailable, is_out_of_range, out_of_range
 from server.core.observability import Metrics
 from server.core.ratelimit import RateLimiter
@@ -180,6 +184,8 @@ class Gateway:
                     raise TooManyRequests("slow down: too many events on this connection")
                 requester = await self.requester(sid)
                 await self._check_open(sid, requester)
+                if isinstance(payload, RefusedPayload):  # over a size or nesting limit, undecoded
+                    raise payload.error
                 data: Any = payload
                 check_no_nul(payload)
                 if model is not None:
@@ -278,6 +284,8 @@ class Gateway:
     async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         token = auth.get("token") if isinstance(auth, dict) else None
         try:
+            if isinstance(auth, RefusedPayload):
+                raise auth.error
             if not isinstance(token, str) or not token:
                 raise Unauthorized("send auth: {token: <access token>}")
             requester = await self.authenticate(token)

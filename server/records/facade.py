@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from server.config import Settings
+from server.core import jsonlimits
 from server.core.api import (
     AUTHENTICATE,
     REQUESTER,
@@ -27,7 +28,6 @@ from server.core.auth import Requester
 from server.core.db import utcnow
 from server.core.errors import (
     BadRequest,
-    MalformedJSON,
     TooManyRequests,
     UnsupportedMediaType,
     YihaoError,
@@ -121,10 +121,9 @@ def add_fhir_routes(app: web.Application, settings: Settings) -> None:
         if ctype not in (FHIR_JSON, "application/json"):
             raise UnsupportedMediaType(f"send the bundle as {FHIR_JSON}")
         raw = await read_body(request, settings.fhir_max_body_bytes)
-        try:
-            bundle = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise MalformedJSON(f"the body is not valid JSON: {exc}") from None
+        bundle = jsonlimits.loads(
+            raw, max_bytes=settings.fhir_max_body_bytes, max_depth=settings.fhir_json_max_depth
+        )
         services = request.app[SERVICES]
         return fhir_response(await services.records.push_bundle(requester, None, bundle))
 

@@ -166,6 +166,10 @@ def validate_resource(resource: Any, path: str) -> list[Issue]:
         return [issue(f"{path}.resourceType", f"a {rtype} is not stored as a record entry")]
     try:
         model.model_validate(resource)
+    except RecursionError:
+        # Nesting within fhir_json_max_depth that the R4 models still cannot walk (each
+        # level costs them several stack frames): the sender's 422, never a 500.
+        return [issue(path, "nested too deeply to validate", "too-costly")]
     except ValidationError as exc:
         return [
             issue(

@@ -6,7 +6,9 @@ import json
 
 import pytest
 
+from server.config import Settings
 from server.container import Services
+from server.core import jsonlimits
 from server.records.importer import bundle_files, import_files
 from tests.helpers import Api
 from tests.records.conftest import SAMPLES, assert_valid_fhir
@@ -63,3 +65,14 @@ async def test_the_synthea_samples_import_cleanly(api: Api, network: Services) -
     assert len(everything) == len(about_patient) + 1
     status, summary_view = await api.get(f"/api/v1/patients/{pid}/summary", as_="dr_li")
     assert status == 200 and summary_view["recent_labs"], summary_view
+
+
+def test_the_synthea_samples_are_well_within_the_fhir_nesting_limit() -> None:
+    # What POST /fhir checks before decoding; real bundles must never come near the limit.
+    limit = Settings.model_fields["fhir_json_max_depth"].default
+    files = bundle_files([SAMPLES])
+    assert len(files) == 11
+    for path in files:
+        raw = path.read_bytes()
+        jsonlimits.check(raw, max_bytes=32 * 1024 * 1024, max_depth=limit)
+        assert jsonlimits.nesting_depth(raw) <= limit // 4, path.name
