@@ -90,6 +90,11 @@ def test_desk_reads_the_presence_code_then_the_record(
     row = patient.locator("[data-testid=care-relationship][data-code=SBLYL]")
     expect(row).to_have_attribute("data-reason", "presence")
     expect(row).to_contain_text("到院出示到院码")
+    # The same screen in English.
+    patient.get_by_test_id("lang").click()
+    expect(patient.get_by_role("heading", level=1)).to_have_text("Yihao presence code")
+    expect(row).to_contain_text("Presence code at the desk")
+    patient.get_by_test_id("lang").click()
 
 
 def test_patient_approves_a_link_request_in_the_app(
@@ -123,9 +128,7 @@ def test_patient_approves_a_link_request_in_the_app(
     expect(pending).to_contain_text("门诊复查，需要查看既往检验")
     screenshot(patient, server, "care-request-phone")
     pending.get_by_role("button", name="同意").click()
-    expect(patient.get_by_test_id("care-requests").get_by_role("status")).to_contain_text(
-        "已同意"
-    )
+    expect(patient.get_by_test_id("care-requests").get_by_role("status")).to_contain_text("已同意")
     row = patient.locator("[data-testid=care-relationship][data-code=QDFY]")
     expect(row).to_have_attribute("data-reason", "patient_approved")
     patient.set_viewport_size(LAPTOP)
