@@ -119,9 +119,31 @@ def test_patient_approves_a_link_request_in_the_app(
     expect(desk.get_by_test_id("care-desk").get_by_role("status")).to_contain_text("已发送查阅申请")
     expect(request.get_by_role("button", name="发送查阅申请")).to_be_disabled()
 
+    # Another hospital's nurse asks too (through the API); that one she declines.
+    status, other = server.call(
+        "POST",
+        "/api/v1/patients",
+        {"resident_id": SUN.resident_id, "name": SUN.name},
+        as_="nurse_he",
+    )
+    assert status == 201 and other["care"] == "none", other
+    status, other_request = server.call(
+        "POST", f"/api/v1/patients/{other['id']}/care-requests", {}, as_="nurse_he"
+    )
+    assert status == 201, other_request
+
     patient: Page = new_page(PHONE)
     sign_in(patient, "patient_sun")
     open_presence(patient)
+    declined = patient.locator(
+        f"[data-testid=care-request][data-request-id='{other_request['id']}']"
+    )
+    expect(declined).to_have_attribute("data-status", "pending")
+    declined.get_by_role("button", name="拒绝").click()
+    expect(declined).to_have_attribute("data-status", "declined")
+    expect(declined).to_contain_text("已拒绝")
+    expect(declined.get_by_role("button", name="同意")).to_have_count(0)
+    expect(patient.locator("[data-testid=care-relationship][data-code=QDSL]")).to_have_count(0)
     pending = patient.locator("[data-testid=care-request][data-status=pending]").first
     expect(pending).to_contain_text("青岛大学附属医院")
     expect(pending).to_contain_text("赵强")
