@@ -25,6 +25,7 @@ const PAGES_NAV: Partial<Record<Role, NavItem[]>> = {
     { to: "/patient/care", label: "nav.myCare" },
     { to: "/patient/consents", label: "nav.consents" },
     { to: "/patient/access", label: "nav.access" },
+    { to: "/patient/presence", label: "nav.presence" },
   ],
   gp: [{ to: "/referrals", label: "nav.referrals" }],
   specialist: [{ to: "/referrals", label: "nav.referrals" }],

@@ -3,6 +3,7 @@ import type { Role } from "./api/types";
 import { session } from "./auth/session";
 import { HOME } from "./roles";
 import { pageRoutes } from "./pages/routes";
+import { careRoutes } from "./care/routes";
 
 declare module "vue-router" {
   interface RouteMeta {
@@ -40,6 +41,7 @@ const routes: RouteRecordRaw[] = [
   },
   { path: "/inbox", component: () => import("./views/InboxView.vue") },
   ...pageRoutes,
+  ...careRoutes,
   { path: "/:pathMatch(.*)*", component: () => import("./views/NotFoundView.vue"), meta: { public: true } },
 ];
 

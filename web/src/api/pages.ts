@@ -195,6 +195,8 @@ export interface Consent {
 }
 
 export interface AccessEntry {
+  /** The audit entry's sequence number (the page cursor). */
+  seq: number;
   at: string;
   user_id: number | null;
   user_name: string | null;
@@ -204,7 +206,15 @@ export interface AccessEntry {
   outcome: string;
   reason: string | null;
   resources: string | null;
+  ip: string | null;
   emergency: boolean;
+}
+
+/** GET /api/v1/patients/{id}/access-log: one page, newest first. */
+export interface AccessLogPage {
+  items: AccessEntry[];
+  /** Pass as `before` for the next (older) page; null on the last page. */
+  next_before: number | null;
 }
 
 /** A consult as its patient sees it in the list (the consult screens use the full model). */

@@ -335,3 +335,72 @@ export interface MyPatient {
   numbers: string[];
   since: string;
 }
+
+// --- earning a care relationship (presence code, the patient's approval) -----------------
+
+/** POST /api/v1/me/presence-code: the 一号通 code the patient shows at the desk. */
+export interface PresenceCode {
+  code: string;
+  /** The QR payload: `yihao-presence:<resident ID>:<code>`. */
+  qr: string;
+  expires_at: string;
+}
+
+export type CareReason =
+  | "presence"
+  | "patient_approved"
+  | "appointment"
+  | "referral"
+  | "merged"
+  | "demo"
+  | "registered";
+
+/** An institution that cares for the patient: why, since when, until when. */
+export interface CareRelationship {
+  institution: InstitutionRef;
+  reason: CareReason;
+  since: string;
+  last_encounter_at: string;
+  ends_at: string;
+  /** Set on the desk's confirmation of a presence code. */
+  patient_id: number | null;
+}
+
+export type CareRequestStatus = "pending" | "approved" | "declined" | "expired";
+
+/** An institution's request to care for the patient, answered in the patient's app. */
+export interface CareRequest {
+  id: number;
+  patient_id: number;
+  institution: InstitutionRef;
+  requested_by: string | null;
+  note: string | null;
+  status: CareRequestStatus;
+  created_at: string;
+  expires_at: string;
+  decided_at: string | null;
+}
+
+/** POST /api/v1/patients (registration at the desk). */
+export interface PatientRegister {
+  resident_id: string;
+  name: string;
+  sex?: "male" | "female";
+  birth_date?: string;
+  phone?: string;
+  mrn?: string;
+  card_number?: string;
+}
+
+/** What the desk learns from registering: nothing it did not send itself. */
+export interface PatientRegistered {
+  id: number;
+  resident_id: string;
+  name: string;
+  sex: "male" | "female";
+  birth_date: string;
+  links: { institution: InstitutionRef; kind: "mrn" | "card"; number: string }[];
+  created: boolean;
+  /** "none" until the patient shows a presence code or approves a request. */
+  care: "active" | "none";
+}

@@ -2,6 +2,7 @@
 // (the type below makes a missing English key a build error).
 import { pagesEn, pagesZhCN } from "./messages.pages";
 import { consultEn, consultZhCN } from "./consult-messages";
+import { careEn, careZhCN } from "./care-messages";
 
 export const zhCN = {
   "app.name": "一号",
@@ -95,6 +96,7 @@ export const zhCN = {
   "notFound.back": "返回首页",
   ...pagesZhCN,
   ...consultZhCN,
+  ...careZhCN,
 } as const;
 
 export type MessageKey = keyof typeof zhCN;
@@ -191,4 +193,5 @@ export const en: Record<MessageKey, string> = {
   "notFound.back": "Back to the home page",
   ...pagesEn,
   ...consultEn,
+  ...careEn,
 };
