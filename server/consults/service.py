@@ -280,6 +280,17 @@ class ConsultsService:
             rows = await read_history(session, ConsultTransition.consult_id, consult_id)
             return schemas.History(items=entries(schemas.Transition, rows))
 
+    async def open_consult_ids(self, patient_id: int) -> list[int]:
+        """The patient's consults that have not ended (their rooms are live)."""
+        async with self.db.read() as session:
+            return list(
+                await session.scalars(
+                    select(Consult.id).where(
+                        Consult.patient_id == patient_id, Consult.status.notin_(ENDED)
+                    )
+                )
+            )
+
     async def consult_rooms(self, requester: Requester) -> list[str]:
         """Room provider: the consult rooms a connecting socket belongs in."""
         async with self.db.read() as session:

@@ -29,6 +29,8 @@ class ConsultSockets:
         gateway = self.gateway
         gateway.add_room_provider(self.consults.consult_rooms)
         gateway.add_disconnect_hook(self.disconnected)
+        gateway.revocation_hooks.append(self.revoked_from)
+        self.consults.access.revocation_listeners.append(self.consent_revoked)
         gateway.on("consult.open", schemas.ConsultRef, self.open)
         gateway.on("consult.join", schemas.Join, self.join)
         gateway.on("consult.leave", schemas.ConsultRef, self.leave)
@@ -68,6 +70,21 @@ class ConsultSockets:
         for consult_id in left:
             await self.broadcast_presence(consult_id)
         return {"left": bool(left)}
+
+    async def consent_revoked(self, patient_id: int, institution_id: int) -> None:
+        """The patient revoked the institution: its sockets leave the patient's consult rooms
+        (chat and life-cycle pushes, the live session) on every node."""
+        rooms = []
+        for consult_id in await self.consults.open_consult_ids(patient_id):
+            rooms += [consult_stream(consult_id), live_room(consult_id)]
+        await self.gateway.revoke_rooms(rooms, institution_id)
+
+    async def revoked_from(self, sid: str, room: str) -> None:
+        """A revoked socket left a consult's room: it is no longer present in that session."""
+        _, _, ident = room.partition(":")
+        in_room = ident.isdigit() and room == consult_stream(int(ident))
+        if in_room and await self.consults.leave(sid, int(ident)):
+            await self.broadcast_presence(int(ident))
 
     async def disconnected(self, sid: str) -> None:
         for consult_id in await self.consults.leave(sid):

@@ -29,7 +29,7 @@ a refused one get the same answer, so ids cannot be probed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NoReturn, TypeVar
@@ -142,6 +142,8 @@ class AccessService:
         self.db = db
         self.audit = audit
         self.care_lifetime = timedelta(days=settings.care_relationship_days)
+        # Called (patient, institution) after a patient revoked sharing with an institution.
+        self.revocation_listeners: list[Callable[[int, int], Awaitable[None]]] = []
 
     async def check_patient_access(
         self,
@@ -182,18 +184,13 @@ class AccessService:
         resources: str | None = None,
     ) -> NoReturn:
         """Refuse, audited: one answer for a forbidden patient and for an unknown one."""
-        details: dict[str, Any] = {"action": action}
-        if requester.institution_id is not None:
-            details["institution_id"] = requester.institution_id
-        await self.audit.record_alone(
-            "record.access",
-            actor=requester,
-            outcome="denied",
-            # An unknown patient is audited without one; the answer is the same.
-            patient_id=patient_id,
+        # An unknown patient is audited without one; the answer is the same.
+        await self._audit_refusal(
+            requester,
+            patient_id,
+            action=action,
             resource=resources,
             reason="no_reason" if patient_id is not None else "no_such_patient",
-            details=details,
         )
         denied = Forbidden(
             "no reason to access this patient's record (no care relationship, "
@@ -202,6 +199,29 @@ class AccessService:
         )
         denied.audited = True
         raise denied
+
+    async def _audit_refusal(
+        self,
+        requester: Requester,
+        patient_id: int | None,
+        *,
+        action: str,
+        resource: str | None,
+        reason: str,
+    ) -> None:
+        """A refused read of patient data, in the patient's access log (when there is one)."""
+        details: dict[str, Any] = {"action": action}
+        if requester.institution_id is not None:
+            details["institution_id"] = requester.institution_id
+        await self.audit.record_alone(
+            "record.access",
+            actor=requester,
+            outcome="denied",
+            patient_id=patient_id,
+            resource=resource,
+            reason=reason,
+            details=details,
+        )
 
     async def _decide(
         self, requester: Requester, patient_id: int, emergency_reason: str | None
@@ -429,7 +449,11 @@ class AccessService:
                     "excluded_categories": consent.excluded_categories,
                 },
             )
-            return ConsentState(institution_id, granted, consent.excluded_categories, now)
+            state = ConsentState(institution_id, granted, consent.excluded_categories, now)
+        if not granted:  # after commit: live views of the patient close for that institution
+            for listener in self.revocation_listeners:
+                await listener(patient_id, institution_id)
+        return state
 
     async def list_consents(self, patient_id: int) -> list[ConsentState]:
         async with self.db.read() as session:
@@ -496,17 +520,8 @@ class AccessService:
         self, requester: Requester, patient_id: int, *, action: str, resource: str
     ) -> Forbidden:
         """Audit (into the patient's access log) that revoked content was kept from a reader."""
-        details: dict[str, Any] = {"action": action}
-        if requester.institution_id is not None:
-            details["institution_id"] = requester.institution_id
-        await self.audit.record_alone(
-            "record.access",
-            actor=requester,
-            outcome="denied",
-            patient_id=patient_id,
-            resource=resource,
-            reason="consent_revoked",
-            details=details,
+        await self._audit_refusal(
+            requester, patient_id, action=action, resource=resource, reason="consent_revoked"
         )
         refused = Forbidden(
             "the patient has revoked sharing with your institution", code="consent_revoked"

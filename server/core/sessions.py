@@ -5,6 +5,9 @@ account, an administrator's revocation, a replayed refresh token) the ending
 transaction commits first, then :meth:`SessionEnds.announce` runs: this node
 applies it at once and publishes it on Redis (``<redis_channel>:sessions``);
 every other node's listener applies it when the message arrives (milliseconds).
+The same channel carries revocations: when a patient revokes sharing with an
+institution, that institution's sockets leave the patient's consult rooms on
+every node (:meth:`SessionEnds.announce_revocation`).
 "Applying" means remembering the id in a per-node set (so an event on a socket
 of that session is refused without a database read) and calling the
 listeners: the gateway disconnects its local sockets of the session.
@@ -31,6 +34,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SessionsEnded = Callable[[list[str], str], Awaitable[None]]
+# (rooms, institution id): that institution's sockets must leave those rooms.
+RoomsRevoked = Callable[[list[str], int], Awaitable[None]]
 
 
 class SessionEnds:
@@ -42,11 +47,39 @@ class SessionEnds:
         self.redis: Redis | None = None
         self._ended: dict[str, float] = {}
         self._listeners: list[SessionsEnded] = []
+        self._revocation_listeners: list[RoomsRevoked] = []
         self._task: asyncio.Task[None] | None = None
         self.subscribed = asyncio.Event()
 
     def add_listener(self, listener: SessionsEnded) -> None:
         self._listeners.append(listener)
+
+    def add_revocation_listener(self, listener: RoomsRevoked) -> None:
+        self._revocation_listeners.append(listener)
+
+    async def announce_revocation(self, rooms: Iterable[str], institution_id: int) -> None:
+        """Tell every node (this one first) that an institution's sockets must leave these
+        rooms (a patient revoked sharing with it). Call after commit."""
+        names = sorted(set(rooms))
+        if not names:
+            return
+        await self._revoke(names, institution_id)
+        if self.redis is None:
+            return
+        message = json.dumps({"node": self.node, "rooms": names, "institution_id": institution_id})
+        try:
+            await self.redis.publish(self.channel, message)
+        except Exception:
+            # Committed already; those sockets' next events are refused and a reconnect
+            # no longer places them in the rooms.
+            logger.exception("could not publish a revocation", extra={"count": len(names)})
+
+    async def _revoke(self, rooms: list[str], institution_id: int) -> None:
+        for listener in self._revocation_listeners:
+            try:
+                await listener(rooms, institution_id)
+            except Exception:
+                logger.exception("a revocation listener failed")
 
     def is_ended(self, session_id: str) -> bool:
         return session_id in self._ended
@@ -81,13 +114,21 @@ class SessionEnds:
     async def _handle(self, raw: Any) -> None:
         try:
             message = json.loads(raw)
-            ids = [str(s) for s in message["sessions"]]
-            reason = str(message["reason"])
             node = message.get("node")
-        except (ValueError, KeyError, TypeError):
+            if "rooms" in message:
+                rooms = [str(r) for r in message["rooms"]]
+                institution_id = int(message["institution_id"])
+            else:
+                ids = [str(s) for s in message["sessions"]]
+                reason = str(message["reason"])
+        except (ValueError, KeyError, TypeError, AttributeError):
             logger.warning("ignored a malformed ended-session message")
             return
-        if node != self.node:  # this node applied its own announcement already
+        if node == self.node:  # this node applied its own announcement already
+            return
+        if "rooms" in message:
+            await self._revoke(rooms, institution_id)
+        else:
             await self._apply(ids, reason)
 
     async def _listen(self, redis: Redis) -> None:

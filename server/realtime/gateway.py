@@ -68,6 +68,8 @@ EventHandler = Callable[[str, Requester, Any], Awaitable[Any]]
 EVENT = "event"
 # Sent to a socket just before the server closes it because its session ended.
 SESSION_ENDED = "session_ended"
+# Sent to a socket the server took out of a room because the patient revoked sharing.
+ROOM_REVOKED = "room_revoked"
 
 
 class SyncRequest(Strict):
@@ -130,6 +132,9 @@ class Gateway:
         self._closing: set[asyncio.Future[None]] = set()
         if ends is not None:
             ends.add_listener(self.close_sessions)
+            ends.add_revocation_listener(self._leave_revoked)
+        # Run with (sid, room) for each socket a revocation took out of a room.
+        self.revocation_hooks: list[Callable[[str, str], Awaitable[None]]] = []
         self.audit = audit
         self.authenticate = authenticate
         self.events = events
@@ -245,6 +250,27 @@ class Gateway:
         task = asyncio.ensure_future(self._close(sid, "session_revoked"))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
+
+    async def revoke_rooms(self, rooms: list[str], institution_id: int) -> None:
+        """An institution's sockets leave these rooms on every node (consent revoked)."""
+        if self.ends is not None:
+            await self.ends.announce_revocation(rooms, institution_id)
+        else:
+            await self._leave_revoked(rooms, institution_id)
+
+    async def _leave_revoked(self, rooms: list[str], institution_id: int) -> None:
+        for room in rooms:
+            for sid, _ in list(self.sio.manager.get_participants("/", room)):
+                session = await self.sio.get_session(sid)
+                requester = session.get("requester")
+                if requester is None or requester.institution_id != institution_id:
+                    continue
+                await self.sio.leave_room(sid, room)
+                await self.sio.emit(
+                    ROOM_REVOKED, {"room": room, "reason": "consent_revoked"}, to=sid
+                )
+                for hook in self.revocation_hooks:
+                    await hook(sid, room)
 
     async def close_sessions(self, session_ids: list[str], reason: str) -> None:
         """Close this node's sockets of ended sessions (the SessionEnds listener)."""

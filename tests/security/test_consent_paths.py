@@ -11,6 +11,7 @@ the socket; each refusal is in her access log.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 from typing import Any
@@ -255,6 +256,40 @@ async def test_a_revoked_institution_loses_the_consult_and_referral_text(
         "consult.open",
         "consult.chat",
     }
+
+
+async def test_a_revocation_takes_the_institution_out_of_the_live_rooms(
+    backend: str, api: Api, hiv_case: dict[str, Any]
+) -> None:
+    """dr_li's socket, already in the consult's rooms, leaves them the moment she revokes
+    QDSL: no chat after that reaches him, and the room no longer counts him present."""
+    case = hiv_case
+    consult = await hiv_consult(api, case)
+    cid = consult["id"]
+    host, gp = await enter(api, consult)
+    revoked: list[dict[str, Any]] = []
+
+    async def on_revoked(data: dict[str, Any]) -> None:
+        revoked.append(data)
+
+    host.sio.on("room_revoked", on_revoked)
+    await set_consent(api, case, "QDSL", granted=False)
+    for _ in range(50):
+        if len(revoked) >= 2:
+            break
+        await asyncio.sleep(0.1)
+    assert {r["room"] for r in revoked} == {f"consult:{cid}", f"consult:{cid}:live"}, revoked
+    assert {r["reason"] for r in revoked} == {"consent_revoked"}
+    ack = await gp.call(
+        "consult.chat", {"consult_id": cid, "client_id": "gp-after-revoke", "text": "血压 180/110"}
+    )
+    assert ack["ok"], ack
+    await gp.wait_for(lambda e: e["type"] == "consult.chat" and "180/110" in str(e["data"]))
+    await asyncio.sleep(0.5)  # time enough for a push to have reached him
+    assert not [e for e in host.events if "180/110" in json.dumps(e, ensure_ascii=False)]
+    ack = await gp.call("consult.presence", {"consult_id": cid})
+    assert ack["ok"], ack
+    assert consult["host_id"] not in {m["user_id"] for m in ack["data"]["members"]}
 
 
 async def test_the_matrix_for_a_revoked_institution(

@@ -8,6 +8,11 @@ Care relationships that came from registering a resident (reason "registered") a
 removed: knowing a resident ID and name no longer earns reading the record, and such
 rows cannot be told from ones an attacker made. Institutions earn them again by the
 patient's presence code or approval.
+
+Clinical work left the institution streams (``institution:<id>`` now carries only
+administrative events, which administrators read): stored consult, referral and
+prescription events there are removed, and the desk's inbox items move to the
+clinicians' ``desk:<id>`` inbox.
 """
 
 from collections.abc import Sequence
@@ -25,6 +30,13 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.execute("DELETE FROM care_relationships WHERE reason = 'registered'")
+    op.execute(
+        "DELETE FROM stream_events WHERE stream LIKE 'institution:%' AND type <> 'institution'"
+    )
+    op.execute(
+        "UPDATE inbox_items SET stream = 'desk:' || substr(stream, 13), seq = NULL "
+        "WHERE stream LIKE 'institution:%'"
+    )
     with op.batch_alter_table("care_relationships", schema=None) as batch_op:
         batch_op.add_column(
             sa.Column("last_encounter_at", server.core.db.UTCDateTime(timezone=True), nullable=True)
