@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 
 from server.config import Settings
 from server.consults.jobs import register_escalation
+from server.consults.models import Consult
 from server.consults.routes import routes as consults_routes
 from server.consults.service import ConsultsService
 from server.consults.socket import ConsultSockets
@@ -34,7 +35,7 @@ from server.core.api import (
     Routes,
     json_response,
 )
-from server.core.audit import AuditLog
+from server.core.audit import AuditLog, patient_lookup
 from server.core.auth import Passwords, Tokens
 from server.core.checkpoints import Checkpoints, load_key_files
 from server.core.db import Database
@@ -72,6 +73,7 @@ from server.media.recording import RecordingService
 from server.media.routes import routes as recording_routes
 from server.prescriptions import socket as prescription_socket
 from server.prescriptions.catalogue import Catalogue
+from server.prescriptions.models import Prescription
 from server.prescriptions.record import PatientRecord
 from server.prescriptions.routes import routes as prescription_routes
 from server.prescriptions.service import PrescriptionService
@@ -81,6 +83,7 @@ from server.realtime.gateway import EVENT, Gateway
 from server.records.facade import add_fhir_routes
 from server.records.routes import routes as records_routes
 from server.records.service import RecordsService
+from server.referrals.models import Referral
 from server.referrals.routes import routes as referrals_routes
 from server.referrals.service import ReferralService
 from server.scheduling.routes import routes as scheduling_routes
@@ -242,6 +245,12 @@ def create_app(settings: Settings) -> web.Application:
     )
     services.nodes = nodes
     app[SERVICES] = services
+    # A refusal on a consult, prescription or referral route or event names its patient.
+    audit.patient_resolvers.update(
+        consult_id=patient_lookup(db, Consult.id, Consult.patient_id),
+        prescription_id=patient_lookup(db, Prescription.id, Prescription.patient_id),
+        referral_id=patient_lookup(db, Referral.id, Referral.patient_id),
+    )
     # Background jobs on leases: each round runs on one node of the cluster.
     services.jobs.every("cluster.reap_nodes", settings.node_heartbeat_seconds, nodes.reap)
     # Idle logoff as a sweep, not only when a request shows up: an idle browser's socket

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -102,9 +102,37 @@ class VerifyResult:
     problem: str | None = None
 
 
+PatientOf = Callable[[int], Awaitable[int | None]]
+
+
+def patient_lookup(db: Database, id_column: Any, patient_column: Any) -> PatientOf:
+    """A resolver for :attr:`AuditLog.patient_resolvers`: the patient of an object's row."""
+
+    async def lookup(object_id: int) -> int | None:
+        async with db.read() as session:
+            found = await session.scalar(select(patient_column).where(id_column == object_id))
+        return None if found is None else int(found)
+
+    return lookup
+
+
 class AuditLog:
     def __init__(self, db: Database) -> None:
         self.db = db
+        # Object id parameter (``consult_id``…) → the patient the object is about; registered
+        # by the capabilities, so a refusal on any route or event names the patient.
+        self.patient_resolvers: dict[str, PatientOf] = {}
+
+    async def patient_of(self, refs: Mapping[str, Any]) -> int | None:
+        """The patient a refused request was about, from its path or payload ids."""
+        direct = refs.get("patient_id")
+        if isinstance(direct, int | str) and str(direct).isdigit():
+            return int(direct)
+        for key, resolve in self.patient_resolvers.items():
+            value = refs.get(key)
+            if isinstance(value, int | str) and str(value).isdigit() and len(str(value)) < 19:
+                return await resolve(int(value))
+        return None
 
     async def record(
         self,

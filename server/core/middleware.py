@@ -151,10 +151,8 @@ async def audit_denial(request: web.Request, error: YihaoError) -> None:
     if services is None:
         return
     requester = request.get(REQUESTER)
-    patient_id = error.patient_id
-    if patient_id is None and request.match_info.get("patient_id", "").isdigit():
-        patient_id = int(request.match_info["patient_id"])
     try:
+        patient_id = error.patient_id or await services.audit.patient_of(request.match_info)
         await services.audit.record_alone(
             "http.denied",
             actor=requester,

@@ -207,7 +207,7 @@ class Gateway:
                 return {"ok": True, "data": result}
             except YihaoError as exc:
                 self.metrics.socket_events.labels(event, exc.code).inc()
-                await self._audit_denial(event, requester, exc)
+                await self._audit_denial(event, requester, exc, payload)
                 problem = exc.to_problem()
                 problem["request_id"] = request_id
                 return {"ok": False, "problem": problem}
@@ -288,17 +288,21 @@ class Gateway:
             logger.exception("could not close a socket of an ended session", extra={"sid": sid})
 
     async def _audit_denial(
-        self, event: str, requester: Requester | None, error: YihaoError
+        self, event: str, requester: Requester | None, error: YihaoError, payload: Any = None
     ) -> None:
-        """Refused events (403/404) are audited like refused HTTP requests."""
+        """Refused events (403/404) are audited like refused HTTP requests, naming the
+        patient the payload's ids lead to (so the patient sees the refusal)."""
         if error.status not in (403, 404) or error.audited or self.audit is None:
             return
         try:
+            patient_id = error.patient_id
+            if patient_id is None and isinstance(payload, dict):
+                patient_id = await self.audit.patient_of(payload)
             await self.audit.record_alone(
                 "socket.denied",
                 actor=requester,
                 outcome="denied",
-                patient_id=error.patient_id,
+                patient_id=patient_id,
                 resource=f"socket {event}"[:200],
                 reason=error.code[:500],
                 details={"status": error.status},

@@ -13,6 +13,7 @@ from server.core.access import CareRelationship
 from server.core.db import utcnow
 from server.core.ids import RESIDENT_ID_SYSTEM
 from server.seed import PATIENTS
+from tests.consults.conftest import consult_case, new_consult  # noqa: F401 (fixture)
 from tests.helpers import Api
 
 SUN = next(p for p in PATIENTS if p.username == "patient_sun")  # cared for at SNBDH only
@@ -295,3 +296,23 @@ async def test_break_the_glass_is_reviewed_and_the_patient_sees_the_verdict(
     actions = [(e["action"], e["reason"]) for e in log["items"]]
     assert ("emergency.review", "justified") in actions
     assert ("record.summary", "emergency") in actions
+
+
+async def test_refusals_about_her_consult_reach_her_access_log(
+    api: Api,
+    network: Services,
+    consult_case: dict[str, Any],  # noqa: F811
+) -> None:
+    """A refused read of patient_sun's consult, on REST and on the socket, names her."""
+    consult = await new_consult(api, consult_case)
+    status, _ = await api.get(f"/api/v1/consults/{consult['id']}", as_="pharmacist_zhou")
+    assert status in (403, 404)
+    stranger = await api.socket("dr_zhao")
+    ack = await stranger.call("consult.open", {"consult_id": consult["id"]})
+    assert not ack["ok"] and ack["problem"]["status"] in (403, 404), ack
+    status, log = await api.get(
+        f"/api/v1/patients/{consult_case['patient']}/access-log", as_="patient_sun"
+    )
+    refused = {(e["user_name"], e["action"]) for e in log["items"] if e["outcome"] == "denied"}
+    assert ("周敏", "http.denied") in refused
+    assert ("赵强", "socket.denied") in refused
