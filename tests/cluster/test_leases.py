@@ -111,6 +111,8 @@ async def test_scheduled_jobs_on_two_nodes_share_the_ticks(two_nodes: tuple[Jobs
 
 APP_JOBS = {
     "cluster.reap_nodes",
+    "auth.idle_logoff",
+    "audit.checkpoint",
     "referrals.expire",
     "consults.escalate",
     "prescriptions.expire",

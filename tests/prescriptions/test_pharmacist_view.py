@@ -101,8 +101,8 @@ async def test_a_pharmacist_never_reads_the_record_even_where_the_patient_is_reg
 ) -> None:
     services = world.services
     async with services.db.transaction() as tx:
-        await services.access.add_care_relationship(
-            tx, patient_id=world.patient_id, institution_id=world.hcyf, reason="registered"
+        await services.access.record_encounter(
+            tx, patient_id=world.patient_id, institution_id=world.hcyf, reason="presence"
         )
     for path in ("summary", "timeline"):
         status, problem = await api.get(

@@ -25,7 +25,7 @@ from server.container import Services
 from server.core.api import SERVICES
 from server.seed import seed_demo
 from tests.helpers import Api, SocketClient
-from tests.records.conftest import FHIR, count_entries, load_bundle
+from tests.records.conftest import FHIR, ZHOU, ZHOU_RESIDENT_ID, count_entries, load_bundle
 from tests.security.world import try_connect
 
 DEEP = 10_000
@@ -263,6 +263,9 @@ async def test_a_fhir_transaction_nested_too_deep_is_refused_whole(
         e for e in body["entry"] if e["response"]["location"].startswith("Observation/")
     )
     location = observation["response"]["location"].rsplit("/_history", 1)[0]
+    # 周国强 was at the clinic in person: its reading is earned, not pushed.
+    await api.patient_app(ZHOU_RESIDENT_ID, "周国强", ZHOU)
+    await api.present("gp_zhang", ZHOU)
     status, stored = await api.get(f"/fhir/{location}", as_="gp_zhang")
     assert status == 200, stored
     assert stored["extension"] == [nested_extension(45)]
