@@ -128,6 +128,8 @@ async def two_apps(aiohttp_client: Any, settings: Settings) -> list[Services]:
         consult_escalation_interval_seconds=1,
         prescription_sweep_seconds=1,
         node_heartbeat_seconds=1,
+        session_check_seconds=1,
+        checkpoint_interval_seconds=1,
     )
     apps = [create_app(fast), create_app(fast)]
     for app in apps:
