@@ -53,7 +53,7 @@ class Side:
     referral_id: int = 0
     slot_id: int = 0
     appointment_id: int = 0
-    care_request_id: int = 0  # the other side's clinic asks to care for this patient
+    care_request_id: int = 0  # the other side's hospital asks to care for this patient
     user_id: int = 0  # the patient's account
     gp_user_id: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -211,7 +211,7 @@ async def build_world(api: Api, services: Services) -> World:
         await build_side(api, services, side)
     for side, other in ((a, b), (b, a)):
         asked = await _ok(await api.post(f"/api/v1/patients/{side.patient_id}/care-requests",
-                                         as_=other.gp, json={"note": "矩阵"}))  # fmt: skip
+                                         as_=other.specialist, json={"note": "矩阵"}))  # fmt: skip
         side.care_request_id = asked["id"]
     return World(a=a, b=b, users=users, institutions=insts, services=services)
 
