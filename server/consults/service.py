@@ -44,7 +44,7 @@ from server.consults.models import (
 )
 from server.core.access import AccessService, ContentPolicy, withheld_marker
 from server.core.audit import AuditLog
-from server.core.auth import CLINICIAN_ROLES, Requester
+from server.core.auth import Requester
 from server.core.canonical import canonical_json
 from server.core.db import Database, Tx, utcnow
 from server.core.errors import (
@@ -56,6 +56,7 @@ from server.core.errors import (
 )
 from server.core.events import Events
 from server.core.history import entries, read_history
+from server.core.roles import CLINICIAN_ROLES, REQUESTER_ROLES
 from server.core.signing import Signature, Signer
 from server.identity.models import User
 from server.identity.service import AuthService, IdentityService
@@ -67,7 +68,6 @@ logger = logging.getLogger(__name__)
 
 SOURCE = "consult"
 INVITED_KINDS = frozenset({"tertiary", "secondary"})
-REQUESTER_ROLES = frozenset({"gp", "specialist"})
 # action: (states it may start from, state it leads to)
 TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
     "accept": (frozenset({"requested"}), "accepted"),

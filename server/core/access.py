@@ -56,13 +56,12 @@ from server.core.audit import AuditLog
 from server.core.auth import Requester
 from server.core.db import Base, Database, Tx, UTCDateTime, utcnow
 from server.core.errors import Forbidden, ValidationFailed
+from server.core.roles import CARE_ROLES, EMERGENCY_ROLES
 from server.identity.models import Patient
 
 # Roles that read clinical records for care. Pharmacists see the prescriptions sent
 # to them (the prescriptions capability), administrators manage the network; neither
 # reads patients' records.
-CARE_ROLES = frozenset({"specialist", "gp", "nurse"})
-EMERGENCY_ROLES = frozenset({"specialist", "gp", "nurse"})
 # The encounters that start or renew a care relationship.
 ENCOUNTERS = ("presence", "patient_approved", "appointment", "referral", "merged", "demo")
 SENSITIVE_CATEGORIES = ("mental_health", "reproductive_health", "hiv", "substance_use", "genetic")

@@ -21,10 +21,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 
 from server.config import Settings
 from server.core.errors import Unauthorized
-
-PRACTITIONER_ROLES = frozenset({"specialist", "gp", "pharmacist", "nurse", "institution_admin"})
-ALL_ROLES = PRACTITIONER_ROLES | {"platform_admin", "patient"}
-CLINICIAN_ROLES = frozenset({"specialist", "gp", "nurse"})
+from server.core.roles import PRACTITIONER_ROLES
 
 
 @dataclass(frozen=True, slots=True)

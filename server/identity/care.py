@@ -41,6 +41,7 @@ from server.core.audit import AuditEvent, AuditLog
 from server.core.auth import Requester
 from server.core.db import Base, Database, UTCDateTime, utcnow
 from server.core.errors import Forbidden, NotFound, ValidationFailed
+from server.core.roles import DESK_ROLES
 from server.identity import schemas
 from server.identity.models import Institution, Patient, User
 from server.identity.service import checked_resident_id
@@ -49,7 +50,6 @@ from server.inbox.service import InboxService
 # Who may record a patient's presence or ask for a link: an institution's clinicians and
 # its administrator at the desk. Pharmacies never earn a care relationship (pharmacists
 # see the prescriptions sent to them, not the record).
-DESK_ROLES = frozenset({"specialist", "gp", "nurse", "institution_admin"})
 CODE_DIGITS = 8
 MAX_CODE_ATTEMPTS = 5
 QR_PREFIX = "yihao-presence"

@@ -20,17 +20,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.core.access import AccessService, CareRelationship
 from server.core.audit import AuditLog
-from server.core.auth import PRACTITIONER_ROLES, Requester
+from server.core.auth import Requester
 from server.core.db import Database, Tx, utcnow
 from server.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from server.core.ids import RESIDENT_ID_SYSTEM, ResidentId
+from server.core.roles import CLINICIAN_ROLES, PRACTITIONER_ROLES
 from server.identity import schemas
 from server.identity.models import Institution, Patient, PatientLink, PatientMerge
 from server.identity.service import checked_resident_id
 
 LOCAL_SYSTEM_PREFIX = "urn:yihao:institution:"
 # Who lists their institution's patients (GET /api/v1/patients).
-CLINICIAN_ROLES = frozenset({"gp", "specialist", "nurse"})
 
 
 def local_identifier_system(institution_code: str, kind: str) -> str:

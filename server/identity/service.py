@@ -21,7 +21,6 @@ from sqlalchemy.orm import selectinload
 from server.config import Settings
 from server.core.audit import AuditLog
 from server.core.auth import (
-    PRACTITIONER_ROLES,
     Passwords,
     Requester,
     Tokens,
@@ -43,6 +42,7 @@ from server.core.errors import (
 from server.core.events import Events
 from server.core.ids import ResidentIdError, parse_resident_id
 from server.core.ratelimit import RateLimiter
+from server.core.roles import PLATFORM_ONLY_ROLES, PRACTITIONER_ROLES
 from server.core.sessions import SessionEnds
 from server.identity import schemas
 from server.identity.models import (
@@ -71,7 +71,6 @@ ROLE_TITLES: dict[str, tuple[str, ...]] = {
     "nurse": schemas.NURSE_TITLES,
 }
 # Only the platform's administrators create these.
-PLATFORM_ONLY_ROLES = frozenset({"platform_admin", "institution_admin", "patient"})
 # Refreshing last_seen_at on every request would turn each read into a write.
 LAST_SEEN_RESOLUTION = timedelta(seconds=60)
 

@@ -37,6 +37,7 @@ from server.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from server.core.events import Events, StreamEvent
 from server.core.history import entries, read_history
 from server.core.leases import Jobs
+from server.core.roles import PRESCRIBER_ROLES
 from server.core.signing import Signature, Signer
 from server.prescriptions import checks, schemas
 from server.prescriptions.catalogue import Catalogue
@@ -48,7 +49,6 @@ logger = logging.getLogger(__name__)
 
 Push = Callable[[str, dict[str, Any]], Awaitable[None]]
 CHINA = timezone(timedelta(hours=8))
-PRESCRIBER_ROLES = frozenset({"specialist", "gp"})
 LIVE = ("signed", "sent", "under_review", "approved", "rejected")
 ROUTABLE = ("signed", "sent")
 REVISABLE = ("signed", "sent", "rejected")

@@ -41,7 +41,7 @@ from server.config import Settings
 from server.core import context
 from server.core.api import Strict, check_no_nul, validation_failed
 from server.core.audit import AuditLog
-from server.core.auth import CLINICIAN_ROLES, Requester
+from server.core.auth import Requester
 from server.core.errors import (
     BadRequest,
     Forbidden,
@@ -55,6 +55,7 @@ from server.core.jsonlimits import RefusedPayload
 from server.core.middleware import as_unavailable, is_out_of_range, out_of_range
 from server.core.observability import Metrics
 from server.core.ratelimit import RateLimiter
+from server.core.roles import CLINICIAN_ROLES
 from server.core.sessions import SessionEnds
 
 logger = logging.getLogger(__name__)

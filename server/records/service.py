@@ -18,10 +18,11 @@ from sqlalchemy import Select, func, or_, select
 
 from server.core.access import AccessService, ContentPolicy, withheld_marker, withhold
 from server.core.audit import AuditEvent, AuditLog
-from server.core.auth import PRACTITIONER_ROLES, Requester
+from server.core.auth import Requester
 from server.core.db import Database, Tx
 from server.core.errors import BadRequest, Forbidden, NotFound, ValidationFailed
 from server.core.ids import RESIDENT_ID_SYSTEM
+from server.core.roles import PRACTITIONER_ROLES
 from server.identity.patients import PatientIndex, local_identifier_system
 from server.identity.schemas import InstitutionOut, PatientOut
 from server.identity.service import IdentityService

@@ -6,8 +6,8 @@ from pydantic import BaseModel
 
 from server.container import services
 from server.core.api import Call, Routes
+from server.core.roles import DESK_ROLES
 from server.referrals import schemas
-from server.scheduling.service import DESK_ROLES
 
 routes = Routes(tag="referrals")
 REFERRAL = r"/api/v1/referrals/{referral_id:\d+}"

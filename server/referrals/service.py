@@ -32,11 +32,12 @@ from sqlalchemy.orm import selectinload
 from server.config import Settings
 from server.core.access import AccessService, ContentPolicy, withheld_marker
 from server.core.audit import AuditLog
-from server.core.auth import CLINICIAN_ROLES, Requester
+from server.core.auth import Requester
 from server.core.db import Database, Tx, utcnow
 from server.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from server.core.history import entries
 from server.core.leases import Jobs
+from server.core.roles import REFERRAL_DESK_ROLES, REFERRING_ROLES
 from server.identity.models import Department, Institution, User
 from server.inbox.service import InboxService
 from server.records.service import RecordsService
@@ -47,11 +48,9 @@ from server.scheduling.service import SchedulingService, load_slot
 
 logger = logging.getLogger(__name__)
 
-REFERRING_ROLES = frozenset({"gp", "specialist"})
 # A referral carries the reason, the working diagnosis and the summary: only the
 # clinicians of the two institutions read and answer it, never their administrators
 # (who keep the schedules the referral is booked into) nor pharmacists.
-REFERRAL_DESK_ROLES = CLINICIAN_ROLES
 # Which kinds of institution send and receive in each direction.
 SENDS = {"up": frozenset({"community", "secondary"}), "down": frozenset({"tertiary", "secondary"})}
 RECEIVES = {"up": frozenset({"tertiary", "secondary"}), "down": frozenset({"community"})}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from server.container import services
 from server.core.api import Call, Routes
+from server.core.roles import DESK_ROLES
 from server.scheduling import schemas
-from server.scheduling.service import DESK_ROLES
 
 routes = Routes(tag="scheduling")
 

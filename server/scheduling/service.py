@@ -29,13 +29,13 @@ from server.core.audit import AuditLog
 from server.core.auth import Requester
 from server.core.db import Database, Tx, utcnow
 from server.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from server.core.roles import DESK_ROLES
 from server.identity.models import Department, Patient, User
 from server.inbox.service import InboxService
 from server.scheduling import schemas
 from server.scheduling.models import Appointment, Holiday, ScheduleTemplate, Slot
 
 # Roles that run an institution's schedule and its booking desk.
-DESK_ROLES = frozenset({"institution_admin", "specialist", "gp", "nurse"})
 
 SlotCancelled = Callable[[Tx, list[Appointment]], Awaitable[None]]
 
