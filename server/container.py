@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from server.config import Settings
@@ -15,6 +15,7 @@ from server.core.events import Events
 from server.core.leases import Jobs
 from server.core.signing import Signer
 from server.identity.care import CareService
+from server.identity.directory import Directory
 from server.identity.patients import PatientIndex
 from server.identity.service import AuthService, IdentityService
 
@@ -56,6 +57,8 @@ class Services:
     patients: PatientIndex
     records: RecordsService
     recording: RecordingService
+    # Identity's public lookups for the other capabilities (they never import its models).
+    directory: Directory = field(default_factory=Directory)
     redis: Redis | None = None
     nodes: Nodes | None = None
 

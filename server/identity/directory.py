@@ -1,0 +1,227 @@
+"""The directory: identity's public, read-mostly face for other capabilities.
+
+Identity owns the users, institutions, departments, patients and sessions tables. Other
+capabilities never import ``server.identity.models``; they ask the directory, which
+answers with frozen references (never ORM rows, so nothing outside identity writes them).
+Every method takes the caller's ``AsyncSession``, so a lookup joins the caller's unit of
+work (and its locks and snapshot) instead of opening another transaction.
+
+System accounts (the consult recorder) are created here too: they are identity's rows.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.core.auth import hash_refresh_token, new_refresh_token
+from server.core.db import utcnow
+from server.core.roles import Role
+from server.identity.models import AuthSession, Department, Institution, Patient, User
+
+
+@dataclass(frozen=True, slots=True)
+class UserRef:
+    id: int
+    username: str
+    role: str
+    name: str | None
+    title: str | None
+    institution_id: int | None
+    department_id: int | None
+    patient_id: int | None
+    active: bool
+    can_prescribe: bool
+
+
+@dataclass(frozen=True, slots=True)
+class InstitutionRef:
+    id: int
+    code: str
+    name: str
+    kind: str
+    region: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DepartmentRef:
+    id: int
+    institution_id: int
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class PatientRef:
+    id: int
+    resident_id: str
+    name: str
+    sex: str
+    birth_date: date
+    guardian_name: str | None
+    merged_into_id: int | None
+
+
+def _user(row: User) -> UserRef:
+    return UserRef(
+        id=row.id,
+        username=row.username,
+        role=row.role,
+        name=row.name,
+        title=row.title,
+        institution_id=row.institution_id,
+        department_id=row.department_id,
+        patient_id=row.patient_id,
+        active=row.active,
+        can_prescribe=row.can_prescribe,
+    )
+
+
+def _patient(row: Patient) -> PatientRef:
+    return PatientRef(
+        id=row.id,
+        resident_id=row.resident_id,
+        name=row.name,
+        sex=row.sex,
+        birth_date=row.birth_date,
+        guardian_name=row.guardian_name,
+        merged_into_id=row.merged_into_id,
+    )
+
+
+class Directory:
+    """Lookups of identity's rows for other capabilities (see the module docstring)."""
+
+    # --- users -----------------------------------------------------------------------
+
+    async def user(self, session: AsyncSession, user_id: int) -> UserRef | None:
+        row = await session.get(User, user_id)
+        return _user(row) if row is not None else None
+
+    async def users(self, session: AsyncSession, user_ids: Iterable[int]) -> dict[int, UserRef]:
+        ids = sorted(set(user_ids))
+        if not ids:
+            return {}
+        rows = await session.scalars(select(User).where(User.id.in_(ids)))
+        return {row.id: _user(row) for row in rows}
+
+    async def user_id_by_username(self, session: AsyncSession, username: str) -> int | None:
+        found: int | None = await session.scalar(select(User.id).where(User.username == username))
+        return found
+
+    async def institution_admin_ids(self, session: AsyncSession, institution_id: int) -> list[int]:
+        """The active administrators of an institution."""
+        rows = await session.scalars(
+            select(User.id)
+            .where(
+                User.institution_id == institution_id,
+                User.role == Role.INSTITUTION_ADMIN,
+                User.active.is_(True),
+            )
+            .order_by(User.id)
+        )
+        return list(rows)
+
+    async def user_id_of_patient(self, session: AsyncSession, patient_id: int) -> int | None:
+        """The patient's own account, if they have one."""
+        found: int | None = await session.scalar(
+            select(User.id).where(User.patient_id == patient_id)
+        )
+        return found
+
+    async def user_ids_of_patients(
+        self, session: AsyncSession, patient_ids: Iterable[int]
+    ) -> list[int]:
+        ids = sorted(set(patient_ids))
+        if not ids:
+            return []
+        rows = await session.scalars(select(User.id).where(User.patient_id.in_(ids)))
+        return list(rows)
+
+    # --- institutions and departments -------------------------------------------------
+
+    async def institution(
+        self, session: AsyncSession, institution_id: int
+    ) -> InstitutionRef | None:
+        row = await session.get(Institution, institution_id)
+        if row is None:
+            return None
+        return InstitutionRef(
+            id=row.id, code=row.code, name=row.name, kind=row.kind, region=row.region
+        )
+
+    async def department(self, session: AsyncSession, department_id: int) -> DepartmentRef | None:
+        row = await session.get(Department, department_id)
+        if row is None:
+            return None
+        return DepartmentRef(id=row.id, institution_id=row.institution_id, name=row.name)
+
+    # --- patients ----------------------------------------------------------------------
+
+    async def patient(self, session: AsyncSession, patient_id: int) -> PatientRef | None:
+        row = await session.get(Patient, patient_id)
+        return _patient(row) if row is not None else None
+
+    async def patient_exists(self, session: AsyncSession, patient_id: int) -> bool:
+        found = await session.scalar(select(Patient.id).where(Patient.id == patient_id))
+        return found is not None
+
+    async def patients_matching(self, session: AsyncSession, text: str) -> list[int]:
+        """Patients whose full name or resident ID is exactly ``text``."""
+        rows = await session.scalars(
+            select(Patient.id).where((Patient.name == text) | (Patient.resident_id == text))
+        )
+        return list(rows)
+
+    # --- system accounts and their sessions ---------------------------------------------
+
+    async def system_user(self, session: AsyncSession, username: str, role: str, name: str) -> int:
+        """The id of a system account, created on first use (it can never log in).
+
+        Runs in a savepoint of the caller's transaction, so a concurrent creation on
+        another node (a unique-username conflict) is read back instead of failing.
+        """
+        found = await self.user_id_by_username(session, username)
+        if found is not None:
+            return found
+        try:
+            async with session.begin_nested():
+                # No password can match "!" (not an argon2 hash): it never logs in.
+                user = User(username=username, password_hash="!", role=role, name=name)
+                session.add(user)
+                await session.flush()
+                return user.id
+        except IntegrityError:
+            again = await self.user_id_by_username(session, username)
+            assert again is not None, "the conflicting account exists"
+            return again
+
+    async def open_system_session(
+        self, session: AsyncSession, user_id: int, ttl_seconds: float
+    ) -> str:
+        """A session for a system account (its refresh token is thrown away)."""
+        now = utcnow()
+        session_id = secrets.token_hex(16)
+        session.add(
+            AuthSession(
+                id=session_id,
+                user_id=user_id,
+                refresh_hash=hash_refresh_token(new_refresh_token()),
+                created_at=now,
+                last_seen_at=now,
+                expires_at=now + timedelta(seconds=ttl_seconds),
+            )
+        )
+        return session_id
+
+    async def end_system_session(self, session: AsyncSession, session_id: str, reason: str) -> None:
+        await session.execute(
+            update(AuthSession)
+            .where(AuthSession.id == session_id, AuthSession.revoked_at.is_(None))
+            .values(revoked_at=utcnow(), revoke_reason=reason[:32])
+        )
