@@ -1,5 +1,7 @@
 """Autogenerate a migration against a scratch SQLite database at the current head.
 
+The new revision takes the next number of the linear history as its id and file name.
+
 .venv/bin/python scripts/new_migration.py "add consults"
 """
 
@@ -9,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 from alembic import command
+from alembic.script import ScriptDirectory
 
 from server.config import load_settings
 from server.core.db import Database, alembic_config
@@ -22,7 +25,9 @@ async def main(message: str) -> None:
         def revise(connection: object) -> None:
             cfg = alembic_config()
             cfg.attributes["connection"] = connection
-            command.revision(cfg, message=message, autogenerate=True)
+            head = ScriptDirectory.from_config(cfg).get_current_head()
+            rev_id = f"{int(head or 0) + 1:04d}"
+            command.revision(cfg, message=message, autogenerate=True, rev_id=rev_id)
 
         async with db.engine.begin() as conn:
             await conn.run_sync(revise)

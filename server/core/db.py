@@ -190,13 +190,15 @@ class Database:
 def alembic_config() -> AlembicConfig:
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    # New revisions are named after their id (``0013_add_x.py``); ids are sequential.
+    cfg.set_main_option("file_template", "%%(rev)s_%%(slug)s")
     return cfg
 
 
 def run_migrations(connection: Connection) -> None:
     cfg = alembic_config()
     cfg.attributes["connection"] = connection
-    command.upgrade(cfg, "heads")
+    command.upgrade(cfg, "head")
 
 
 def migrate_sync(settings: Settings) -> None:

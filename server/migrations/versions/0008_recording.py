@@ -1,7 +1,7 @@
 """recording: consents, recordings, and the kind of a session member (person or recorder)
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0008 (before the history was made linear: 0005)
+Revises: 0007
 Create Date: 2026-11-25 19:42:11.984810
 """
 
@@ -12,8 +12,8 @@ from alembic import op
 
 import server.core.db
 
-revision: str = "0005"
-down_revision: str | Sequence[str] | None = "0004"
+revision: str = "0008"
+down_revision: str | Sequence[str] | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
 """prescriptions
 
-Revision ID: prescriptions_0001
-Revises: 0002
+Revision ID: 0006 (before the history was made linear: prescriptions_0001)
+Revises: 0005
 Create Date: 2026-11-25 17:08:51.975987
 """
 
@@ -12,8 +12,8 @@ from alembic import op
 
 import server.core.db
 
-revision: str = "prescriptions_0001"
-down_revision: str | Sequence[str] | None = "0002"
+revision: str = "0006"
+down_revision: str | Sequence[str] | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
 """audit checkpoints: signed heads of the audit chain and the practitioner keys they vouch for
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0012 (before the history was made linear: 0009)
+Revises: 0011
 Create Date: 2026-12-01 22:24:35.627992
 """
 
@@ -12,8 +12,8 @@ from alembic import op
 
 import server.core.db
 
-revision: str = "0009"
-down_revision: str | Sequence[str] | None = "0008"
+revision: str = "0012"
+down_revision: str | Sequence[str] | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
 """job leases
 
-Revision ID: leases_0001
-Revises: 0001
+Revision ID: 0003 (before the history was made linear: leases_0001)
+Revises: 0002
 Create Date: 2026-11-25 17:07:02.485362
 """
 
@@ -12,8 +12,8 @@ from alembic import op
 
 import server.core.db
 
-revision: str = "leases_0001"
-down_revision: str | Sequence[str] | None = "0001"
+revision: str = "0003"
+down_revision: str | Sequence[str] | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

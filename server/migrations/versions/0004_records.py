@@ -1,7 +1,7 @@
 """records
 
-Revision ID: records_0001
-Revises: 0001
+Revision ID: 0004 (before the history was made linear: records_0001)
+Revises: 0003
 Create Date: 2026-11-25 17:02:26.389651
 """
 
@@ -12,8 +12,8 @@ from alembic import op
 
 import server.core.db
 
-revision: str = "records_0001"
-down_revision: str | Sequence[str] | None = "0001"
+revision: str = "0004"
+down_revision: str | Sequence[str] | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

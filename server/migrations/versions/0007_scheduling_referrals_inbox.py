@@ -1,7 +1,7 @@
 """scheduling referrals inbox
 
-Revision ID: scheduling_0001
-Revises: 0002
+Revision ID: 0007 (before the history was made linear: scheduling_0001)
+Revises: 0006
 Create Date: 2026-11-25 17:07:22.762558
 """
 
@@ -12,8 +12,8 @@ from alembic import op
 
 import server.core.db
 
-revision: str = "scheduling_0001"
-down_revision: str | Sequence[str] | None = "0002"
+revision: str = "0007"
+down_revision: str | Sequence[str] | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
 """consults
 
-Revision ID: consults_0001
-Revises: 0002
+Revision ID: 0005 (before the history was made linear: consults_0001)
+Revises: 0004
 Create Date: 2026-11-25 17:10:20.625648
 """
 
@@ -12,8 +12,8 @@ from alembic import op
 
 import server.core.db
 
-revision: str = "consults_0001"
-down_revision: str | Sequence[str] | None = "0002"
+revision: str = "0005"
+down_revision: str | Sequence[str] | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
 """earned care relationships: last encounter, presence codes, care requests, emergency reviews
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0010 (before the history was made linear: 0007)
+Revises: 0009
 Create Date: 2026-12-01 23:00:00
 
 Care relationships that came from registering a resident (reason "registered") are
@@ -22,8 +22,8 @@ from alembic import op
 
 import server.core.db
 
-revision: str = "0007"
-down_revision: str | Sequence[str] | None = "0006"
+revision: str = "0010"
+down_revision: str | Sequence[str] | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
 """cluster nodes and presence node
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0009 (before the history was made linear: 0006)
+Revises: 0008
 Create Date: 2026-11-25 19:42:47.717560
 """
 
@@ -12,8 +12,8 @@ from alembic import op
 
 import server.core.db
 
-revision: str = "0006"
-down_revision: str | Sequence[str] | None = "0005"
+revision: str = "0009"
+down_revision: str | Sequence[str] | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

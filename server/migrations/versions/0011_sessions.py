@@ -1,7 +1,7 @@
 """sessions: used TOTP steps, rotated refresh tokens
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0011 (before the history was made linear: 0008)
+Revises: 0010
 Create Date: 2026-12-01 22:40:00.000000
 """
 
@@ -12,8 +12,8 @@ from alembic import op
 
 import server.core.db
 
-revision: str = "0008"
-down_revision: str | Sequence[str] | None = "0007"
+revision: str = "0011"
+down_revision: str | Sequence[str] | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
