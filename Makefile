@@ -5,15 +5,26 @@ BIN := $(VENV)/bin
 DEMO_DATA ?= ./data/demo
 export YIHAO_DATA_DIR ?= $(DEMO_DATA)
 
-.PHONY: demo test lint format web install clean fuzz
+.PHONY: demo test lint format web install lock clean fuzz
 
+# The versions in requirements.lock (hash-checked), then the project itself without
+# resolving anything again: a fresh machine gets what the tests passed with.
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
+
+# Recompile requirements.lock from pyproject.toml's ranges (dependencies and the `test`
+# extra). Pins already in the lock are kept while the ranges allow them; pass
+# LOCK_ARGS=--upgrade (or --upgrade-package NAME) to move them.
+LOCK_ARGS ?=
+lock: install
+	$(BIN)/uv pip compile --quiet pyproject.toml --extra test --generate-hashes \
+		--python-version 3.11 --custom-compile-command "make lock" $(LOCK_ARGS) -o requirements.lock
 
 # The browser client, when it is present (web/package.json).
 web:
@@ -24,8 +35,8 @@ demo: install web
 	$(BIN)/yihao seed-demo
 	$(BIN)/yihao serve --host 127.0.0.1 --port 8080
 
-test: install
-	$(BIN)/ruff check server tests scripts
+# Lint, format check and strict typing first, so CI enforces them as it does the tests.
+test: lint
 	$(BIN)/pytest
 
 lint: install
