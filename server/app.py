@@ -55,7 +55,7 @@ from server.core.middleware import (
 from server.core.nodes import Nodes
 from server.core.observability import Metrics
 from server.core.openapi import build_openapi
-from server.core.ratelimit import RateLimiter
+from server.core.ratelimit import RateLimits
 from server.core.sessions import SessionEnds
 from server.core.signing import Signer
 from server.identity.care import CareService
@@ -126,7 +126,8 @@ def create_app(settings: Settings) -> web.Application:
     app[ERROR_RENDERERS] = {}
     app[MAX_BODY] = settings.max_body_bytes
     app[MAX_DEPTH] = settings.json_max_depth
-    app[REQUEST_LIMIT] = RateLimiter(settings.api_requests_per_minute, per=60.0)
+    limits = RateLimits(settings)
+    app[REQUEST_LIMIT] = limits.limiter("api", settings.api_requests_per_minute)
 
     db = Database(settings)
     manager: socketio.AsyncManager | None = None
@@ -165,7 +166,7 @@ def create_app(settings: Settings) -> web.Application:
     # Ended sessions reach every node (Redis) and close their sockets there; the ids are
     # kept a few database-check periods, past any socket that could still miss them.
     ends = SessionEnds(settings.redis_channel, this_node, 4.0 * settings.session_check_seconds)
-    auth = AuthService(settings, db, audit, passwords, Tokens(settings), ends)
+    auth = AuthService(settings, db, audit, passwords, Tokens(settings), ends, limits)
     identity = IdentityService(db, audit, events, passwords)
     gateway = Gateway(
         settings,
@@ -269,10 +270,11 @@ def create_app(settings: Settings) -> web.Application:
         table.add_to(app)
     app[OPENAPI] = build_openapi([op for table in ROUTE_TABLES for op in table.operations])
     add_operations_routes(app)
-    add_fhir_routes(app, settings)
+    add_fhir_routes(app, settings, limits)
     add_web_client(app, settings.web_dir or WEB_DIST)
 
     app.cleanup_ctx.append(_database(db, settings))
+    app.cleanup_ctx.append(limits.lifespan)
     app.cleanup_ctx.append(_redis(services, settings, sio, ends))
     app.cleanup_ctx.append(_socketio(sio, gateway))
     app.cleanup_ctx.append(precall.lifespan)

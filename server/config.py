@@ -1,5 +1,11 @@
 """Settings: from environment variables (``YIHAO_<KEY>``) over an optional TOML file.
 
+:class:`Settings` is a pydantic-settings ``BaseSettings``: its environment source reads
+the ``YIHAO_`` variables (comma-separated lists for the list settings), so
+``Settings()`` alone reads the process environment. :func:`load_settings` is how the
+server starts: the file, then the environment, then explicit overrides, and a message
+naming where a wrong value came from.
+
 Every key is declared once in :class:`Settings`. A value that is missing or
 wrong stops the server at start with a message naming the key and where it
 came from (the environment variable or the file), never later mid-request.
@@ -13,10 +19,12 @@ from __future__ import annotations
 import os
 import secrets
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
 ENV_PREFIX = "YIHAO_"
 
@@ -29,8 +37,11 @@ class SettingsError(Exception):
     """A setting is missing or wrong; the message names the key."""
 
 
-class Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class Settings(BaseSettings):
+    # enable_decoding=False: list settings are comma separated in the environment, not JSON.
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", frozen=True, enable_decoding=False
+    )
 
     # Where the embedded mode keeps its SQLite file and recordings.
     data_dir: Path = Path("./data")
@@ -162,12 +173,19 @@ class Settings(BaseModel):
     node_id: str = Field(default="", max_length=100)
     node_heartbeat_seconds: float = Field(default=5.0, gt=0)
     node_dead_after_seconds: float = Field(default=20.0, gt=0)
-    # FHIR ingest (POST /fhir): bundles one institution may push per minute, per node, so one
-    # institution's bulk load cannot starve the others (429 OperationOutcome with Retry-After).
+    # FHIR ingest (POST /fhir): bundles one institution may push per minute (cluster-wide with
+    # Redis), so one institution's bulk load cannot starve the others (429 with Retry-After).
     fhir_ingest_per_minute: int = Field(default=120, ge=1)
-    # Authenticated /api and /fhir requests one account may make per minute, per node (bursts
+    # Authenticated /api and /fhir requests one account may make per minute, cluster-wide (bursts
     # up to the same number): a flooding client gets 429s instead of starving the others.
     api_requests_per_minute: int = Field(default=3000, ge=1)
+
+    @field_validator("totp_required_roles", "ice_servers", "cors_origins", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @field_validator("database_url")
     @classmethod
@@ -233,11 +251,15 @@ def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _env_value(field: str, raw: str) -> Any:
-    annotation = str(Settings.model_fields[field].annotation)
-    if "frozenset" in annotation or "tuple" in annotation:
-        return [part.strip() for part in raw.split(",") if part.strip()]
-    return raw
+class _Environ(EnvSettingsSource):
+    """pydantic-settings' environment source over a given mapping instead of ``os.environ``."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._given = {name.lower(): value for name, value in environ.items()}
+        super().__init__(Settings)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return self._given
 
 
 def load_settings(
@@ -261,18 +283,19 @@ def load_settings(
         for key, value in from_file.items():
             values[key] = value
             origin[key] = f"'{key}' in {path}"
-    for name, raw in environ.items():
+    for name in environ:
         if not name.startswith(ENV_PREFIX) or name == f"{ENV_PREFIX}CONFIG":
             continue
         if name.startswith(f"{ENV_PREFIX}TEST_"):
             # Reserved for the test suite (YIHAO_TEST_DATABASE_URL, …), never a server setting.
             continue
-        key = name[len(ENV_PREFIX) :].lower()
-        if key not in Settings.model_fields:
+        if name[len(ENV_PREFIX) :].lower() not in Settings.model_fields:
             # A mistyped variable would otherwise be silently ignored.
             raise SettingsError(f"{name}: unknown setting")
-        values[key] = _env_value(key, raw)
-        origin[key] = name
+    ours = {name: raw for name, raw in environ.items() if name.startswith(ENV_PREFIX)}
+    for key, value in _Environ(ours)().items():
+        values[key] = value
+        origin[key] = f"{ENV_PREFIX}{key.upper()}"
     for key, value in overrides.items():
         values[key] = value
         origin[key] = key

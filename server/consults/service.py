@@ -45,7 +45,7 @@ from server.consults.models import (
 from server.core.access import AccessService, ContentPolicy, withheld_marker
 from server.core.audit import AuditLog
 from server.core.auth import Requester
-from server.core.canonical import canonical_json
+from server.core.canonical import canonical_jcs
 from server.core.db import Database, Tx, utcnow
 from server.core.errors import (
     Conflict,
@@ -1234,7 +1234,7 @@ def opinion_document(opinion: dict[str, Any], signature: Signature) -> dict[str,
     """The signed opinion as a FHIR DocumentReference: the opinion and its signature attached."""
 
     def attach(title: str, content: Any) -> dict[str, Any]:
-        data = base64.b64encode(canonical_json(content)).decode()
+        data = base64.b64encode(canonical_jcs(content)).decode()
         return {"attachment": {"contentType": "application/json", "title": title, "data": data}}
 
     return {

@@ -239,14 +239,14 @@ def json_response(
     )
 
 
-def check_request_rate(request: web.Request, requester: Requester) -> None:
+async def check_request_rate(request: web.Request, requester: Requester) -> None:
     """The per-account request limit (``api_requests_per_minute``): 429 with Retry-After."""
     limiter = request.app.get(REQUEST_LIMIT)
     if limiter is None:
         return
     key = f"user:{requester.user_id}"
-    if not limiter.allow(key):
-        retry = limiter.retry_after(key)
+    if not await limiter.allow(key):
+        retry = await limiter.retry_after(key)
         raise TooManyRequests(
             f"too many requests from this account; retry in {retry} s",
             code="rate_limited",
@@ -260,7 +260,7 @@ def make_view(operation: Operation) -> Callable[[web.Request], Awaitable[web.Str
         if operation.auth:
             requester = await request.app[AUTHENTICATE](bearer_token(request))
             request[REQUESTER] = requester
-            check_request_rate(request, requester)
+            await check_request_rate(request, requester)
             if operation.roles is not None and requester.role not in operation.roles:
                 raise Forbidden(f"the role '{requester.role}' may not do this")
         query = None

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from server.core import context
 from server.core.auth import Requester
-from server.core.canonical import canonical_json
+from server.core.canonical import canonical_json_v1
 from server.core.db import Base, Database, UTCDateTime, utcnow
 
 logger = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ class AuditEvent(Base):
 
 
 def entry_hash(event: AuditEvent) -> str:
-    return hashlib.sha256(canonical_json(event.content())).hexdigest()
+    return hashlib.sha256(canonical_json_v1(event.content())).hexdigest()
 
 
 @dataclass(frozen=True)

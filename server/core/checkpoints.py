@@ -54,7 +54,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from server.core.audit import GENESIS, AuditEvent, AuditLog, Expected, VerifyResult
-from server.core.canonical import canonical_json
+from server.core.canonical import canonical_json_v1
 from server.core.db import Base, Database, UTCDateTime, utcnow
 from server.core.errors import Conflict, ServiceUnavailable
 from server.core.signing import PractitionerKey
@@ -213,11 +213,11 @@ class CheckpointKey(Base):
 
 
 def content_hash(content: dict[str, Any]) -> str:
-    return hashlib.sha256(canonical_json(content)).hexdigest()
+    return hashlib.sha256(canonical_json_v1(content)).hexdigest()
 
 
 def fold_keys(previous_digest: str, keys: dict[str, str]) -> str:
-    return hashlib.sha256(previous_digest.encode() + canonical_json(keys)).hexdigest()
+    return hashlib.sha256(previous_digest.encode() + canonical_json_v1(keys)).hexdigest()
 
 
 def _b64(data: bytes) -> str:
@@ -287,7 +287,7 @@ class Checkpoints:
         if row.key_id != self.key_id or content_hash(row.content) != row.hash:
             return False
         try:
-            self.verifier.verify(base64.b64decode(row.signature), canonical_json(row.content))
+            self.verifier.verify(base64.b64decode(row.signature), canonical_json_v1(row.content))
         except (InvalidSignature, ValueError):
             return False
         return row.content.get("n") == row.seq
@@ -350,7 +350,7 @@ class Checkpoints:
             content=content,
             hash=content_hash(content),
             key_id=self.key_id,
-            signature=_b64(await self.signer.sign(canonical_json(content))),
+            signature=_b64(await self.signer.sign(canonical_json_v1(content))),
         )
         session.add(row)
         session.add_all(

@@ -1,5 +1,11 @@
 """Electronic signatures: an Ed25519 key per practitioner over canonical JSON.
 
+What is signed is the content's canonical form, named by the signature's ``canon``:
+``"jcs"`` is RFC 8785 (every signature made now); a signature without ``canon`` was made
+before RFC 8785 and is verified over the older form
+(:func:`server.core.canonical.canonical_json_v1`), so signatures already stored keep
+verifying. ``docs/signatures.md`` says how an outside verifier rebuilds the bytes.
+
 The server keeps each practitioner's private key encrypted (AES-256-GCM under
 a key derived from the server secret) and signs only on that practitioner's
 own authenticated request. A signature names its key by fingerprint; anyone
@@ -18,7 +24,7 @@ import base64
 import hashlib
 import os
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -34,13 +40,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from server.config import Settings
-from server.core.canonical import canonical_json
+from server.core.canonical import canonical_jcs, canonical_json_v1
 from server.core.db import Base, UTCDateTime, utcnow
 
 if TYPE_CHECKING:
     from server.core.checkpoints import Checkpoints
 
 ALGORITHM = "Ed25519"
+# The canonical form new signatures are made over (RFC 8785).
+CANON = "jcs"
 
 
 class PractitionerKey(Base):
@@ -59,6 +67,14 @@ class Signature(BaseModel):
     public_key: str
     value: str
     signed_at: datetime
+    # The canonical form the value signs: "jcs" (RFC 8785); None for signatures made before
+    # it, which sign canonical_json_v1. Stored signatures without the field read as None.
+    canon: Literal["jcs"] | None = None
+
+
+def signed_bytes(signature: Signature, payload: Any) -> bytes:
+    """The exact bytes ``signature`` covers for ``payload``, in the form it names."""
+    return canonical_jcs(payload) if signature.canon == CANON else canonical_json_v1(payload)
 
 
 def _b64(data: bytes) -> str:
@@ -76,7 +92,7 @@ def verify_signature(signature: Signature, payload: Any) -> bool:
         if hashlib.sha256(raw).hexdigest() != signature.key_id:
             return False
         Ed25519PublicKey.from_public_bytes(raw).verify(
-            _unb64(signature.value), canonical_json(payload)
+            _unb64(signature.value), signed_bytes(signature, payload)
         )
     except (InvalidSignature, ValueError):
         return False
@@ -123,11 +139,15 @@ class Signer:
         return row, raw_private
 
     async def sign(self, session: AsyncSession, user_id: int, payload: Any) -> Signature:
-        """Sign ``payload`` (canonical JSON) with the practitioner's key, creating it on first use."""
+        """Sign ``payload`` (RFC 8785) with the practitioner's key, creating it on first use."""
         row, raw_private = await self._key(session, user_id)
-        value = Ed25519PrivateKey.from_private_bytes(raw_private).sign(canonical_json(payload))
+        value = Ed25519PrivateKey.from_private_bytes(raw_private).sign(canonical_jcs(payload))
         return Signature(
-            key_id=row.fingerprint, public_key=row.public_key, value=_b64(value), signed_at=utcnow()
+            key_id=row.fingerprint,
+            public_key=row.public_key,
+            value=_b64(value),
+            signed_at=utcnow(),
+            canon=CANON,
         )
 
     async def verify(

@@ -41,7 +41,7 @@ from server.core.errors import (
 )
 from server.core.events import Events
 from server.core.ids import ResidentIdError, parse_resident_id
-from server.core.ratelimit import RateLimiter
+from server.core.ratelimit import RateLimiter, RateLimits
 from server.core.roles import PLATFORM_ONLY_ROLES, PRACTITIONER_ROLES
 from server.core.sessions import SessionEnds
 from server.identity import schemas
@@ -472,6 +472,7 @@ class AuthService:
         passwords: Passwords,
         tokens: Tokens,
         ends: SessionEnds | None = None,
+        limits: RateLimits | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
@@ -481,20 +482,21 @@ class AuthService:
         self.ends = ends or SessionEnds(
             settings.redis_channel, "local", settings.session_check_seconds * 4
         )
-        self.login_limit = RateLimiter(settings.login_rate_per_minute)
-        self.refresh_limit = RateLimiter(settings.login_rate_per_minute * 2)
+        limits = limits or RateLimits()
+        self.login_limit = limits.limiter("login", settings.login_rate_per_minute)
+        self.refresh_limit = limits.limiter("refresh", settings.login_rate_per_minute * 2)
 
-    def _check_rate(self, limiter: RateLimiter, ip: str | None) -> None:
+    async def _check_rate(self, limiter: RateLimiter, ip: str | None) -> None:
         key = ip or "unknown"
-        if not limiter.allow(key):
-            retry = limiter.retry_after(key)
+        if not await limiter.allow(key):
+            retry = await limiter.retry_after(key)
             raise TooManyRequests(
                 "too many attempts from this address; wait and retry",
                 headers={"Retry-After": str(retry)},
             )
 
     async def login(self, data: schemas.LoginRequest, ip: str | None) -> schemas.TokenResponse:
-        self._check_rate(self.login_limit, ip)
+        await self._check_rate(self.login_limit, ip)
         async with self.db.read() as session:
             user = await session.scalar(select(User).where(User.username == data.username))
         # The password is checked even for a locked or unknown account: the same work, and
@@ -685,7 +687,7 @@ class AuthService:
         )
 
     async def refresh(self, data: schemas.RefreshRequest, ip: str | None) -> schemas.TokenResponse:
-        self._check_rate(self.refresh_limit, ip)
+        await self._check_rate(self.refresh_limit, ip)
         now = utcnow()
         presented = hash_refresh_token(data.refresh_token)
         invalid = Unauthorized("the refresh token is not valid", code="refresh_invalid")

@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.config import Settings
 from server.core.audit import AuditLog
 from server.core.auth import Requester
-from server.core.canonical import canonical_json
+from server.core.canonical import canonical_json_v1
 from server.core.db import Database, Tx, utcnow
 from server.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from server.core.events import Events, StreamEvent
@@ -228,7 +228,7 @@ class PrescriptionService:
         data: schemas.PrescriptionCreate,
         idempotency_key: str | None = None,
     ) -> schemas.PrescriptionOut:
-        request_hash = hashlib.sha256(canonical_json(data.model_dump(mode="json"))).hexdigest()
+        request_hash = hashlib.sha256(canonical_json_v1(data.model_dump(mode="json"))).hexdigest()
         if idempotency_key:
             existing = await self._by_key(requester, idempotency_key, request_hash)
             if existing is not None:

@@ -186,7 +186,7 @@ class Gateway:
             token = context.request_id.set(request_id)
             requester: Requester | None = None
             try:
-                if not self.limiter.allow(sid):
+                if not await self.limiter.allow(sid):
                     raise TooManyRequests("slow down: too many events on this connection")
                 requester = await self.requester(sid)
                 await self._check_open(sid, requester)

@@ -33,7 +33,7 @@ from server.core.errors import (
     YihaoError,
 )
 from server.core.middleware import ERROR_RENDERERS
-from server.core.ratelimit import RateLimiter
+from server.core.ratelimit import RateLimits
 from server.records.fhir import (
     CLINICAL_TYPES,
     FHIR_JSON,
@@ -68,7 +68,7 @@ def render_outcome(error: YihaoError, request: web.Request) -> web.Response:
 async def _requester(request: web.Request) -> Requester:
     requester: Requester = await request.app[AUTHENTICATE](bearer_token(request))
     request[REQUESTER] = requester
-    check_request_rate(request, requester)
+    await check_request_rate(request, requester)
     return requester
 
 
@@ -87,7 +87,7 @@ def _params(request: web.Request) -> list[tuple[str, str]]:
     return [(k, v) for k, v in request.query.items() if k not in ("_count", "_offset", "_format")]
 
 
-def add_fhir_routes(app: web.Application, settings: Settings) -> None:
+def add_fhir_routes(app: web.Application, settings: Settings, limits: RateLimits) -> None:
     base = settings.effective_public_url + PREFIX
     app[ERROR_RENDERERS][PREFIX] = render_outcome
 
@@ -103,14 +103,14 @@ def add_fhir_routes(app: web.Application, settings: Settings) -> None:
     async def metadata(request: web.Request) -> web.Response:
         return fhir_response(capability_statement(base))
 
-    ingest_limit = RateLimiter(settings.fhir_ingest_per_minute, per=60.0)
+    ingest_limit = limits.limiter("fhir_ingest", settings.fhir_ingest_per_minute)
 
     async def push(request: web.Request) -> web.Response:
         requester = await _requester(request)
         # Per institution (the pusher's), so one sender's bulk load cannot starve the others.
         key = f"institution:{requester.institution_id or f'user:{requester.user_id}'}"
-        if not ingest_limit.allow(key):
-            retry = ingest_limit.retry_after(key)
+        if not await ingest_limit.allow(key):
+            retry = await ingest_limit.retry_after(key)
             raise TooManyRequests(
                 f"this institution may push at most {settings.fhir_ingest_per_minute} bundles "
                 f"a minute; retry in {retry} s",

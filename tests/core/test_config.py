@@ -115,3 +115,17 @@ def test_settings_file_with_tables(tmp_path: Path) -> None:
     config.write_text(f'port = 9000\ndata_dir = "{tmp_path}"\n')
     settings = load_settings(config, environ={"YIHAO_PORT": "9100"})
     assert settings.port == 9100  # the environment wins over the file
+
+
+def test_settings_read_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from server.config import Settings
+
+    monkeypatch.setenv("YIHAO_PORT", "9200")
+    monkeypatch.setenv("YIHAO_ICE_SERVERS", "stun:stun.example.org:3478, turn:turn.example.org")
+    settings = Settings()
+    assert settings.port == 9200
+    assert settings.ice_servers == ("stun:stun.example.org:3478", "turn:turn.example.org")
+    # Overrides are validated like the environment, and leave the original as it was.
+    assert settings.with_overrides(port=9300).port == 9300 and settings.port == 9200
+    with pytest.raises(ValueError, match="port"):
+        settings.with_overrides(port=0)

@@ -34,7 +34,7 @@ from server.config import Settings
 from server.consults.models import Consult
 from server.container import Services
 from server.core.audit import AuditEvent, entry_hash
-from server.core.canonical import canonical_json
+from server.core.canonical import canonical_jcs
 from server.core.checkpoints import AuditCheckpoint, CheckpointHead, public_key_pem
 from server.core.signing import Signature, verify_signature
 from server.prescriptions.models import Prescription
@@ -197,7 +197,7 @@ async def test_verify_signatures_names_a_swapped_key_and_a_resigned_prescription
             **row.signature,
             "key_id": fingerprint,
             "public_key": base64.b64encode(public).decode(),
-            "value": base64.b64encode(insider.sign(canonical_json(content))).decode(),
+            "value": base64.b64encode(insider.sign(canonical_jcs(content))).decode(),
         }
         await tx.session.execute(
             text(
