@@ -23,7 +23,7 @@ institution's clinicians) and ``user:<admin>`` (escalations, ids only).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, select
@@ -98,7 +98,6 @@ class ConsultLifecycle:
         self.identity = identity
         self.directory = directory
         self.checks = checks
-        self.answer_timeout = timedelta(seconds=settings.consult_answer_timeout_seconds)
         self.member_listeners: list[MemberAdded] = []
 
     # --- the one way a status changes ----------------------------------------------------
@@ -439,48 +438,3 @@ class ConsultLifecycle:
             out = await consult_out(tx.session, consult)
         await self._members_added(consult_id, data.user_id)
         return out
-
-    # --- escalation ------------------------------------------------------------------------------
-
-    async def escalate_overdue(self, now: datetime | None = None) -> list[int]:
-        """Notify the invited institution's admins of requests unanswered too long; run-once-safe.
-
-        Each consult is escalated once: the rows are locked (PostgreSQL: skipping rows
-        another node holds; SQLite: one writer at a time) and ``escalated_at`` is set in
-        the same transaction as the notifications.
-        """
-        now = now or utcnow()
-        async with self.db.transaction() as tx:
-            consults = list(
-                await tx.session.scalars(
-                    select(Consult)
-                    .where(
-                        Consult.status == S.REQUESTED,
-                        Consult.escalated_at.is_(None),
-                        Consult.created_at < now - self.answer_timeout,
-                    )
-                    .order_by(Consult.id)
-                    .limit(100)
-                    .with_for_update(skip_locked=True)
-                )
-            )
-            for consult in consults:
-                consult.escalated_at = now
-                admins = await self.directory.institution_admin_ids(
-                    tx.session, consult.invited_institution_id
-                )
-                data = {
-                    "consult_id": consult.id,
-                    "status": consult.status,
-                    "urgency": consult.urgency,
-                }
-                for admin_id in admins:
-                    await self.events.append(tx, f"user:{admin_id}", "consult", "escalated", data)
-                await self.announce(tx, consult, "escalated", {"urgency": consult.urgency})
-                await self.audit.record(
-                    tx.session,
-                    "consult.escalate",
-                    patient_id=consult.patient_id,
-                    resource=f"Consult/{consult.id}",
-                )
-            return [c.id for c in consults]

@@ -3,8 +3,9 @@
 One concept per module, each a service the edges (routes, socket handlers, jobs) call
 directly:
 
-- :mod:`~server.consults.lifecycle` — request, answer, schedule, cancel, close, colleagues,
-  escalation; the one :data:`~server.consults.lifecycle.TRANSITIONS` table;
+- :mod:`~server.consults.lifecycle` — request, answer, schedule, cancel, close, colleagues;
+  the one :data:`~server.consults.lifecycle.TRANSITIONS` table;
+- :mod:`~server.consults.escalation` — unanswered requests reach the invited administrators;
 - :mod:`~server.consults.reads` — one consult, lists, history, the rooms of a socket;
 - :mod:`~server.consults.room` — the live session: join, lobby, admit, presence, signaling;
 - :mod:`~server.consults.chat` — messages and their record attachments;
@@ -25,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.config import Settings
 from server.consults import guards, schemas
 from server.consults.chat import ConsultChat
+from server.consults.escalation import ConsultEscalation
 from server.consults.guards import ConsultAccess
 from server.consults.lifecycle import ConsultLifecycle
 from server.consults.opinion import ConsultOpinion
@@ -74,6 +76,7 @@ class ConsultsService:
         self.lifecycle = ConsultLifecycle(
             settings, db, audit, events, access, records, identity, directory, checks
         )
+        self.escalation = ConsultEscalation(settings, db, audit, events, directory, self.lifecycle)
         self.room = ConsultRoom(
             db,
             audit,

@@ -138,12 +138,12 @@ async def test_unanswered_requests_escalate_once_to_the_invited_admins(
 ) -> None:
     admin = await api.socket("admin_qdsl")
     consult = await new_consult(api, consult_case)
-    assert await services.consults.lifecycle.escalate_overdue() == []  # not overdue yet
+    assert await services.consults.escalation.escalate_overdue() == []  # not overdue yet
     later = datetime.now(UTC) + timedelta(
         seconds=services.settings.consult_answer_timeout_seconds + 1
     )
-    assert await services.consults.lifecycle.escalate_overdue(later) == [consult["id"]]
-    assert await services.consults.lifecycle.escalate_overdue(later) == []  # once
+    assert await services.consults.escalation.escalate_overdue(later) == [consult["id"]]
+    assert await services.consults.escalation.escalate_overdue(later) == []  # once
     event = await admin.wait_for(
         lambda e: e["op"] == "escalated" and e["stream"] == f"user:{consult_case['admin_qdsl']}"
     )
