@@ -71,6 +71,7 @@ from server.media.events import add_precall_events, add_recording_events
 from server.media.precall import PrecallService
 from server.media.recording import RecordingService
 from server.media.routes import routes as recording_routes
+from server.media.sessions import RecorderSessions
 from server.prescriptions import socket as prescription_socket
 from server.prescriptions.catalogue import Catalogue
 from server.prescriptions.models import Prescription
@@ -203,11 +204,21 @@ def create_app(settings: Settings) -> web.Application:
         settings.node_dead_after_seconds,
     )
     consults = ConsultsService(
-        settings, db, audit, events, access, records, identity, auth, signer, node_id=nodes.id
+        settings,
+        db,
+        audit,
+        events,
+        access,
+        records,
+        identity,
+        auth,
+        signer,
+        node_id=nodes.id,
+        recordings=RecorderSessions(),
     )
     consult_sockets = ConsultSockets(gateway, consults)
     consult_sockets.register()
-    nodes.add_reaper(consult_sockets.reap, consults.forget_node)
+    nodes.add_reaper(consult_sockets.reap, consults.room.forget_node)
     recording = RecordingService(settings, consults, auth)
     add_recording_events(gateway, recording)
     prescriptions = PrescriptionService(

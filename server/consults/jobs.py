@@ -16,7 +16,7 @@ def register_escalation(jobs: Jobs, consults: ConsultsService, interval: float) 
         return
 
     async def escalate(tick: int) -> None:
-        escalated = await consults.escalate_overdue()
+        escalated = await consults.escalation.escalate_overdue()
         if escalated:
             logger.info("consults escalated", extra={"consult_ids": escalated})
 

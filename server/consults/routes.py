@@ -5,6 +5,7 @@ from __future__ import annotations
 from server.consults import schemas
 from server.container import services
 from server.core.api import Call, Routes
+from server.core.roles import REQUESTER_ROLES, Role
 from server.media.ice import ice_servers
 
 routes = Routes(tag="consults")
@@ -18,11 +19,11 @@ ONE = r"/api/v1/consults/{consult_id:\d+}"
     body=schemas.ConsultCreate,
     response=schemas.ConsultOut,
     status=201,
-    roles={"gp", "specialist"},
+    roles=REQUESTER_ROLES,
     errors=(403, 404, 422),
 )
 async def request_consult(call: Call) -> schemas.ConsultOut:
-    return await services(call).consults.request(call.user, call.body)
+    return await services(call).consults.lifecycle.request(call.user, call.body)
 
 
 @routes.op(
@@ -33,13 +34,13 @@ async def request_consult(call: Call) -> schemas.ConsultOut:
     response=schemas.ConsultList,
 )
 async def list_consults(call: Call) -> schemas.ConsultList:
-    items = await services(call).consults.list_consults(call.user, call.query.status)
+    items = await services(call).consults.reads.list_consults(call.user, call.query.status)
     return schemas.ConsultList(items=items)
 
 
 @routes.op("GET", ONE, summary="One consult", response=schemas.ConsultOut, errors=(404,))
 async def get_consult(call: Call) -> schemas.ConsultOut:
-    return await services(call).consults.get_consult(call.user, call.path_int("consult_id"))
+    return await services(call).consults.reads.get_consult(call.user, call.path_int("consult_id"))
 
 
 @routes.op(
@@ -47,7 +48,7 @@ async def get_consult(call: Call) -> schemas.ConsultOut:
     errors=(404,),
 )  # fmt: skip
 async def get_history(call: Call) -> schemas.History:
-    return await services(call).consults.history(call.user, call.path_int("consult_id"))
+    return await services(call).consults.reads.history(call.user, call.path_int("consult_id"))
 
 
 @routes.op(
@@ -56,11 +57,13 @@ async def get_history(call: Call) -> schemas.History:
     summary="Accept (with a time: scheduled at once)",
     body=schemas.Accept,
     response=schemas.ConsultOut,
-    roles={"specialist"},
+    roles={Role.SPECIALIST},
     errors=(403, 404, 409),
 )
 async def accept(call: Call) -> schemas.ConsultOut:
-    return await services(call).consults.accept(call.user, call.path_int("consult_id"), call.body)
+    return await services(call).consults.lifecycle.accept(
+        call.user, call.path_int("consult_id"), call.body
+    )
 
 
 @routes.op(
@@ -69,11 +72,13 @@ async def accept(call: Call) -> schemas.ConsultOut:
     summary="Accept, proposing another time for the requester to confirm",
     body=schemas.Propose,
     response=schemas.ConsultOut,
-    roles={"specialist"},
+    roles={Role.SPECIALIST},
     errors=(403, 404, 409),
 )
 async def propose(call: Call) -> schemas.ConsultOut:
-    return await services(call).consults.propose(call.user, call.path_int("consult_id"), call.body)
+    return await services(call).consults.lifecycle.propose(
+        call.user, call.path_int("consult_id"), call.body
+    )
 
 
 @routes.op(
@@ -82,11 +87,13 @@ async def propose(call: Call) -> schemas.ConsultOut:
     summary="Decline, with a reason",
     body=schemas.Decline,
     response=schemas.ConsultOut,
-    roles={"specialist"},
+    roles={Role.SPECIALIST},
     errors=(403, 404, 409),
 )
 async def decline(call: Call) -> schemas.ConsultOut:
-    return await services(call).consults.decline(call.user, call.path_int("consult_id"), call.body)
+    return await services(call).consults.lifecycle.decline(
+        call.user, call.path_int("consult_id"), call.body
+    )
 
 
 @routes.op(
@@ -98,7 +105,9 @@ async def decline(call: Call) -> schemas.ConsultOut:
     errors=(403, 404, 409),
 )
 async def schedule(call: Call) -> schemas.ConsultOut:
-    return await services(call).consults.schedule(call.user, call.path_int("consult_id"), call.body)
+    return await services(call).consults.lifecycle.schedule(
+        call.user, call.path_int("consult_id"), call.body
+    )
 
 
 @routes.op(
@@ -109,7 +118,7 @@ async def schedule(call: Call) -> schemas.ConsultOut:
     errors=(403, 404, 409),
 )
 async def confirm(call: Call) -> schemas.ConsultOut:
-    return await services(call).consults.confirm(call.user, call.path_int("consult_id"))
+    return await services(call).consults.lifecycle.confirm(call.user, call.path_int("consult_id"))
 
 
 @routes.op(
@@ -121,7 +130,9 @@ async def confirm(call: Call) -> schemas.ConsultOut:
     errors=(403, 404, 409),
 )
 async def cancel(call: Call) -> schemas.ConsultOut:
-    return await services(call).consults.cancel(call.user, call.path_int("consult_id"), call.body)
+    return await services(call).consults.lifecycle.cancel(
+        call.user, call.path_int("consult_id"), call.body
+    )
 
 
 @routes.op(
@@ -132,7 +143,7 @@ async def cancel(call: Call) -> schemas.ConsultOut:
     errors=(403, 404, 409),
 )
 async def close(call: Call) -> schemas.ConsultOut:
-    return await services(call).consults.close(call.user, call.path_int("consult_id"))
+    return await services(call).consults.lifecycle.close(call.user, call.path_int("consult_id"))
 
 
 @routes.op(
@@ -145,7 +156,7 @@ async def close(call: Call) -> schemas.ConsultOut:
     errors=(403, 404, 409, 422),
 )
 async def add_participant(call: Call) -> schemas.ConsultOut:
-    return await services(call).consults.add_participant(
+    return await services(call).consults.lifecycle.add_participant(
         call.user, call.path_int("consult_id"), call.body
     )
 
@@ -158,7 +169,7 @@ async def add_participant(call: Call) -> schemas.ConsultOut:
     errors=(403, 404),
 )
 async def record_panel(call: Call) -> schemas.RecordPanel:
-    return await services(call).consults.record_panel(call.user, call.path_int("consult_id"))
+    return await services(call).consults.panel.get_panel(call.user, call.path_int("consult_id"))
 
 
 @routes.op(
@@ -168,11 +179,10 @@ async def record_panel(call: Call) -> schemas.RecordPanel:
     body=schemas.OpinionIn,
     response=schemas.OpinionOut,
     status=201,
-    roles={"specialist"},
     errors=(403, 404, 409, 422),
 )
 async def write_opinion(call: Call) -> schemas.OpinionOut:
-    return await services(call).consults.write_opinion(
+    return await services(call).consults.opinion.write(
         call.user, call.path_int("consult_id"), call.body
     )
 
@@ -185,7 +195,7 @@ async def write_opinion(call: Call) -> schemas.OpinionOut:
     errors=(404,),
 )
 async def get_opinion(call: Call) -> schemas.OpinionOut:
-    return await services(call).consults.get_opinion(call.user, call.path_int("consult_id"))
+    return await services(call).consults.opinion.get(call.user, call.path_int("consult_id"))
 
 
 @routes.op(
@@ -197,5 +207,5 @@ async def get_opinion(call: Call) -> schemas.OpinionOut:
 )
 async def get_ice_servers(call: Call) -> schemas.IceServers:
     svc = services(call)
-    await svc.consults.check_open(call.user, call.path_int("consult_id"))
+    await svc.consults.room.check_open(call.user, call.path_int("consult_id"))
     return schemas.IceServers(**ice_servers(svc.settings, call.user.user_id))

@@ -3,14 +3,20 @@
 Durable things (life cycle, lobby, chat) are stream events on ``consult:<id>``
 and replay with ``sync``. Presence and WebRTC signaling are ephemeral emits
 (``presence``, ``signal``): they matter only to those connected now.
+
+What is kept per socket lives here, with the sockets: the lock that relays one socket's
+signals in arrival order and the counter that numbers them (``seq``).
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections import defaultdict
 from typing import Any
 
 from server.consults import schemas
-from server.consults.service import ConsultsService, consult_stream, live_room
+from server.consults.service import ConsultsService
+from server.consults.states import consult_stream, live_room
 from server.core.auth import Requester
 from server.media.ice import ice_servers
 from server.realtime.gateway import Gateway
@@ -24,13 +30,18 @@ class ConsultSockets:
         self.gateway = gateway
         self.sio = gateway.sio
         self.consults = consults
+        self.room = consults.room
+        # Signals of one socket are relayed one at a time, in arrival order, numbered from 1.
+        self._signal_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._signal_seq: defaultdict[str, int] = defaultdict(int)
 
     def register(self) -> None:
         gateway = self.gateway
-        gateway.add_room_provider(self.consults.consult_rooms)
+        gateway.add_room_provider(self.consults.reads.consult_rooms)
         gateway.add_disconnect_hook(self.disconnected)
         gateway.revocation_hooks.append(self.revoked_from)
         self.consults.access.revocation_listeners.append(self.consent_revoked)
+        self.consults.lifecycle.member_listeners.append(self.member_added)
         gateway.on("consult.open", schemas.ConsultRef, self.open)
         gateway.on("consult.join", schemas.Join, self.join)
         gateway.on("consult.leave", schemas.ConsultRef, self.leave)
@@ -42,22 +53,32 @@ class ConsultSockets:
         gateway.on("consult.ice_servers", schemas.ConsultRef, self.get_ice_servers)
 
     async def broadcast_presence(self, consult_id: int) -> None:
-        members = await self.consults.presence(consult_id)
+        members = await self.room.presence(consult_id)
         await self.sio.emit(
             PRESENCE,
             {"consult_id": consult_id, "members": members},
             room=consult_stream(consult_id),
         )
 
+    async def member_added(self, consult_id: int, user_id: int) -> None:
+        """A user became a participant (requested, accepted, was invited): this node's
+        sockets of that user enter the consult's room, re-checked as at connect."""
+        for sid, _ in list(self.sio.manager.get_participants("/", f"user:{user_id}")):
+            requester = (await self.sio.get_session(sid)).get("requester")
+            if requester is None:
+                continue
+            for room in await self.consults.reads.consult_rooms(requester, consult_id):
+                await self.sio.enter_room(sid, room)
+
     async def open(self, sid: str, requester: Requester, data: schemas.ConsultRef) -> Any:
-        consult = await self.consults.check_open(requester, data.consult_id)
+        consult = await self.room.check_open(requester, data.consult_id)
         stream = consult_stream(data.consult_id)
         await self.sio.enter_room(sid, stream)
         heads = await self.gateway.events.heads([stream])
         return {"consult": consult.model_dump(mode="json"), "head": heads[stream]}
 
     async def join(self, sid: str, requester: Requester, data: schemas.Join) -> Any:
-        answer, admitted = await self.consults.join(sid, requester, data)
+        answer, admitted = await self.room.join(sid, requester, data)
         await self.sio.enter_room(sid, consult_stream(data.consult_id))
         if admitted:
             await self.sio.enter_room(sid, live_room(data.consult_id))
@@ -65,7 +86,8 @@ class ConsultSockets:
         return answer
 
     async def leave(self, sid: str, requester: Requester, data: schemas.ConsultRef) -> Any:
-        left = await self.consults.leave(sid, data.consult_id)
+        await self.room.check_member(requester, data.consult_id)
+        left = await self.room.leave(sid, data.consult_id)
         await self.sio.leave_room(sid, live_room(data.consult_id))
         for consult_id in left:
             await self.broadcast_presence(consult_id)
@@ -75,7 +97,7 @@ class ConsultSockets:
         """The patient revoked the institution: its sockets leave the patient's consult rooms
         (chat and life-cycle pushes, the live session) on every node."""
         rooms = []
-        for consult_id in await self.consults.open_consult_ids(patient_id):
+        for consult_id in await self.consults.reads.open_consult_ids(patient_id):
             rooms += [consult_stream(consult_id), live_room(consult_id)]
         await self.gateway.revoke_rooms(rooms, institution_id)
 
@@ -83,41 +105,45 @@ class ConsultSockets:
         """A revoked socket left a consult's room: it is no longer present in that session."""
         _, _, ident = room.partition(":")
         in_room = ident.isdigit() and room == consult_stream(int(ident))
-        if in_room and await self.consults.leave(sid, int(ident)):
+        if in_room and await self.room.leave(sid, int(ident)):
             await self.broadcast_presence(int(ident))
 
     async def disconnected(self, sid: str) -> None:
-        for consult_id in await self.consults.leave(sid):
+        self._signal_locks.pop(sid, None)
+        self._signal_seq.pop(sid, None)
+        for consult_id in await self.room.leave(sid):
             await self.broadcast_presence(consult_id)
 
     async def reap(self, alive: set[str]) -> None:
         """Reaper of server/core/nodes.py: drop the ghosts of a dead node's sockets."""
-        for consult_id in await self.consults.reap_presence(alive):
+        for consult_id in await self.room.reap_presence(alive):
             await self.broadcast_presence(consult_id)
 
     async def admit(self, sid: str, requester: Requester, data: schemas.Admit) -> Any:
-        return await self.consults.admit(requester, data)
+        return await self.room.admit(requester, data)
 
     async def media(self, sid: str, requester: Requester, data: schemas.Media) -> Any:
-        await self.consults.set_media(sid, requester, data)
+        await self.room.set_media(sid, requester, data)
         await self.broadcast_presence(data.consult_id)
         return {"camera": data.camera, "mic": data.mic, "screen": data.screen}
 
     async def get_presence(self, sid: str, requester: Requester, data: schemas.ConsultRef) -> Any:
-        await self.consults.check_open(requester, data.consult_id)
+        await self.room.check_open(requester, data.consult_id)
         return {
             "consult_id": data.consult_id,
-            "members": await self.consults.presence(data.consult_id),
+            "members": await self.room.presence(data.consult_id),
         }
 
     async def chat(self, sid: str, requester: Requester, data: schemas.ChatSend) -> Any:
-        return await self.consults.send_chat(requester, data)
+        return await self.consults.chat.send(requester, data)
 
     async def signal(self, sid: str, requester: Requester, data: schemas.Signal) -> Any:
         # Taken before anything suspends: the handlers of one socket start in arrival
         # order, so the lock relays its signals in that order (and Redis keeps it).
-        async with self.consults.signal_lock(sid):
-            targets, message = await self.consults.route_signal(sid, requester, data)
+        async with self._signal_locks[sid]:
+            targets, message = await self.room.route_signal(sid, requester, data)
+            self._signal_seq[sid] += 1
+            message["seq"] = self._signal_seq[sid]
             for target in targets:
                 await self.sio.emit(SIGNAL, message, to=target)
         return {"seq": message["seq"], "delivered": len(targets)}
@@ -125,5 +151,5 @@ class ConsultSockets:
     async def get_ice_servers(
         self, sid: str, requester: Requester, data: schemas.ConsultRef
     ) -> Any:
-        await self.consults.check_open(requester, data.consult_id)
+        await self.room.check_open(requester, data.consult_id)
         return ice_servers(self.consults.settings, requester.user_id)

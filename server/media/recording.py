@@ -25,14 +25,13 @@ import hashlib
 import json
 import logging
 import os
-import secrets
 import shutil
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import av
 from aiohttp import web
@@ -40,14 +39,8 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from server.config import Settings
-from server.consults.models import Consult, ConsultParticipant
-from server.consults.service import (
-    ENDED,
-    RECORDER_ROLE,
-    ConsultsService,
-    consult_stream,
-)
-from server.core.auth import Requester, hash_refresh_token, new_refresh_token
+from server.consults.states import RECORDER_ROLE, ConsultFacts, ConsultStatus, consult_stream
+from server.core.auth import Requester
 from server.core.db import Tx, utcnow
 from server.core.errors import (
     Conflict,
@@ -56,14 +49,18 @@ from server.core.errors import (
     ServiceUnavailable,
     TooManyRequests,
 )
-from server.identity.models import AuthSession, User
+from server.identity.directory import Directory
 from server.identity.service import AuthService
 from server.media.models import Recording, RecordingConsent
 from server.media.schemas import ConsentItem, ConsentsOut, RecordingOut, RecordingState
 
+if TYPE_CHECKING:
+    from server.consults.service import ConsultsService
+
 logger = logging.getLogger(__name__)
 
 RECORDER_USERNAME = "_recorder"
+RECORDER_NAME = "会诊录制"
 RUNNING = ("starting", "recording", "stopping")
 # How long a stopping worker gets to close its file before it is killed.
 STOP_GRACE_S = 15.0
@@ -112,13 +109,13 @@ def probe_file(path: Path) -> Probe:
     return Probe(digest.hexdigest(), size, round(duration, 3), tracks)
 
 
-def recording_document(recording: Recording, consult: Consult, probe: Probe) -> dict[str, Any]:
+def recording_document(recording: Recording, probe: Probe) -> dict[str, Any]:
     return {
         "resourceType": "DocumentReference",
         "status": "current",
         "type": RECORDING_DOC_TYPE,
         "date": (recording.started_at or utcnow()).isoformat(),
-        "description": f"远程会诊录像 (consult {consult.id}, recording {recording.id})",
+        "description": f"远程会诊录像 (consult {recording.consult_id}, recording {recording.id})",
         "content": [
             {
                 "attachment": {
@@ -135,9 +132,17 @@ def recording_document(recording: Recording, consult: Consult, probe: Probe) -> 
 
 
 class RecordingService:
-    def __init__(self, settings: Settings, consults: ConsultsService, auth: AuthService) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        consults: ConsultsService,
+        auth: AuthService,
+        directory: Directory | None = None,
+    ) -> None:
         self.settings = settings
+        # Consult facts come from the consults capability's public methods, never its tables.
         self.consults = consults
+        self.directory = directory or Directory()
         self.db = consults.db
         self.audit = consults.audit
         self.events = consults.events
@@ -155,11 +160,9 @@ class RecordingService:
 
     # --- consent -----------------------------------------------------------------------
 
-    async def _person_participant(
-        self, requester: Requester, consult_id: int
-    ) -> tuple[Consult, ConsultParticipant]:
+    async def _person_participant(self, requester: Requester, consult_id: int) -> ConsultFacts:
         async with self.db.read() as session:
-            return await self.consults._check_participant(session, consult_id, requester)
+            return await self.consults.check_participant(session, consult_id, requester)
 
     async def consents(self, consult_id: int) -> list[ConsentItem]:
         async with self.db.read() as session:
@@ -171,8 +174,8 @@ class RecordingService:
             return [ConsentItem(user_id=r.user_id, agree=r.agree, at=r.at) for r in rows]
 
     async def consent(self, requester: Requester, consult_id: int, agree: bool) -> ConsentsOut:
-        consult, _ = await self._person_participant(requester, consult_id)
-        if consult.status in ENDED:
+        consult = await self._person_participant(requester, consult_id)
+        if consult.ended:
             raise Conflict(f"the consult is {consult.status}", code="consult_ended")
         stop: Recording | None = None
         try:
@@ -230,29 +233,14 @@ class RecordingService:
         )
 
     async def _recorder_user(self) -> int:
+        """The system account the workers log in as (identity's row, created on first use);
+        kept once its creation committed."""
         if self._recorder_id is not None:
             return self._recorder_id
-        async with self.db.read() as session:
-            found = await session.scalar(select(User.id).where(User.username == RECORDER_USERNAME))
-        if found is None:
-            try:
-                async with self.db.transaction() as tx:
-                    # No password can match "!" (not an argon2 hash): it never logs in.
-                    user = User(
-                        username=RECORDER_USERNAME,
-                        password_hash="!",
-                        role=RECORDER_ROLE,
-                        name="会诊录制",
-                    )
-                    tx.session.add(user)
-                    await tx.session.flush()
-                    found = user.id
-            except IntegrityError:
-                async with self.db.read() as session:
-                    found = await session.scalar(
-                        select(User.id).where(User.username == RECORDER_USERNAME)
-                    )
-        assert found is not None
+        async with self.db.transaction() as tx:
+            found = await self.directory.system_user(
+                tx.session, RECORDER_USERNAME, RECORDER_ROLE, RECORDER_NAME
+            )
         self._recorder_id = found
         return found
 
@@ -272,9 +260,9 @@ class RecordingService:
             )
 
     async def start(self, requester: Requester, consult_id: int, server_url: str) -> RecordingOut:
-        consult, _ = await self._person_participant(requester, consult_id)
-        self.consults._check_host(consult, requester)
-        if consult.status != "in_session":
+        consult = await self._person_participant(requester, consult_id)
+        self.consults.check_host(consult, requester)
+        if consult.status != ConsultStatus.IN_SESSION:
             raise Conflict(
                 f"the consult is {consult.status}: record during the session",
                 code="consult_not_live",
@@ -290,7 +278,7 @@ class RecordingService:
         now = utcnow()
         ttl = self.settings.recording_max_seconds + 600
         async with self.db.transaction() as tx:
-            consult = await self.consults._get(tx.session, consult_id, lock=True)
+            consult = await self.consults.consult_facts(tx.session, consult_id, lock=True)
             running = await self._running(tx, consult_id)
             if running is not None and await self._lost(tx, running):
                 # Its node died with it: no worker anywhere records it any more.
@@ -299,13 +287,7 @@ class RecordingService:
                 running = None
             if running is not None:
                 raise Conflict("this consult is being recorded already", code="recording_active")
-            participants = list(
-                await tx.session.scalars(
-                    select(ConsultParticipant.user_id).where(
-                        ConsultParticipant.consult_id == consult_id
-                    )
-                )
-            )
+            participants = await self.consults.participant_ids(tx.session, consult_id)
             agreed = set(
                 await tx.session.scalars(
                     select(RecordingConsent.user_id).where(
@@ -322,17 +304,7 @@ class RecordingService:
                     code="recording_consent_missing",
                     extra={"missing": missing},
                 )
-            session_id = secrets.token_hex(16)
-            tx.session.add(
-                AuthSession(
-                    id=session_id,
-                    user_id=recorder_id,
-                    refresh_hash=hash_refresh_token(new_refresh_token()),
-                    created_at=now,
-                    last_seen_at=now,
-                    expires_at=now + timedelta(seconds=ttl),
-                )
-            )
+            session_id = await self.directory.open_system_session(tx.session, recorder_id, ttl)
             recording = Recording(
                 consult_id=consult_id,
                 patient_id=consult.patient_id,
@@ -409,10 +381,10 @@ class RecordingService:
         )
 
     async def stop(self, requester: Requester, consult_id: int) -> RecordingOut:
-        consult, _ = await self._person_participant(requester, consult_id)
-        self.consults._check_host(consult, requester)
+        consult = await self._person_participant(requester, consult_id)
+        self.consults.check_host(consult, requester)
         async with self.db.transaction() as tx:
-            await self.consults._get(tx.session, consult_id, lock=True)
+            await self.consults.consult_facts(tx.session, consult_id, lock=True)
             recording = await self._running(tx, consult_id)
             if recording is None:
                 raise Conflict("no recording of this consult is on", code="recording_not_running")
@@ -516,9 +488,9 @@ class RecordingService:
 
     async def _end_session(self, tx: Tx, recording: Recording) -> None:
         if recording.recorder_session_id:
-            session = await tx.session.get(AuthSession, recording.recorder_session_id)
-            if session is not None and session.revoked_at is None:
-                session.revoked_at, session.revoke_reason = utcnow(), "recording_ended"
+            await self.directory.end_system_session(
+                tx.session, recording.recorder_session_id, "recording_ended"
+            )
 
     @staticmethod
     def _log_failure(recording_id: int, reason: str) -> None:
@@ -574,13 +546,13 @@ class RecordingService:
             recording = await tx.session.get(Recording, worker.recording_id)
             if recording is None or recording.state not in RUNNING:
                 return
-            consult = await self.consults._get(tx.session, recording.consult_id)
+            consult = await self.consults.consult_facts(tx.session, recording.consult_id)
             document = await self.records.add_resource(
                 tx,
                 patient_id=recording.patient_id,
                 # Where the signed opinion goes too: the requesting (treating) institution.
                 institution_id=consult.requesting_institution_id,
-                resource=recording_document(recording, consult, probe),
+                resource=recording_document(recording, probe),
             )
             recording.state, recording.ended_at = "finished", utcnow()
             recording.sha256, recording.bytes = probe.sha256, probe.bytes

@@ -84,7 +84,7 @@ async def test_reauthentication_before_a_session(
 ) -> None:
     consult = await scheduled_consult(api, consult_case)
     host = await api.socket("dr_li")
-    services.consults.reauth_seconds = 0  # the login no longer counts as fresh
+    services.consults.room.reauth_seconds = 0  # the login no longer counts as fresh
     ack = await host.call("consult.join", {"consult_id": consult["id"]})
     assert not ack["ok"] and ack["problem"]["code"] == "reauth_required"
     ack = await host.call("consult.join", {"consult_id": consult["id"], "password": "wrong-pass"})

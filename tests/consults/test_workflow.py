@@ -90,7 +90,8 @@ async def test_decline_needs_a_reason_and_ends_the_consult(
     status, body = await api.post(url + "/decline", as_="dr_li", json={"reason": "本周出诊已满"})
     assert status == 200 and body["status"] == "declined"
     assert body["decline_reason"] == "本周出诊已满"
-    event = await gp.wait_for(lambda e: e["op"] == "declined")
+    # The requester hears it on its own stream (and, sitting in the room, on consult:<id>).
+    event = await gp.wait_for(lambda e: e["op"] == "declined" and e["stream"].startswith("user:"))
     assert event["stream"] == f"user:{consult_case['gp_zhang']}"
     assert event["data"]["reason"] == "本周出诊已满"
 
@@ -137,12 +138,12 @@ async def test_unanswered_requests_escalate_once_to_the_invited_admins(
 ) -> None:
     admin = await api.socket("admin_qdsl")
     consult = await new_consult(api, consult_case)
-    assert await services.consults.escalate_overdue() == []  # not overdue yet
+    assert await services.consults.escalation.escalate_overdue() == []  # not overdue yet
     later = datetime.now(UTC) + timedelta(
         seconds=services.settings.consult_answer_timeout_seconds + 1
     )
-    assert await services.consults.escalate_overdue(later) == [consult["id"]]
-    assert await services.consults.escalate_overdue(later) == []  # once
+    assert await services.consults.escalation.escalate_overdue(later) == [consult["id"]]
+    assert await services.consults.escalation.escalate_overdue(later) == []  # once
     event = await admin.wait_for(
         lambda e: e["op"] == "escalated" and e["stream"] == f"user:{consult_case['admin_qdsl']}"
     )

@@ -563,7 +563,7 @@ OPERATIONS: list[Op] = [
     Op(
         "socket consult.media",
         sock(lambda w, s: {"consult_id": s.consult_id, "camera": False, "mic": True}),
-        note="needs a place in the live session (403 not_in_session otherwise, which is also the refusal for outsiders); the in-session path is tests/consults/test_room.py",
+        note="needs a place in the live session (403 not_in_session for a participant outside it, 403 not_a_participant for anyone else); the in-session path is tests/consults/test_room.py",
         a="",
     ),
     Op(
@@ -607,8 +607,9 @@ OPERATIONS: list[Op] = [
     Op(
         "socket consult.leave",
         sock(lambda w, s: {"consult_id": s.consult_id}),
-        note="leaving a consult one is not in changes nothing",
-        a="*",
+        note="a participant not in the session leaves nothing ({left: false}); anyone else is refused (403 not_a_participant)",
+        a="gp spec",
+        b="gp2",
     ),
     # --- mutations that keep the objects usable -------------------------------------------
     Op(
