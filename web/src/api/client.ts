@@ -1,6 +1,10 @@
-// The HTTP client of /api: bearer token, one refresh-and-retry on an expired token,
-// and every failure turned into an ApiError that carries the server's human message.
+// The one HTTP client of the REST API: every call of every feature goes through `api`,
+// with a path relative to API_BASE. Bearer token, one refresh-and-retry on an expired
+// token, and every failure turned into an ApiError that carries the server's human message.
 import type { FieldError, Problem } from "./types";
+
+/** Where the REST API lives; the only place the client names it. */
+export const API_BASE = "/api/v1";
 
 export class ApiError extends Error {
   readonly status: number;
@@ -79,7 +83,7 @@ async function send(method: string, path: string, options: RequestOptions): Prom
     headers.Authorization = `Bearer ${token}`;
   }
   try {
-    return await fetch(path, {
+    return await fetch(`${API_BASE}${path}`, {
       method,
       headers,
       body: options.body === undefined ? undefined : JSON.stringify(options.body),
@@ -94,7 +98,8 @@ async function send(method: string, path: string, options: RequestOptions): Prom
   }
 }
 
-export async function request<T>(
+/** A request to `API_BASE + path` (path starts with "/"); the answer's JSON, or undefined on 204. */
+async function request<T>(
   method: string,
   path: string,
   options: RequestOptions = {},
@@ -120,6 +125,8 @@ export const api = {
   get: <T>(path: string) => request<T>("GET", path),
   post: <T>(path: string, body?: unknown, auth = true) =>
     request<T>("POST", path, { body: body ?? {}, auth }),
+  put: <T>(path: string, body: unknown) => request<T>("PUT", path, { body }),
+  /** POST with a given token instead of the session's (signing out after the session ended). */
   postAs: <T>(token: string, path: string, body?: unknown) =>
     request<T>("POST", path, { body: body ?? {}, token }),
 };

@@ -1,6 +1,6 @@
 // The server's models under the names the screens use: aliases of the types generated
 // from /api/openapi.json (schema.d.ts, `npm run api:types`), so a change on the server
-// shows up here as a type error. Written by hand only what OpenAPI does not describe:
+// shows up here as a type error. Hand-kept only what OpenAPI does not describe:
 // Socket.IO payloads (docs/realtime.md) and the inside of fields the server declares as
 // free-form objects (a signed prescription's content, a consult's record snapshot).
 import type { components } from "./schema";

@@ -57,7 +57,7 @@ export async function refreshTokens(): Promise<boolean> {
   refreshing = (async () => {
     try {
       const answer = await api.post<TokenResponse>(
-        "/api/v1/auth/refresh",
+        "/auth/refresh",
         { refresh_token: tokens.refresh },
         false,
       );
@@ -90,10 +90,10 @@ useTokenSource(tokenSource);
 export async function signIn(username: string, password: string, totp?: string): Promise<User> {
   const body: Record<string, string> = { username, password };
   if (totp) body.totp = totp;
-  const answer = await api.post<TokenResponse>("/api/v1/auth/login", body, false);
+  const answer = await api.post<TokenResponse>("/auth/login", body, false);
   session.endedReason = "";
   save(fromResponse(answer));
-  session.user = await api.get<User>("/api/v1/me");
+  session.user = await api.get<User>("/me");
   return session.user;
 }
 
@@ -103,7 +103,7 @@ export async function signOut(): Promise<void> {
   end("");
   if (tokens) {
     try {
-      await api.postAs(tokens.access, "/api/v1/auth/logout");
+      await api.postAs(tokens.access, "/auth/logout");
     } catch {
       // The session is over locally whatever the server says (it may have ended it already).
     }
@@ -136,7 +136,7 @@ export async function restoreSession(): Promise<boolean> {
   }
   scheduleRefresh();
   try {
-    session.user = await api.get<User>("/api/v1/me");
+    session.user = await api.get<User>("/me");
     return true;
   } catch (error) {
     end(error instanceof ApiError && error.status !== 0 ? error.detail : "");

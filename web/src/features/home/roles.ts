@@ -1,5 +1,5 @@
-// Per-role home and navigation. New screens (consults, referrals, prescriptions, the
-// patient record) add their entries here and their routes in router.ts.
+// Per-role home and navigation. A new screen adds its nav entry here and its route to
+// its feature's routes.ts.
 import type { Role } from "../../api/types";
 import type { MessageKey } from "../../i18n/messages";
 
@@ -18,7 +18,7 @@ export const HOME: Record<Role, string> = {
   platform_admin: "/platform-admin",
 };
 
-// Screens of the pharmacy, patients, referrals and schedules.
+// The screens each role reaches from the navigation, beside home and the inbox.
 const PAGES_NAV: Partial<Record<Role, NavItem[]>> = {
   patient: [
     { to: "/patient/record", label: "nav.myRecord" },

@@ -13,9 +13,9 @@ export function usePatientRecord(patientId: () => number) {
     const id = patientId();
     try {
       const [p, summary, timeline] = await Promise.all([
-        api.get<Patient>(`/api/v1/patients/${id}`),
-        api.get<ClinicalSummary>(`/api/v1/patients/${id}/summary`),
-        api.get<Timeline>(`/api/v1/patients/${id}/timeline?limit=200`),
+        api.get<Patient>(`/patients/${id}`),
+        api.get<ClinicalSummary>(`/patients/${id}/summary`),
+        api.get<Timeline>(`/patients/${id}/timeline?limit=200`),
       ]);
       patient.value = p;
       record.value = fromPatientRecord(summary, timeline.items);
