@@ -3,7 +3,8 @@
 - ``web/src/api/schema.d.ts`` is what openapi-typescript makes of the server's OpenAPI
   document today: a server change that the client's types do not know about fails here
   (fix: ``cd web && npm run api:types``).
-- Every REST call goes through the one API client, the only module naming ``/api/v1``.
+- Every REST call goes through the one API client, the only module naming ``/api/v1``,
+  from a feature's ``api.ts``: no view or component calls the client (or ``fetch``) itself.
 - Comments say why, never who wrote the code.
 """
 
@@ -96,6 +97,25 @@ def test_only_the_api_client_names_the_api_base() -> None:
     ]
     assert offenders == [], "call the API through web/src/api/client.ts, with a relative path"
     assert CLIENT.read_text(encoding="utf-8").count('"/api/v1"') == 1
+
+
+# A call of the client (`api.get(`, `api\n  .post(`) or of fetch, wherever it is written.
+HTTP_CALL = re.compile(r"\bapi\s*\.\s*(get|post|put)\s*(<[^>(]*>)?\s*\(|\bfetch\s*\(")
+# Modules that call the server: the client, each feature's api.ts, and the shared directory
+# of institutions (read once per tab for every feature's names).
+CALLERS = {CLIENT, SRC / "ui" / "institutions.ts"}
+
+
+def test_views_call_their_features_api_module() -> None:
+    offenders = [
+        f"{path.relative_to(ROOT)}:{text.count(chr(10), 0, match.start()) + 1}"
+        for path in sources()
+        if path not in CALLERS
+        and not (path.name == "api.ts" and path.parent.parent == SRC / "features")
+        for text in [path.read_text(encoding="utf-8")]
+        for match in HTTP_CALL.finditer(text)
+    ]
+    assert offenders == [], "move the call into the feature's api.ts (a function named for it)"
 
 
 COMMENT = re.compile(r"//[^\n]*|/\*.*?\*/|<!--.*?-->", re.S)

@@ -101,8 +101,9 @@ export type RxPatientView = S["PatientView"];
 export type RxPrescriberView = S["PrescriberView"];
 export type RxHistoryEntry = S["HistoryEntry"];
 
-/** What the doctor signed (canonical JSON; an object without a schema in OpenAPI). */
-export interface RxContent {
+/** What the doctor signed (canonical JSON; an object without a schema in OpenAPI). A type
+ * rather than an interface, so the generated free-form object converts to it. */
+export type RxContent = {
   prescription_id: number;
   version: number;
   patient: { id: number; name: string; resident_id: string };
@@ -114,14 +115,14 @@ export interface RxContent {
   kind: string;
   notes: string | null;
   override_reason: string | null;
-}
+};
 
 /** What the pharmacy handed out (free-form in OpenAPI). */
-export interface Dispensation {
+export type Dispensation = {
   items: S["DispensedItem"][];
   note: string | null;
   at: string;
-}
+};
 
 export type Prescription = Omit<S["PrescriptionOut"], "content" | "dispensation"> & {
   content: RxContent;

@@ -2,7 +2,7 @@
 // hospitals forms offer. Read once per tab (they change rarely; a reload refreshes them).
 import { reactive } from "vue";
 import { api } from "../api/client";
-import type { Institution, Items } from "../api/types";
+import type { Institution } from "../api/types";
 import { t } from "../i18n";
 
 const directory = reactive({ byId: new Map<number, Institution>(), loaded: false });
@@ -11,7 +11,7 @@ let loading: Promise<Institution[]> | null = null;
 export function loadInstitutions(force = false): Promise<Institution[]> {
   if (loading && !force) return loading;
   loading = api
-    .get<Items<Institution>>("/institutions")
+    .get("/institutions")
     .then((answer) => {
       directory.byId = new Map(answer.items.map((i) => [i.id, i]));
       directory.loaded = true;

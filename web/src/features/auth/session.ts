@@ -2,7 +2,8 @@
 // and a reload keeps it), the current user, and the refresh timer that renews the access
 // token before it expires. One refresh runs at a time; concurrent callers share it.
 import { reactive } from "vue";
-import { api, ApiError, cancelRequests, useTokenSource } from "../../api/client";
+import { ApiError, cancelRequests, useTokenSource } from "../../api/client";
+import { getMe, login, logout, refresh } from "./api";
 import type { TokenResponse, User } from "../../api/types";
 
 interface Tokens {
@@ -56,11 +57,7 @@ export async function refreshTokens(): Promise<boolean> {
   if (!tokens) return false;
   refreshing = (async () => {
     try {
-      const answer = await api.post<TokenResponse>(
-        "/auth/refresh",
-        { refresh_token: tokens.refresh },
-        false,
-      );
+      const answer = await refresh(tokens.refresh);
       save(fromResponse(answer));
       return true;
     } catch (error) {
@@ -88,12 +85,10 @@ useTokenSource(tokenSource);
 
 /** Sign in; throws ApiError (code `totp_required` when a TOTP code must be sent). */
 export async function signIn(username: string, password: string, totp?: string): Promise<User> {
-  const body: Record<string, string> = { username, password };
-  if (totp) body.totp = totp;
-  const answer = await api.post<TokenResponse>("/auth/login", body, false);
+  const answer = await login(username, password, totp);
   session.endedReason = "";
   save(fromResponse(answer));
-  session.user = await api.get<User>("/me");
+  session.user = await getMe();
   return session.user;
 }
 
@@ -103,7 +98,7 @@ export async function signOut(): Promise<void> {
   end("");
   if (tokens) {
     try {
-      await api.postAs(tokens.access, "/auth/logout");
+      await logout(tokens.access);
     } catch {
       // The session is over locally whatever the server says (it may have ended it already).
     }
@@ -136,7 +131,7 @@ export async function restoreSession(): Promise<boolean> {
   }
   scheduleRefresh();
   try {
-    session.user = await api.get<User>("/me");
+    session.user = await getMe();
     return true;
   } catch (error) {
     end(error instanceof ApiError && error.status !== 0 ? error.detail : "");

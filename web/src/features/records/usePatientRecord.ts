@@ -1,7 +1,8 @@
 // Loading a patient's shared record for the gp's page (summary + timeline), normalised.
 import { ref } from "vue";
-import { api, ApiError } from "../../api/client";
-import type { ClinicalSummary, Patient, Timeline } from "../../api/types";
+import { ApiError } from "../../api/client";
+import { getPatient, getSummary, getTimeline } from "./api";
+import type { Patient } from "../../api/types";
 import { fromPatientRecord, type RecordView } from "./record";
 
 export function usePatientRecord(patientId: () => number) {
@@ -13,9 +14,9 @@ export function usePatientRecord(patientId: () => number) {
     const id = patientId();
     try {
       const [p, summary, timeline] = await Promise.all([
-        api.get<Patient>(`/patients/${id}`),
-        api.get<ClinicalSummary>(`/patients/${id}/summary`),
-        api.get<Timeline>(`/patients/${id}/timeline?limit=200`),
+        getPatient(id),
+        getSummary(id),
+        getTimeline(id, { limit: 200 }),
       ]);
       patient.value = p;
       record.value = fromPatientRecord(summary, timeline.items);
