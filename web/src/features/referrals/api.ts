@@ -15,7 +15,8 @@ export async function listReferrals(box?: "received" | "sent"): Promise<Referral
 
 /** The receiving desk accepts, optionally booking a slot. */
 export async function acceptReferral(id: number, body: S["AcceptRequest"]): Promise<Referral> {
-  return refined(await api.post("/referrals/{referral_id}/accept", { path: { referral_id: id }, body }));
+  const path = { referral_id: id };
+  return refined(await api.post("/referrals/{referral_id}/accept", { path, body }));
 }
 
 export async function declineReferral(id: number, reason: string): Promise<Referral> {
@@ -29,7 +30,8 @@ export async function scheduleReferral(id: number, slotId: number): Promise<Refe
 }
 
 export async function arriveReferral(id: number, note: string | null): Promise<Referral> {
-  return refined(await api.post("/referrals/{referral_id}/arrive", { path: { referral_id: id }, body: { note } }));
+  const path = { referral_id: id };
+  return refined(await api.post("/referrals/{referral_id}/arrive", { path, body: { note } }));
 }
 
 export async function completeReferral(id: number, note: string | null): Promise<Referral> {
@@ -39,5 +41,6 @@ export async function completeReferral(id: number, note: string | null): Promise
 
 /** The referring side withdraws its referral. */
 export async function cancelReferral(id: number, reason: string): Promise<Referral> {
-  return refined(await api.post("/referrals/{referral_id}/cancel", { path: { referral_id: id }, body: { reason } }));
+  const path = { referral_id: id };
+  return refined(await api.post("/referrals/{referral_id}/cancel", { path, body: { reason } }));
 }
