@@ -33,11 +33,6 @@ export const ROLES: readonly Role[] = [
   "patient",
 ];
 
-/** A list answer (`{items: [...]}`), as most collection routes give. */
-export interface Items<T> {
-  items: T[];
-}
-
 /** RFC 9457 problem details, as every /api error is answered (any member may be missing
  * when a proxy answers instead of the server). */
 export type Problem = Partial<S["Problem"]>;
