@@ -1,11 +1,11 @@
 import { createApp } from "vue";
 import App from "./App.vue";
-import { onSessionEnd, restoreSession, tokenSource } from "./auth/session";
+import { onSessionEnd, restoreSession, tokenSource } from "./features/auth/session";
 import "./i18n";
 import { startRealtime, stopRealtime } from "./realtime/store";
 import { router } from "./router";
 import "./styles.css";
-import "./pages/pages.css";
+import "./ui/pages.css";
 
 onSessionEnd(() => {
   stopRealtime();

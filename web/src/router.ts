@@ -1,9 +1,19 @@
+// The router: every feature declares its routes the same way (`routes` in its routes.ts);
+// this module joins them and guards them by role.
 import { createRouter, createWebHistory, type RouteRecordRaw } from "vue-router";
 import type { Role } from "./api/types";
-import { session } from "./auth/session";
-import { HOME } from "./roles";
-import { pageRoutes } from "./pages/routes";
-import { careRoutes } from "./care/routes";
+import { routes as admin } from "./features/admin/routes";
+import { routes as auth } from "./features/auth/routes";
+import { session } from "./features/auth/session";
+import { routes as care } from "./features/care/routes";
+import { routes as consent } from "./features/consent/routes";
+import { routes as consults } from "./features/consults/routes";
+import { routes as home } from "./features/home/routes";
+import { HOME } from "./features/home/roles";
+import { routes as inbox } from "./features/inbox/routes";
+import { routes as records } from "./features/records/routes";
+import { routes as referrals } from "./features/referrals/routes";
+import { routes as scheduling } from "./features/scheduling/routes";
 
 declare module "vue-router" {
   interface RouteMeta {
@@ -13,36 +23,17 @@ declare module "vue-router" {
   }
 }
 
-const roleHome = () => import("./views/RoleHome.vue");
-
 const routes: RouteRecordRaw[] = [
-  { path: "/login", name: "login", component: () => import("./views/LoginView.vue"), meta: { public: true } },
-  { path: "/", name: "root", redirect: () => (session.user ? HOME[session.user.role] : "/login") },
-  { path: "/specialist", component: roleHome, meta: { roles: ["specialist"] } },
-  { path: "/gp", component: roleHome, meta: { roles: ["gp"] } },
-  { path: "/pharmacist", component: roleHome, meta: { roles: ["pharmacist"] } },
-  { path: "/nurse", component: roleHome, meta: { roles: ["nurse"] } },
-  { path: "/patient", component: roleHome, meta: { roles: ["patient"] } },
-  {
-    path: "/institution-admin",
-    component: () => import("./views/InstitutionAdminHome.vue"),
-    meta: { roles: ["institution_admin"] },
-  },
-  {
-    path: "/platform-admin",
-    component: () => import("./views/PlatformAdminHome.vue"),
-    meta: { roles: ["platform_admin"] },
-  },
-  {
-    path: "/platform-admin/institutions/:id(\\d+)",
-    component: () => import("./views/InstitutionManageView.vue"),
-    props: (route) => ({ institutionId: Number(route.params.id) }),
-    meta: { roles: ["platform_admin"] },
-  },
-  { path: "/inbox", component: () => import("./views/InboxView.vue") },
-  ...pageRoutes,
-  ...careRoutes,
-  { path: "/:pathMatch(.*)*", component: () => import("./views/NotFoundView.vue"), meta: { public: true } },
+  ...auth,
+  ...home,
+  ...admin,
+  ...inbox,
+  ...records,
+  ...consults,
+  ...care,
+  ...consent,
+  ...referrals,
+  ...scheduling,
 ];
 
 export const router = createRouter({ history: createWebHistory(), routes });
@@ -57,24 +48,4 @@ router.beforeEach((to) => {
   }
   if (to.meta.roles && !to.meta.roles.includes(session.user.role)) return HOME[session.user.role];
   return true;
-});
-
-// --- consults (helper "webroom") ------------------------------------------------------
-router.addRoute({
-  path: "/gp/patients/:id(\\d+)",
-  component: () => import("./views/PatientRecordView.vue"),
-  props: (route) => ({ patientId: Number(route.params.id) }),
-  meta: { roles: ["gp"] },
-});
-router.addRoute({
-  path: "/gp/patients/:id(\\d+)/consult",
-  component: () => import("./views/ConsultRequestView.vue"),
-  props: (route) => ({ patientId: Number(route.params.id) }),
-  meta: { roles: ["gp"] },
-});
-router.addRoute({
-  path: "/consults/:id(\\d+)/room",
-  component: () => import("./views/ConsultRoomView.vue"),
-  props: (route) => ({ consultId: Number(route.params.id) }),
-  meta: { roles: ["gp", "specialist", "nurse"] },
 });

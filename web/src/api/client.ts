@@ -1,6 +1,13 @@
-// The HTTP client of /api: bearer token, one refresh-and-retry on an expired token,
-// and every failure turned into an ApiError that carries the server's human message.
+// The one HTTP client of the REST API: every call of every feature goes through `api`
+// (from the feature's api.ts), with a path relative to API_BASE exactly as the OpenAPI
+// document declares it, so the compiler checks the path, its parameters, the body and the
+// answer against schema.d.ts. Bearer token, one refresh-and-retry on an expired token, and
+// every failure turned into an ApiError that carries the server's human message.
+import type { paths } from "./schema";
 import type { FieldError, Problem } from "./types";
+
+/** Where the REST API lives; the only place the client names it. */
+export const API_BASE = "/api/v1";
 
 export class ApiError extends Error {
   readonly status: number;
@@ -79,7 +86,7 @@ async function send(method: string, path: string, options: RequestOptions): Prom
     headers.Authorization = `Bearer ${token}`;
   }
   try {
-    return await fetch(path, {
+    return await fetch(`${API_BASE}${path}`, {
       method,
       headers,
       body: options.body === undefined ? undefined : JSON.stringify(options.body),
@@ -94,7 +101,8 @@ async function send(method: string, path: string, options: RequestOptions): Prom
   }
 }
 
-export async function request<T>(
+/** A request to `API_BASE + path` (path starts with "/"); the answer's JSON, or undefined on 204. */
+async function request<T>(
   method: string,
   path: string,
   options: RequestOptions = {},
@@ -116,10 +124,112 @@ export async function request<T>(
   return (type.includes("json") ? await response.json() : undefined) as T;
 }
 
+// --- paths checked against the OpenAPI document --------------------------------------------
+// The generated `paths` name every route with the API base; callers give the part after it,
+// so a path (or a method on it) that the server does not declare is a type error.
+
+type FullPath = keyof paths;
+/** A REST path relative to API_BASE as OpenAPI declares it (`/consults/{consult_id}`). */
+export type ApiPath = FullPath extends infer K
+  ? K extends `${typeof API_BASE}${infer Rest}`
+    ? Rest
+    : never
+  : never;
+type Method = "get" | "post" | "put";
+type Operation<P extends ApiPath, M extends Method> = paths[`${typeof API_BASE}${P}`][M];
+/** The paths that answer method M. */
+export type PathsOf<M extends Method> = {
+  [P in ApiPath]: Operation<P, M> extends { responses: unknown } ? P : never;
+}[ApiPath];
+
+type PathParams<O> = O extends { parameters: { path: infer X } } ? X : never;
+type QueryParams<O> = O extends { parameters: { query?: infer Q } } ? NonNullable<Q> : never;
+type JsonBody<O> = O extends { requestBody?: infer R }
+  ? NonNullable<R> extends { content: { "application/json": infer B } }
+    ? B
+    : never
+  : never;
+type PathInit<O> = [PathParams<O>] extends [never] ? { path?: never } : { path: PathParams<O> };
+type QueryInit<O> = [QueryParams<O>] extends [never]
+  ? { query?: never }
+  : O extends { parameters: { query: unknown } }
+    ? { query: QueryParams<O> }
+    : { query?: QueryParams<O> };
+type BodyInit<O> = [JsonBody<O>] extends [never]
+  ? { body?: never }
+  : O extends { requestBody: unknown }
+    ? { body: JsonBody<O> }
+    : { body?: JsonBody<O> };
+interface SessionInit {
+  /** false: a call made without a session (sign in, refresh). */
+  auth?: false;
+  /** Send this token instead of the session's (signing out after the session ended). */
+  token?: string;
+}
+/** What one call of operation O takes: its path parameters, query and JSON body. */
+export type Init<O> = PathInit<O> & QueryInit<O> & BodyInit<O> & SessionInit;
+type RequiredKeys<T> = { [K in keyof T]-?: object extends Pick<T, K> ? never : K }[keyof T];
+type InitArgs<O> = [RequiredKeys<Init<O>>] extends [never] ? [init?: Init<O>] : [init: Init<O>];
+
+type Json<R> = R extends { content: { "application/json": infer T } } ? T : undefined;
+/** The success answer of operation O as OpenAPI declares it (undefined for 204). */
+export type Answer<O> = O extends { responses: infer R }
+  ? R extends { 200: infer A }
+    ? Json<A>
+    : R extends { 201: infer A }
+      ? Json<A>
+      : R extends { 202: infer A }
+        ? Json<A>
+        : undefined
+  : never;
+
+/** The query parameters a GET of path P takes. */
+export type QueryOf<P extends PathsOf<"get">> = QueryParams<Operation<P, "get">>;
+
+type QueryValue = string | number | boolean | null | undefined;
+
+/** `/consults/{consult_id}` with `{consult_id: 3}` → `/consults/3` (each value URL-encoded),
+ * plus the query's defined members. */
+function fillPath(
+  template: string,
+  params?: Record<string, string | number>,
+  query?: Record<string, QueryValue | readonly QueryValue[]>,
+): string {
+  const path = template.replace(/\{([^}]+)\}/g, (_, name: string) => {
+    const value = params?.[name];
+    if (value === undefined) throw new Error(`${template}: no value for {${name}}`);
+    return encodeURIComponent(String(value));
+  });
+  const search = new URLSearchParams();
+  for (const [key, value] of Object.entries(query ?? {})) {
+    for (const one of Array.isArray(value) ? value : [value]) {
+      if (one !== undefined && one !== null) search.append(key, String(one));
+    }
+  }
+  const text = search.toString();
+  return text ? `${path}?${text}` : path;
+}
+
+function call<T>(method: string, template: string, init: object | undefined): Promise<T> {
+  const loose = (init ?? {}) as {
+    path?: Record<string, string | number>;
+    query?: Record<string, QueryValue | readonly QueryValue[]>;
+    body?: unknown;
+  } & SessionInit;
+  // A POST without a body still sends `{}`: the server reads every POST as JSON.
+  const body = method === "POST" ? (loose.body ?? {}) : loose.body;
+  return request<T>(method, fillPath(template, loose.path, loose.query), {
+    body,
+    auth: loose.auth,
+    token: loose.token,
+  });
+}
+
 export const api = {
-  get: <T>(path: string) => request<T>("GET", path),
-  post: <T>(path: string, body?: unknown, auth = true) =>
-    request<T>("POST", path, { body: body ?? {}, auth }),
-  postAs: <T>(token: string, path: string, body?: unknown) =>
-    request<T>("POST", path, { body: body ?? {}, token }),
+  get: <P extends PathsOf<"get">>(path: P, ...[init]: InitArgs<Operation<P, "get">>) =>
+    call<Answer<Operation<P, "get">>>("GET", path, init),
+  post: <P extends PathsOf<"post">>(path: P, ...[init]: InitArgs<Operation<P, "post">>) =>
+    call<Answer<Operation<P, "post">>>("POST", path, init),
+  put: <P extends PathsOf<"put">>(path: P, ...[init]: InitArgs<Operation<P, "put">>) =>
+    call<Answer<Operation<P, "put">>>("PUT", path, init),
 };

@@ -41,11 +41,4 @@ export function isKey(key: string): key is MessageKey {
   return key in zhCN;
 }
 
-export function formatTime(iso: string): string {
-  return new Intl.DateTimeFormat(locale.value, {
-    dateStyle: "short",
-    timeStyle: "medium",
-  }).format(new Date(iso));
-}
-
 setNetworkMessage(() => t("common.network"));

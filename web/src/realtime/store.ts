@@ -208,7 +208,7 @@ export function stopRealtime(): void {
   realtime.status = "idle";
 }
 
-// --- direct socket use (the consult room; helper "webroom") ---------------------------
+// --- direct socket use (the consult room) --------------------------------------------
 
 export interface Ack<T> {
   ok: boolean;

@@ -1,0 +1,46 @@
+// Texts of the inbox screens.
+// zh-CN is the source of the keys; English must translate every one of them.
+
+export const zhCN = {
+  "inbox.empty": "暂无消息。",
+  "inbox.recent": "最新消息",
+  "inbox.all": "全部消息",
+  "event.department_added": "新增科室「{name}」",
+  "event.member_added": "新成员加入：{role}（账号 #{id}）",
+  "event.generic": "{type}：{op}",
+  "event.prescription_delivered": "新处方 #{id} 送达",
+  "event.prescription_status": "处方 #{id}：{status}",
+  "event.notification": "{title}",
+  "event.referral": "转诊 #{id}：{status}",
+  "event.appointmentCancelled": "预约 #{id} 已取消",
+  "event.consult": "会诊 #{id}：{status}",
+  "event.consultOther": "会诊 #{id}：{op}",
+  "event.consultChat": "会诊 #{id} 有新的讨论消息",
+  "event.lobby.waiting": "会诊 #{id}：有人在等候室等待",
+  "event.lobby.admitted": "会诊 #{id}：已准入会诊室",
+  "event.careRequest": "有机构申请查阅您的病历（请在「到院码」页处理）",
+  "event.careApproved": "患者同意了您的查阅申请 #{id}",
+  "event.careDeclined": "患者拒绝了您的查阅申请 #{id}",
+};
+
+export const en: Record<keyof typeof zhCN, string> = {
+  "inbox.empty": "No messages yet.",
+  "inbox.recent": "Latest messages",
+  "inbox.all": "All messages",
+  "event.department_added": "Department “{name}” added",
+  "event.member_added": "New member: {role} (account #{id})",
+  "event.generic": "{type}: {op}",
+  "event.prescription_delivered": "New prescription #{id} delivered",
+  "event.prescription_status": "Prescription #{id}: {status}",
+  "event.notification": "{title}",
+  "event.referral": "Referral #{id}: {status}",
+  "event.appointmentCancelled": "Appointment #{id} cancelled",
+  "event.consult": "Consult #{id}: {status}",
+  "event.consultOther": "Consult #{id}: {op}",
+  "event.consultChat": "Consult #{id}: a new chat message",
+  "event.lobby.waiting": "Consult #{id}: someone is in the waiting room",
+  "event.lobby.admitted": "Consult #{id}: admitted to the room",
+  "event.careRequest": "An institution asks to see your record (answer it under Presence code)",
+  "event.careApproved": "The patient approved your request #{id}",
+  "event.careDeclined": "The patient declined your request #{id}",
+};
