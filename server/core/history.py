@@ -31,7 +31,8 @@ class HistoryEntry(BaseModel):
     actor_user_id: int | None = Field(description="who took the step (none: the system)")
     reason: str | None = Field(default=None, description="why, as the actor gave it")
     details: dict[str, Any] = Field(default_factory=dict)
-    # Names earlier answers used, kept so that no client loses a field it reads.
+    # Names earlier answers used, kept so that no client loses a field it reads (a kind
+    # adopting this model adds its own here, e.g. consults' ``actor_id`` and structured note).
     status: str | None = Field(default=None, description="prescriptions: same as to_status")
     version: int | None = Field(default=None, description="prescriptions: the version")
     note: str | None = Field(default=None, description="referrals: same as reason")

@@ -89,7 +89,7 @@ def steps(*table: Step[Row]) -> Mapping[str, Step[Row]]:
 class Lifecycle(Generic[Row]):
     """The steps of one kind of object, and the one way to take them."""
 
-    kind: str  # the audit actions' prefix ("prescription") and the resource type
+    kind: str  # the audit actions' prefix ("prescription")
     resource: str  # "Prescription"
     model: type[Row]
     table: Mapping[str, Step[Row]]
