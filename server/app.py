@@ -60,6 +60,7 @@ from server.core.sessions import SessionEnds
 from server.core.signing import Signer
 from server.identity.care import CareService
 from server.identity.care_routes import routes as care_routes
+from server.identity.directory import Directory
 from server.identity.patient_routes import routes as patient_routes
 from server.identity.patients import PatientIndex
 from server.identity.routes import routes as identity_routes
@@ -185,11 +186,12 @@ def create_app(settings: Settings) -> web.Application:
     patients = PatientIndex(db, audit, access)
     records = RecordsService(db, audit, access, patients, identity)
     patients.followers.update(access=access, records=records)
-    inbox = InboxService(db, events)
+    directory = Directory()
+    inbox = InboxService(db, events, directory)
     inbox_socket.register(gateway, inbox)
-    scheduling = SchedulingService(settings, db, audit, inbox, access)
+    scheduling = SchedulingService(settings, db, audit, inbox, access, directory)
     care = CareService(settings, db, audit, access, inbox)
-    referrals = ReferralService(settings, db, audit, access, records, inbox, scheduling)
+    referrals = ReferralService(settings, db, audit, access, records, inbox, scheduling, directory)
     # The checkpoint key is read from its file, never stored in the database.
     checkpoint_signer, checkpoint_public = load_key_files(
         settings.checkpoint_key_file, settings.checkpoint_public_key_file
@@ -228,7 +230,7 @@ def create_app(settings: Settings) -> web.Application:
         events,
         signer,
         Catalogue(db),
-        PatientRecord(db, records=records, access=access),
+        PatientRecord(db, records=records, access=access, directory=directory),
         gateway.push,
     )
     prescription_socket.register(gateway, prescriptions)
@@ -254,6 +256,7 @@ def create_app(settings: Settings) -> web.Application:
         records=records,
         consults=consults,
         recording=recording,
+        directory=directory,
     )
     services.nodes = nodes
     app[SERVICES] = services

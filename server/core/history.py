@@ -2,22 +2,44 @@
 
 Each capability keeps its own history table, since what a step records differs (a consult
 step carries a structured note, a prescription step its version and details, a referral
-step a short note). Reading a history and turning its rows into the answer's entries is
-the same everywhere, so it is done here: rows in the order they were written, each turned
-into the capability's entry model by attribute name.
+step a short note). The answer is one model, :class:`HistoryEntry`, the same for every
+kind: when the step was taken, the status it left and the one it reached, who took it,
+why, and the step's details. Reading a history is the same everywhere too: rows in the
+order they were written, each turned into an entry by :func:`entries`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 Entry = TypeVar("Entry", bound=BaseModel)
+
+
+class HistoryEntry(BaseModel):
+    """One step of a status history (a prescription's, a referral's)."""
+
+    at: datetime
+    from_status: str | None = Field(description="the status the step left (none: created)")
+    to_status: str = Field(description="the status reached, or what the step recorded")
+    actor_user_id: int | None = Field(description="who took the step (none: the system)")
+    reason: str | None = Field(default=None, description="why, as the actor gave it")
+    details: dict[str, Any] = Field(default_factory=dict)
+    # Names earlier answers used, kept so that no client loses a field it reads (a kind
+    # adopting this model adds its own here, e.g. consults' ``actor_id`` and structured note).
+    status: str | None = Field(default=None, description="prescriptions: same as to_status")
+    version: int | None = Field(default=None, description="prescriptions: the version")
+    note: str | None = Field(default=None, description="referrals: same as reason")
+
+
+class HistoryList(BaseModel):
+    items: list[HistoryEntry]
 
 
 async def read_history(

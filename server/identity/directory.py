@@ -225,3 +225,23 @@ class Directory:
             .where(AuthSession.id == session_id, AuthSession.revoked_at.is_(None))
             .values(revoked_at=utcnow(), revoke_reason=reason[:32])
         )
+
+    # --- lookups by name (seeding, fixtures) --------------------------------------------
+
+    async def department_id_named(
+        self, session: AsyncSession, institution_code: str, name: str
+    ) -> int | None:
+        """The department of that name at the institution with that code."""
+        found: int | None = await session.scalar(
+            select(Department.id)
+            .join(Institution, Institution.id == Department.institution_id)
+            .where(Institution.code == institution_code, Department.name == name)
+        )
+        return found
+
+    async def institution_kind(self, session: AsyncSession, institution_id: int) -> str | None:
+        """The kind of an institution (one column: the prescribing path asks it often)."""
+        found: str | None = await session.scalar(
+            select(Institution.kind).where(Institution.id == institution_id)
+        )
+        return found

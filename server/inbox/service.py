@@ -21,7 +21,7 @@ from sqlalchemy import func, select, update
 from server.core.auth import Requester
 from server.core.db import Database, Tx, utcnow
 from server.core.events import Events
-from server.identity.models import User
+from server.identity.directory import Directory
 from server.inbox import schemas
 from server.inbox.models import InboxItem
 from server.realtime.gateway import base_rooms, desk_stream
@@ -50,9 +50,10 @@ def item_out(item: InboxItem) -> schemas.InboxItemOut:
 
 
 class InboxService:
-    def __init__(self, db: Database, events: Events) -> None:
+    def __init__(self, db: Database, events: Events, directory: Directory) -> None:
         self.db = db
         self.events = events
+        self.directory = directory
 
     async def notify(
         self,
@@ -73,9 +74,7 @@ class InboxService:
         user_ids = list(users)
         patient_ids = list(patients)
         if patient_ids:
-            user_ids += list(
-                await tx.session.scalars(select(User.id).where(User.patient_id.in_(patient_ids)))
-            )
+            user_ids += await self.directory.user_ids_of_patients(tx.session, patient_ids)
         streams = list(
             dict.fromkeys(
                 [user_stream(u) for u in user_ids] + [desk_stream(i) for i in institutions]

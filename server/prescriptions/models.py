@@ -4,6 +4,7 @@ status history, deliveries to pharmacies and dispensations."""
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -19,6 +20,17 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from server.core.db import Base, UTCDateTime, utcnow
+
+
+class PrescriptionStatus(StrEnum):
+    SIGNED = "signed"
+    SENT = "sent"
+    UNDER_REVIEW = "under_review"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    DISPENSED = "dispensed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
 
 
 class Drug(Base):

@@ -8,6 +8,10 @@ so the rules read plain values and the wiring to other capabilities is in one
 file. So do the few facts a pharmacist needs to review and dispense
 (:meth:`PatientRecord.dispensing_facts`): read through the records service's
 trusted API for that one job, never as an access to the record.
+
+The record is read once per request (:meth:`PatientRecord.chart`: every resource
+type the rules need, in one query), and people through identity's directory, all
+inside the caller's read session.
 """
 
 from __future__ import annotations
@@ -16,12 +20,11 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.core.auth import Requester
 from server.core.db import Database
-from server.identity.models import Institution, Patient, User
+from server.identity.directory import Directory, PatientRef
 from server.prescriptions import schemas
 
 if TYPE_CHECKING:
@@ -37,6 +40,9 @@ WEIGHT_LOINC = "29463-7"  # Body weight
 KG_PER_UNIT = {"kg": 1.0, "g": 0.001, "[lb_av]": 0.45359237, "lb": 0.45359237}
 NOT_A_MEASUREMENT = frozenset({"entered-in-error", "cancelled"})
 CHINA = timezone(timedelta(hours=8))
+PHARMACY = "pharmacy"
+# What the prescribing rules and checks read of the record (the pharmacy also the weight).
+RULE_TYPES = ("Encounter", "Condition", "AllergyIntolerance", "MedicationRequest")
 
 
 def mask_resident_id(resident_id: str) -> str:
@@ -77,6 +83,7 @@ class PatientFacts:
     birth_date: date
     guardian_name: str | None
     user_id: int | None
+    sex: str
 
 
 @dataclass(frozen=True)
@@ -86,6 +93,7 @@ class PrescriberFacts:
     role: str
     institution_id: int | None
     can_prescribe: bool
+    title: str | None
 
 
 def _codes(concept: dict[str, Any] | None) -> set[str]:
@@ -110,93 +118,181 @@ def _label(concept: dict[str, Any] | None) -> str:
     return ", ".join(sorted(_codes(concept)))
 
 
-class PatientRecord:
-    """Reads for the rules and checks; ``records``/``access`` are the records capability's."""
+@dataclass(frozen=True)
+class Chart:
+    """What the rules, the checks and the pharmacy read of one patient's record."""
 
-    def __init__(self, db: Database, records: RecordsService, access: AccessService) -> None:
+    conditions: list[RecordedCondition]
+    allergies: list[Allergy]
+    medications: list[CurrentMedication]
+    weight: tuple[float, str | None] | None
+
+
+def read_conditions(
+    encounters: list[dict[str, Any]], conditions: list[dict[str, Any]]
+) -> list[RecordedCondition]:
+    classes = {f"Encounter/{e.get('id')}": (e.get("class") or {}).get("code") for e in encounters}
+    found = []
+    for resource in conditions:
+        if _status(resource, "clinicalStatus") in INACTIVE_CLINICAL:
+            continue
+        if _status(resource, "verificationStatus") in REFUTED:
+            continue
+        reference = (resource.get("encounter") or {}).get("reference")
+        encounter_class = classes.get(reference) if reference else None
+        found.append(
+            RecordedCondition(
+                codes=frozenset(_codes(resource.get("code"))),
+                display=_label(resource.get("code")),
+                offline=encounter_class is not None
+                and encounter_class not in ONLINE_ENCOUNTER_CLASSES,
+            )
+        )
+    return found
+
+
+def read_allergies(resources: list[dict[str, Any]]) -> list[Allergy]:
+    found = []
+    for resource in resources:
+        if _status(resource, "clinicalStatus") in INACTIVE_CLINICAL:
+            continue
+        if _status(resource, "verificationStatus") in REFUTED:
+            continue
+        concept = resource.get("code") or {}
+        tokens = _codes(concept) | {
+            str(c["display"]) for c in concept.get("coding", []) if c.get("display")
+        }
+        if concept.get("text"):
+            tokens.add(str(concept["text"]))
+        found.append(Allergy(tokens=frozenset(t.lower() for t in tokens), label=_label(concept)))
+    return found
+
+
+def read_medications(resources: list[dict[str, Any]]) -> list[CurrentMedication]:
+    found = []
+    for resource in resources:
+        if resource.get("status") != "active":
+            continue
+        concept = resource.get("medicationCodeableConcept")
+        found.append(CurrentMedication(codes=frozenset(_codes(concept)), label=_label(concept)))
+    return found
+
+
+def read_weight(observations: list[dict[str, Any]]) -> tuple[float, str | None] | None:
+    """The newest body-weight Observation in kg, with its date; None when none is usable."""
+    for resource in observations:
+        if resource.get("status") in NOT_A_MEASUREMENT:
+            continue
+        quantity = resource.get("valueQuantity") or {}
+        value = quantity.get("value")
+        factor = KG_PER_UNIT.get(quantity.get("code") or quantity.get("unit") or "")
+        if factor is None or isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        at = resource.get("effectiveDateTime")
+        return round(value * factor, 1), at if isinstance(at, str) else None
+    return None
+
+
+def patient_facts(row: PatientRef, user_id: int | None) -> PatientFacts:
+    return PatientFacts(
+        id=row.id,
+        name=row.name,
+        resident_id=row.resident_id,
+        birth_date=row.birth_date,
+        guardian_name=row.guardian_name,
+        user_id=user_id,
+        sex=row.sex,
+    )
+
+
+class PatientRecord:
+    """Reads for the rules and checks; ``records``/``access`` are the records capability's,
+    ``directory`` identity's."""
+
+    def __init__(
+        self,
+        db: Database,
+        records: RecordsService,
+        access: AccessService,
+        directory: Directory,
+    ) -> None:
         self.db = db
         self.records = records
         self.access = access
-
-    async def _resources(self, patient_id: int, resource_type: str) -> list[dict[str, Any]]:
-        return await self.records.resources(patient_id, resource_type)
+        self.directory = directory
 
     async def check_access(self, requester: Requester, patient_id: int, action: str) -> None:
         await self.access.check_patient_access(
             requester, patient_id, action=action, resources="Prescription"
         )
 
-    async def conditions(self, patient_id: int) -> list[RecordedCondition]:
-        encounters = {
-            f"Encounter/{e.get('id')}": (e.get("class") or {}).get("code")
-            for e in await self._resources(patient_id, "Encounter")
-        }
-        found = []
-        for resource in await self._resources(patient_id, "Condition"):
-            if _status(resource, "clinicalStatus") in INACTIVE_CLINICAL:
-                continue
-            if _status(resource, "verificationStatus") in REFUTED:
-                continue
-            reference = (resource.get("encounter") or {}).get("reference")
-            encounter_class = encounters.get(reference) if reference else None
-            found.append(
-                RecordedCondition(
-                    codes=frozenset(_codes(resource.get("code"))),
-                    display=_label(resource.get("code")),
-                    offline=encounter_class is not None
-                    and encounter_class not in ONLINE_ENCOUNTER_CLASSES,
-                )
-            )
-        return found
+    async def chart(self, session: AsyncSession, patient_id: int, *, weight: bool) -> Chart:
+        """The record as the rules read it, in one query (``weight``: the pharmacy's too)."""
+        found = await self.records.resources_of_types(
+            session,
+            patient_id,
+            RULE_TYPES,
+            coded=[("Observation", WEIGHT_LOINC)] if weight else (),
+        )
+        return Chart(
+            conditions=read_conditions(found["Encounter"], found["Condition"]),
+            allergies=read_allergies(found["AllergyIntolerance"]),
+            medications=read_medications(found["MedicationRequest"]),
+            weight=read_weight(found.get("Observation", [])),
+        )
 
-    async def allergies(self, patient_id: int) -> list[Allergy]:
-        found = []
-        for resource in await self._resources(patient_id, "AllergyIntolerance"):
-            if _status(resource, "clinicalStatus") in INACTIVE_CLINICAL:
-                continue
-            if _status(resource, "verificationStatus") in REFUTED:
-                continue
-            concept = resource.get("code") or {}
-            tokens = _codes(concept) | {
-                str(c["display"]) for c in concept.get("coding", []) if c.get("display")
-            }
-            if concept.get("text"):
-                tokens.add(str(concept["text"]))
-            found.append(
-                Allergy(tokens=frozenset(t.lower() for t in tokens), label=_label(concept))
-            )
-        return found
+    async def people(
+        self, session: AsyncSession, user_id: int, patient_id: int
+    ) -> tuple[PrescriberFacts, PatientFacts | None]:
+        """The prescriber and the patient."""
+        user = await self.directory.user(session, user_id)
+        assert user is not None, "an authenticated user exists"
+        prescriber = PrescriberFacts(
+            id=user.id,
+            name=user.name,
+            role=user.role,
+            institution_id=user.institution_id,
+            can_prescribe=user.can_prescribe and user.active,
+            title=user.title,
+        )
+        return prescriber, await self.patient_in(session, patient_id)
 
-    async def latest_weight(self, patient_id: int) -> tuple[float, str | None] | None:
-        """The newest body-weight Observation in kg, with its date; None when none is usable."""
-        for resource in await self.records.resources(patient_id, "Observation", code=WEIGHT_LOINC):
-            if resource.get("status") in NOT_A_MEASUREMENT:
-                continue
-            quantity = resource.get("valueQuantity") or {}
-            value = quantity.get("value")
-            factor = KG_PER_UNIT.get(quantity.get("code") or quantity.get("unit") or "")
-            if factor is None or isinstance(value, bool) or not isinstance(value, int | float):
-                continue
-            at = resource.get("effectiveDateTime")
-            return round(value * factor, 1), at if isinstance(at, str) else None
-        return None
+    async def patient(self, patient_id: int) -> PatientFacts | None:
+        async with self.db.read() as session:
+            return await self.patient_in(session, patient_id)
 
-    async def dispensing_facts(
-        self, patient_id: int, prescriber_id: int
+    async def patient_in(self, session: AsyncSession, patient_id: int) -> PatientFacts | None:
+        row = await self.directory.patient(session, patient_id)
+        if row is None:
+            return None
+        return patient_facts(row, await self.patient_user_id(session, patient_id))
+
+    async def patient_user_id(self, session: AsyncSession, patient_id: int) -> int | None:
+        """The patient's account, read inside the caller's transaction."""
+        return await self.directory.user_id_of_patient(session, patient_id)
+
+    async def patients_matching(self, text: str) -> list[int]:
+        async with self.db.read() as session:
+            return await self.directory.patients_matching(session, text)
+
+    async def is_pharmacy(self, session: AsyncSession, institution_id: int) -> bool:
+        return await self.directory.institution_kind(session, institution_id) == PHARMACY
+
+    async def pharmacy_views(
+        self,
+        session: AsyncSession,
+        patient: PatientFacts,
+        prescriber: PrescriberFacts,
+        chart: Chart,
     ) -> tuple[schemas.PatientView, schemas.PrescriberView]:
         """What the pharmacy sees of the patient and the prescriber: age (not the birth
         date), sex, weight, allergies, a masked resident ID; name, title and institution."""
-        async with self.db.read() as session:
-            patient = await session.get(Patient, patient_id)
-            doctor = await session.get(User, prescriber_id)
-            assert patient is not None and doctor is not None, "a prescription's people exist"
-            institution = (
-                await session.get(Institution, doctor.institution_id)
-                if doctor.institution_id is not None
-                else None
-            )
-        weight = await self.latest_weight(patient_id)
-        allergies = sorted({a.label for a in await self.allergies(patient_id) if a.label})
+        institution = (
+            await self.directory.institution(session, prescriber.institution_id)
+            if prescriber.institution_id is not None
+            else None
+        )
+        weight = chart.weight
         return (
             schemas.PatientView(
                 name=patient.name,
@@ -205,74 +301,23 @@ class PatientRecord:
                 age=age_on(patient.birth_date, datetime.now(CHINA).date()),
                 weight_kg=weight[0] if weight else None,
                 weight_at=weight[1] if weight else None,
-                allergies=allergies,
+                allergies=sorted({a.label for a in chart.allergies if a.label}),
             ),
             schemas.PrescriberView(
-                user_id=doctor.id,
-                name=doctor.name,
-                title=doctor.title,
-                institution_id=doctor.institution_id,
+                user_id=prescriber.id,
+                name=prescriber.name,
+                title=prescriber.title,
+                institution_id=prescriber.institution_id,
                 institution_name=institution.name if institution else None,
             ),
         )
 
-    async def medications(self, patient_id: int) -> list[CurrentMedication]:
-        found = []
-        for resource in await self._resources(patient_id, "MedicationRequest"):
-            if resource.get("status") != "active":
-                continue
-            concept = resource.get("medicationCodeableConcept")
-            found.append(CurrentMedication(codes=frozenset(_codes(concept)), label=_label(concept)))
-        return found
-
-    async def patient(self, patient_id: int) -> PatientFacts | None:
+    async def dispensing_facts(
+        self, patient_id: int, prescriber_id: int
+    ) -> tuple[schemas.PatientView, schemas.PrescriberView]:
+        """The pharmacy's view of a stored prescription's people, in one read."""
         async with self.db.read() as session:
-            return await self._patient(session, patient_id)
-
-    async def people(
-        self, user_id: int, patient_id: int
-    ) -> tuple[PrescriberFacts, PatientFacts | None]:
-        """The prescriber and the patient, in one read."""
-        async with self.db.read() as session:
-            row = await session.get(User, user_id)
-            assert row is not None, "an authenticated user exists"
-            prescriber = PrescriberFacts(
-                id=row.id,
-                name=row.name,
-                role=row.role,
-                institution_id=row.institution_id,
-                can_prescribe=row.can_prescribe and row.active,
-            )
-            return prescriber, await self._patient(session, patient_id)
-
-    async def _patient(self, session: AsyncSession, patient_id: int) -> PatientFacts | None:
-        row = await session.get(Patient, patient_id)
-        if row is None:
-            return None
-        return PatientFacts(
-            id=row.id,
-            name=row.name,
-            resident_id=row.resident_id,
-            birth_date=row.birth_date,
-            guardian_name=row.guardian_name,
-            user_id=await self.patient_user_id(session, patient_id),
-        )
-
-    @staticmethod
-    async def patient_user_id(session: AsyncSession, patient_id: int) -> int | None:
-        """The patient's account, read inside the caller's transaction."""
-        return await session.scalar(select(User.id).where(User.patient_id == patient_id))
-
-    async def patients_matching(self, text: str) -> list[int]:
-        async with self.db.read() as session:
-            rows = await session.scalars(
-                select(Patient.id).where((Patient.name == text) | (Patient.resident_id == text))
-            )
-            return list(rows)
-
-    async def is_pharmacy(self, institution_id: int) -> bool:
-        async with self.db.read() as session:
-            kind = await session.scalar(
-                select(Institution.kind).where(Institution.id == institution_id)
-            )
-        return kind == "pharmacy"
+            prescriber, patient = await self.people(session, prescriber_id, patient_id)
+            assert patient is not None, "a prescription's patient exists"
+            chart = await self.chart(session, patient_id, weight=True)
+            return await self.pharmacy_views(session, patient, prescriber, chart)

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from server.container import services
 from server.core.api import Call, Routes
 from server.core.errors import ValidationFailed
+from server.core.history import HistoryList
+from server.core.roles import PRESCRIBER_ROLES, Role
 from server.prescriptions import schemas
+from server.prescriptions.service import PrescriptionService
 
 routes = Routes(tag="prescriptions")
-PRESCRIBERS = {"specialist", "gp"}
+PRESCRIBERS = PRESCRIBER_ROLES
 ONE = r"/api/v1/prescriptions/{prescription_id:\d+}"
 RULE_ERRORS = (403, 404, 422)
 
 
-def _service(call: Call) -> Any:
-    return services(call).prescriptions
+def _rx(call: Call) -> PrescriptionService:
+    service: PrescriptionService = services(call).prescriptions
+    return service
 
 
 def idempotency_key(call: Call) -> str | None:
@@ -36,7 +38,7 @@ def idempotency_key(call: Call) -> str | None:
     errors=RULE_ERRORS,
 )
 async def check_prescription(call: Call) -> schemas.CheckResult:
-    return await _service(call).check(call.user, call.body)  # type: ignore[no-any-return]
+    return await _rx(call).prescribing.check(call.user, call.body)
 
 
 @routes.op(
@@ -50,9 +52,7 @@ async def check_prescription(call: Call) -> schemas.CheckResult:
     errors=RULE_ERRORS,
 )
 async def create_prescription(call: Call) -> schemas.PrescriptionOut:
-    return await _service(call).create(  # type: ignore[no-any-return]
-        call.user, call.body, idempotency_key(call)
-    )
+    return await _rx(call).prescribing.create(call.user, call.body, idempotency_key(call))
 
 
 @routes.op(
@@ -64,27 +64,23 @@ async def create_prescription(call: Call) -> schemas.PrescriptionOut:
     errors=(403,),
 )
 async def list_my_prescriptions(call: Call) -> schemas.PrescriptionList:
-    return await _service(call).mine(call.user, call.query)  # type: ignore[no-any-return]
+    return await _rx(call).views.mine(call.user, call.query)
 
 
 @routes.op("GET", ONE, summary="One prescription", response=schemas.PrescriptionOut, errors=(404,))
 async def get_prescription(call: Call) -> schemas.PrescriptionOut:
-    return await _service(call).get(  # type: ignore[no-any-return]
-        call.user, call.path_int("prescription_id")
-    )
+    return await _rx(call).views.get(call.user, call.path_int("prescription_id"))
 
 
 @routes.op(
     "GET",
     ONE + "/history",
     summary="The full status history",
-    response=schemas.HistoryList,
+    response=HistoryList,
     errors=(404,),
 )
-async def get_prescription_history(call: Call) -> schemas.HistoryList:
-    return await _service(call).history(  # type: ignore[no-any-return]
-        call.user, call.path_int("prescription_id")
-    )
+async def get_prescription_history(call: Call) -> HistoryList:
+    return await _rx(call).views.history(call.user, call.path_int("prescription_id"))
 
 
 @routes.op(
@@ -95,9 +91,7 @@ async def get_prescription_history(call: Call) -> schemas.HistoryList:
     errors=(404,),
 )
 async def verify_prescription(call: Call) -> schemas.VerifyResult:
-    return await _service(call).verify(  # type: ignore[no-any-return]
-        call.user, call.path_int("prescription_id")
-    )
+    return await _rx(call).views.verify(call.user, call.path_int("prescription_id"))
 
 
 @routes.op(
@@ -106,13 +100,11 @@ async def verify_prescription(call: Call) -> schemas.VerifyResult:
     summary="Send to the pharmacy the patient chose",
     body=schemas.RouteRequest,
     response=schemas.PrescriptionOut,
-    roles=PRESCRIBERS | {"patient"},
+    roles=PRESCRIBERS | {Role.PATIENT},
     errors=(404, 409, 422),
 )
 async def route_prescription(call: Call) -> schemas.PrescriptionOut:
-    return await _service(call).route(  # type: ignore[no-any-return]
-        call.user, call.path_int("prescription_id"), call.body
-    )
+    return await _rx(call).delivery.route(call.user, call.path_int("prescription_id"), call.body)
 
 
 @routes.op(
@@ -125,7 +117,7 @@ async def route_prescription(call: Call) -> schemas.PrescriptionOut:
     errors=(404, 409, 422),
 )
 async def revise_prescription(call: Call) -> schemas.PrescriptionOut:
-    return await _service(call).revise(  # type: ignore[no-any-return]
+    return await _rx(call).prescribing.revise(
         call.user, call.path_int("prescription_id"), call.body
     )
 
@@ -134,12 +126,12 @@ async def revise_prescription(call: Call) -> schemas.PrescriptionOut:
     "POST",
     ONE + "/cancel",
     summary="Cancel before dispensing (the prescribing doctor)",
-    body=schemas.CancelRequest,
+    body=schemas.PrescriptionCancel,
     response=schemas.PrescriptionOut,
     errors=(403, 404, 409),
 )
 async def cancel_prescription(call: Call) -> schemas.PrescriptionOut:
-    return await _service(call).cancel(  # type: ignore[no-any-return]
+    return await _rx(call).prescribing.cancel(
         call.user, call.path_int("prescription_id"), call.body.reason
     )
 
@@ -149,15 +141,14 @@ async def cancel_prescription(call: Call) -> schemas.PrescriptionOut:
     ONE + "/receipt",
     summary="The pharmacy acknowledges receipt of a version (repeating it is harmless)",
     body=schemas.AckRequest,
-    errors=(403, 404),
+    response=schemas.Receipt,
+    errors=(403, 404, 422),
 )
-async def acknowledge_prescription(call: Call) -> dict[str, Any]:
+async def acknowledge_prescription(call: Call) -> schemas.Receipt:
     prescription_id = call.path_int("prescription_id")
     if call.body.prescription_id != prescription_id:
         raise ValidationFailed.field("prescription_id", "does not match the path")
-    return await _service(call).acknowledge(  # type: ignore[no-any-return]
-        call.user, prescription_id, call.body.version
-    )
+    return await _rx(call).delivery.acknowledge(call.user, prescription_id, call.body.version)
 
 
 @routes.op(
@@ -169,9 +160,7 @@ async def acknowledge_prescription(call: Call) -> dict[str, Any]:
     errors=(403, 404, 409),
 )
 async def review_prescription(call: Call) -> schemas.PrescriptionOut:
-    return await _service(call).review(  # type: ignore[no-any-return]
-        call.user, call.path_int("prescription_id"), call.body
-    )
+    return await _rx(call).review.review(call.user, call.path_int("prescription_id"), call.body)
 
 
 @routes.op(
@@ -183,9 +172,7 @@ async def review_prescription(call: Call) -> schemas.PrescriptionOut:
     errors=(403, 404, 409, 422),
 )
 async def dispense_prescription(call: Call) -> schemas.PrescriptionOut:
-    return await _service(call).dispense(  # type: ignore[no-any-return]
-        call.user, call.path_int("prescription_id"), call.body
-    )
+    return await _rx(call).review.dispense(call.user, call.path_int("prescription_id"), call.body)
 
 
 @routes.op(
@@ -197,7 +184,7 @@ async def dispense_prescription(call: Call) -> schemas.PrescriptionOut:
     errors=(403,),
 )
 async def pharmacy_queue(call: Call) -> schemas.PrescriptionList:
-    return await _service(call).queue(call.user, call.query)  # type: ignore[no-any-return]
+    return await _rx(call).views.queue(call.user, call.query)
 
 
 @routes.op(
@@ -208,4 +195,4 @@ async def pharmacy_queue(call: Call) -> schemas.PrescriptionList:
     errors=(403,),
 )
 async def pending_deliveries(call: Call) -> schemas.PendingList:
-    return schemas.PendingList(items=await _service(call).pending(call.user))
+    return schemas.PendingList(items=await _rx(call).delivery.pending(call.user))

@@ -9,13 +9,12 @@ from pydantic import BaseModel, Field, model_validator
 
 from server.core.api import Strict
 from server.core.types import PlainText
+from server.prescriptions.models import PrescriptionStatus
 
 Kind = Literal["normal", "emergency", "long_term"]
 Route = Literal["口服", "舌下", "吸入", "外用", "皮下注射", "肌内注射", "静脉注射", "经皮", "滴眼"]
 Frequency = Literal["qd", "bid", "tid", "qid", "q8h", "q12h", "qn", "qw", "prn"]
-Status = Literal[
-    "signed", "sent", "under_review", "approved", "rejected", "dispensed", "cancelled", "expired"
-]
+Status = PrescriptionStatus
 QueueStatus = Literal["new", "under_review", "approved", "rejected", "dispensed", "all"]
 Severity = Literal["minor", "moderate", "severe"]
 
@@ -107,7 +106,7 @@ class ReviewRequest(Strict):
         return self
 
 
-class CancelRequest(Strict):
+class PrescriptionCancel(Strict):
     reason: PlainText = Field(min_length=1, max_length=1000)
 
 
@@ -127,13 +126,12 @@ class AckRequest(Strict):
     version: int = Field(ge=1)
 
 
-class HistoryEntry(BaseModel):
-    at: datetime
-    status: str
+class Receipt(BaseModel):
+    """The answer to a receipt (``POST …/receipt`` and the ``prescription.ack`` event)."""
+
+    prescription_id: int
     version: int
-    actor_user_id: int | None
-    reason: str | None
-    details: dict[str, Any]
+    first: bool = Field(description="false when this version was already acknowledged")
 
 
 class PatientView(BaseModel):
@@ -186,10 +184,6 @@ class PrescriptionOut(BaseModel):
 
 class PrescriptionList(BaseModel):
     items: list[PrescriptionOut]
-
-
-class HistoryList(BaseModel):
-    items: list[HistoryEntry]
 
 
 class VerifyResult(BaseModel):

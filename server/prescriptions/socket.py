@@ -17,10 +17,11 @@ class PendingRequest(Strict):
 
 def register(gateway: Gateway, service: PrescriptionService) -> None:
     async def ack(sid: str, requester: Requester, data: AckRequest) -> dict[str, Any]:
-        return await service.acknowledge(requester, data.prescription_id, data.version)
+        receipt = await service.delivery.acknowledge(requester, data.prescription_id, data.version)
+        return receipt.model_dump()
 
     async def pending(sid: str, requester: Requester, data: PendingRequest) -> dict[str, Any]:
-        return {"events": await service.pending(requester)}
+        return {"events": await service.delivery.pending(requester)}
 
     gateway.on("prescription.ack", AckRequest, ack)
     gateway.on("prescription.pending", PendingRequest, pending)

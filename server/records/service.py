@@ -14,7 +14,8 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, time, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import ColumnElement, Select, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.core.access import AccessService, ContentPolicy, withheld_marker, withhold
 from server.core.audit import AuditEvent, AuditLog
@@ -594,6 +595,34 @@ class RecordsService:
         for row in rows:
             row.patient_id = source_id
             row.resource = _repoint(row.resource, target_id, source_id)
+
+    # --- trusted reads in a caller's session --------------------------------------------
+
+    async def resources_of_types(
+        self,
+        session: AsyncSession,
+        patient_id: int,
+        resource_types: Iterable[str],
+        coded: Iterable[tuple[str, str]] = (),
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Several resource types of a patient in one query inside the caller's session (as
+        :meth:`resources`: no access check), by type, newest first; ``coded`` adds
+        ``(type, code)`` pairs (one Observation code, not all Observations)."""
+        wanted = sorted(set(resource_types))
+        pairs = sorted(set(coded))
+        match: list[ColumnElement[bool]] = [RecordEntry.resource_type.in_(wanted)] if wanted else []
+        match += [(RecordEntry.resource_type == t) & (RecordEntry.code == c) for t, c in pairs]
+        found: dict[str, list[dict[str, Any]]] = {t: [] for t in [*wanted, *(t for t, _ in pairs)]}
+        if not match:
+            return found
+        rows = await session.execute(
+            select(RecordEntry.resource_type, RecordEntry.resource)
+            .where(RecordEntry.patient_id == patient_id, or_(*match))
+            .order_by(RecordEntry.date.desc(), RecordEntry.id)
+        )
+        for resource_type, resource in rows:
+            found[resource_type].append(dict(resource))
+        return found
 
 
 _OPERATOR = Requester(user_id=0, role="platform_admin", session_id="")

@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from server.core.db import Base, UTCDateTime, utcnow
+
+
+class ReferralStatus(StrEnum):
+    REQUESTED = "requested"
+    ACCEPTED = "accepted"
+    SCHEDULED = "scheduled"
+    ARRIVED = "arrived"
+    COMPLETED = "completed"
+    DECLINED = "declined"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
 
 
 class Referral(Base):

@@ -6,7 +6,7 @@ from pydantic import BaseModel
 
 from server.container import services
 from server.core.api import Call, Routes
-from server.core.roles import DESK_ROLES
+from server.core.roles import DESK_ROLES, REFERRING_ROLES
 from server.referrals import schemas
 
 routes = Routes(tag="referrals")
@@ -20,7 +20,7 @@ REFERRAL = r"/api/v1/referrals/{referral_id:\d+}"
     body=schemas.ReferralCreate,
     response=schemas.ReferralOut,
     status=201,
-    roles={"gp", "specialist"},
+    roles=REFERRING_ROLES,
     errors=(403, 422),
 )
 async def create_referral(call: Call) -> schemas.ReferralOut:
@@ -34,7 +34,7 @@ async def create_referral(call: Call) -> schemas.ReferralOut:
     body=schemas.ReferralCreate,
     response=schemas.ReferralOut,
     status=201,
-    roles={"gp", "specialist"},
+    roles=REFERRING_ROLES,
     errors=(403, 404, 409, 422),
 )
 async def create_referral_from_consult(call: Call) -> schemas.ReferralOut:

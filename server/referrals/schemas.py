@@ -8,12 +8,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, model_validator
 
 from server.core.api import Strict
+from server.core.history import HistoryEntry
+from server.referrals.models import ReferralStatus
 
 Direction = Literal["up", "down"]
 Urgency = Literal["routine", "urgent", "emergency"]
-Status = Literal[
-    "requested", "accepted", "scheduled", "arrived", "completed", "declined", "cancelled", "expired"
-]
+Status = ReferralStatus
 
 
 class FollowUpTask(Strict):
@@ -85,14 +85,6 @@ class ReferralQuery(Strict):
     status: Status | None = None
 
 
-class HistoryOut(BaseModel):
-    from_status: Status | None
-    to_status: Status
-    actor_user_id: int | None
-    note: str | None
-    at: datetime
-
-
 class ReferralOut(BaseModel):
     id: int
     direction: Direction
@@ -119,7 +111,7 @@ class ReferralOut(BaseModel):
     expires_at: datetime
     created_at: datetime
     updated_at: datetime
-    history: list[HistoryOut]
+    history: list[HistoryEntry]
     withheld: dict[str, Any] | None = Field(
         default=None,
         description='what consent kept out: {"count": n, "reason": "consent"} (attachments, '

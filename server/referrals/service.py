@@ -1,17 +1,9 @@
 """Two-way referrals (双向转诊): up to a tertiary department, back down to a community clinic.
 
-The state machine::
-
-    requested ──accept──► accepted ──schedule──► scheduled ──arrive──► arrived ──complete──► completed
-        │                    │  ▲                    │
-        │                    │  └──(slot cancelled)──┘
-        ├──decline──► declined
-        ├──expire───► expired            (requested, unanswered past expires_at)
-        └──cancel───► cancelled          (from requested, accepted or scheduled; also by supersession)
-
-Every transition is one conditional ``UPDATE … WHERE status IN (<allowed>)``:
-an out-of-order or racing transition changes nothing and is a 409. Each step
-is kept in the referral's history, audited, and announced through the inbox
+The steps are in :mod:`server.referrals.lifecycle`. Every transition is one conditional ``UPDATE … WHERE status IN (<allowed>)``
+(:class:`server.core.lifecycle.Lifecycle`): an out-of-order or racing transition
+changes nothing and is a 409. Each step is kept in the referral's history,
+audited, and announced through the inbox
 to the people it concerns (the receiving desk, the referring doctor, the
 patient). The receiving institution's record-access window opens with the
 referral and closes when it ends (declined, cancelled, expired, completed).
@@ -25,7 +17,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
@@ -35,16 +27,22 @@ from server.core.audit import AuditLog
 from server.core.auth import Requester
 from server.core.db import Database, Tx, utcnow
 from server.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
-from server.core.history import entries
+from server.core.history import HistoryEntry
 from server.core.leases import Jobs
-from server.core.roles import REFERRAL_DESK_ROLES, REFERRING_ROLES
-from server.identity.models import Department, Institution, User
+from server.core.roles import REFERRAL_DESK_ROLES, REFERRING_ROLES, Role
+from server.identity.directory import Directory
 from server.inbox.service import InboxService
 from server.records.service import RecordsService
 from server.referrals import schemas
-from server.referrals.models import Referral, ReferralHistory
-from server.scheduling.models import Appointment
-from server.scheduling.service import SchedulingService, load_slot
+from server.referrals.lifecycle import (
+    ENDED,
+    OPEN,
+    RECEIVING_STEPS,
+    check_allowed,
+    referral_lifecycle,
+)
+from server.referrals.models import Referral, ReferralHistory, ReferralStatus
+from server.scheduling.service import BookedAppointment, SchedulingService
 
 logger = logging.getLogger(__name__)
 
@@ -54,21 +52,8 @@ logger = logging.getLogger(__name__)
 # Which kinds of institution send and receive in each direction.
 SENDS = {"up": frozenset({"community", "secondary"}), "down": frozenset({"tertiary", "secondary"})}
 RECEIVES = {"up": frozenset({"tertiary", "secondary"}), "down": frozenset({"community"})}
-OPEN = frozenset({"requested", "accepted", "scheduled"})
 # What a reader of an institution the patient revoked no longer gets (see ReferralService._shown).
 CLINICAL_TEXT = ("reason", "working_diagnosis", "summary", "discharge_summary", "consult_snapshot")
-ENDED = frozenset({"completed", "declined", "cancelled", "expired"})
-# action: (statuses it may start from, status it leads to)
-TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
-    "accept": (frozenset({"requested"}), "accepted"),
-    "decline": (frozenset({"requested"}), "declined"),
-    "schedule": (frozenset({"accepted"}), "scheduled"),
-    "unschedule": (frozenset({"scheduled"}), "accepted"),
-    "arrive": (frozenset({"accepted", "scheduled"}), "arrived"),
-    "complete": (frozenset({"arrived"}), "completed"),
-    "cancel": (OPEN, "cancelled"),
-    "expire": (frozenset({"requested"}), "expired"),
-}
 TITLES = {
     "requested": "New referral",
     "accepted": "Referral accepted",
@@ -81,14 +66,15 @@ TITLES = {
 }
 
 
-def check_allowed(referral: Referral, action: str, current: str | None = None) -> None:
-    status = current or referral.status
-    if status not in TRANSITIONS[action][0]:
-        raise Conflict(
-            f"cannot {action} a referral that is {status}",
-            code="invalid_transition",
-            extra={"referral_status": status, "action": action},
-        )
+def history_entry(row: ReferralHistory) -> HistoryEntry:
+    return HistoryEntry(
+        at=row.at,
+        from_status=row.from_status,
+        to_status=row.to_status,
+        actor_user_id=row.actor_user_id,
+        reason=row.note,
+        note=row.note,
+    )
 
 
 def referral_out(referral: Referral) -> schemas.ReferralOut:
@@ -118,7 +104,7 @@ def referral_out(referral: Referral) -> schemas.ReferralOut:
         expires_at=referral.expires_at,
         created_at=referral.created_at,
         updated_at=referral.updated_at,
-        history=entries(schemas.HistoryOut, referral.history),
+        history=[history_entry(row) for row in referral.history],
     )
 
 
@@ -132,9 +118,12 @@ class ReferralService:
         records: RecordsService,
         inbox: InboxService,
         scheduling: SchedulingService,
+        directory: Directory,
     ) -> None:
         self.db = db
         self.audit = audit
+        self.directory = directory
+        self.lifecycle = referral_lifecycle(audit)
         self.access = access
         self.records = records
         self.inbox = inbox
@@ -160,7 +149,7 @@ class ReferralService:
     @staticmethod
     def _check_party(requester: Requester, referral: Referral) -> None:
         """Who sees a referral: the patient, and clinicians of the sending or receiving institution."""
-        if requester.role == "patient":
+        if requester.role == Role.PATIENT:
             allowed = requester.patient_id == referral.patient_id
         else:
             allowed = requester.role in REFERRAL_DESK_ROLES and requester.institution_id in (
@@ -232,7 +221,7 @@ class ReferralService:
         self, requester: Requester, query: schemas.ReferralQuery
     ) -> list[schemas.ReferralOut]:
         stmt = select(Referral).options(selectinload(Referral.history))
-        if requester.role == "patient":
+        if requester.role == Role.PATIENT:
             stmt = stmt.where(Referral.patient_id == requester.patient_id)
         elif requester.role in REFERRAL_DESK_ROLES and requester.institution_id is not None:
             column = (
@@ -285,8 +274,8 @@ class ReferralService:
     ) -> None:
         if requester.role not in REFERRING_ROLES or requester.institution_id is None:
             raise Forbidden("only doctors refer patients")
-        source = await session.get(Institution, requester.institution_id)
-        target = await session.get(Institution, data.to_institution_id)
+        source = await self.directory.institution(session, requester.institution_id)
+        target = await self.directory.institution(session, data.to_institution_id)
         if target is None:
             raise ValidationFailed.field(
                 "to_institution_id", f"no institution {data.to_institution_id}"
@@ -305,16 +294,14 @@ class ReferralService:
                 code="institution_cannot_receive",
             )
         if data.to_department_id is not None:
-            at = await session.scalar(
-                select(Department.institution_id).where(Department.id == data.to_department_id)
-            )
-            if at != target.id:
+            department = await self.directory.department(session, data.to_department_id)
+            if department is None or department.institution_id != target.id:
                 raise ValidationFailed.field(
                     "to_department_id", "not a department of the receiving institution"
                 )
         if data.to_user_id is not None:
-            at = await session.scalar(select(User.institution_id).where(User.id == data.to_user_id))
-            if at != target.id:
+            user = await self.directory.user(session, data.to_user_id)
+            if user is None or user.institution_id != target.id:
                 raise ValidationFailed.field(
                     "to_user_id", "not a practitioner of the receiving institution"
                 )
@@ -348,47 +335,43 @@ class ReferralService:
                 from_user_id=requester.user_id,
                 consult_id=consult_id,
                 consult_snapshot=snapshot,
-                status="requested",
+                status=ReferralStatus.REQUESTED,
                 expires_at=now + self.expiry,
                 created_at=now,
                 updated_at=now,
             )
             tx.session.add(referral)
             await tx.session.flush()
-            tx.session.add(
-                ReferralHistory(
-                    referral_id=referral.id,
-                    from_status=None,
-                    to_status="requested",
-                    actor_user_id=requester.user_id,
-                    note=f"from consult {consult_id}" if consult_id else None,
-                    at=now,
+
+            async def then() -> None:
+                await self.access.open_window(
+                    tx,
+                    patient_id=referral.patient_id,
+                    institution_id=referral.to_institution_id,
+                    source="referral",
+                    source_id=referral.id,
                 )
-            )
-            await self.access.open_window(
-                tx,
-                patient_id=referral.patient_id,
-                institution_id=referral.to_institution_id,
-                source="referral",
-                source_id=referral.id,
-            )
-            await self.audit.record(
-                tx.session,
-                "referral.create",
-                actor=requester,
-                patient_id=referral.patient_id,
-                resource=f"Referral/{referral.id}",
-                details={"direction": data.direction, "to_institution_id": data.to_institution_id,
-                         "consult_id": consult_id},
-            )  # fmt: skip
-            await self._notify(
+                await self._notify(
+                    tx,
+                    referral,
+                    users=[referral.to_user_id] if referral.to_user_id else [],
+                    desk=referral.to_user_id is None,
+                    patient=True,
+                )
+                await self._supersede(tx, requester, referral)
+
+            await self.lifecycle.record(
                 tx,
                 referral,
-                users=[referral.to_user_id] if referral.to_user_id else [],
-                desk=referral.to_user_id is None,
-                patient=True,
-            )
-            await self._supersede(tx, requester, referral)
+                "create",
+                requester,
+                None,
+                reason=f"from consult {consult_id}" if consult_id else None,
+                audit_details={"direction": data.direction,
+                               "to_institution_id": data.to_institution_id,
+                               "consult_id": consult_id},
+                then=then,
+            )  # fmt: skip
             out = referral_out(await self._load(tx.session, referral.id))
         return await self._shown(requester, out)
 
@@ -420,78 +403,64 @@ class ReferralService:
         )
         for referral in list(older):
             await self._transition(
-                tx, requester, referral, "cancel", f"superseded by referral {newer.id}"
+                tx,
+                requester,
+                referral,
+                "cancel",
+                f"superseded by referral {newer.id}",
+                values={"superseded_by_id": newer.id},
+                guarded=False,
             )
-            referral.superseded_by_id = newer.id
 
     # --- transitions ------------------------------------------------------------
 
     async def _transition(
-        self, tx: Tx, actor: Requester | None, referral: Referral, action: str, note: str | None
+        self,
+        tx: Tx,
+        actor: Requester | None,
+        referral: Referral,
+        action: str,
+        note: str | None,
+        *,
+        values: dict[str, Any] | None = None,
+        guarded: bool = True,
     ) -> None:
         """Move the referral along; 409 when its current status does not allow the action."""
-        allowed, target = TRANSITIONS[action]
-        now = utcnow()
-        moved = await tx.session.execute(
-            update(Referral)
-            .where(Referral.id == referral.id, Referral.status.in_(allowed))
-            .values(status=target, status_reason=note, updated_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        if moved.rowcount != 1:  # type: ignore[attr-defined]
-            current = await tx.session.scalar(
-                select(Referral.status).where(Referral.id == referral.id)
-            )
-            raise Conflict(
-                f"cannot {action} a referral that is {current}",
-                code="invalid_transition",
-                extra={"status": current, "action": action},
-            )
-        previous = referral.status
-        referral.status, referral.status_reason, referral.updated_at = target, note, now
-        tx.session.add(
-            ReferralHistory(
-                referral_id=referral.id,
-                from_status=previous,
-                to_status=target,
-                actor_user_id=actor.user_id if actor else None,
-                note=note,
-                at=now,
-            )
-        )
-        if target in ENDED:
-            await self.access.close_window(tx, source="referral", source_id=referral.id)
-        if action == "arrive":
-            # The patient has now been seen there: a lasting care relationship.
-            await self.access.record_encounter(
-                tx,
-                patient_id=referral.patient_id,
-                institution_id=referral.to_institution_id,
-                reason="referral",
-            )
-        if action == "cancel" and referral.appointment_id is not None:
-            appointment = await tx.session.get(Appointment, referral.appointment_id)
-            if appointment is not None and appointment.status == "booked" and actor is not None:
-                await self.scheduling.cancel_appointment_in(
-                    tx, actor, appointment, f"referral {referral.id} cancelled"
+
+        async def then() -> None:
+            if referral.status in ENDED:
+                await self.access.close_window(tx, source="referral", source_id=referral.id)
+            if action == "arrive":
+                # The patient has now been seen there: a lasting care relationship.
+                await self.access.record_encounter(
+                    tx,
+                    patient_id=referral.patient_id,
+                    institution_id=referral.to_institution_id,
+                    reason="referral",
                 )
-        await self.audit.record(
-            tx.session,
-            f"referral.{action}",
-            actor=actor,
-            patient_id=referral.patient_id,
-            resource=f"Referral/{referral.id}",
-            reason=note,
-            details={"from": previous, "to": target},
-        )
-        # The side that did not act hears about it; the patient always does.
-        receiving_acted = action in {"accept", "decline", "schedule", "arrive", "complete"}
-        await self._notify(
+            if action == "cancel" and referral.appointment_id is not None and actor is not None:
+                await self.scheduling.cancel_booked(
+                    tx, actor, referral.appointment_id, f"referral {referral.id} cancelled"
+                )
+            # The side that did not act hears about it; the patient always does.
+            receiving_acted = action in RECEIVING_STEPS
+            await self._notify(
+                tx,
+                referral,
+                users=[referral.from_user_id] if receiving_acted or actor is None else [],
+                desk=not receiving_acted,
+                patient=True,
+            )
+
+        await self.lifecycle.transition(
             tx,
             referral,
-            users=[referral.from_user_id] if receiving_acted or actor is None else [],
-            desk=not receiving_acted,
-            patient=True,
+            action,
+            actor,
+            reason=note,
+            values={"status_reason": note, **(values or {})},
+            then=then,
+            guarded=guarded,
         )
 
     async def _notify(
@@ -534,34 +503,25 @@ class ReferralService:
         async with self.db.transaction() as tx:
             referral = await self._load(tx.session, referral_id)
             self._check_party(requester, referral)
-            side = (
-                referral.from_institution_id if action == "cancel" else referral.to_institution_id
-            )
-            if requester.role not in REFERRAL_DESK_ROLES or requester.institution_id != side:
-                raise Forbidden(
-                    f"only the {'referring' if action == 'cancel' else 'receiving'} "
-                    f"institution may {action} this referral"
-                )
+            self.lifecycle.authorize(referral, action, requester)
             check_allowed(referral, action)
             if action != "schedule":
                 await self._transition(tx, requester, referral, action, note)
             if slot_id is not None:
-                await self._check_slot(tx, referral, slot_id)
-                appointment, _ = await self.scheduling.book_in(
-                    tx, requester, slot_id, referral.patient_id, referral_id=referral.id
+                booked = await self.scheduling.book_for_referral(
+                    tx,
+                    requester,
+                    slot_id,
+                    referral.patient_id,
+                    referral_id=referral.id,
+                    institution_id=referral.to_institution_id,
+                    department_id=referral.to_department_id,
                 )
-                referral.appointment_id = appointment.id
-                await tx.session.flush()
-                await self._transition(tx, requester, referral, "schedule", note)
+                await self._transition(
+                    tx, requester, referral, "schedule", note, values={"appointment_id": booked.id}
+                )
             out = referral_out(await self._load(tx.session, referral.id))
         return await self._shown(requester, out)
-
-    async def _check_slot(self, tx: Tx, referral: Referral, slot_id: int) -> None:
-        slot = await load_slot(tx.session, slot_id)
-        if slot.institution_id != referral.to_institution_id:
-            raise ValidationFailed.field("slot_id", "not a slot of the receiving institution")
-        if referral.to_department_id not in (None, slot.department_id):
-            raise ValidationFailed.field("slot_id", "not a slot of the receiving department")
 
     async def accept(
         self, requester: Requester, referral_id: int, data: schemas.AcceptRequest
@@ -580,15 +540,24 @@ class ReferralService:
         """decline, arrive, complete (receiving side) or cancel (referring side)."""
         return await self._act(requester, referral_id, action, note)
 
-    async def _on_slots_cancelled(self, tx: Tx, appointments: list[Appointment]) -> None:
+    async def _on_slots_cancelled(self, tx: Tx, appointments: list[BookedAppointment]) -> None:
         """A hospital-cancelled slot sends its referrals back to be scheduled again."""
         for appointment in appointments:
             if appointment.referral_id is None:
                 continue
             referral = await self._load(tx.session, appointment.referral_id)
-            if referral.status == "scheduled" and referral.appointment_id == appointment.id:
-                referral.appointment_id = None
-                await self._transition(tx, None, referral, "unschedule", "the slot was cancelled")
+            if (
+                referral.status == ReferralStatus.SCHEDULED
+                and referral.appointment_id == appointment.id
+            ):
+                await self._transition(
+                    tx,
+                    None,
+                    referral,
+                    "unschedule",
+                    "the slot was cancelled",
+                    values={"appointment_id": None},
+                )
 
     # --- expiry -----------------------------------------------------------------
 
@@ -599,7 +568,8 @@ class ReferralService:
             due = list(
                 await session.scalars(
                     select(Referral.id).where(
-                        Referral.status == "requested", Referral.expires_at <= now
+                        Referral.status == ReferralStatus.REQUESTED,
+                        Referral.expires_at <= now,
                     )
                 )
             )

@@ -107,7 +107,7 @@ async def get_slot(call: Call) -> schemas.SlotOut:
     "POST",
     r"/api/v1/slots/{slot_id:\d+}/cancel",
     summary="Cancel a slot (the hospital): its appointments are cancelled and their patients told",
-    body=schemas.CancelRequest,
+    body=schemas.SlotCancel,
     response=schemas.SlotOut,
     roles=DESK_ROLES,
     errors=(403, 404, 409),

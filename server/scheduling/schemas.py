@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, model_validator
 
 from server.core.api import Strict
+from server.scheduling.models import AppointmentStatus, SlotStatus
 
 VisitType = Literal["in_person", "remote"]
 MAX_GENERATE_DAYS = 92
@@ -108,7 +109,7 @@ class SlotOut(BaseModel):
     booked: int
     available: int
     visit_type: VisitType
-    status: Literal["open", "cancelled"]
+    status: SlotStatus
     cancel_reason: str | None
 
 
@@ -116,7 +117,7 @@ class SlotList(BaseModel):
     items: list[SlotOut]
 
 
-class CancelRequest(Strict):
+class SlotCancel(Strict):
     reason: str = Field(min_length=1, max_length=200)
 
 
@@ -133,7 +134,7 @@ class AppointmentOut(BaseModel):
     patient_id: int
     booked_by: int
     referral_id: int | None
-    status: Literal["booked", "cancelled"]
+    status: AppointmentStatus
     created_at: datetime
     cancelled_at: datetime | None
     cancel_reason: str | None

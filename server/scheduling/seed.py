@@ -13,7 +13,6 @@ from sqlalchemy import select
 from server.container import Services
 from server.core.auth import Requester
 from server.core.db import utcnow
-from server.identity.models import Department, Institution, User
 from server.scheduling import schemas
 from server.scheduling.models import ScheduleTemplate
 
@@ -44,12 +43,9 @@ async def seed_scheduling(services: Services) -> int:
     today = utcnow().date()
     for code, name, username in SCHEDULED:
         async with services.db.read() as session:
-            department_id = await session.scalar(
-                select(Department.id)
-                .join(Institution, Institution.id == Department.institution_id)
-                .where(Institution.code == code, Department.name == name)
-            )
-            desk = await session.scalar(select(User).where(User.username == username))
+            department_id = await services.directory.department_id_named(session, code, name)
+            desk_id = await services.directory.user_id_by_username(session, username)
+            desk = await services.directory.user(session, desk_id) if desk_id else None
             if department_id is None or desk is None:
                 continue
             if await session.scalar(

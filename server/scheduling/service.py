@@ -15,6 +15,7 @@ every patient booked on it through the inbox.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -29,15 +30,40 @@ from server.core.audit import AuditLog
 from server.core.auth import Requester
 from server.core.db import Database, Tx, utcnow
 from server.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
-from server.core.roles import DESK_ROLES
-from server.identity.models import Department, Patient, User
+from server.core.roles import DESK_ROLES, Role
+from server.identity.directory import Directory
 from server.inbox.service import InboxService
 from server.scheduling import schemas
-from server.scheduling.models import Appointment, Holiday, ScheduleTemplate, Slot
+from server.scheduling.models import (
+    Appointment,
+    AppointmentStatus,
+    Holiday,
+    ScheduleTemplate,
+    Slot,
+    SlotStatus,
+)
 
-# Roles that run an institution's schedule and its booking desk.
 
-SlotCancelled = Callable[[Tx, list[Appointment]], Awaitable[None]]
+@dataclass(frozen=True, slots=True)
+class BookedAppointment:
+    """An appointment as other capabilities see it (never the row: scheduling owns it)."""
+
+    id: int
+    slot_id: int
+    patient_id: int
+    referral_id: int | None
+
+
+def booked(appointment: Appointment) -> BookedAppointment:
+    return BookedAppointment(
+        id=appointment.id,
+        slot_id=appointment.slot_id,
+        patient_id=appointment.patient_id,
+        referral_id=appointment.referral_id,
+    )
+
+
+SlotCancelled = Callable[[Tx, list[BookedAppointment]], Awaitable[None]]
 
 
 def slot_out(slot: Slot) -> schemas.SlotOut:
@@ -50,7 +76,7 @@ def slot_out(slot: Slot) -> schemas.SlotOut:
         minutes=slot.minutes,
         capacity=slot.capacity,
         booked=slot.booked,
-        available=max(slot.capacity - slot.booked, 0) if slot.status == "open" else 0,
+        available=max(slot.capacity - slot.booked, 0) if slot.status == SlotStatus.OPEN else 0,
         visit_type=slot.visit_type,
         status=slot.status,
         cancel_reason=slot.cancel_reason,
@@ -118,11 +144,13 @@ class SchedulingService:
         audit: AuditLog,
         inbox: InboxService,
         access: AccessService,
+        directory: Directory,
     ) -> None:
         self.db = db
         self.audit = audit
         self.inbox = inbox
         self.access = access
+        self.directory = directory
         self.zone = ZoneInfo(settings.schedule_timezone)
         # Called in the transaction that cancels a slot (referrals re-open their scheduling).
         self.slot_cancelled_listeners: list[SlotCancelled] = []
@@ -130,13 +158,11 @@ class SchedulingService:
     # --- templates, generation, holidays ---------------------------------------
 
     async def _department(self, session: AsyncSession, requester: Requester, dept: int) -> int:
-        institution_id = await session.scalar(
-            select(Department.institution_id).where(Department.id == dept)
-        )
-        if institution_id is None:
+        department = await self.directory.department(session, dept)
+        if department is None:
             raise ValidationFailed.field("department_id", f"no department {dept}")
-        check_desk(requester, institution_id)
-        return int(institution_id)
+        check_desk(requester, department.institution_id)
+        return department.institution_id
 
     async def create_template(
         self, requester: Requester, data: schemas.TemplateCreate
@@ -144,10 +170,8 @@ class SchedulingService:
         async with self.db.transaction() as tx:
             institution_id = await self._department(tx.session, requester, data.department_id)
             if data.practitioner_id is not None:
-                at = await tx.session.scalar(
-                    select(User.institution_id).where(User.id == data.practitioner_id)
-                )
-                if at != institution_id:
+                practitioner = await self.directory.user(tx.session, data.practitioner_id)
+                if practitioner is None or practitioner.institution_id != institution_id:
                     raise ValidationFailed.field(
                         "practitioner_id", "not a practitioner of this institution"
                     )
@@ -250,7 +274,7 @@ class SchedulingService:
                                 capacity=template.capacity,
                                 booked=0,
                                 visit_type=template.visit_type,
-                                status="open",
+                                status=SlotStatus.OPEN,
                             )
                         )
                         created += 1
@@ -284,7 +308,7 @@ class SchedulingService:
                 await tx.session.scalars(
                     select(Slot).where(
                         Slot.institution_id == institution_id,
-                        Slot.status == "open",
+                        Slot.status == SlotStatus.OPEN,
                         Slot.start >= day_start,
                         Slot.start < day_start + timedelta(days=1),
                     )
@@ -319,7 +343,9 @@ class SchedulingService:
                 stmt = stmt.where(Slot.start < query.start_to)
             if query.available:
                 stmt = stmt.where(
-                    Slot.status == "open", Slot.booked < Slot.capacity, Slot.start > utcnow()
+                    Slot.status == SlotStatus.OPEN,
+                    Slot.booked < Slot.capacity,
+                    Slot.start > utcnow(),
                 )
             rows = await session.scalars(stmt.order_by(Slot.start, Slot.id).limit(500))
             return [slot_out(slot) for slot in rows]
@@ -332,7 +358,7 @@ class SchedulingService:
         async with self.db.transaction() as tx:
             slot = await load_slot(tx.session, slot_id, lock=True)
             check_desk(requester, slot.institution_id)
-            if slot.status != "open":
+            if slot.status != SlotStatus.OPEN:
                 raise Conflict("the slot is already cancelled", code="slot_cancelled")
             await self._cancel_slot_in(tx, requester, slot, reason)
             return slot_out(slot)
@@ -341,11 +367,11 @@ class SchedulingService:
         appointments = list(
             await tx.session.scalars(
                 select(Appointment).where(
-                    Appointment.slot_id == slot.id, Appointment.status == "booked"
+                    Appointment.slot_id == slot.id, Appointment.status == AppointmentStatus.BOOKED
                 )
             )
         )
-        slot.status, slot.cancel_reason, slot.booked = "cancelled", reason, 0
+        slot.status, slot.cancel_reason, slot.booked = SlotStatus.CANCELLED, reason, 0
         for appointment in appointments:
             self._mark_cancelled(appointment, f"slot cancelled: {reason}")
         await tx.session.flush()
@@ -369,11 +395,11 @@ class SchedulingService:
                       "start": slot.start.isoformat(), "reason": reason},
             )  # fmt: skip
         for listener in self.slot_cancelled_listeners:
-            await listener(tx, appointments)
+            await listener(tx, [booked(a) for a in appointments])
 
     @staticmethod
     def _mark_cancelled(appointment: Appointment, reason: str | None) -> None:
-        appointment.status = "cancelled"
+        appointment.status = AppointmentStatus.CANCELLED
         appointment.holds = None
         appointment.cancelled_at = utcnow()
         appointment.cancel_reason = reason
@@ -384,7 +410,7 @@ class SchedulingService:
         self, requester: Requester, data: schemas.AppointmentCreate
     ) -> schemas.AppointmentOut:
         """A patient books for themself (预约挂号); a desk books for a patient."""
-        if requester.role == "patient":
+        if requester.role == Role.PATIENT:
             if data.patient_id not in (None, requester.patient_id):
                 raise Forbidden("a patient books for themself only")
             patient_id = requester.patient_id
@@ -409,20 +435,20 @@ class SchedulingService:
     ) -> tuple[Appointment, Slot]:
         """Take one place on the slot inside the caller's transaction, or raise with nothing taken."""
         slot = await load_slot(tx.session, slot_id)
-        if requester.role != "patient":
+        if requester.role != Role.PATIENT:
             check_desk(requester, slot.institution_id)
-        if slot.status != "open":
+        if slot.status != SlotStatus.OPEN:
             raise Conflict("the slot was cancelled", code="slot_cancelled")
         now = utcnow()
         if slot.start <= now:
             raise ValidationFailed.field("slot_id", "the slot is in the past", code="slot_in_past")
-        if await tx.session.get(Patient, patient_id) is None:
+        if not await self.directory.patient_exists(tx.session, patient_id):
             raise ValidationFailed.field("patient_id", f"no patient {patient_id}")
         taken = await tx.session.execute(
             update(Slot)
             .where(
                 Slot.id == slot_id,
-                Slot.status == "open",
+                Slot.status == SlotStatus.OPEN,
                 Slot.booked < Slot.capacity,
                 Slot.start > now,
             )
@@ -436,7 +462,7 @@ class SchedulingService:
             patient_id=patient_id,
             booked_by=requester.user_id,
             referral_id=referral_id,
-            status="booked",
+            status=AppointmentStatus.BOOKED,
             holds=slot_id,
             created_at=now,
         )
@@ -455,12 +481,42 @@ class SchedulingService:
             resource=f"Appointment/{appointment.id}",
             details={"slot_id": slot_id, "referral_id": referral_id},
         )
-        if requester.role == "patient":
+        if requester.role == Role.PATIENT:
             # The patient chose to be seen there: that institution may read the record.
             await self.access.record_encounter(
                 tx, patient_id=patient_id, institution_id=slot.institution_id, reason="appointment"
             )
         return appointment, await load_slot(tx.session, slot_id)
+
+    async def book_for_referral(
+        self,
+        tx: Tx,
+        requester: Requester,
+        slot_id: int,
+        patient_id: int,
+        *,
+        referral_id: int,
+        institution_id: int,
+        department_id: int | None,
+    ) -> BookedAppointment:
+        """Book a referred patient on a slot of the receiving institution (and department)."""
+        slot = await load_slot(tx.session, slot_id)
+        if slot.institution_id != institution_id:
+            raise ValidationFailed.field("slot_id", "not a slot of the receiving institution")
+        if department_id not in (None, slot.department_id):
+            raise ValidationFailed.field("slot_id", "not a slot of the receiving department")
+        appointment, _ = await self.book_in(
+            tx, requester, slot_id, patient_id, referral_id=referral_id
+        )
+        return booked(appointment)
+
+    async def cancel_booked(
+        self, tx: Tx, requester: Requester, appointment_id: int, reason: str
+    ) -> None:
+        """Cancel an appointment still booked (a cancelled one is left as it is)."""
+        appointment = await tx.session.get(Appointment, appointment_id)
+        if appointment is not None and appointment.status == AppointmentStatus.BOOKED:
+            await self.cancel_appointment_in(tx, requester, appointment, reason)
 
     async def _appointment(self, session: AsyncSession, appointment_id: int) -> Appointment:
         appointment = await session.get(Appointment, appointment_id)
@@ -474,7 +530,7 @@ class SchedulingService:
         async with self.db.transaction() as tx:
             appointment = await self._appointment(tx.session, appointment_id)
             slot = await load_slot(tx.session, appointment.slot_id)
-            if requester.role == "patient":
+            if requester.role == Role.PATIENT:
                 if requester.patient_id != appointment.patient_id:
                     raise NotFound(f"no appointment {appointment_id}")
             else:
@@ -488,8 +544,13 @@ class SchedulingService:
         """Cancel and free the place; a conditional update, so two cancels free it once."""
         freed = await tx.session.execute(
             update(Appointment)
-            .where(Appointment.id == appointment.id, Appointment.status == "booked")
-            .values(status="cancelled", holds=None, cancelled_at=utcnow(), cancel_reason=reason)
+            .where(Appointment.id == appointment.id, Appointment.status == AppointmentStatus.BOOKED)
+            .values(
+                status=AppointmentStatus.CANCELLED,
+                holds=None,
+                cancelled_at=utcnow(),
+                cancel_reason=reason,
+            )
             .execution_options(synchronize_session=False)
         )
         if freed.rowcount != 1:  # type: ignore[attr-defined]
@@ -509,7 +570,7 @@ class SchedulingService:
             resource=f"Appointment/{appointment.id}",
             reason=reason,
         )
-        if requester.role != "patient":
+        if requester.role != Role.PATIENT:
             await self.inbox.notify(
                 tx,
                 kind="appointment.cancelled",
@@ -522,7 +583,7 @@ class SchedulingService:
     async def list_appointments(self, requester: Requester) -> list[schemas.AppointmentOut]:
         """A patient's own appointments; a desk's appointments at its institution."""
         stmt: Any = select(Appointment, Slot).join(Slot, Slot.id == Appointment.slot_id)
-        if requester.role == "patient":
+        if requester.role == Role.PATIENT:
             stmt = stmt.where(Appointment.patient_id == requester.patient_id)
         else:
             if requester.institution_id is None:

@@ -193,13 +193,18 @@ class Pharmacy(ReconnectingClient):
         self.name = "pharmacist_chen"
 
     def deliveries(self) -> list[dict[str, Any]]:
-        return [
-            e
-            for e in self.events
-            if e["stream"] == self.clinic.pharmacy_stream
-            and e["type"] == "prescription"
-            and e["op"] == "delivered"
-        ]
+        """Each delivered version once: a delivery pushed again is a new event (a new seq)
+        carrying the same version, one delivery, not a prescription committed twice."""
+        seen: dict[tuple[int, int], dict[str, Any]] = {}
+        for e in self.events:
+            if (
+                e["stream"] == self.clinic.pharmacy_stream
+                and e["type"] == "prescription"
+                and e["op"] == "delivered"
+            ):
+                sent = e["data"]["prescription"]
+                seen.setdefault((sent["id"], sent["version"]), e)
+        return list(seen.values())
 
 
 def chat_key(envelope: dict[str, Any]) -> Any:

@@ -104,3 +104,48 @@ async def test_a_retried_create_never_makes_two(api: Api, world: World) -> None:
     changed = prescription(world, items=[amlodipine(dose=10)])
     status, problem = await api.post(RX, as_="dr_li", json=changed, headers=headers)
     assert status == 422 and problem["code"] == "idempotency_key_reused"
+
+
+async def test_a_delivery_pushed_again_has_a_new_seq_and_is_acknowledged(
+    api: Api, world: World
+) -> None:
+    """A client keeping the highest seq per stream (docs/realtime.md) sees the push again."""
+    pharmacy = await api.socket("pharmacist_chen")
+    body = prescription(world, pharmacy_id=world.hcyf)
+    status, rx = await api.post(RX, as_="dr_li", json=body)
+    assert status == 201, rx
+
+    def delivered(envelope: dict[str, Any]) -> bool:
+        return envelope["op"] == "delivered" and envelope["data"]["prescription"]["id"] == rx["id"]
+
+    first = await pharmacy.wait_for(delivered)
+    # The pharmacy's acknowledgement was lost: the relay pushes the delivery again.
+    assert await world.services.prescriptions.relay_pending() == 1
+    again = await pharmacy.wait_for(lambda e: delivered(e) and e["seq"] > first["seq"])
+    assert again["stream"] == first["stream"] == f"pharmacy:{world.hcyf}"
+    assert again["data"] == first["data"]
+    # What is pending is the latest push; acknowledging it settles the delivery.
+    status, pending = await api.get("/api/v1/pharmacy/deliveries/pending", as_="pharmacist_chen")
+    assert status == 200 and [e["seq"] for e in pending["items"]] == [again["seq"]]
+    ack = await pharmacy.call("prescription.ack", {"prescription_id": rx["id"], "version": 1})
+    assert ack == {"ok": True, "data": {"prescription_id": rx["id"], "version": 1, "first": True}}
+    assert await world.services.prescriptions.relay_pending() == 0
+
+
+async def test_receipt_answers_as_documented(api: Api, world: World) -> None:
+    """``POST …/receipt`` answers 200 with the receipt, as OpenAPI says (same as the ack)."""
+    status, rx = await api.post(RX, as_="dr_li", json=prescription(world, pharmacy_id=world.hcyf))
+    assert status == 201, rx
+    url = f"{RX}/{rx['id']}/receipt"
+    body = {"prescription_id": rx["id"], "version": 1}
+    status, answer = await api.post(url, as_="pharmacist_chen", json=body)
+    assert (status, answer) == (200, {"prescription_id": rx["id"], "version": 1, "first": True})
+    status, answer = await api.post(url, as_="pharmacist_chen", json=body)
+    assert (status, answer["first"]) == (200, False)
+
+    status, spec = await api.get("/api/openapi.json")
+    assert status == 200
+    operation = spec["paths"]["/api/v1/prescriptions/{prescription_id}/receipt"]["post"]
+    assert set(operation["responses"]) >= {"200", "403", "404", "422"}
+    schema = operation["responses"]["200"]["content"]["application/json"]["schema"]
+    assert schema == {"$ref": "#/components/schemas/Receipt"}

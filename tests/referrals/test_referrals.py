@@ -361,3 +361,24 @@ async def test_a_consult_becomes_a_referral_in_one_step(api: Api, network: Servi
     assert out.history[0].note == "from consult 41"
     _, got = await api.get(f"/api/v1/referrals/{out.id}", as_="nurse_he")
     assert got["consult_snapshot"]["opinion"]["recommendation"] == "referral"
+
+
+async def test_the_history_is_one_shape_with_the_names_clients_read(
+    api: Api, network: Services
+) -> None:
+    """Each step: when, the status left and reached, who, why (``note`` kept as before)."""
+    net = await network_ids(network)
+    await register_patient(api, "gp_zhang", "patient_sun")
+    status, referral = await api.post("/api/v1/referrals", as_="gp_zhang", json=up_referral(net))
+    assert status == 201, referral
+    reason = "本院床位已满"
+    status, declined = await api.post(
+        f"/api/v1/referrals/{referral['id']}/decline", as_="dr_li", json={"reason": reason}
+    )
+    assert status == 200, declined
+    created, step = declined["history"]
+    assert (created["from_status"], created["to_status"]) == (None, "requested")
+    assert created["actor_user_id"] == referral["from_user_id"]
+    assert (step["from_status"], step["to_status"]) == ("requested", "declined")
+    assert step["reason"] == step["note"] == reason
+    assert step["at"] and step["actor_user_id"] is not None

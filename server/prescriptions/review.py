@@ -1,0 +1,99 @@
+"""The pharmacy's part: review (审方: start, approve, reject with a reason) and dispensing.
+
+Both refuse a prescription that no longer matches its signature, and both are one
+conditional status change: of two pharmacists acting at once, one wins.
+"""
+
+from __future__ import annotations
+
+from server.core.auth import Requester
+from server.core.db import Database
+from server.core.errors import ValidationFailed
+from server.prescriptions import schemas
+from server.prescriptions.lifecycle import PrescriptionSteps, load
+from server.prescriptions.models import Dispensation, Prescription
+from server.prescriptions.views import Views
+
+
+def check_dispensed_items(row: Prescription, data: schemas.DispenseRequest) -> None:
+    """What is handed out is on the prescription, at most in the quantity prescribed."""
+    prescribed = {i["drug_code"]: i["quantity"] for i in row.content["items"]}
+    for n, item in enumerate(data.items):
+        if item.drug_code not in prescribed:
+            raise ValidationFailed.field(
+                f"items.{n}.drug_code", "not on this prescription", code="not_prescribed"
+            )
+        if item.quantity > prescribed[item.drug_code]:
+            raise ValidationFailed.field(
+                f"items.{n}.quantity",
+                f"at most {prescribed[item.drug_code]} prescribed",
+                code="over_prescribed_quantity",
+            )
+
+
+class PharmacyReview:
+    def __init__(self, db: Database, steps: PrescriptionSteps, views: Views) -> None:
+        self.db = db
+        self.steps = steps
+        self.views = views
+
+    async def review(
+        self, requester: Requester, prescription_id: int, data: schemas.ReviewRequest
+    ) -> schemas.PrescriptionOut:
+        await self.steps.expire_due(prescription_id)
+        lifecycle = self.steps.lifecycle
+        async with self.db.transaction() as tx:
+            row = await load(tx.session, prescription_id)
+            lifecycle.authorize(row, data.decision, requester)
+            await self.views.check_signature(tx.session, row)
+            target = lifecycle.step(data.decision).target
+
+            async def then() -> None:
+                await self.steps.notify_users(tx, row, target, data.reason)
+
+            await lifecycle.transition(
+                tx,
+                row,
+                data.decision,
+                requester,
+                reason=data.reason,
+                values={"reviewer_id": requester.user_id, "review_reason": data.reason},
+                then=then,
+            )
+            return await self.views.out(tx.session, row, pharmacy=True)
+
+    async def dispense(
+        self, requester: Requester, prescription_id: int, data: schemas.DispenseRequest
+    ) -> schemas.PrescriptionOut:
+        await self.steps.expire_due(prescription_id)
+        lifecycle = self.steps.lifecycle
+        async with self.db.transaction() as tx:
+            row = await load(tx.session, prescription_id)
+            lifecycle.authorize(row, "dispense", requester)
+            await self.views.check_signature(tx.session, row)
+            check_dispensed_items(row, data)
+
+            async def then() -> None:
+                tx.session.add(
+                    Dispensation(
+                        prescription_id=row.id,
+                        pharmacy_id=requester.institution_id,
+                        pharmacist_id=requester.user_id,
+                        items=[item.model_dump() for item in data.items],
+                        note=data.note,
+                    )
+                )
+                await tx.session.flush()
+                await self.steps.notify_users(tx, row, "dispensed", None)
+
+            # The conditional UPDATE is the guard: of two concurrent dispenses one matches.
+            await lifecycle.transition(
+                tx,
+                row,
+                "dispense",
+                requester,
+                reason=data.note,
+                details={"items": len(data.items)},
+                then=then,
+            )
+            return await self.views.out(tx.session, row, pharmacy=True)
