@@ -917,7 +917,7 @@ class ConsultsService:
                         "at": at.isoformat(),
                     },
                 )
-                message.seq = envelope["seq"]
+                envelope.number_into(message)
                 if attachments:
                     await self.audit.record(
                         tx.session,

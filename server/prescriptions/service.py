@@ -404,7 +404,8 @@ class PrescriptionService:
                 prescription_id=row.id, pharmacy_id=pharmacy_id, version=row.version
             )
             tx.session.add(delivery)
-        delivery.stream, delivery.seq = stream, envelope["seq"]
+        delivery.stream, delivery.seq = stream, 0  # numbered just before commit
+        envelope.number_into(delivery)
         delivery.acked_at = delivery.acked_by = None
         if withdrawn and previous > pharmacy_id:  # type: ignore[operator]
             await self._tell_pharmacy(tx, row, "withdrawn", None, pharmacy_id=previous)
