@@ -19,7 +19,6 @@ from sqlalchemy import event
 
 from server.core.db import Database
 
-
 WRITES = ("INSERT", "UPDATE", "DELETE")
 WROTE = "budget.wrote"
 
