@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import greenlet
 from sqlalchemy import event
 
 from server.core.db import Database
@@ -29,6 +30,7 @@ class Counts:
     transactions: int = 0  # every BEGIN, reads included
     writes: int = 0  # transactions that committed an INSERT, UPDATE or DELETE
     sql: list[str] = field(default_factory=list)
+    opened_at: list[str] = field(default_factory=list)  # where each transaction began
 
     def __str__(self) -> str:
         return (
@@ -38,7 +40,25 @@ class Counts:
 
     def listing(self) -> str:
         """Each statement's first line, for a failing budget's message."""
-        return "\n".join(line.splitlines()[0][:160] for line in self.sql)
+        opened = "\n".join(f"  transaction from {where}" for where in self.opened_at)
+        return "\n".join(line.splitlines()[0][:160] for line in self.sql) + "\n" + opened
+
+
+def _caller() -> str:
+    """The innermost server frame outside the database plumbing that opened a transaction.
+
+    The engine's events run in SQLAlchemy's greenlet, whose stack ends there: the
+    awaiting coroutines are on the stack of the greenlet that spawned it.
+    """
+    current = greenlet.getcurrent()
+    frame = current.parent.gr_frame if current.parent is not None else None
+    while frame is not None:
+        path = frame.f_code.co_filename.replace("\\", "/")
+        if "/server/" in path and not path.endswith("/server/core/db.py"):
+            name = path.rsplit("/server/", 1)[1]
+            return f"server/{name}:{frame.f_lineno} ({frame.f_code.co_name})"
+        frame = frame.f_back
+    return "?"
 
 
 @contextmanager
@@ -57,6 +77,7 @@ def count_queries(db: Database) -> Iterator[Counts]:
 
     def on_begin(conn: Any) -> None:
         counts.transactions += 1
+        counts.opened_at.append(_caller())
         conn.info[WROTE] = False
 
     def on_commit(conn: Any) -> None:
