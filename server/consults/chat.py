@@ -87,7 +87,7 @@ class ConsultChat:
                         "at": at.isoformat(),
                     },
                 )
-                message.seq = envelope["seq"]
+                envelope.number_into(message)
                 if attachments:
                     await self.audit.record(
                         tx.session,

@@ -3,7 +3,10 @@
 Entries are written in the same transaction as the action they record, so an
 action without its audit entry cannot exist. A one-row head table holds the
 last sequence number and hash; appending locks that row, so the chain is a
-single line even with many writers on many nodes. ``verify`` walks the chain
+single line even with many writers on many nodes. ``record`` stages the entry
+on the transaction; the transaction's entries are chained in one go just
+before it commits, after its stream appends (``server/core/db.py``), so the
+head is locked once, last, and only until the commit. ``verify`` walks the chain
 and names the first entry that was edited, deleted or moved.
 
 The chain alone cannot stop someone who can write to the database: they can
@@ -29,7 +32,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from server.core import context
 from server.core.auth import Requester
 from server.core.canonical import canonical_json_v1
-from server.core.db import Base, Database, UTCDateTime, utcnow
+from server.core.db import AUDIT, Base, Database, Tx, UTCDateTime, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +119,28 @@ def patient_lookup(db: Database, id_column: Any, patient_column: Any) -> Patient
     return lookup
 
 
+async def _chain(session: AsyncSession, events: list[AuditEvent]) -> None:
+    """Link ``events`` (in order) to the end of the chain: the head is locked once."""
+    head = (
+        await session.execute(
+            update(AuditHead)
+            .where(AuditHead.id == 1)
+            .values(seq=AuditHead.seq + len(events))
+            .returning(AuditHead.seq, AuditHead.hash)
+        )
+    ).one()
+    prev_hash = head.hash
+    for seq, event in enumerate(events, start=head.seq - len(events) + 1):
+        event.seq, event.prev_hash = seq, prev_hash
+        event.hash = prev_hash = entry_hash(event)
+    session.add_all(events)
+    await session.execute(update(AuditHead).where(AuditHead.id == 1).values(hash=prev_hash))
+
+
+async def _flush_audit(tx: Tx, events: list[Any]) -> None:
+    await _chain(tx.session, events)
+
+
 class AuditLog:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -147,17 +172,12 @@ class AuditLog:
         reason: str | None = None,
         details: dict[str, Any] | None = None,
     ) -> AuditEvent:
-        """Append an entry inside the caller's transaction."""
-        head = (
-            await session.execute(
-                update(AuditHead)
-                .where(AuditHead.id == 1)
-                .values(seq=AuditHead.seq + 1)
-                .returning(AuditHead.seq, AuditHead.hash)
-            )
-        ).one()
+        """Append an entry inside the caller's transaction.
+
+        The entry is chained (given its ``seq``, ``prev_hash`` and ``hash``) when the
+        transaction flushes, just before commit; until then those are unset.
+        """
         event = AuditEvent(
-            seq=head.seq,
             at=utcnow(),
             actor_user_id=actor.user_id if actor else actor_user_id,
             actor_role=actor.role if actor else None,
@@ -169,15 +189,17 @@ class AuditLog:
             ip=context.client_ip.get(),
             request_id=context.request_id.get(),
             details=details or {},
-            prev_hash=head.hash,
         )
-        event.hash = entry_hash(event)
-        session.add(event)
-        await session.execute(update(AuditHead).where(AuditHead.id == 1).values(hash=event.hash))
+        tx = Tx.of(session)
+        if tx is None:  # a session of its own making: chain the entry now
+            await _chain(session, [event])
+        else:
+            tx.stage(AUDIT, "", event, _flush_audit)
         return event
 
     async def record_alone(self, action: str, **kwargs: Any) -> None:
-        """Append an entry in a transaction of its own (failures, denials)."""
+        """Append an entry in a short transaction of its own that does nothing else
+        (failures, denials, audited reads)."""
         async with self.db.transaction() as tx:
             await self.record(tx.session, action, **kwargs)
 

@@ -75,17 +75,55 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 AfterCommit = Callable[[], Awaitable[None]]
+StagedFlush = Callable[["Tx", list[Any]], Awaitable[None]]
+
+# The shared rows every writer locks, in the one order all transactions lock them in:
+# stream heads (by stream name), then the audit head, last and for the shortest time.
+STREAMS = 0
+AUDIT = 1
+
+TX_KEY = "yihao.tx"  # session.info key: the Tx a session belongs to
 
 
 @dataclass
 class Tx:
-    """A unit of work: a session inside one transaction, plus work for after commit."""
+    """A unit of work: a session inside one transaction, plus work for after commit.
+
+    Writes to rows that many transactions share (stream heads, the audit head) are
+    staged here and flushed just before commit, in one fixed order (``STREAMS`` by
+    name, then ``AUDIT``), so two transactions never wait for each other's locks in
+    opposite orders, and those rows stay locked only from the flush to the commit.
+    """
 
     session: AsyncSession
     after_commit: list[AfterCommit] = field(default_factory=list)
+    _staged: dict[tuple[int, str], list[Any]] = field(default_factory=dict)
+    _flushes: dict[tuple[int, str], StagedFlush] = field(default_factory=dict)
 
     def on_commit(self, callback: AfterCommit) -> None:
         self.after_commit.append(callback)
+
+    def stage(self, rank: int, name: str, item: Any, flush: StagedFlush) -> None:
+        """Queue ``item`` for the shared row ``(rank, name)``; ``flush`` writes that row's
+        queue (in call order) when the transaction is about to commit."""
+        self._staged.setdefault((rank, name), []).append(item)
+        self._flushes[(rank, name)] = flush
+
+    async def flush_staged(self) -> None:
+        """Write the staged work in lock order. Called by :meth:`Database.transaction`."""
+        if not self._staged:
+            return
+        # The transaction's own rows first: whatever they lock was taken in the body.
+        await self.session.flush()
+        while self._staged:
+            key = min(self._staged)
+            await self._flushes.pop(key)(self, self._staged.pop(key))
+
+    @staticmethod
+    def of(session: AsyncSession) -> Tx | None:
+        """The unit of work ``session`` belongs to (None for a session made elsewhere)."""
+        tx = session.info.get(TX_KEY)
+        return tx if isinstance(tx, Tx) else None
 
 
 def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -153,11 +191,17 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
-        """Run a unit of work; after-commit callbacks run only if it committed."""
+        """Run a unit of work; after-commit callbacks run only if it committed.
+
+        The staged writes (stream appends, audit entries) are flushed after the body and
+        before the commit; a body that raises leaves nothing of them behind.
+        """
         self._check_open()
         async with self.sessionmaker() as session, session.begin():
             tx = Tx(session)
+            session.info[TX_KEY] = tx
             yield tx
+            await tx.flush_staged()
         for callback in tx.after_commit:
             try:
                 await callback()

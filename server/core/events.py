@@ -2,8 +2,11 @@
 
 A stream is named like the Socket.IO room its readers sit in (``user:7``,
 ``institution:3``, ``consult:12``). A service appends an event inside its
-transaction; the event gets the stream's next sequence number and is pushed
-to the room only after the transaction commits. A client that was away asks
+transaction; the append is staged on the transaction and numbered just before
+commit (streams in name order, before the audit entries: ``server/core/db.py``),
+when the stream's head row is locked for the rest of the transaction. The event
+gets the stream's next sequence number and is pushed to the room only after the
+transaction commits. A client that was away asks
 for what came after its last seen number and gets it, in order. Pushes may be
 lost (Redis pub/sub is at-most-once) or arrive twice (a replay racing a live
 push); clients keep the highest sequence number per stream and ignore
@@ -16,13 +19,13 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Index, Integer, String, select, update
+from sqlalchemy import JSON, BigInteger, Index, Integer, String, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from server.core.db import Base, Database, Tx, UTCDateTime, utcnow
+from server.core.db import STREAMS, Base, Database, Tx, UTCDateTime, utcnow
 
 Envelope = dict[str, Any]
 Pusher = Callable[[str, Envelope], Awaitable[None]]
@@ -60,18 +63,80 @@ class StreamEvent(Base):
         }
 
 
-async def next_seq(session: AsyncSession, stream: str) -> int:
-    """Take the stream's next number; the head row's lock orders concurrent writers."""
+async def take_seqs(session: AsyncSession, stream: str, count: int) -> int:
+    """Take the stream's next ``count`` numbers; returns the last one.
+
+    One upsert: it creates the head row or moves it on, and locks it until commit, which
+    orders concurrent writers of the stream.
+    """
     dialect = session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    await session.execute(insert(StreamHead).values(stream=stream, seq=0).on_conflict_do_nothing())
-    result = await session.execute(
-        update(StreamHead)
-        .where(StreamHead.stream == stream)
-        .values(seq=StreamHead.seq + 1)
+    upsert = (
+        insert(StreamHead)
+        .values(stream=stream, seq=count)
+        .on_conflict_do_update(
+            index_elements=[StreamHead.stream], set_={"seq": StreamHead.seq + count}
+        )
         .returning(StreamHead.seq)
     )
-    return int(result.scalar_one())
+    return int((await session.execute(upsert)).scalar_one())
+
+
+class Appended:
+    """An event appended to a stream, numbered when its transaction flushes (before commit).
+
+    Until then :attr:`seq` is None; a row that keeps the number (a chat message, a
+    delivery) asks for it with :meth:`number_into`.
+    """
+
+    def __init__(self, stream: str, type_: str, op: str, data: dict[str, Any]) -> None:
+        self.stream, self.type, self.op, self.data = stream, type_, op, data
+        self.at = utcnow()
+        self.seq: int | None = None
+        self._into: list[tuple[Any, str]] = []
+
+    def number_into(self, row: Any, attr: str = "seq") -> None:
+        """Set ``row.<attr>`` to this event's number once it has one."""
+        if self.seq is not None:
+            setattr(row, attr, self.seq)
+        else:
+            self._into.append((row, attr))
+
+    def _numbered(self, seq: int) -> None:
+        self.seq = seq
+        for row, attr in self._into:
+            setattr(row, attr, seq)
+        self._into.clear()
+
+    def envelope(self) -> Envelope:
+        if self.seq is None:
+            raise RuntimeError(f"an event on {self.stream} is not numbered before its commit")
+        return {
+            "stream": self.stream,
+            "seq": self.seq,
+            "type": self.type,
+            "op": self.op,
+            "data": self.data,
+            "at": self.at.isoformat(),
+        }
+
+
+async def _flush_stream(tx: Tx, events: list[Any]) -> None:
+    """Number one stream's staged events (in append order) and add their rows."""
+    stream = events[0].stream
+    last = await take_seqs(tx.session, stream, len(events))
+    for seq, event in enumerate(events, start=last - len(events) + 1):
+        event._numbered(seq)
+        tx.session.add(
+            StreamEvent(
+                stream=stream,
+                seq=seq,
+                type=event.type,
+                op=event.op,
+                data=event.data,
+                at=event.at,
+            )
+        )
 
 
 class Events:
@@ -81,23 +146,16 @@ class Events:
 
     async def append(
         self, tx: Tx, stream: str, type_: str, op: str, data: dict[str, Any]
-    ) -> Envelope:
-        event = StreamEvent(
-            stream=stream,
-            seq=await next_seq(tx.session, stream),
-            type=type_,
-            op=op,
-            data=data,
-            at=utcnow(),
-        )
-        tx.session.add(event)
-        envelope = event.envelope()
+    ) -> Appended:
+        """Stage an event on ``stream``; it is numbered before commit, pushed after it."""
+        event = Appended(stream, type_, op, data)
+        tx.stage(STREAMS, stream, event, _flush_stream)
 
         async def push() -> None:
-            await self._push(stream, envelope)
+            await self._push(stream, event.envelope())
 
         tx.on_commit(push)
-        return envelope
+        return event
 
     async def replay(self, stream: str, after: int, limit: int = REPLAY_PAGE) -> list[Envelope]:
         async with self.db.read() as session:

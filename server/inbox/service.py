@@ -101,7 +101,7 @@ class InboxService:
                 {"id": item.id, "kind": kind, "title": title, "resource": resource,
                  "data": item.data, "read": False},
             )  # fmt: skip
-            item.seq = envelope["seq"]
+            envelope.number_into(item)
             await tx.session.flush()
             ids.append(item.id)
         return ids

@@ -166,7 +166,8 @@ class Deliveries:
                 prescription_id=row.id, pharmacy_id=pharmacy_id, version=row.version
             )
             tx.session.add(delivery)
-        delivery.stream, delivery.seq = stream, envelope["seq"]
+        delivery.stream, delivery.seq = stream, 0  # numbered just before commit
+        envelope.number_into(delivery)
         delivery.acked_at = delivery.acked_by = None
         if withdrawn and previous is not None and previous > pharmacy_id:
             await self.steps.tell_pharmacy(tx, row, "withdrawn", None, pharmacy_id=previous)
@@ -258,6 +259,6 @@ class Deliveries:
                 envelope = await self.events.append(
                     tx, event.stream, event.type, event.op, event.data
                 )
-                delivery.seq = envelope["seq"]
+                envelope.number_into(delivery)
                 relayed += 1
         return relayed
