@@ -33,6 +33,7 @@ from sqlalchemy import delete, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.access import AccessService, ContentPolicy, withheld_marker
 from server.config import Settings
 from server.consults import schemas
 from server.consults.models import (
@@ -42,7 +43,6 @@ from server.consults.models import (
     ConsultPresence,
     ConsultTransition,
 )
-from server.core.access import AccessService, ContentPolicy, withheld_marker
 from server.core.audit import AuditLog
 from server.core.auth import Requester
 from server.core.canonical import canonical_json
@@ -58,8 +58,9 @@ from server.core.events import Events
 from server.core.history import entries, read_history
 from server.core.roles import CLINICIAN_ROLES, REQUESTER_ROLES
 from server.core.signing import Signature, Signer
+from server.identity.auth_service import AuthService
 from server.identity.models import User
-from server.identity.service import AuthService, IdentityService
+from server.identity.service import IdentityService
 from server.media.models import Recording
 from server.realtime.gateway import desk_stream
 from server.records.service import RecordsService

@@ -12,10 +12,11 @@ import json
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
+from typing_extensions import TypeVar
 
 from server.core import jsonlimits
 from server.core.auth import Requester
@@ -31,11 +32,14 @@ from server.core.errors import (
 )
 from server.core.ratelimit import RateLimiter
 
+if TYPE_CHECKING:
+    from server.container import Services
+
 Authenticate = Callable[[str], Awaitable[Requester]]
 # Ids are 32-bit integer columns: a path id beyond that names nothing.
 MAX_ID = 2**31 - 1
 AUTHENTICATE: web.AppKey[Authenticate] = web.AppKey("authenticate")
-SERVICES: web.AppKey[Any] = web.AppKey("services", object)
+SERVICES: web.AppKey[Services] = web.AppKey("services")
 MAX_BODY = web.AppKey("max_body", int)
 # The JSON nesting a body may have (``json_max_depth``), checked before it is decoded.
 MAX_DEPTH = web.AppKey("max_json_depth", int)
@@ -51,17 +55,23 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
+# The validated body and query models of an operation. A handler that declares them
+# (``call: Call[PatientRegister, None]``) gets them typed; a bare ``Call`` still means Any.
+BodyT = TypeVar("BodyT", default=Any)
+QueryT = TypeVar("QueryT", default=Any)
+
+
 @dataclass
-class Call:
+class Call(Generic[BodyT, QueryT]):
     """What a handler gets: the request, who made it, and its validated parts."""
 
     request: web.Request
     requester: Requester | None
-    body: Any = None
-    query: Any = None
+    body: BodyT
+    query: QueryT
 
     @property
-    def services(self) -> Any:
+    def services(self) -> Services:
         return self.request.app[SERVICES]
 
     @property
@@ -79,7 +89,7 @@ class Call:
         return self.request.match_info[name]
 
 
-Handler = Callable[[Call], Awaitable[Any]]
+Handler = Callable[[Call[Any, Any]], Awaitable[Any]]
 
 
 @dataclass
@@ -279,7 +289,8 @@ def make_view(operation: Operation) -> Callable[[web.Request], Awaitable[web.Str
                 body = operation.body.model_validate(payload)
             except ValidationError as exc:
                 raise validation_failed(exc) from None
-        result = await operation.handler(Call(request, requester, body, query))
+        call: Call[Any, Any] = Call(request, requester, body, query)
+        result = await operation.handler(call)
         if isinstance(result, web.StreamResponse):
             return result
         if result is None:

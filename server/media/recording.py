@@ -56,8 +56,8 @@ from server.core.errors import (
     ServiceUnavailable,
     TooManyRequests,
 )
+from server.identity.auth_service import AuthService
 from server.identity.models import AuthSession, User
-from server.identity.service import AuthService
 from server.media.models import Recording, RecordingConsent
 from server.media.schemas import ConsentItem, ConsentsOut, RecordingOut, RecordingState
 

@@ -25,7 +25,7 @@ from server.identity.models import Institution, Patient, User
 from server.prescriptions import schemas
 
 if TYPE_CHECKING:
-    from server.core.access import AccessService
+    from server.access import AccessService
     from server.records.service import RecordsService
 
 # FHIR v3-ActCode encounter classes: VR (virtual) is online; the rest were in person.

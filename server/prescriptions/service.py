@@ -36,7 +36,7 @@ from server.core.db import Database, Tx, utcnow
 from server.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from server.core.events import Events, StreamEvent
 from server.core.history import entries, read_history
-from server.core.leases import Jobs
+from server.core.leases import Periodic
 from server.core.roles import PRESCRIBER_ROLES
 from server.core.signing import Signature, Signer
 from server.prescriptions import checks, schemas
@@ -904,7 +904,7 @@ class PrescriptionService:
         )
 
 
-def register_jobs(jobs: Jobs, service: PrescriptionService, interval: float) -> None:
+def periodic_jobs(service: PrescriptionService, interval: float) -> list[Periodic]:
     """Expiry and the outbox relay, each round run by one node of the cluster (0: none).
 
     The relay is a safety net, not the delivery path: a delivery is pushed by the
@@ -914,7 +914,7 @@ def register_jobs(jobs: Jobs, service: PrescriptionService, interval: float) -> 
     relays per round (see docs/deploy.md, "Background jobs").
     """
     if interval <= 0:
-        return
+        return []
 
     async def expire(tick: int) -> None:
         expired = await service.expire_due()
@@ -925,15 +925,17 @@ def register_jobs(jobs: Jobs, service: PrescriptionService, interval: float) -> 
         # Older than a round: what the commit's own push (or an earlier relay) did not settle.
         await service.relay_pending(interval)
 
-    jobs.every("prescriptions.expire", interval, expire)
-    jobs.every("prescriptions.relay", interval, relay)
+    return [
+        Periodic("prescriptions.expire", interval, expire),
+        Periodic("prescriptions.relay", interval, relay),
+    ]
 
 
 def background(service: PrescriptionService, interval: float) -> Any:
     """cleanup_ctx: at this node's start, relay what was left unacknowledged (once).
 
     A node that crashed between a commit and its push comes back here; the
-    periodic rounds are lease jobs (:func:`register_jobs`).
+    periodic rounds are lease jobs (:func:`periodic_jobs`).
     """
 
     async def ctx(app: Any) -> AsyncIterator[None]:

@@ -64,6 +64,7 @@ Authenticate = Callable[[str], Awaitable[Requester]]
 CheckSession = Callable[[Requester], Awaitable[None]]
 RoomProvider = Callable[[Requester], Awaitable[list[str]]]
 DisconnectHook = Callable[[str], Awaitable[None]]
+RevocationHook = Callable[[str, str], Awaitable[None]]
 EventHandler = Callable[[str, Requester, Any], Awaitable[Any]]
 
 EVENT = "event"
@@ -131,11 +132,8 @@ class Gateway:
         # sid → when (monotonic) its session is next read from the database.
         self._check_due: dict[str, float] = {}
         self._closing: set[asyncio.Future[None]] = set()
-        if ends is not None:
-            ends.add_listener(self.close_sessions)
-            ends.add_revocation_listener(self._leave_revoked)
         # Run with (sid, room) for each socket a revocation took out of a room.
-        self.revocation_hooks: list[Callable[[str, str], Awaitable[None]]] = []
+        self.revocation_hooks: list[RevocationHook] = []
         self.audit = audit
         self.authenticate = authenticate
         self.events = events
@@ -163,6 +161,10 @@ class Gateway:
 
     def add_room_provider(self, provider: RoomProvider) -> None:
         self.room_providers.append(provider)
+
+    def add_revocation_hook(self, hook: RevocationHook) -> None:
+        """Run ``hook(sid, room)`` for each socket a consent revocation took out of a room."""
+        self.revocation_hooks.append(hook)
 
     def add_disconnect_hook(self, hook: DisconnectHook) -> None:
         """Run ``hook(sid)`` when a socket goes away (presence clean-up and the like)."""
@@ -257,9 +259,9 @@ class Gateway:
         if self.ends is not None:
             await self.ends.announce_revocation(rooms, institution_id)
         else:
-            await self._leave_revoked(rooms, institution_id)
+            await self.leave_revoked(rooms, institution_id)
 
-    async def _leave_revoked(self, rooms: list[str], institution_id: int) -> None:
+    async def leave_revoked(self, rooms: list[str], institution_id: int) -> None:
         for room in rooms:
             for sid, _ in list(self.sio.manager.get_participants("/", room)):
                 session = await self.sio.get_session(sid)
@@ -274,7 +276,7 @@ class Gateway:
                     await hook(sid, room)
 
     async def close_sessions(self, session_ids: list[str], reason: str) -> None:
-        """Close this node's sockets of ended sessions (the SessionEnds listener)."""
+        """Close this node's sockets of ended sessions (a SessionEnds listener)."""
         for session_id in session_ids:
             for sid, _ in list(self.sio.manager.get_participants("/", session_room(session_id))):
                 await self._close(sid, reason)

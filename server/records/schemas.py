@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from server.core.access import SENSITIVE_CATEGORIES
+from server.access import SENSITIVE_CATEGORIES
 from server.core.api import Strict
 from server.core.types import Code
 

@@ -14,7 +14,7 @@ every patient booked on it through the inbox.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -23,8 +23,8 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.access import AccessService
 from server.config import Settings
-from server.core.access import AccessService
 from server.core.audit import AuditLog
 from server.core.auth import Requester
 from server.core.db import Database, Tx, utcnow
@@ -118,6 +118,7 @@ class SchedulingService:
         audit: AuditLog,
         inbox: InboxService,
         access: AccessService,
+        slot_cancelled_listeners: Sequence[SlotCancelled] = (),
     ) -> None:
         self.db = db
         self.audit = audit
@@ -125,7 +126,7 @@ class SchedulingService:
         self.access = access
         self.zone = ZoneInfo(settings.schedule_timezone)
         # Called in the transaction that cancels a slot (referrals re-open their scheduling).
-        self.slot_cancelled_listeners: list[SlotCancelled] = []
+        self.slot_cancelled_listeners = tuple(slot_cancelled_listeners)
 
     # --- templates, generation, holidays ---------------------------------------
 
