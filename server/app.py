@@ -74,7 +74,6 @@ from server.realtime.gateway import EVENT, Gateway
 from server.records.merges import RecordMerges
 from server.records.service import RecordsService
 from server.referrals.service import ReferralService
-from server.scheduling.models import Appointment
 from server.scheduling.service import SchedulingService
 
 logger = logging.getLogger(__name__)
@@ -239,8 +238,8 @@ def build_services(
     records = RecordsService(db, audit, access, patients, identity, directory)
     inbox = InboxService(db, events)
 
-    async def slots_cancelled(tx: Tx, appointments: list[Appointment]) -> None:
-        await referrals.on_slots_cancelled(tx, appointments)
+    def slots_cancelled(tx: Tx, appointments: list[Any]) -> Awaitable[None]:
+        return referrals.on_slots_cancelled(tx, appointments)
 
     scheduling = SchedulingService(
         settings, db, audit, inbox, access, slot_cancelled_listeners=[slots_cancelled]
