@@ -54,7 +54,7 @@ from server.core.middleware import (
     security_headers_middleware,
 )
 from server.core.nodes import Nodes
-from server.core.observability import Metrics
+from server.core.observability import Metrics, library_logger
 from server.core.openapi import build_openapi
 from server.core.ratelimit import RateLimiter
 from server.core.sessions import SessionEnds
@@ -168,8 +168,9 @@ def _socketio_server(settings: Settings) -> socketio.AsyncServer:
             max_bytes=settings.socket_max_message_bytes, max_depth=settings.json_max_depth
         ),
         max_http_buffer_size=SOCKET_FRAME_FACTOR * settings.socket_max_message_bytes,
-        logger=False,
-        engineio_logger=False,
+        # Their errors (a handler's traceback) go through our JSON logging.
+        logger=library_logger("socketio"),
+        engineio_logger=library_logger("engineio"),
     )
 
 

@@ -57,6 +57,7 @@ from server.core.observability import Metrics
 from server.core.ratelimit import RateLimiter
 from server.core.roles import CLINICIAN_ROLES
 from server.core.sessions import SessionEnds
+from server.realtime.acks import Ack, ack_ok, ack_refused
 
 logger = logging.getLogger(__name__)
 
@@ -173,27 +174,30 @@ class Gateway:
     async def requester(self, sid: str) -> Requester:
         session = await self.sio.get_session(sid)
         requester = session.get("requester")
-        if requester is None:
+        if not isinstance(requester, Requester):
             raise Unauthorized("not signed in")
-        return requester  # type: ignore[no-any-return]
+        return requester
 
     def on(self, event: str, model: type[BaseModel] | None, handler: EventHandler) -> None:
         """Register a client → server event with validation, rate limit and a problem ack."""
         self.event_names.append(event)
         self.event_models[event] = model
 
-        async def handle(sid: str, payload: Any = None) -> dict[str, Any]:
+        async def handle(sid: str, *args: Any) -> Ack:
             # One id per event, so an audited refusal can be matched to the ack that carried it.
             request_id = f"sio-{sid[:8]}-{uuid.uuid4().hex[:12]}"
             token = context.request_id.set(request_id)
             requester: Requester | None = None
+            # An event carries one payload; a client may send more arguments (or none).
+            payload = args[0] if args else None
             try:
-                if not self.limiter.allow(sid):
-                    raise TooManyRequests("slow down: too many events on this connection")
+                self._check_rate(sid)
                 requester = await self.requester(sid)
                 await self._check_open(sid, requester)
                 if isinstance(payload, RefusedPayload):  # over a size or nesting limit, undecoded
                     raise payload.error
+                if len(args) > 1:
+                    raise BadRequest(f"send one payload argument, not {len(args)}")
                 data: Any = payload
                 check_no_nul(payload)
                 if model is not None:
@@ -207,30 +211,35 @@ class Gateway:
                 if isinstance(result, BaseModel):
                     result = result.model_dump(mode="json")
                 self.metrics.socket_events.labels(event, "ok").inc()
-                return {"ok": True, "data": result}
+                return ack_ok(result)
             except YihaoError as exc:
                 self.metrics.socket_events.labels(event, exc.code).inc()
                 await self._audit_denial(event, requester, exc, payload)
                 problem = exc.to_problem()
                 problem["request_id"] = request_id
-                return {"ok": False, "problem": problem}
+                return ack_refused(problem)
             except Exception as exc:
                 unavailable = as_unavailable(exc)
                 if unavailable is not None:  # the database is away: 503, retry shortly
                     self.metrics.socket_events.labels(event, unavailable.code).inc()
-                    return {"ok": False, "problem": unavailable.to_problem()}
+                    return ack_refused(unavailable.to_problem())
                 if is_out_of_range(exc):
                     self.metrics.socket_events.labels(event, "out_of_range").inc()
                     problem = out_of_range(exc).to_problem()
                     problem["request_id"] = request_id
-                    return {"ok": False, "problem": problem}
+                    return ack_refused(problem)
                 logger.exception("socket event failed", extra={"event": event})
                 self.metrics.socket_events.labels(event, "internal").inc()
-                return {"ok": False, "problem": YihaoError().to_problem()}
+                return ack_refused(YihaoError().to_problem())
             finally:
                 context.request_id.reset(token)
 
         self.sio.on(event, handle)
+
+    def _check_rate(self, sid: str) -> None:
+        """The per-connection event budget (``socket_events_per_10s``), known events or not."""
+        if not self.limiter.allow(sid):
+            raise TooManyRequests("slow down: too many events on this connection")
 
     async def _check_open(self, sid: str, requester: Requester) -> None:
         """Refuse (401) an event whose session ended; cheap unless a database check is due."""
@@ -344,10 +353,17 @@ class Gateway:
         self.metrics.sockets.inc()
         logger.info("socket connected", extra={"sid": sid, "user_id": requester.user_id})
 
-    async def _on_unknown(self, event: str, sid: str, *args: Any) -> dict[str, Any]:
+    async def _on_unknown(self, event: str, sid: str, *args: Any) -> Ack:
+        """Any event no capability registered: 404 ``unknown_event``, within the same rate
+        limit as known events (a flood of made-up names is slowed like any other)."""
+        try:
+            self._check_rate(sid)
+        except TooManyRequests as exc:
+            self.metrics.socket_events.labels("unknown", exc.code).inc()
+            return ack_refused(exc.to_problem())
         self.metrics.socket_events.labels("unknown", "unknown_event").inc()
         problem = NotFound(f"no such event: {event[:64]}", code="unknown_event")
-        return {"ok": False, "problem": problem.to_problem()}
+        return ack_refused(problem.to_problem())
 
     async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
         self.metrics.sockets.dec()
