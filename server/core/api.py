@@ -8,6 +8,7 @@ validate the request at run time and build the OpenAPI document
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -149,6 +150,7 @@ class Routes:
         media_type: str | None = None,
     ) -> Callable[[Handler], Handler]:
         def decorate(handler: Handler) -> Handler:
+            check_call_types(handler, body, query)
             self.operations.append(
                 Operation(
                     method=method.upper(),
@@ -175,6 +177,38 @@ class Routes:
     def add_to(self, app: web.Application) -> None:
         for operation in self.operations:
             app.router.add_route(operation.method, operation.path, make_view(operation))
+
+
+def check_call_types(
+    handler: Callable[..., Any], body: type[BaseModel] | None, query: type[BaseModel] | None
+) -> None:
+    """A handler declaring ``Call[Body, Query]`` names the models its operation validates.
+
+    mypy cannot see that the declaration's ``body=`` is the handler's ``Body``; this check,
+    run when the module is imported, can. A bare ``Call`` (Any) is not checked.
+    """
+    annotation = next(iter(inspect.signature(handler).parameters.values())).annotation
+    if not isinstance(annotation, str):
+        annotation = getattr(annotation, "__name__", repr(annotation))
+    match = re.fullmatch(r"Call\[(.+), (.+)\]", annotation.replace("\n", " ").strip())
+    if match is None:
+        return
+    for part, declared in zip(match.groups(), (body, query), strict=True):
+        if _resolve(part, handler.__globals__) is not declared:
+            raise TypeError(
+                f"{handler.__name__}: declared with {declared!r}, but its Call names {part}"
+            )
+
+
+def _resolve(dotted: str, namespace: dict[str, Any]) -> Any:
+    """``None``, ``Name`` or ``module.Name`` as the handler's module sees it."""
+    if dotted == "None":
+        return None
+    head, *rest = dotted.split(".")
+    value = namespace[head]
+    for name in rest:
+        value = getattr(value, name)
+    return value
 
 
 def field_errors(exc: ValidationError, prefix: str = "") -> list[FieldError]:
