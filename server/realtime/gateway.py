@@ -15,11 +15,13 @@ I/O), and at most every ``session_check_seconds`` a database read (the safety ne
 for a lost broadcast). An event on an ended session is acked ``401
 session_revoked`` and the socket is closed.
 
-Capabilities register their client → server events with :meth:`Gateway.on`:
-the payload is validated with a pydantic model, the handler gets the
-requester, and the ack is ``{"ok": true, "data": …}`` or
-``{"ok": false, "problem": {…}}`` with the same problem object the REST API
-uses. Acks are sent only after the handler's transaction committed. A payload
+Capabilities register their client → server events with :meth:`Gateway.on`
+(from their capability's ``socket``, which ``create_app`` calls once): the
+payload — one argument — is validated with a pydantic model, the handler gets
+the requester, and the ack (:mod:`server.realtime.acks`) is
+``{"ok": true, "data": …}`` or ``{"ok": false, "problem": {…}}`` with the same
+problem object the REST API uses. Every event, an unknown one too, spends the
+connection's event budget. Acks are sent only after the handler's transaction committed. A payload
 over the size or nesting limit is never decoded: it arrives as a
 :class:`~server.core.jsonlimits.RefusedPayload` and is answered with its
 413/422 problem like any other refusal.
