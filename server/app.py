@@ -1,15 +1,18 @@
 """``create_app(settings)``: the one place where components are built and wired.
 
-Every resource is created and disposed through ``cleanup_ctx``: the database
-engine (migrated at start in embedded mode), the Redis client and the Socket.IO
-manager's listener, the Socket.IO server itself.
+:func:`build_services` constructs every component once, in dependency order, and
+hands each its collaborators; ``create_app`` then loops over the capabilities
+(:mod:`server.capabilities`), adding what each declares (routes, socket events,
+jobs, lifespans). Every resource is created and disposed through ``cleanup_ctx``:
+the database engine (migrated at start in embedded mode), the Redis client and
+the Socket.IO manager's listener, the Socket.IO server itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,27 +21,25 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
 
+from server.access import AccessService
+from server.capabilities import CAPABILITIES
 from server.config import Settings
-from server.consults.jobs import register_escalation
-from server.consults.models import Consult
-from server.consults.routes import routes as consults_routes
 from server.consults.service import ConsultsService
 from server.consults.socket import ConsultSockets
 from server.container import Services
-from server.core.access import AccessService
 from server.core.api import (
     AUTHENTICATE,
     MAX_BODY,
     MAX_DEPTH,
     REQUEST_LIMIT,
     SERVICES,
-    Routes,
     json_response,
 )
-from server.core.audit import AuditLog, patient_lookup
+from server.core.audit import AuditLog, PatientOf, patient_lookup
 from server.core.auth import Passwords, Tokens
+from server.core.capability import Capability
 from server.core.checkpoints import Checkpoints, load_key_files
-from server.core.db import Database
+from server.core.db import Database, Tx
 from server.core.errors import ServiceUnavailable
 from server.core.events import Events
 from server.core.jsonlimits import guard_engineio, socket_packet_class
@@ -53,66 +54,42 @@ from server.core.middleware import (
     security_headers_middleware,
 )
 from server.core.nodes import Nodes
-from server.core.observability import Metrics
+from server.core.observability import Metrics, library_logger
 from server.core.openapi import build_openapi
 from server.core.ratelimit import RateLimits
 from server.core.sessions import SessionEnds
 from server.core.signing import Signer
+from server.identity.auth_service import AuthService
 from server.identity.care import CareService
-from server.identity.care_routes import routes as care_routes
 from server.identity.directory import Directory
-from server.identity.patient_routes import routes as patient_routes
 from server.identity.patients import PatientIndex
-from server.identity.routes import routes as identity_routes
-from server.identity.service import AuthService, IdentityService
-from server.inbox import socket as inbox_socket
-from server.inbox.routes import routes as inbox_routes
+from server.identity.service import IdentityService
 from server.inbox.service import InboxService
-from server.media.events import add_precall_events, add_recording_events
 from server.media.precall import PrecallService
 from server.media.recording import RecordingService
-from server.media.routes import routes as recording_routes
 from server.media.sessions import RecorderSessions
-from server.prescriptions import socket as prescription_socket
 from server.prescriptions.catalogue import Catalogue
-from server.prescriptions.models import Prescription
 from server.prescriptions.record import PatientRecord
-from server.prescriptions.routes import routes as prescription_routes
 from server.prescriptions.service import PrescriptionService
-from server.prescriptions.service import background as prescription_background
-from server.prescriptions.service import register_jobs as register_prescription_jobs
 from server.realtime.gateway import EVENT, Gateway
-from server.records.facade import add_fhir_routes
-from server.records.routes import routes as records_routes
+from server.records.merges import RecordMerges
 from server.records.service import RecordsService
-from server.referrals.models import Referral
-from server.referrals.routes import routes as referrals_routes
 from server.referrals.service import ReferralService
-from server.scheduling.routes import routes as scheduling_routes
 from server.scheduling.service import SchedulingService
 
 logger = logging.getLogger(__name__)
 
 SERVICES_KEY = SERVICES
-OPENAPI = web.AppKey("openapi", dict)
+OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi")
 # Socket.IO frames the transport reads, as a multiple of socket_max_message_bytes.
 SOCKET_FRAME_FACTOR = 4
-ROUTE_TABLES: tuple[Routes, ...] = (
-    identity_routes,
-    patient_routes,
-    care_routes,
-    records_routes,
-    inbox_routes,
-    scheduling_routes,
-    referrals_routes,
-    consults_routes,
-    prescription_routes,
-    recording_routes,
-)
 WEB_DIST = Path(__file__).resolve().parent.parent / "web" / "dist"
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(
+    settings: Settings, capabilities: Iterable[Capability] = CAPABILITIES
+) -> web.Application:
+    capabilities = tuple(capabilities)
     app = web.Application(
         middlewares=[
             context_middleware,
@@ -128,10 +105,49 @@ def create_app(settings: Settings) -> web.Application:
     app[ERROR_RENDERERS] = {}
     app[MAX_BODY] = settings.max_body_bytes
     app[MAX_DEPTH] = settings.json_max_depth
-    limits = RateLimits(settings)
-    app[REQUEST_LIMIT] = limits.limiter("api", settings.api_requests_per_minute)
+    sio = _socketio_server(settings)
+    sio.attach(app, socketio_path="socket.io")
 
-    db = Database(settings)
+    def resolvers(db: Database) -> dict[str, PatientOf]:
+        # A refusal on a consult, prescription or referral route or event names its patient.
+        return {
+            key: patient_lookup(db, id_column, patient_column)
+            for capability in capabilities
+            for key, (id_column, patient_column) in (capability.patient_resolvers or {}).items()
+        }
+
+    services = build_services(settings, sio, metrics, resolvers)
+    app[SERVICES] = services
+    app[AUTHENTICATE] = services.auth.authenticate
+    app[REQUEST_LIMIT] = services.limits.limiter("api", settings.api_requests_per_minute)
+
+    tables = [table for capability in capabilities for table in capability.routes]
+    for table in tables:
+        table.add_to(app)
+    app[OPENAPI] = build_openapi([op for table in tables for op in table.operations])
+    add_operations_routes(app)
+    for capability in capabilities:
+        if capability.mount is not None:
+            capability.mount(app, services)
+        if capability.socket is not None:
+            capability.socket(services.gateway, services)
+        for job in capability.jobs(services):
+            services.jobs.add(job)
+    add_web_client(app, settings.web_dir or WEB_DIST)
+
+    app.cleanup_ctx.append(_database(services.db, settings))
+    app.cleanup_ctx.append(services.limits.lifespan)
+    app.cleanup_ctx.append(_redis(services, settings, sio))
+    app.cleanup_ctx.append(_socketio(sio, services.gateway))
+    for capability in capabilities:
+        app.cleanup_ctx.extend(capability.lifespan(services))
+        if capability.on_shutdown is not None:
+            app.on_shutdown.extend(capability.on_shutdown(services))
+    app.cleanup_ctx.append(_jobs(services.jobs))
+    return app
+
+
+def _socketio_server(settings: Settings) -> socketio.AsyncServer:
     manager: socketio.AsyncManager | None = None
     if settings.redis_url:
         manager = socketio.AsyncRedisManager(
@@ -142,7 +158,7 @@ def create_app(settings: Settings) -> web.Application:
             redis_options={"socket_connect_timeout": 5, "health_check_interval": 15},
         )
     guard_engineio()
-    sio = socketio.AsyncServer(
+    return socketio.AsyncServer(
         async_mode="aiohttp",
         client_manager=manager,
         cors_allowed_origins=list(settings.cors_origins) or None,
@@ -153,21 +169,54 @@ def create_app(settings: Settings) -> web.Application:
             max_bytes=settings.socket_max_message_bytes, max_depth=settings.json_max_depth
         ),
         max_http_buffer_size=SOCKET_FRAME_FACTOR * settings.socket_max_message_bytes,
-        logger=False,
-        engineio_logger=False,
+        # Their errors (a handler's traceback) go through our JSON logging.
+        logger=library_logger("socketio"),
+        engineio_logger=library_logger("engineio"),
     )
-    sio.attach(app, socketio_path="socket.io")
+
+
+def build_services(
+    settings: Settings,
+    sio: socketio.AsyncServer,
+    metrics: Metrics,
+    patient_resolvers: Callable[[Database], Mapping[str, PatientOf]],
+) -> Services:
+    """Every component, in dependency order; the container is complete when returned.
+
+    Two pairs of components call each other (a consent revocation reaches the consult
+    room's sockets, which need the consults that need access; a cancelled slot reaches
+    referrals, which book through scheduling), and the session broadcasts reach the
+    gateway that needs the authentication that announces them. Each such call is a
+    closure over a component built further down, resolved when first called (after
+    the build), never an attribute set afterwards.
+    """
+    db = Database(settings)
 
     async def push(stream: str, envelope: dict[str, Any]) -> None:
         await sio.emit(EVENT, envelope, room=stream)
 
     events = Events(db, push)
-    audit = AuditLog(db)
+    audit = AuditLog(db, patient_resolvers(db))
     passwords = Passwords(settings)
+    directory = Directory()
+    limits = RateLimits(settings)
     this_node = settings.node_id or node_id()
+
     # Ended sessions reach every node (Redis) and close their sockets there; the ids are
     # kept a few database-check periods, past any socket that could still miss them.
-    ends = SessionEnds(settings.redis_channel, this_node, 4.0 * settings.session_check_seconds)
+    async def close_sessions(session_ids: list[str], reason: str) -> None:
+        await gateway.close_sessions(session_ids, reason)
+
+    async def leave_revoked(rooms: list[str], institution_id: int) -> None:
+        await gateway.leave_revoked(rooms, institution_id)
+
+    ends = SessionEnds(
+        settings.redis_channel,
+        this_node,
+        4.0 * settings.session_check_seconds,
+        listeners=[close_sessions],
+        revocation_listeners=[leave_revoked],
+    )
     auth = AuthService(settings, db, audit, passwords, Tokens(settings), ends, limits)
     identity = IdentityService(db, audit, events, passwords)
     gateway = Gateway(
@@ -181,15 +230,23 @@ def create_app(settings: Settings) -> web.Application:
         check_session=auth.check_session,
     )
     precall = PrecallService(settings, lambda sid, event, data: sio.emit(event, data, to=sid))
-    add_precall_events(gateway, precall)
-    access = AccessService(db, audit, settings)
-    patients = PatientIndex(db, audit, access)
-    records = RecordsService(db, audit, access, patients, identity)
-    patients.followers.update(access=access, records=records)
-    directory = Directory()
+
+    async def consent_revoked(patient_id: int, institution_id: int) -> None:
+        await consult_sockets.consent_revoked(patient_id, institution_id)
+
+    access = AccessService(db, audit, settings, directory, revocation_listeners=[consent_revoked])
+    patients = PatientIndex(
+        db, audit, access, followers={"access": access, "records": RecordMerges()}
+    )
+    records = RecordsService(db, audit, access, patients, identity, directory)
     inbox = InboxService(db, events, directory)
-    inbox_socket.register(gateway, inbox)
-    scheduling = SchedulingService(settings, db, audit, inbox, access, directory)
+
+    def slots_cancelled(tx: Tx, appointments: list[Any]) -> Awaitable[None]:
+        return referrals.on_slots_cancelled(tx, appointments)
+
+    scheduling = SchedulingService(
+        settings, db, audit, inbox, access, directory, slot_cancelled_listeners=[slots_cancelled]
+    )
     care = CareService(settings, db, audit, access, inbox)
     referrals = ReferralService(settings, db, audit, access, records, inbox, scheduling, directory)
     # The checkpoint key is read from its file, never stored in the database.
@@ -198,13 +255,6 @@ def create_app(settings: Settings) -> web.Application:
     )
     checkpoints = Checkpoints(db, audit, checkpoint_signer, checkpoint_public)
     signer = Signer(settings, checkpoints)
-    # This node in the cluster: its heartbeat row, and the lease holder of its jobs.
-    nodes = Nodes(
-        db,
-        this_node,
-        settings.node_heartbeat_seconds,
-        settings.node_dead_after_seconds,
-    )
     consults = ConsultsService(
         settings,
         db,
@@ -215,14 +265,20 @@ def create_app(settings: Settings) -> web.Application:
         identity,
         auth,
         signer,
-        node_id=nodes.id,
+        node_id=this_node,
         recordings=RecorderSessions(),
     )
     consult_sockets = ConsultSockets(gateway, consults)
-    consult_sockets.register()
-    nodes.add_reaper(consult_sockets.reap, consults.room.forget_node)
+    # This node in the cluster: its heartbeat row; what dead nodes left is reaped.
+    nodes = Nodes(
+        db,
+        this_node,
+        settings.node_heartbeat_seconds,
+        settings.node_dead_after_seconds,
+        reapers=[consult_sockets.reap],
+        forgetters=[consults.room.forget_node],
+    )
     recording = RecordingService(settings, consults, auth)
-    add_recording_events(gateway, recording)
     prescriptions = PrescriptionService(
         settings,
         db,
@@ -233,20 +289,26 @@ def create_app(settings: Settings) -> web.Application:
         PatientRecord(db, records=records, access=access, directory=directory),
         gateway.push,
     )
-    prescription_socket.register(gateway, prescriptions)
-    services = Services(
+    redis = None
+    if settings.redis_url:
+        redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2)
+    return Services(
         settings=settings,
         db=db,
         audit=audit,
         events=events,
         auth=auth,
         identity=identity,
+        directory=directory,
+        limits=limits,
         gateway=gateway,
         inbox=inbox,
         scheduling=scheduling,
         referrals=referrals,
         precall=precall,
-        jobs=Jobs(Leases(db, nodes.id)),
+        jobs=Jobs(Leases(db, this_node)),
+        consults=consults,
+        consult_sockets=consult_sockets,
         prescriptions=prescriptions,
         signer=signer,
         checkpoints=checkpoints,
@@ -254,52 +316,12 @@ def create_app(settings: Settings) -> web.Application:
         care=care,
         patients=patients,
         records=records,
-        consults=consults,
         recording=recording,
-        directory=directory,
+        nodes=nodes,
+        ends=ends,
+        checkpoints_enabled=checkpoint_signer is not None,
+        redis=redis,
     )
-    services.nodes = nodes
-    app[SERVICES] = services
-    # A refusal on a consult, prescription or referral route or event names its patient.
-    audit.patient_resolvers.update(
-        consult_id=patient_lookup(db, Consult.id, Consult.patient_id),
-        prescription_id=patient_lookup(db, Prescription.id, Prescription.patient_id),
-        referral_id=patient_lookup(db, Referral.id, Referral.patient_id),
-    )
-    # Background jobs on leases: each round runs on one node of the cluster.
-    services.jobs.every("cluster.reap_nodes", settings.node_heartbeat_seconds, nodes.reap)
-    # Idle logoff as a sweep, not only when a request shows up: an idle browser's socket
-    # would otherwise stay open and keep receiving pushes.
-    services.jobs.every("auth.idle_logoff", settings.session_check_seconds, auth.end_idle_sessions)
-    referrals.register_jobs(services.jobs)
-    register_escalation(services.jobs, consults, settings.consult_escalation_interval_seconds)
-    register_prescription_jobs(services.jobs, prescriptions, settings.prescription_sweep_seconds)
-    if settings.checkpoint_interval_seconds and checkpoint_signer is not None:
-        services.jobs.every(
-            "audit.checkpoint", settings.checkpoint_interval_seconds, checkpoints.run_tick
-        )
-    app[AUTHENTICATE] = auth.authenticate
-
-    for table in ROUTE_TABLES:
-        table.add_to(app)
-    app[OPENAPI] = build_openapi([op for table in ROUTE_TABLES for op in table.operations])
-    add_operations_routes(app)
-    add_fhir_routes(app, settings, limits)
-    add_web_client(app, settings.web_dir or WEB_DIST)
-
-    app.cleanup_ctx.append(_database(db, settings))
-    app.cleanup_ctx.append(limits.lifespan)
-    app.cleanup_ctx.append(_redis(services, settings, sio, ends))
-    app.cleanup_ctx.append(_socketio(sio, gateway))
-    app.cleanup_ctx.append(precall.lifespan)
-    app.cleanup_ctx.append(nodes.lifespan())
-    app.cleanup_ctx.append(recording.lifespan)
-    app.on_shutdown.append(recording.on_shutdown)
-    app.cleanup_ctx.append(_jobs(services.jobs))
-    app.cleanup_ctx.append(
-        prescription_background(prescriptions, settings.prescription_sweep_seconds)
-    )
-    return app
 
 
 async def _bounded(awaitable: Awaitable[Any], what: str, seconds: float = 10.0) -> None:
@@ -320,21 +342,17 @@ def _database(db: Database, settings: Settings) -> Any:
     return ctx
 
 
-def _redis(
-    services: Services, settings: Settings, sio: socketio.AsyncServer, ends: SessionEnds
-) -> Any:
+def _redis(services: Services, settings: Settings, sio: socketio.AsyncServer) -> Any:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        if not settings.redis_url:
+        redis = services.redis
+        if redis is None:
             yield
             return
-        services.redis = Redis.from_url(
-            settings.redis_url, socket_connect_timeout=2, socket_timeout=2
-        )
         # Start listening to the other nodes now, not at the first local connection:
         # an event published before the listener subscribed would miss this node.
         sio.manager_initialized = True
         sio.manager.initialize()
-        async with ends.listening(services.redis):
+        async with services.ends.listening(redis):
             yield
         manager = sio.manager
         listener = getattr(manager, "thread", None)
@@ -345,7 +363,7 @@ def _redis(
         for resource in (getattr(manager, "pubsub", None), getattr(manager, "redis", None)):
             if resource is not None:
                 await _bounded(resource.aclose(), "socket.io redis client")
-        await _bounded(services.redis.aclose(), "redis client")
+        await _bounded(redis.aclose(), "redis client")
 
     return ctx
 

@@ -1,29 +1,38 @@
-"""The services of one running app, built once by ``create_app`` and handed to the edges."""
+"""The services of one running app, built once by ``server.app.build_services`` and handed
+to the edges.
+
+``Services`` is frozen: every component gets its collaborators through its constructor
+when the app is built, and nothing is attached afterwards.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from server.config import Settings
-from server.core.access import AccessService
 from server.core.api import SERVICES, Call
-from server.core.audit import AuditLog
-from server.core.checkpoints import Checkpoints
-from server.core.db import Database
-from server.core.events import Events
-from server.core.leases import Jobs
-from server.core.signing import Signer
-from server.identity.care import CareService
-from server.identity.directory import Directory
-from server.identity.patients import PatientIndex
-from server.identity.service import AuthService, IdentityService
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+    from server.access import AccessService
+    from server.config import Settings
     from server.consults.service import ConsultsService
+    from server.consults.socket import ConsultSockets
+    from server.core.audit import AuditLog
+    from server.core.checkpoints import Checkpoints
+    from server.core.db import Database
+    from server.core.events import Events
+    from server.core.leases import Jobs
     from server.core.nodes import Nodes
+    from server.core.ratelimit import RateLimits
+    from server.core.sessions import SessionEnds
+    from server.core.signing import Signer
+    from server.identity.auth_service import AuthService
+    from server.identity.care import CareService
+    from server.identity.directory import Directory
+    from server.identity.patients import PatientIndex
+    from server.identity.service import IdentityService
     from server.inbox.service import InboxService
     from server.media.precall import PrecallService
     from server.media.recording import RecordingService
@@ -34,7 +43,7 @@ if TYPE_CHECKING:
     from server.scheduling.service import SchedulingService
 
 
-@dataclass
+@dataclass(frozen=True)
 class Services:
     settings: Settings
     db: Database
@@ -42,6 +51,10 @@ class Services:
     events: Events
     auth: AuthService
     identity: IdentityService
+    # Identity's public lookups for the other capabilities (they never import its models).
+    directory: Directory
+    # The request, login and ingest limits (in Redis when the cluster shares one).
+    limits: RateLimits
     gateway: Gateway
     inbox: InboxService
     scheduling: SchedulingService
@@ -49,6 +62,8 @@ class Services:
     precall: PrecallService
     jobs: Jobs
     consults: ConsultsService
+    # The consult room's socket edge (per-socket presence and signaling live there).
+    consult_sockets: ConsultSockets
     prescriptions: PrescriptionService
     signer: Signer
     checkpoints: Checkpoints
@@ -57,11 +72,13 @@ class Services:
     patients: PatientIndex
     records: RecordsService
     recording: RecordingService
-    # Identity's public lookups for the other capabilities (they never import its models).
-    directory: Directory = field(default_factory=Directory)
+    nodes: Nodes
+    ends: SessionEnds
+    # The checkpoint job runs only where the signing key was given.
+    checkpoints_enabled: bool
+    # Shared by readiness and the session broadcasts; opened lazily, closed by the app.
     redis: Redis | None = None
-    nodes: Nodes | None = None
 
 
-def services(call: Call) -> Services:
-    return call.request.app[SERVICES]  # type: ignore[no-any-return]
+def services(call: Call[Any, Any]) -> Services:
+    return call.request.app[SERVICES]

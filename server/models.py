@@ -1,5 +1,6 @@
 """Every table of the app, imported in one place so the metadata is complete (migrations)."""
 
+from server.access.models import AccessWindow, CareRelationship, Consent
 from server.consults.models import (
     Consult,
     ConsultMessage,
@@ -7,7 +8,6 @@ from server.consults.models import (
     ConsultPresence,
     ConsultTransition,
 )
-from server.core.access import AccessWindow, CareRelationship, Consent
 from server.core.audit import AuditEvent, AuditHead
 from server.core.checkpoints import AuditCheckpoint, CheckpointHead, CheckpointKey
 from server.core.db import Base

@@ -12,12 +12,9 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import select
-
 from server.container import Services
 from server.core.ids import make_resident_id
 from server.identity import schemas
-from server.identity.models import Institution, User
 from server.prescriptions.seed import seed_prescriptions
 from server.scheduling.seed import seed_scheduling
 
@@ -90,9 +87,7 @@ PATIENTS = [
 
 async def seed_demo(services: Services) -> dict[str, int]:
     created = {"institutions": 0, "users": 0}
-    async with services.db.read() as session:
-        existing = set(await session.scalars(select(Institution.code)))
-        usernames = set(await session.scalars(select(User.username)))
+    existing = {institution.code for institution in await services.identity.list_institutions()}
     for spec in INSTITUTIONS:
         if spec["code"] in existing:
             continue
@@ -110,6 +105,13 @@ async def seed_demo(services: Services) -> dict[str, int]:
          "resident_id": p.resident_id, "phone": p.phone}
         for p in PATIENTS
     ]  # fmt: skip
+    async with services.db.read() as session:
+        usernames = {
+            str(spec["username"])
+            for spec in accounts
+            if await services.directory.user_id_by_username(session, str(spec["username"]))
+            is not None
+        }
     for spec in accounts:
         if spec["username"] in usernames:
             continue

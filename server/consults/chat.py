@@ -12,11 +12,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.access import AccessService, withheld_marker
 from server.consults import schemas
 from server.consults.guards import ConsultAccess, check_participant, get_consult
 from server.consults.models import Consult, ConsultMessage
 from server.consults.states import CHAT_STATES, consult_stream
-from server.core.access import AccessService, withheld_marker
 from server.core.audit import AuditLog
 from server.core.auth import Requester
 from server.core.db import Database, utcnow

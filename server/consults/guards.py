@@ -12,10 +12,10 @@ from typing import Any, Protocol
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.access import AccessService, ContentPolicy
 from server.consults import schemas
 from server.consults.models import Consult, ConsultParticipant
 from server.consults.states import ConsultFacts
-from server.core.access import AccessService, ContentPolicy
 from server.core.auth import Requester
 from server.core.errors import Forbidden, NotFound, ValidationFailed
 from server.core.roles import CLINICIAN_ROLES, Role

@@ -28,6 +28,7 @@ from typing import Any
 
 from sqlalchemy import delete, func, select
 
+from server.access import AccessService
 from server.config import Settings
 from server.consults import schemas
 from server.consults.guards import (
@@ -40,7 +41,6 @@ from server.consults.guards import (
 )
 from server.consults.models import Consult, ConsultParticipant, ConsultPresence, ConsultTransition
 from server.consults.states import ENDED, ConsultStatus, consult_stream
-from server.core.access import AccessService
 from server.core.audit import AuditLog
 from server.core.auth import Requester
 from server.core.db import Database, Tx, utcnow

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from sqlalchemy import or_, select
 
+from server.access import AccessService
 from server.consults import schemas
 from server.consults.guards import consult_out, get_consult, get_participant, may_view
 from server.consults.models import Consult, ConsultParticipant, ConsultTransition
 from server.consults.states import ENDED, consult_stream
-from server.core.access import AccessService
 from server.core.auth import Requester
 from server.core.db import Database
 from server.core.errors import Forbidden, NotFound

@@ -33,7 +33,7 @@ from server.core.auth import Requester
 from server.core.db import Database, utcnow
 from server.core.errors import Conflict, Forbidden, NotFound, PayloadTooLarge
 from server.core.events import Events
-from server.identity.service import AuthService
+from server.identity.auth_service import AuthService
 
 SIGNAL_MAX_BYTES = 64 * 1024
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.access import AccessService
 from server.config import Settings
 from server.consults import guards, schemas
 from server.consults.chat import ConsultChat
@@ -34,14 +35,14 @@ from server.consults.panel import RecordPanel
 from server.consults.reads import ConsultReads
 from server.consults.room import ConsultRoom, RecorderSessions
 from server.consults.states import ConsultFacts
-from server.core.access import AccessService
 from server.core.audit import AuditLog
 from server.core.auth import Requester
 from server.core.db import Database
 from server.core.events import Events
 from server.core.signing import Signer
+from server.identity.auth_service import AuthService
 from server.identity.directory import Directory
-from server.identity.service import AuthService, IdentityService
+from server.identity.service import IdentityService
 from server.records.service import RecordsService
 
 

@@ -39,8 +39,7 @@ class ConsultSockets:
         gateway = self.gateway
         gateway.add_room_provider(self.consults.reads.consult_rooms)
         gateway.add_disconnect_hook(self.disconnected)
-        gateway.revocation_hooks.append(self.revoked_from)
-        self.consults.access.revocation_listeners.append(self.consent_revoked)
+        gateway.add_revocation_hook(self.revoked_from)
         self.consults.lifecycle.member_listeners.append(self.member_added)
         gateway.on("consult.open", schemas.ConsultRef, self.open)
         gateway.on("consult.join", schemas.Join, self.join)

@@ -8,14 +8,16 @@ validate the request at run time and build the OpenAPI document
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
+from typing_extensions import TypeVar
 
 from server.core import jsonlimits
 from server.core.auth import Requester
@@ -31,11 +33,14 @@ from server.core.errors import (
 )
 from server.core.ratelimit import RateLimiter
 
+if TYPE_CHECKING:
+    from server.container import Services
+
 Authenticate = Callable[[str], Awaitable[Requester]]
 # Ids are 32-bit integer columns: a path id beyond that names nothing.
 MAX_ID = 2**31 - 1
 AUTHENTICATE: web.AppKey[Authenticate] = web.AppKey("authenticate")
-SERVICES: web.AppKey[Any] = web.AppKey("services", object)
+SERVICES: web.AppKey[Services] = web.AppKey("services")
 MAX_BODY = web.AppKey("max_body", int)
 # The JSON nesting a body may have (``json_max_depth``), checked before it is decoded.
 MAX_DEPTH = web.AppKey("max_json_depth", int)
@@ -51,17 +56,23 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
+# The validated body and query models of an operation. A handler that declares them
+# (``call: Call[PatientRegister, None]``) gets them typed; a bare ``Call`` still means Any.
+BodyT = TypeVar("BodyT", default=Any)
+QueryT = TypeVar("QueryT", default=Any)
+
+
 @dataclass
-class Call:
+class Call(Generic[BodyT, QueryT]):
     """What a handler gets: the request, who made it, and its validated parts."""
 
     request: web.Request
     requester: Requester | None
-    body: Any = None
-    query: Any = None
+    body: BodyT
+    query: QueryT
 
     @property
-    def services(self) -> Any:
+    def services(self) -> Services:
         return self.request.app[SERVICES]
 
     @property
@@ -79,7 +90,7 @@ class Call:
         return self.request.match_info[name]
 
 
-Handler = Callable[[Call], Awaitable[Any]]
+Handler = Callable[[Call[Any, Any]], Awaitable[Any]]
 
 
 @dataclass
@@ -139,6 +150,7 @@ class Routes:
         media_type: str | None = None,
     ) -> Callable[[Handler], Handler]:
         def decorate(handler: Handler) -> Handler:
+            check_call_types(handler, body, query)
             self.operations.append(
                 Operation(
                     method=method.upper(),
@@ -165,6 +177,38 @@ class Routes:
     def add_to(self, app: web.Application) -> None:
         for operation in self.operations:
             app.router.add_route(operation.method, operation.path, make_view(operation))
+
+
+def check_call_types(
+    handler: Callable[..., Any], body: type[BaseModel] | None, query: type[BaseModel] | None
+) -> None:
+    """A handler declaring ``Call[Body, Query]`` names the models its operation validates.
+
+    mypy cannot see that the declaration's ``body=`` is the handler's ``Body``; this check,
+    run when the module is imported, can. A bare ``Call`` (Any) is not checked.
+    """
+    annotation = next(iter(inspect.signature(handler).parameters.values())).annotation
+    if not isinstance(annotation, str):
+        annotation = getattr(annotation, "__name__", repr(annotation))
+    match = re.fullmatch(r"Call\[(.+), (.+)\]", annotation.replace("\n", " ").strip())
+    if match is None:
+        return
+    for part, declared in zip(match.groups(), (body, query), strict=True):
+        if _resolve(part, handler.__globals__) is not declared:
+            raise TypeError(
+                f"{handler.__name__}: declared with {declared!r}, but its Call names {part}"
+            )
+
+
+def _resolve(dotted: str, namespace: dict[str, Any]) -> Any:
+    """``None``, ``Name`` or ``module.Name`` as the handler's module sees it."""
+    if dotted == "None":
+        return None
+    head, *rest = dotted.split(".")
+    value = namespace[head]
+    for name in rest:
+        value = getattr(value, name)
+    return value
 
 
 def field_errors(exc: ValidationError, prefix: str = "") -> list[FieldError]:
@@ -279,7 +323,8 @@ def make_view(operation: Operation) -> Callable[[web.Request], Awaitable[web.Str
                 body = operation.body.model_validate(payload)
             except ValidationError as exc:
                 raise validation_failed(exc) from None
-        result = await operation.handler(Call(request, requester, body, query))
+        call: Call[Any, Any] = Call(request, requester, body, query)
+        result = await operation.handler(call)
         if isinstance(result, web.StreamResponse):
             return result
         if result is None:

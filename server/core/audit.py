@@ -142,11 +142,13 @@ async def _flush_audit(tx: Tx, events: list[Any]) -> None:
 
 
 class AuditLog:
-    def __init__(self, db: Database) -> None:
+    def __init__(
+        self, db: Database, patient_resolvers: Mapping[str, PatientOf] | None = None
+    ) -> None:
         self.db = db
-        # Object id parameter (``consult_id``…) → the patient the object is about; registered
+        # Object id parameter (``consult_id``…) → the patient the object is about; declared
         # by the capabilities, so a refusal on any route or event names the patient.
-        self.patient_resolvers: dict[str, PatientOf] = {}
+        self.patient_resolvers: Mapping[str, PatientOf] = dict(patient_resolvers or {})
 
     async def patient_of(self, refs: Mapping[str, Any]) -> int | None:
         """The patient a refused request was about, from its path or payload ids."""

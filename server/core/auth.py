@@ -6,11 +6,8 @@ The login flow itself (lockout, sessions, refresh, revocation) lives in
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import hmac
 import secrets
-import struct
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -117,41 +114,3 @@ def new_refresh_token() -> str:
 
 def hash_refresh_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-# --- TOTP (RFC 6238, SHA-1, 30 s, 6 digits: what authenticator apps expect) ---
-
-
-def new_totp_secret() -> str:
-    return base64.b32encode(secrets.token_bytes(20)).decode().rstrip("=")
-
-
-def totp_code(secret: str, at: float | None = None, step: int = 30) -> str:
-    key = base64.b32decode(secret + "=" * (-len(secret) % 8), casefold=True)
-    counter = int((time.time() if at is None else at) // step)
-    digest = hmac.new(key, struct.pack(">Q", counter), hashlib.sha1).digest()
-    offset = digest[-1] & 0x0F
-    value = struct.unpack(">I", digest[offset : offset + 4])[0] & 0x7FFFFFFF
-    return f"{value % 1_000_000:06d}"
-
-
-def totp_step(secret: str, code: str, at: float | None = None, step: int = 30) -> int | None:
-    """The time step ``code`` belongs to (current or one either side, for clock drift), or None.
-
-    The caller remembers the step it accepted and refuses it again: a code works once.
-    """
-    now = time.time() if at is None else at
-    counter = int(now // step)
-    for candidate in (counter - 1, counter, counter + 1):
-        if hmac.compare_digest(totp_code(secret, candidate * step, step), code):
-            return candidate
-    return None
-
-
-def verify_totp(secret: str, code: str, at: float | None = None) -> bool:
-    """Whether the code is good now (no once-only check: see ``totp_step``)."""
-    return totp_step(secret, code, at) is not None
-
-
-def totp_uri(secret: str, username: str) -> str:
-    return f"otpauth://totp/Yihao:{username}?secret={secret}&issuer=Yihao"

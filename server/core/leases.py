@@ -9,10 +9,11 @@ claim atomic, so two nodes never run the same tick, nor the same job at the
 same time. The table works on both engines, unlike PostgreSQL advisory locks,
 and a holder that dies simply lets its lease expire.
 
-Capabilities register their jobs (expiry, escalation, outbox relay,
-retention) once at start::
+Capabilities declare their jobs (expiry, escalation, outbox relay,
+retention) as :class:`Periodic` values in their capability's ``jobs``
+(:mod:`server.core.capability`), and ``create_app`` adds each one::
 
-    services.jobs.every("prescriptions.expire", 60, expire_prescriptions)
+    Periodic("prescriptions.expire", 60, expire_prescriptions)
 
 A job must be written to catch up: if a node dies mid-tick that tick is not
 retried, the next tick (on any node) finds whatever is still due. Ticks are
@@ -103,6 +104,17 @@ class Leases:
             )
 
 
+@dataclass(frozen=True)
+class Periodic:
+    """A job a capability declares: run ``run(tick)`` every ``every`` seconds."""
+
+    name: str
+    every: float
+    run: JobFn
+    # How long a dead holder blocks the job (default: the period, at least 30 s).
+    ttl: float | None = None
+
+
 @dataclass
 class Job:
     name: str
@@ -120,6 +132,9 @@ class Jobs:
         # The ticks this node ran, per job (the latest ones): what operators and tests look at.
         self.ran: dict[str, deque[int]] = {}
         self._tasks: list[asyncio.Task[None]] = []
+
+    def add(self, job: Periodic) -> None:
+        self.every(job.name, job.every, job.run, job.ttl)
 
     def every(self, name: str, seconds: float, run: JobFn, ttl: float | None = None) -> None:
         """Run ``run(tick)`` every ``seconds``; ``ttl`` bounds how long a dead holder blocks it."""

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -52,25 +52,26 @@ class Nodes:
     """This node's heartbeat, and the reaping of what dead nodes left behind."""
 
     def __init__(
-        self, db: Database, node_id: str, heartbeat_seconds: float, dead_after_seconds: float
+        self,
+        db: Database,
+        node_id: str,
+        heartbeat_seconds: float,
+        dead_after_seconds: float,
+        reapers: Sequence[Reaper] = (),
+        forgetters: Sequence[Forgetter] = (),
     ) -> None:
         self.db = db
         self.id = node_id
         self.heartbeat_seconds = heartbeat_seconds
         self.dead_after = dead_after_seconds
-        self.reapers: list[Reaper] = []
-        self.forgetters: list[Forgetter] = []
+        # ``reapers`` run in the reaping job; ``forgetters`` at this node's start.
+        self.reapers = tuple(reapers)
+        self.forgetters = tuple(forgetters)
         self.started_at = utcnow()
         self._forgotten = False
         # Monotonic time since when every heartbeat succeeded (None: the last one failed).
         self._healthy_since: float | None = None
         self._task: asyncio.Task[None] | None = None
-
-    def add_reaper(self, reaper: Reaper, forget: Forgetter | None = None) -> None:
-        """``reaper`` runs in the reaping job; ``forget`` at this node's start."""
-        self.reapers.append(reaper)
-        if forget is not None:
-            self.forgetters.append(forget)
 
     async def beat(self) -> None:
         """Refresh this node's row (insert it again if a reaper took it for dead)."""

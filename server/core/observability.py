@@ -83,6 +83,21 @@ def setup_logging(level: str, fmt: str) -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
+def library_logger(name: str) -> logging.Logger:
+    """The logger handed to python-socketio / engine.io in place of ``logger=False``.
+
+    Given ``False``, those libraries use their own module loggers and attach a plain
+    ``StreamHandler`` to them: a handler's traceback went to stderr as plain text, beside
+    (and before) the JSON log. A logger of ours has no handler of its own, so its records
+    reach the root handler (JSON); it stays at WARNING, so the libraries' INFO lines (which
+    quote payloads) never appear, whatever the root level.
+    """
+    logger = logging.getLogger(f"server.realtime.{name}")
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.WARNING)
+    return logger
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)

@@ -25,7 +25,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -39,23 +39,24 @@ RoomsRevoked = Callable[[list[str], int], Awaitable[None]]
 
 
 class SessionEnds:
-    def __init__(self, channel: str, node: str, keep_seconds: float) -> None:
+    def __init__(
+        self,
+        channel: str,
+        node: str,
+        keep_seconds: float,
+        listeners: Sequence[SessionsEnded] = (),
+        revocation_listeners: Sequence[RoomsRevoked] = (),
+    ) -> None:
         self.channel = f"{channel}:sessions"
         self.node = node
         # An id must outlive any socket check that could still see the session as open.
         self.keep_seconds = keep_seconds
         self.redis: Redis | None = None
         self._ended: dict[str, float] = {}
-        self._listeners: list[SessionsEnded] = []
-        self._revocation_listeners: list[RoomsRevoked] = []
+        self._listeners = tuple(listeners)
+        self._revocation_listeners = tuple(revocation_listeners)
         self._task: asyncio.Task[None] | None = None
         self.subscribed = asyncio.Event()
-
-    def add_listener(self, listener: SessionsEnded) -> None:
-        self._listeners.append(listener)
-
-    def add_revocation_listener(self, listener: RoomsRevoked) -> None:
-        self._revocation_listeners.append(listener)
 
     async def announce_revocation(self, rooms: Iterable[str], institution_id: int) -> None:
         """Tell every node (this one first) that an institution's sockets must leave these

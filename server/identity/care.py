@@ -2,7 +2,7 @@
 
 Knowing a resident's ID number and name proves nothing (both are printed on every
 form), so registering a resident gives an institution no reading of the record.
-A care relationship (``server.core.access``) is earned by:
+A care relationship (``server.access``) is earned by:
 
 - **presence**: the patient's app shows a short-lived 一号通 code
   (``POST /api/v1/me/presence-code``; digits and a QR payload); the desk scans or
@@ -15,7 +15,7 @@ A care relationship (``server.core.access``) is earned by:
 - real encounters recorded by other capabilities (a visit the patient booked, a
   referral's arrival).
 
-Break-the-glass reads (``server.core.access``, reason ``emergency``) earn no
+Break-the-glass reads (``server.access``, reason ``emergency``) earn no
 relationship; each is listed for review by the clinician's institution
 administrator or a platform administrator (``GET /api/v1/emergency-accesses``),
 who records a verdict; the review reaches the patient's access log.
@@ -35,8 +35,8 @@ from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, delete, s
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
+from server.access import AccessService
 from server.config import Settings
-from server.core.access import AccessService
 from server.core.audit import AuditEvent, AuditLog
 from server.core.auth import Requester
 from server.core.db import Base, Database, UTCDateTime, utcnow

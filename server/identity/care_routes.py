@@ -18,7 +18,7 @@ routes = Routes(tag="care")
     roles={"patient"},
     errors=(403,),
 )
-async def issue_presence_code(call: Call) -> schemas.PresenceCodeOut:
+async def issue_presence_code(call: Call[None, None]) -> schemas.PresenceCodeOut:
     return await services(call).care.issue_presence_code(call.user)
 
 
@@ -32,7 +32,9 @@ async def issue_presence_code(call: Call) -> schemas.PresenceCodeOut:
     roles={"specialist", "gp", "nurse", "institution_admin"},
     errors=(403, 422),
 )
-async def confirm_presence(call: Call) -> schemas.CareRelationshipOut:
+async def confirm_presence(
+    call: Call[schemas.PresenceConfirm, None],
+) -> schemas.CareRelationshipOut:
     return await services(call).care.confirm_presence(call.user, call.body)
 
 
@@ -46,7 +48,7 @@ async def confirm_presence(call: Call) -> schemas.CareRelationshipOut:
     roles={"specialist", "gp", "nurse", "institution_admin"},
     errors=(403, 404),
 )
-async def request_care(call: Call) -> schemas.CareRequestOut:
+async def request_care(call: Call[schemas.CareRequestCreate, None]) -> schemas.CareRequestOut:
     return await services(call).care.request_care(call.user, call.path_int("patient_id"), call.body)
 
 
@@ -58,7 +60,7 @@ async def request_care(call: Call) -> schemas.CareRequestOut:
     roles={"patient"},
     errors=(403,),
 )
-async def list_care_requests(call: Call) -> schemas.CareRequestList:
+async def list_care_requests(call: Call[None, None]) -> schemas.CareRequestList:
     return await services(call).care.list_requests(call.user, call.path_int("patient_id"))
 
 
@@ -71,7 +73,7 @@ async def list_care_requests(call: Call) -> schemas.CareRequestList:
     roles={"patient"},
     errors=(403, 404, 422),
 )
-async def decide_care_request(call: Call) -> schemas.CareRequestOut:
+async def decide_care_request(call: Call[schemas.CareDecision, None]) -> schemas.CareRequestOut:
     return await services(call).care.decide(call.user, call.path_int("request_id"), call.body)
 
 
@@ -83,7 +85,7 @@ async def decide_care_request(call: Call) -> schemas.CareRequestOut:
     roles={"patient"},
     errors=(403,),
 )
-async def list_care_relationships(call: Call) -> schemas.CareRelationshipList:
+async def list_care_relationships(call: Call[None, None]) -> schemas.CareRelationshipList:
     return await services(call).care.list_relationships(call.user, call.path_int("patient_id"))
 
 
@@ -96,7 +98,9 @@ async def list_care_relationships(call: Call) -> schemas.CareRelationshipList:
     roles={"institution_admin", "platform_admin"},
     errors=(403,),
 )
-async def list_emergency_accesses(call: Call) -> schemas.EmergencyAccessList:
+async def list_emergency_accesses(
+    call: Call[None, schemas.EmergencyQuery],
+) -> schemas.EmergencyAccessList:
     return await services(call).care.list_emergencies(call.user, call.query)
 
 
@@ -109,5 +113,7 @@ async def list_emergency_accesses(call: Call) -> schemas.EmergencyAccessList:
     roles={"institution_admin", "platform_admin"},
     errors=(403, 404, 422),
 )
-async def review_emergency_access(call: Call) -> schemas.EmergencyAccessOut:
+async def review_emergency_access(
+    call: Call[schemas.EmergencyReviewSet, None],
+) -> schemas.EmergencyAccessOut:
     return await services(call).care.review_emergency(call.user, call.path_int("seq"), call.body)

@@ -18,7 +18,7 @@ routes = Routes(tag="patients")
     status=201,
     errors=(403, 409, 422),
 )
-async def register_patient(call: Call) -> schemas.PatientRegistered:
+async def register_patient(call: Call[schemas.PatientRegister, None]) -> schemas.PatientRegistered:
     return await services(call).patients.register(call.user, call.body)
 
 
@@ -31,7 +31,7 @@ async def register_patient(call: Call) -> schemas.PatientRegistered:
     roles={"gp", "specialist", "nurse"},
     errors=(403,),
 )
-async def list_my_patients(call: Call) -> schemas.MyPatientList:
+async def list_my_patients(call: Call[None, schemas.MyPatientsQuery]) -> schemas.MyPatientList:
     return await services(call).patients.list_mine(call.user, call.query)
 
 
@@ -43,7 +43,7 @@ async def list_my_patients(call: Call) -> schemas.MyPatientList:
     response=schemas.PatientOut,
     errors=(403, 404),
 )
-async def lookup_patient(call: Call) -> schemas.PatientOut:
+async def lookup_patient(call: Call[None, schemas.PatientLookup]) -> schemas.PatientOut:
     return await services(call).patients.lookup(call.user, call.query)
 
 
@@ -54,7 +54,7 @@ async def lookup_patient(call: Call) -> schemas.PatientOut:
     response=schemas.PatientOut,
     errors=(403, 404),
 )
-async def get_patient(call: Call) -> schemas.PatientOut:
+async def get_patient(call: Call[None, None]) -> schemas.PatientOut:
     return await services(call).patients.get(call.user, call.path_int("patient_id"))
 
 
@@ -67,7 +67,7 @@ async def get_patient(call: Call) -> schemas.PatientOut:
     roles={"platform_admin", "institution_admin"},
     errors=(403, 404),
 )
-async def set_verification(call: Call) -> schemas.PatientOut:
+async def set_verification(call: Call[schemas.VerificationSet, None]) -> schemas.PatientOut:
     return await services(call).patients.set_verified(
         call.user, call.path_int("patient_id"), call.body.verified
     )
@@ -83,7 +83,7 @@ async def set_verification(call: Call) -> schemas.PatientOut:
     roles={"platform_admin"},
     errors=(404, 409, 422),
 )
-async def merge_patients(call: Call) -> schemas.PatientMergeOut:
+async def merge_patients(call: Call[schemas.PatientMergeRequest, None]) -> schemas.PatientMergeOut:
     return await services(call).patients.merge(call.user, call.body)
 
 
@@ -95,5 +95,5 @@ async def merge_patients(call: Call) -> schemas.PatientMergeOut:
     roles={"platform_admin"},
     errors=(404, 409),
 )
-async def unmerge_patients(call: Call) -> schemas.PatientMergeOut:
+async def unmerge_patients(call: Call[None, None]) -> schemas.PatientMergeOut:
     return await services(call).patients.unmerge(call.user, call.path_int("merge_id"))

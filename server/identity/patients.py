@@ -13,12 +13,13 @@ keep patient data register a :class:`MergeFollower` to move theirs.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Protocol
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.core.access import AccessService, CareRelationship
+from server.access import AccessService
 from server.core.audit import AuditLog
 from server.core.auth import Requester
 from server.core.db import Database, Tx, utcnow
@@ -60,11 +61,18 @@ class MergeFollower(Protocol):
 
 
 class PatientIndex:
-    def __init__(self, db: Database, audit: AuditLog, access: AccessService) -> None:
+    def __init__(
+        self,
+        db: Database,
+        audit: AuditLog,
+        access: AccessService,
+        followers: Mapping[str, MergeFollower] | None = None,
+    ) -> None:
         self.db = db
         self.audit = audit
         self.access = access
-        self.followers: dict[str, MergeFollower] = {}
+        # Capabilities whose rows follow a merge (by name: the merge row keeps what moved).
+        self.followers: Mapping[str, MergeFollower] = dict(followers or {})
 
     # --- registration -------------------------------------------------------
 
@@ -271,14 +279,11 @@ class PatientIndex:
         if actor.role not in CLINICIAN_ROLES or institution_id is None:
             raise Forbidden("the clinicians of an institution list its patients")
         async with self.db.read() as session:
+            cared = self.access.cared_for(institution_id)
             stmt = (
-                select(Patient, CareRelationship.created_at)
-                .join(CareRelationship, CareRelationship.patient_id == Patient.id)
-                .where(
-                    CareRelationship.institution_id == institution_id,
-                    CareRelationship.last_encounter_at > self.access.care_cutoff(),
-                    Patient.merged_into_id.is_(None),
-                )
+                select(Patient, cared.c.since)
+                .join(cared, cared.c.patient_id == Patient.id)
+                .where(Patient.merged_into_id.is_(None))
             )
             if query.q:
                 text = query.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

@@ -19,7 +19,7 @@ ADMINS = {"platform_admin", "institution_admin"}
     auth=False,
     errors=(401, 403, 429),
 )
-async def login(call: Call) -> schemas.TokenResponse:
+async def login(call: Call[schemas.LoginRequest, None]) -> schemas.TokenResponse:
     return await services(call).auth.login(call.body, call.request.remote)
 
 
@@ -32,12 +32,12 @@ async def login(call: Call) -> schemas.TokenResponse:
     auth=False,
     errors=(401, 429),
 )
-async def refresh_tokens(call: Call) -> schemas.TokenResponse:
+async def refresh_tokens(call: Call[schemas.RefreshRequest, None]) -> schemas.TokenResponse:
     return await services(call).auth.refresh(call.body, call.request.remote)
 
 
 @routes.op("POST", "/api/v1/auth/logout", summary="End this session (revokes its tokens)")
-async def logout(call: Call) -> None:
+async def logout(call: Call[None, None]) -> None:
     await services(call).auth.logout(call.user)
 
 
@@ -47,7 +47,7 @@ async def logout(call: Call) -> None:
     summary="Change my password (ends all my sessions)",
     body=schemas.PasswordChange,
 )
-async def change_password(call: Call) -> None:
+async def change_password(call: Call[schemas.PasswordChange, None]) -> None:
     await services(call).auth.change_password(call.user, call.body)
 
 
@@ -59,7 +59,7 @@ async def change_password(call: Call) -> None:
     response=schemas.TotpSetup,
     errors=(409,),
 )
-async def setup_totp(call: Call) -> schemas.TotpSetup:
+async def setup_totp(call: Call[schemas.TotpSetupRequest, None]) -> schemas.TotpSetup:
     return await services(call).auth.setup_totp(call.user, call.body.current_password)
 
 
@@ -70,12 +70,12 @@ async def setup_totp(call: Call) -> schemas.TotpSetup:
     body=schemas.TotpConfirm,
     errors=(409,),
 )
-async def confirm_totp(call: Call) -> None:
+async def confirm_totp(call: Call[schemas.TotpConfirm, None]) -> None:
     await services(call).auth.confirm_totp(call.user, call.body)
 
 
 @routes.op("GET", "/api/v1/me", summary="Who I am", response=schemas.UserOut)
-async def get_me(call: Call) -> schemas.UserOut:
+async def get_me(call: Call[None, None]) -> schemas.UserOut:
     return await services(call).auth.me(call.user)
 
 
@@ -86,7 +86,7 @@ async def get_me(call: Call) -> schemas.UserOut:
     query=schemas.InstitutionQuery,
     response=schemas.InstitutionList,
 )
-async def list_institutions(call: Call) -> schemas.InstitutionList:
+async def list_institutions(call: Call[None, schemas.InstitutionQuery]) -> schemas.InstitutionList:
     items = await services(call).identity.list_institutions(call.query.kind)
     return schemas.InstitutionList(items=items)
 
@@ -101,7 +101,7 @@ async def list_institutions(call: Call) -> schemas.InstitutionList:
     roles={"platform_admin"},
     errors=(409,),
 )
-async def create_institution(call: Call) -> schemas.InstitutionOut:
+async def create_institution(call: Call[schemas.InstitutionCreate, None]) -> schemas.InstitutionOut:
     return await services(call).identity.create_institution(call.user, call.body)
 
 
@@ -111,7 +111,7 @@ async def create_institution(call: Call) -> schemas.InstitutionOut:
     summary="One institution",
     response=schemas.InstitutionOut,
 )
-async def get_institution(call: Call) -> schemas.InstitutionOut:
+async def get_institution(call: Call[None, None]) -> schemas.InstitutionOut:
     return await services(call).identity.get_institution(call.path_int("institution_id"))
 
 
@@ -125,7 +125,7 @@ async def get_institution(call: Call) -> schemas.InstitutionOut:
     roles=ADMINS,
     errors=(404, 409),
 )
-async def create_department(call: Call) -> schemas.InstitutionOut:
+async def create_department(call: Call[schemas.DepartmentCreate, None]) -> schemas.InstitutionOut:
     return await services(call).identity.create_department(
         call.user, call.path_int("institution_id"), call.body
     )
@@ -139,7 +139,7 @@ async def create_department(call: Call) -> schemas.InstitutionOut:
     response=schemas.UserList,
     roles=ADMINS,
 )
-async def list_users(call: Call) -> schemas.UserList:
+async def list_users(call: Call[None, schemas.UserQuery]) -> schemas.UserList:
     items = await services(call).identity.list_users(
         call.user, call.query.institution, call.query.role
     )
@@ -156,12 +156,12 @@ async def list_users(call: Call) -> schemas.UserList:
     roles=ADMINS,
     errors=(409,),
 )
-async def create_user(call: Call) -> schemas.UserOut:
+async def create_user(call: Call[schemas.UserCreate, None]) -> schemas.UserOut:
     return await services(call).identity.create_user(call.user, call.body)
 
 
 @routes.op("GET", r"/api/v1/users/{user_id:\d+}", summary="One account", response=schemas.UserOut)
-async def get_user(call: Call) -> schemas.UserOut:
+async def get_user(call: Call[None, None]) -> schemas.UserOut:
     return await services(call).identity.get_user(call.user, call.path_int("user_id"))
 
 
@@ -173,7 +173,7 @@ async def get_user(call: Call) -> schemas.UserOut:
     roles=ADMINS,
     errors=(404, 409),
 )
-async def disable_user(call: Call) -> schemas.AccountState:
+async def disable_user(call: Call[None, None]) -> schemas.AccountState:
     return await services(call).auth.set_active(call.user, call.path_int("user_id"), False)
 
 
@@ -185,7 +185,7 @@ async def disable_user(call: Call) -> schemas.AccountState:
     roles=ADMINS,
     errors=(404, 409),
 )
-async def enable_user(call: Call) -> schemas.AccountState:
+async def enable_user(call: Call[None, None]) -> schemas.AccountState:
     return await services(call).auth.set_active(call.user, call.path_int("user_id"), True)
 
 
@@ -197,7 +197,7 @@ async def enable_user(call: Call) -> schemas.AccountState:
     roles=ADMINS,
     errors=(404, 409),
 )
-async def unlock_user(call: Call) -> schemas.AccountState:
+async def unlock_user(call: Call[None, None]) -> schemas.AccountState:
     return await services(call).auth.unlock(call.user, call.path_int("user_id"))
 
 
@@ -209,5 +209,5 @@ async def unlock_user(call: Call) -> schemas.AccountState:
     roles=ADMINS,
     errors=(404, 409),
 )
-async def end_user_sessions(call: Call) -> schemas.AccountState:
+async def end_user_sessions(call: Call[None, None]) -> schemas.AccountState:
     return await services(call).auth.end_user_sessions(call.user, call.path_int("user_id"))

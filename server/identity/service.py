@@ -1,8 +1,8 @@
-"""Identity: institutions, departments, user accounts, logins.
+"""Identity's administration: institutions, departments and user accounts.
 
 ``IdentityService`` holds the administrative rules (who may create what, which
-role fits which kind of institution); ``AuthService`` the login rules
-(argon2id, lockout, TOTP, sessions with refresh and revocation, idle logoff).
+role fits which kind of institution); the login rules (argon2id, lockout, TOTP,
+sessions) are :mod:`server.identity.auth_service`'s.
 Every change is audited in the same transaction; changes to an institution
 are pushed on its stream.
 """
@@ -10,47 +10,33 @@ are pushed on its stream.
 from __future__ import annotations
 
 import logging
-import secrets
 from datetime import date, timedelta
 from typing import Any, get_args
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from server.config import Settings
 from server.core.audit import AuditLog
 from server.core.auth import (
     Passwords,
     Requester,
-    Tokens,
-    hash_refresh_token,
-    new_refresh_token,
-    new_totp_secret,
-    totp_step,
-    totp_uri,
 )
-from server.core.db import Database, Tx, utcnow
+from server.core.db import Database, Tx
 from server.core.errors import (
     Conflict,
     Forbidden,
     NotFound,
-    TooManyRequests,
-    Unauthorized,
     ValidationFailed,
 )
 from server.core.events import Events
 from server.core.ids import ResidentIdError, parse_resident_id
-from server.core.ratelimit import RateLimiter, RateLimits
 from server.core.roles import PLATFORM_ONLY_ROLES, PRACTITIONER_ROLES
-from server.core.sessions import SessionEnds
 from server.identity import schemas
 from server.identity.models import (
-    AuthSession,
     Department,
     Institution,
     Patient,
-    RotatedRefresh,
     User,
 )
 
@@ -115,7 +101,7 @@ def user_out(user: User) -> schemas.UserOut:
     )
 
 
-def _user_query() -> Any:
+def user_query() -> Any:
     # System accounts (the consult recorder) are not people: no one lists or manages them.
     return (
         select(User)
@@ -288,7 +274,7 @@ class IdentityService:
                     "member_added",
                     {"user_id": user.id, "role": user.role},
                 )
-            return user_out(await tx.session.scalar(_user_query().where(User.id == user.id)))
+            return user_out(await tx.session.scalar(user_query().where(User.id == user.id)))
 
     def _check_may_create(
         self, actor: Requester | None, data: schemas.UserCreate, institution: Institution | None
@@ -371,7 +357,7 @@ class IdentityService:
         self, actor: Requester, institution_code: str | None, role: str | None
     ) -> list[schemas.UserOut]:
         async with self.db.read() as session:
-            query = _user_query().order_by(User.id)
+            query = user_query().order_by(User.id)
             if actor.role == "institution_admin":
                 query = query.where(User.institution_id == actor.institution_id)
             elif actor.role != "platform_admin":
@@ -386,7 +372,7 @@ class IdentityService:
 
     async def get_user(self, actor: Requester, user_id: int) -> schemas.UserOut:
         async with self.db.read() as session:
-            user = await session.scalar(_user_query().where(User.id == user_id))
+            user = await session.scalar(user_query().where(User.id == user_id))
         if user is None:
             raise NotFound(f"no user {user_id}")
         visible = (
@@ -461,539 +447,3 @@ def check_may_manage(actor: Requester | None, user: User) -> None:
         raise Forbidden("an institution administrator manages their own institution's accounts")
     if user.role not in MANAGED_BY_INSTITUTION_ADMIN:
         raise Forbidden(f"only a platform administrator manages a {user.role} account")
-
-
-class AuthService:
-    def __init__(
-        self,
-        settings: Settings,
-        db: Database,
-        audit: AuditLog,
-        passwords: Passwords,
-        tokens: Tokens,
-        ends: SessionEnds | None = None,
-        limits: RateLimits | None = None,
-    ) -> None:
-        self.settings = settings
-        self.db = db
-        self.audit = audit
-        self.passwords = passwords
-        self.tokens = tokens
-        self.ends = ends or SessionEnds(
-            settings.redis_channel, "local", settings.session_check_seconds * 4
-        )
-        limits = limits or RateLimits()
-        self.login_limit = limits.limiter("login", settings.login_rate_per_minute)
-        self.refresh_limit = limits.limiter("refresh", settings.login_rate_per_minute * 2)
-
-    async def _check_rate(self, limiter: RateLimiter, ip: str | None) -> None:
-        key = ip or "unknown"
-        if not await limiter.allow(key):
-            retry = await limiter.retry_after(key)
-            raise TooManyRequests(
-                "too many attempts from this address; wait and retry",
-                headers={"Retry-After": str(retry)},
-            )
-
-    async def login(self, data: schemas.LoginRequest, ip: str | None) -> schemas.TokenResponse:
-        await self._check_rate(self.login_limit, ip)
-        async with self.db.read() as session:
-            user = await session.scalar(select(User).where(User.username == data.username))
-        # The password is checked even for a locked or unknown account: the same work, and
-        # the same answer, whichever it is (no oracle for which usernames exist or are locked).
-        password_ok = self.passwords.verify(user.password_hash if user else None, data.password)
-        if user is not None and self._locked(user):
-            await self.audit.record_alone(
-                "auth.login", actor_user_id=user.id, outcome="failure", reason="locked"
-            )
-            raise self._invalid_credentials()
-        if user is None or not password_ok or not user.active:
-            await self._record_failure(user, "bad_credentials")
-            raise self._invalid_credentials()
-        if user.totp_enabled and user.totp_secret:
-            if data.totp is None:
-                raise Unauthorized("this account needs a TOTP code", code="totp_required")
-            if not await self._accept_totp(user, data.totp):
-                await self._record_failure(user, "bad_totp")
-                raise Unauthorized("the TOTP code is wrong or was used", code="invalid_totp")
-        elif user.role in self.settings.totp_required_roles:
-            await self.audit.record_alone(
-                "auth.login", actor_user_id=user.id, outcome="failure", reason="totp_not_enrolled"
-            )
-            raise Forbidden(
-                "this role must sign in with a second factor; ask an administrator to enrol "
-                "TOTP for the account (yihao user totp --username …)",
-                code="totp_enrollment_required",
-            )
-        return await self._open_session(user, data.password)
-
-    @staticmethod
-    def _invalid_credentials() -> Unauthorized:
-        return Unauthorized("wrong username or password", code="invalid_credentials")
-
-    @staticmethod
-    def _locked(user: User) -> bool:
-        return user.locked_until is not None and user.locked_until > utcnow()
-
-    async def _refuse_if_locked(self, user: User, action: str) -> None:
-        """For a signed-in user (re-authentication): saying the account is locked leaks nothing."""
-        if not self._locked(user):
-            return
-        assert user.locked_until is not None
-        await self.audit.record_alone(
-            action, actor_user_id=user.id, outcome="failure", reason="locked"
-        )
-        retry = int((user.locked_until - utcnow()).total_seconds()) + 1
-        raise Forbidden(
-            "the account is locked after repeated failed sign-ins; try again later",
-            code="account_locked",
-            headers={"Retry-After": str(retry)},
-        )
-
-    async def _accept_totp(self, user: User, code: str) -> bool:
-        """Accept a code at most once: its time step must be newer than the last one accepted."""
-        assert user.totp_secret is not None
-        step = totp_step(user.totp_secret, code)
-        if step is None:
-            return False
-        async with self.db.transaction() as tx:
-            # Conditional, so two requests racing with the same code cannot both pass.
-            result = await tx.session.execute(
-                update(User)
-                .where(
-                    User.id == user.id,
-                    or_(User.totp_last_step.is_(None), User.totp_last_step < step),
-                )
-                .values(totp_last_step=step)
-            )
-        return bool(getattr(result, "rowcount", 0))
-
-    async def reauthenticate(
-        self,
-        requester: Requester,
-        *,
-        password: str | None,
-        totp: str | None,
-        fresh_seconds: int,
-        action: str,
-    ) -> str:
-        """Confirm a signed-in practitioner is still them (before a live consult session).
-
-        By the password (plus the TOTP code when the account has TOTP), a TOTP code alone,
-        or a login younger than ``fresh_seconds``. Returns how; a wrong password or code is
-        ``401 reauth_failed``, counted with failed logins, so guessing locks the account
-        like guessing at the login does. A TOTP code counts once, here as at the login.
-        """
-        async with self.db.read() as session:
-            user = await session.get(User, requester.user_id)
-            login = await session.get(AuthSession, requester.session_id)
-        if user is None or login is None or not user.active or login.revoked_at is not None:
-            raise Unauthorized("the account or session is gone", code="session_revoked")
-        await self._refuse_if_locked(user, action)
-        method: str | None = None
-        if password is not None:
-            ok = self.passwords.verify(user.password_hash, password)
-            if ok and user.totp_enabled and user.totp_secret:
-                ok = totp is not None and await self._accept_totp(user, totp)
-            method = "password" if ok else None
-        elif totp is not None:
-            ok = bool(user.totp_enabled and user.totp_secret) and await self._accept_totp(
-                user, totp
-            )
-            method = "totp" if ok else None
-        elif utcnow() - login.created_at <= timedelta(seconds=fresh_seconds):
-            return "fresh_login"
-        else:
-            raise Unauthorized(
-                f"confirm it is you: send password (and totp) or totp; a login younger than "
-                f"{fresh_seconds} s also counts",
-                code="reauth_required",
-            )
-        if method is None:
-            await self._record_failure(user, "bad_credentials", action)
-            raise Unauthorized("the password or code is wrong", code="reauth_failed")
-        if user.failed_logins:
-            async with self.db.transaction() as tx:
-                await tx.session.execute(
-                    update(User).where(User.id == user.id).values(failed_logins=0)
-                )
-        return method
-
-    async def _record_failure(
-        self, user: User | None, reason: str, action: str = "auth.login"
-    ) -> None:
-        async with self.db.transaction() as tx:
-            if user is not None:
-                failures = user.failed_logins + 1
-                values: dict[str, Any] = {"failed_logins": failures}
-                if failures >= self.settings.login_max_failures:
-                    values = {
-                        "failed_logins": 0,
-                        "locked_until": utcnow()
-                        + timedelta(seconds=self.settings.login_lockout_seconds),
-                    }
-                    reason = f"{reason}; locked"
-                await tx.session.execute(update(User).where(User.id == user.id).values(**values))
-            await self.audit.record(
-                tx.session,
-                action,
-                actor_user_id=user.id if user else None,
-                outcome="failure",
-                reason=reason,
-            )
-
-    async def _check_current_password(self, user: User, password: str, action: str) -> None:
-        """A credential change asks for the password again; a wrong one counts as a failure."""
-        await self._refuse_if_locked(user, action)
-        if not self.passwords.verify(user.password_hash, password):
-            await self._record_failure(user, "bad_credentials", action)
-            raise ValidationFailed.field("current_password", "is wrong")
-
-    async def _open_session(self, user: User, password: str) -> schemas.TokenResponse:
-        refresh = new_refresh_token()
-        now = utcnow()
-        async with self.db.transaction() as tx:
-            session = AuthSession(
-                id=secrets.token_hex(16),
-                user_id=user.id,
-                refresh_hash=hash_refresh_token(refresh),
-                created_at=now,
-                last_seen_at=now,
-                expires_at=now + timedelta(seconds=self.settings.refresh_token_ttl_seconds),
-            )
-            tx.session.add(session)
-            values: dict[str, Any] = {"failed_logins": 0, "locked_until": None}
-            if self.passwords.needs_rehash(user.password_hash):
-                # Costs were raised since this password was set: upgrade it now we know it.
-                values["password_hash"] = self.passwords.hash(password)
-            await tx.session.execute(update(User).where(User.id == user.id).values(**values))
-            await self.audit.record(
-                tx.session, "auth.login", actor_user_id=user.id, details={"session": session.id}
-            )
-        return self._token_response(user, session.id, refresh)
-
-    def _token_response(self, user: User, session_id: str, refresh: str) -> schemas.TokenResponse:
-        requester = Requester(
-            user_id=user.id,
-            role=user.role,
-            session_id=session_id,
-            institution_id=user.institution_id,
-            patient_id=user.patient_id,
-        )
-        return schemas.TokenResponse(
-            access_token=self.tokens.issue(requester),
-            expires_in=self.tokens.ttl,
-            refresh_token=refresh,
-        )
-
-    async def refresh(self, data: schemas.RefreshRequest, ip: str | None) -> schemas.TokenResponse:
-        await self._check_rate(self.refresh_limit, ip)
-        now = utcnow()
-        presented = hash_refresh_token(data.refresh_token)
-        invalid = Unauthorized("the refresh token is not valid", code="refresh_invalid")
-        # Refusals are raised after the transaction: what they end (an idle or replayed
-        # session) must be committed, not rolled back with the error.
-        refusal: Unauthorized | None = None
-        async with self.db.transaction() as tx:
-            session = await tx.session.scalar(
-                select(AuthSession).where(AuthSession.refresh_hash == presented)
-            )
-            user = await tx.session.get(User, session.user_id) if session else None
-            if session is None:
-                await self._end_replayed(tx, presented)
-                refusal = invalid
-            elif session.revoked_at is not None or session.expires_at <= now:
-                refusal = invalid
-            elif self._idle(session, now):
-                await self._end_sessions(tx, [session.id], "idle")
-                refusal = Unauthorized("the session ended after inactivity", code="session_idle")
-            elif user is None or not user.active:
-                refusal = Unauthorized("the account is disabled", code="account_disabled")
-            else:
-                # Rotate: the old refresh token stops working at once, and is remembered so
-                # that presenting it again is recognised as a theft (see _end_replayed).
-                refresh = new_refresh_token()
-                tx.session.add(RotatedRefresh(refresh_hash=presented, session_id=session.id))
-                session.refresh_hash = hash_refresh_token(refresh)
-                session.last_seen_at = now
-        if refusal is not None:
-            raise refusal
-        assert session is not None and user is not None
-        return self._token_response(user, session.id, refresh)
-
-    async def _end_replayed(self, tx: Tx, presented: str) -> None:
-        """A rotated refresh token came back: someone holds a copy. End the whole session.
-
-        Either the thief or the owner has the newer token; which one cannot be told, so
-        both lose it (RFC 9700, refresh token rotation). The answer stays ``refresh_invalid``.
-        """
-        row = (
-            await tx.session.execute(
-                select(AuthSession.id, AuthSession.user_id)
-                .join(RotatedRefresh, RotatedRefresh.session_id == AuthSession.id)
-                .where(RotatedRefresh.refresh_hash == presented)
-            )
-        ).first()
-        if row is None:
-            return
-        ended = await self._end_sessions(tx, [row.id], "refresh_replay")
-        await self.audit.record(
-            tx.session,
-            "auth.refresh",
-            actor_user_id=row.user_id,
-            outcome="failure",
-            reason="refresh_replay",
-            details={"session": row.id, "ended": bool(ended)},
-        )
-
-    def _idle(self, session: AuthSession, now: Any) -> bool:
-        idle = self.settings.session_idle_timeout_seconds
-        return bool(idle) and (now - session.last_seen_at).total_seconds() > idle
-
-    async def authenticate(self, token: str) -> Requester:
-        """Verify an access token and that its session is still open."""
-        requester = self.tokens.decode(token)
-        await self.check_session(requester)
-        return requester
-
-    async def check_session(self, requester: Requester) -> None:
-        """The session is open, not idle, and its account active; else 401 (and it ends).
-
-        One read per call (the session joined with its user); a write at most once a minute
-        to note the activity. REST calls it per request, a socket every session_check_seconds.
-        """
-        now = utcnow()
-        async with self.db.read() as db_session:
-            row = (
-                await db_session.execute(
-                    select(AuthSession, User.active)
-                    .join(User, User.id == AuthSession.user_id)
-                    .where(AuthSession.id == requester.session_id)
-                )
-            ).first()
-        session, active = row if row is not None else (None, False)
-        if (
-            session is None
-            or session.revoked_at is not None
-            or session.user_id != requester.user_id
-        ):
-            raise Unauthorized("the session has ended; sign in again", code="session_revoked")
-        if not active:
-            # Disabling ended the sessions already; this covers a row written by other means.
-            await self._end_now([session.id], "account_disabled")
-            raise Unauthorized("the session has ended; sign in again", code="session_revoked")
-        if self._idle(session, now):
-            await self._end_now([session.id], "idle")
-            raise Unauthorized("the session ended after inactivity", code="session_idle")
-        if now - session.last_seen_at > LAST_SEEN_RESOLUTION:
-            async with self.db.transaction() as tx:
-                await tx.session.execute(
-                    update(AuthSession).where(AuthSession.id == session.id).values(last_seen_at=now)
-                )
-
-    async def _end_sessions(self, tx: Tx, where: Any, reason: str) -> list[str]:
-        """End the open sessions matching ``where`` (ids, or a condition); announced after commit.
-
-        Every way a session ends goes through here, so every one of them closes the
-        session's sockets on every node (see server.core.sessions).
-        """
-        condition = AuthSession.id.in_(where) if isinstance(where, list) else where
-        ids = list(
-            await tx.session.scalars(
-                select(AuthSession.id).where(condition, AuthSession.revoked_at.is_(None))
-            )
-        )
-        if ids:
-            await tx.session.execute(
-                update(AuthSession)
-                .where(AuthSession.id.in_(ids), AuthSession.revoked_at.is_(None))
-                .values(revoked_at=utcnow(), revoke_reason=reason)
-            )
-
-            async def announce() -> None:
-                await self.ends.announce(ids, reason)
-
-            tx.on_commit(announce)
-        return ids
-
-    async def _end_now(self, session_ids: list[str], reason: str) -> list[str]:
-        async with self.db.transaction() as tx:
-            return await self._end_sessions(tx, session_ids, reason)
-
-    async def end_idle_sessions(self, tick: int = 0) -> None:
-        """The idle logoff (a job): end sessions idle too long, so their sockets close too."""
-        idle = self.settings.session_idle_timeout_seconds
-        if not idle:
-            return
-        cutoff = utcnow() - timedelta(seconds=idle)
-        async with self.db.transaction() as tx:
-            await self._end_sessions(tx, AuthSession.last_seen_at < cutoff, "idle")
-
-    async def logout(self, requester: Requester) -> None:
-        async with self.db.transaction() as tx:
-            await self._end_sessions(tx, [requester.session_id], "logout")
-            await self.audit.record(tx.session, "auth.logout", actor=requester)
-
-    async def change_password(self, requester: Requester, data: schemas.PasswordChange) -> None:
-        user = await self._own_account(requester)
-        await self._check_current_password(user, data.current_password, "user.password_change")
-        if data.new_password == data.current_password:
-            raise ValidationFailed.field("new_password", "must differ from the current one")
-        async with self.db.transaction() as tx:
-            await tx.session.execute(
-                update(User)
-                .where(User.id == user.id)
-                .values(
-                    password_hash=self.passwords.hash(data.new_password),
-                    password_changed_at=utcnow(),
-                    failed_logins=0,
-                )
-            )
-            # Every session ends, this one included: a stolen token dies with the old password.
-            await self._end_sessions(tx, AuthSession.user_id == user.id, "password_change")
-            await self.audit.record(
-                tx.session, "user.password_change", actor=requester, resource=f"User/{user.id}"
-            )
-
-    async def _own_account(self, requester: Requester) -> User:
-        async with self.db.read() as session:
-            user = await session.get(User, requester.user_id)
-        if user is None:
-            raise Unauthorized("the account no longer exists", code="session_revoked")
-        return user
-
-    async def setup_totp(self, requester: Requester, current_password: str) -> schemas.TotpSetup:
-        user = await self._own_account(requester)
-        await self._check_current_password(user, current_password, "user.totp_setup")
-        async with self.db.transaction() as tx:
-            pending = await tx.session.get(User, requester.user_id)
-            assert pending is not None
-            if pending.totp_enabled:
-                raise Conflict("TOTP is already enabled", code="totp_enabled")
-            pending.totp_secret = new_totp_secret()
-            pending.totp_last_step = None
-            return schemas.TotpSetup(
-                secret=pending.totp_secret,
-                otpauth_uri=totp_uri(pending.totp_secret, pending.username),
-            )
-
-    async def confirm_totp(self, requester: Requester, data: schemas.TotpConfirm) -> None:
-        user = await self._own_account(requester)
-        await self._check_current_password(user, data.current_password, "user.totp_enable")
-        if user.totp_secret is None or user.totp_enabled:
-            raise Conflict("start TOTP setup first", code="totp_not_pending")
-        if not await self._accept_totp(user, data.code):
-            raise ValidationFailed.field("code", "the code does not match")
-        async with self.db.transaction() as tx:
-            enabled = await tx.session.execute(
-                update(User)
-                .where(User.id == user.id, User.totp_secret == user.totp_secret)
-                .values(totp_enabled=True)
-            )
-            if not getattr(enabled, "rowcount", 0):
-                raise Conflict("TOTP setup was restarted meanwhile", code="totp_not_pending")
-            await self.audit.record(
-                tx.session, "user.totp_enable", actor=requester, resource=f"User/{user.id}"
-            )
-
-    async def enrol_totp(self, username: str) -> str:
-        """The operator's enrolment (CLI), for roles that must use TOTP from their first login."""
-        async with self.db.transaction() as tx:
-            user = await tx.session.scalar(select(User).where(User.username == username))
-            if user is None:
-                raise NotFound(f"no user '{username}'")
-            user.totp_secret = new_totp_secret()
-            user.totp_enabled = True
-            user.totp_last_step = None
-            await self.audit.record(
-                tx.session, "user.totp_enable", actor_user_id=None, resource=f"User/{user.id}"
-            )
-            return totp_uri(user.totp_secret, user.username)
-
-    # --- account access (administrators; the CLI passes actor None) -------------------
-
-    async def set_active(
-        self, actor: Requester | None, user_ref: int | str, active: bool
-    ) -> schemas.AccountState:
-        """Disable (ending every session and socket of the account at once) or enable it.
-
-        There is no deletion of accounts: the audit log and signed documents name them, so
-        disabling is the deletion.
-        """
-        async with self.db.transaction() as tx:
-            user = await self._managed_user(tx, actor, user_ref)
-            ended: list[str] = []
-            if not active:
-                ended = await self._end_sessions(
-                    tx, AuthSession.user_id == user.id, "account_disabled"
-                )
-            changed = user.active != active
-            user.active = active
-            await self._audit_account(
-                tx,
-                actor,
-                user,
-                "user.enable" if active else "user.disable",
-                {"changed": changed, "sessions_ended": len(ended)},
-            )
-            return self._account_state(user, len(ended))
-
-    async def unlock(self, actor: Requester | None, user_ref: int | str) -> schemas.AccountState:
-        """Lift a lockout after failed sign-ins (the failures counted so far are forgotten)."""
-        async with self.db.transaction() as tx:
-            user = await self._managed_user(tx, actor, user_ref)
-            was_locked = self._locked(user)
-            user.locked_until, user.failed_logins = None, 0
-            await self._audit_account(tx, actor, user, "user.unlock", {"was_locked": was_locked})
-            return self._account_state(user, 0)
-
-    async def end_user_sessions(
-        self, actor: Requester | None, user_ref: int | str
-    ) -> schemas.AccountState:
-        """An administrator signs an account out everywhere (a lost phone), without disabling it."""
-        async with self.db.transaction() as tx:
-            user = await self._managed_user(tx, actor, user_ref)
-            ended = await self._end_sessions(tx, AuthSession.user_id == user.id, "admin_revoked")
-            await self._audit_account(
-                tx, actor, user, "user.sessions_end", {"sessions_ended": len(ended)}
-            )
-            return self._account_state(user, len(ended))
-
-    async def _managed_user(self, tx: Tx, actor: Requester | None, user_ref: int | str) -> User:
-        by = User.id == user_ref if isinstance(user_ref, int) else User.username == user_ref
-        # Only people: the system accounts (the consult recorder) are managed by the server.
-        user = await tx.session.scalar(
-            select(User).where(by, User.role.in_(get_args(schemas.RoleName)))
-        )
-        if user is None:
-            raise NotFound(f"no user {user_ref}")
-        check_may_manage(actor, user)
-        return user
-
-    async def _audit_account(
-        self, tx: Tx, actor: Requester | None, user: User, action: str, details: dict[str, Any]
-    ) -> None:
-        await self.audit.record(
-            tx.session,
-            action,
-            actor=actor,
-            resource=f"User/{user.id}",
-            patient_id=user.patient_id,
-            details=details,
-        )
-
-    def _account_state(self, user: User, ended: int) -> schemas.AccountState:
-        return schemas.AccountState(
-            user_id=user.id,
-            username=user.username,
-            active=user.active,
-            locked=self._locked(user),
-            sessions_ended=ended,
-        )
-
-    async def me(self, requester: Requester) -> schemas.UserOut:
-        async with self.db.read() as session:
-            user = await session.scalar(_user_query().where(User.id == requester.user_id))
-        if user is None:
-            raise Unauthorized("the account no longer exists")
-        return user_out(user)

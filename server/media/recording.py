@@ -49,8 +49,8 @@ from server.core.errors import (
     ServiceUnavailable,
     TooManyRequests,
 )
+from server.identity.auth_service import AuthService
 from server.identity.directory import Directory
-from server.identity.service import AuthService
 from server.media.models import Recording, RecordingConsent
 from server.media.schemas import ConsentItem, ConsentsOut, RecordingOut, RecordingState
 

@@ -28,7 +28,7 @@ from server.identity.directory import Directory, PatientRef
 from server.prescriptions import schemas
 
 if TYPE_CHECKING:
-    from server.core.access import AccessService
+    from server.access import AccessService
     from server.records.service import RecordsService
 
 # FHIR v3-ActCode encounter classes: VR (virtual) is online; the rest were in person.

@@ -21,7 +21,7 @@ from server.config import Settings
 from server.core.audit import AuditLog
 from server.core.db import Database
 from server.core.events import Events
-from server.core.leases import Jobs
+from server.core.leases import Periodic
 from server.core.signing import Signer
 from server.prescriptions.catalogue import Catalogue
 from server.prescriptions.delivery import Deliveries, Push
@@ -64,7 +64,7 @@ class PrescriptionService:
         self.verify_all = self.views.verify_all
 
 
-def register_jobs(jobs: Jobs, service: PrescriptionService, interval: float) -> None:
+def periodic_jobs(service: PrescriptionService, interval: float) -> list[Periodic]:
     """Expiry and the outbox relay, each round run by one node of the cluster (0: none).
 
     The relay is a safety net, not the delivery path: a delivery is pushed by the
@@ -74,7 +74,7 @@ def register_jobs(jobs: Jobs, service: PrescriptionService, interval: float) -> 
     relays per round (see docs/deploy.md, "Background jobs").
     """
     if interval <= 0:
-        return
+        return []
 
     async def expire(tick: int) -> None:
         expired = await service.expire_due()
@@ -85,15 +85,17 @@ def register_jobs(jobs: Jobs, service: PrescriptionService, interval: float) -> 
         # Older than a round: what the commit's own push (or an earlier relay) did not settle.
         await service.relay_pending(interval)
 
-    jobs.every("prescriptions.expire", interval, expire)
-    jobs.every("prescriptions.relay", interval, relay)
+    return [
+        Periodic("prescriptions.expire", interval, expire),
+        Periodic("prescriptions.relay", interval, relay),
+    ]
 
 
 def background(service: PrescriptionService, interval: float) -> Any:
     """cleanup_ctx: at this node's start, relay what was left unacknowledged (once).
 
     A node that crashed between a commit and its push comes back here; the
-    periodic rounds are lease jobs (:func:`register_jobs`).
+    periodic rounds are lease jobs (:func:`periodic_jobs`).
     """
 
     async def ctx(app: Any) -> AsyncIterator[None]:

@@ -15,11 +15,13 @@ I/O), and at most every ``session_check_seconds`` a database read (the safety ne
 for a lost broadcast). An event on an ended session is acked ``401
 session_revoked`` and the socket is closed.
 
-Capabilities register their client → server events with :meth:`Gateway.on`:
-the payload is validated with a pydantic model, the handler gets the
-requester, and the ack is ``{"ok": true, "data": …}`` or
-``{"ok": false, "problem": {…}}`` with the same problem object the REST API
-uses. Acks are sent only after the handler's transaction committed. A payload
+Capabilities register their client → server events with :meth:`Gateway.on`
+(from their capability's ``socket``, which ``create_app`` calls once): the
+payload — one argument — is validated with a pydantic model, the handler gets
+the requester, and the ack (:mod:`server.realtime.acks`) is
+``{"ok": true, "data": …}`` or ``{"ok": false, "problem": {…}}`` with the same
+problem object the REST API uses. Every event, an unknown one too, spends the
+connection's event budget. Acks are sent only after the handler's transaction committed. A payload
 over the size or nesting limit is never decoded: it arrives as a
 :class:`~server.core.jsonlimits.RefusedPayload` and is answered with its
 413/422 problem like any other refusal.
@@ -57,6 +59,7 @@ from server.core.observability import Metrics
 from server.core.ratelimit import RateLimiter
 from server.core.roles import CLINICIAN_ROLES
 from server.core.sessions import SessionEnds
+from server.realtime.acks import Ack, ack_ok, ack_refused
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +67,7 @@ Authenticate = Callable[[str], Awaitable[Requester]]
 CheckSession = Callable[[Requester], Awaitable[None]]
 RoomProvider = Callable[[Requester], Awaitable[list[str]]]
 DisconnectHook = Callable[[str], Awaitable[None]]
+RevocationHook = Callable[[str, str], Awaitable[None]]
 EventHandler = Callable[[str, Requester, Any], Awaitable[Any]]
 
 EVENT = "event"
@@ -131,11 +135,8 @@ class Gateway:
         # sid → when (monotonic) its session is next read from the database.
         self._check_due: dict[str, float] = {}
         self._closing: set[asyncio.Future[None]] = set()
-        if ends is not None:
-            ends.add_listener(self.close_sessions)
-            ends.add_revocation_listener(self._leave_revoked)
         # Run with (sid, room) for each socket a revocation took out of a room.
-        self.revocation_hooks: list[Callable[[str, str], Awaitable[None]]] = []
+        self.revocation_hooks: list[RevocationHook] = []
         self.audit = audit
         self.authenticate = authenticate
         self.events = events
@@ -164,6 +165,10 @@ class Gateway:
     def add_room_provider(self, provider: RoomProvider) -> None:
         self.room_providers.append(provider)
 
+    def add_revocation_hook(self, hook: RevocationHook) -> None:
+        """Run ``hook(sid, room)`` for each socket a consent revocation took out of a room."""
+        self.revocation_hooks.append(hook)
+
     def add_disconnect_hook(self, hook: DisconnectHook) -> None:
         """Run ``hook(sid)`` when a socket goes away (presence clean-up and the like)."""
         self.disconnect_hooks.append(hook)
@@ -171,27 +176,30 @@ class Gateway:
     async def requester(self, sid: str) -> Requester:
         session = await self.sio.get_session(sid)
         requester = session.get("requester")
-        if requester is None:
+        if not isinstance(requester, Requester):
             raise Unauthorized("not signed in")
-        return requester  # type: ignore[no-any-return]
+        return requester
 
     def on(self, event: str, model: type[BaseModel] | None, handler: EventHandler) -> None:
         """Register a client → server event with validation, rate limit and a problem ack."""
         self.event_names.append(event)
         self.event_models[event] = model
 
-        async def handle(sid: str, payload: Any = None) -> dict[str, Any]:
+        async def handle(sid: str, *args: Any) -> Ack:
             # One id per event, so an audited refusal can be matched to the ack that carried it.
             request_id = f"sio-{sid[:8]}-{uuid.uuid4().hex[:12]}"
             token = context.request_id.set(request_id)
             requester: Requester | None = None
+            # An event carries one payload; a client may send more arguments (or none).
+            payload = args[0] if args else None
             try:
-                if not await self.limiter.allow(sid):
-                    raise TooManyRequests("slow down: too many events on this connection")
+                await self._check_rate(sid)
                 requester = await self.requester(sid)
                 await self._check_open(sid, requester)
                 if isinstance(payload, RefusedPayload):  # over a size or nesting limit, undecoded
                     raise payload.error
+                if len(args) > 1:
+                    raise BadRequest(f"send one payload argument, not {len(args)}")
                 data: Any = payload
                 check_no_nul(payload)
                 if model is not None:
@@ -205,30 +213,35 @@ class Gateway:
                 if isinstance(result, BaseModel):
                     result = result.model_dump(mode="json")
                 self.metrics.socket_events.labels(event, "ok").inc()
-                return {"ok": True, "data": result}
+                return ack_ok(result)
             except YihaoError as exc:
                 self.metrics.socket_events.labels(event, exc.code).inc()
                 await self._audit_denial(event, requester, exc, payload)
                 problem = exc.to_problem()
                 problem["request_id"] = request_id
-                return {"ok": False, "problem": problem}
+                return ack_refused(problem)
             except Exception as exc:
                 unavailable = as_unavailable(exc)
                 if unavailable is not None:  # the database is away: 503, retry shortly
                     self.metrics.socket_events.labels(event, unavailable.code).inc()
-                    return {"ok": False, "problem": unavailable.to_problem()}
+                    return ack_refused(unavailable.to_problem())
                 if is_out_of_range(exc):
                     self.metrics.socket_events.labels(event, "out_of_range").inc()
                     problem = out_of_range(exc).to_problem()
                     problem["request_id"] = request_id
-                    return {"ok": False, "problem": problem}
+                    return ack_refused(problem)
                 logger.exception("socket event failed", extra={"event": event})
                 self.metrics.socket_events.labels(event, "internal").inc()
-                return {"ok": False, "problem": YihaoError().to_problem()}
+                return ack_refused(YihaoError().to_problem())
             finally:
                 context.request_id.reset(token)
 
         self.sio.on(event, handle)
+
+    async def _check_rate(self, sid: str) -> None:
+        """The per-connection event budget (``socket_events_per_10s``), known events or not."""
+        if not await self.limiter.allow(sid):
+            raise TooManyRequests("slow down: too many events on this connection")
 
     async def _check_open(self, sid: str, requester: Requester) -> None:
         """Refuse (401) an event whose session ended; cheap unless a database check is due."""
@@ -257,9 +270,9 @@ class Gateway:
         if self.ends is not None:
             await self.ends.announce_revocation(rooms, institution_id)
         else:
-            await self._leave_revoked(rooms, institution_id)
+            await self.leave_revoked(rooms, institution_id)
 
-    async def _leave_revoked(self, rooms: list[str], institution_id: int) -> None:
+    async def leave_revoked(self, rooms: list[str], institution_id: int) -> None:
         for room in rooms:
             for sid, _ in list(self.sio.manager.get_participants("/", room)):
                 session = await self.sio.get_session(sid)
@@ -274,7 +287,7 @@ class Gateway:
                     await hook(sid, room)
 
     async def close_sessions(self, session_ids: list[str], reason: str) -> None:
-        """Close this node's sockets of ended sessions (the SessionEnds listener)."""
+        """Close this node's sockets of ended sessions (a SessionEnds listener)."""
         for session_id in session_ids:
             for sid, _ in list(self.sio.manager.get_participants("/", session_room(session_id))):
                 await self._close(sid, reason)
@@ -342,10 +355,17 @@ class Gateway:
         self.metrics.sockets.inc()
         logger.info("socket connected", extra={"sid": sid, "user_id": requester.user_id})
 
-    async def _on_unknown(self, event: str, sid: str, *args: Any) -> dict[str, Any]:
+    async def _on_unknown(self, event: str, sid: str, *args: Any) -> Ack:
+        """Any event no capability registered: 404 ``unknown_event``, within the same rate
+        limit as known events (a flood of made-up names is slowed like any other)."""
+        try:
+            await self._check_rate(sid)
+        except TooManyRequests as exc:
+            self.metrics.socket_events.labels("unknown", exc.code).inc()
+            return ack_refused(exc.to_problem())
         self.metrics.socket_events.labels("unknown", "unknown_event").inc()
         problem = NotFound(f"no such event: {event[:64]}", code="unknown_event")
-        return {"ok": False, "problem": problem.to_problem()}
+        return ack_refused(problem.to_problem())
 
     async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
         self.metrics.sockets.dec()

@@ -30,7 +30,7 @@ from typing import Any
 
 from sqlalchemy import select, tuple_
 
-from server.core.access import AccessService
+from server.access import AccessService
 from server.core.audit import AuditLog
 from server.core.auth import Requester
 from server.core.db import Database, Tx, utcnow

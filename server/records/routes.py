@@ -26,7 +26,7 @@ def emergency_reason(call: Call) -> str | None:
     response=schemas.ClinicalSummary,
     errors=(403, 404),
 )
-async def get_summary(call: Call) -> schemas.ClinicalSummary:
+async def get_summary(call: Call[None, None]) -> schemas.ClinicalSummary:
     return await services(call).records.clinical_summary(
         call.user, call.path_int("patient_id"), emergency_reason(call)
     )
@@ -40,7 +40,7 @@ async def get_summary(call: Call) -> schemas.ClinicalSummary:
     response=schemas.Timeline,
     errors=(403, 404, 422),
 )
-async def get_timeline(call: Call) -> schemas.Timeline:
+async def get_timeline(call: Call[None, schemas.TimelineQuery]) -> schemas.Timeline:
     return await services(call).records.timeline(
         call.user, call.path_int("patient_id"), call.query, emergency_reason(call)
     )
@@ -53,7 +53,7 @@ async def get_timeline(call: Call) -> schemas.Timeline:
     response=schemas.ConsentList,
     errors=(403,),
 )
-async def list_consents(call: Call) -> schemas.ConsentList:
+async def list_consents(call: Call[None, None]) -> schemas.ConsentList:
     return await services(call).records.consents(call.user, call.path_int("patient_id"))
 
 
@@ -65,7 +65,7 @@ async def list_consents(call: Call) -> schemas.ConsentList:
     response=schemas.ConsentOut,
     errors=(403, 404),
 )
-async def set_consent(call: Call) -> schemas.ConsentOut:
+async def set_consent(call: Call[schemas.ConsentSet, None]) -> schemas.ConsentOut:
     return await services(call).records.set_consent(
         call.user, call.path_int("patient_id"), call.path_str("institution"), call.body
     )
@@ -79,7 +79,7 @@ async def set_consent(call: Call) -> schemas.ConsentOut:
     response=schemas.AccessLog,
     errors=(403,),
 )
-async def get_access_log(call: Call) -> schemas.AccessLog:
+async def get_access_log(call: Call[None, schemas.AccessLogQuery]) -> schemas.AccessLog:
     return await services(call).records.access_log(
         call.user, call.path_int("patient_id"), call.query
     )

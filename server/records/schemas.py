@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, Field
 
-from server.core.access import SENSITIVE_CATEGORIES
+from server.access import SENSITIVE_CATEGORIES
 from server.core.api import Strict
 from server.core.types import Code
 
 SensitiveCategory = Literal[
     "mental_health", "reproductive_health", "hiv", "substance_use", "genetic"
 ]
-assert set(SensitiveCategory.__args__) == set(SENSITIVE_CATEGORIES)  # type: ignore[attr-defined]
+assert set(get_args(SensitiveCategory)) == set(SENSITIVE_CATEGORIES)
 
 
 class SourceInstitution(BaseModel):

@@ -17,13 +17,14 @@ from typing import Any, TypeVar
 from sqlalchemy import ColumnElement, Select, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.core.access import AccessService, ContentPolicy, withheld_marker, withhold
+from server.access import AccessService, ContentPolicy, withheld_marker, withhold
 from server.core.audit import AuditEvent, AuditLog
 from server.core.auth import Requester
 from server.core.db import Database, Tx
 from server.core.errors import BadRequest, Forbidden, NotFound, ValidationFailed
 from server.core.ids import RESIDENT_ID_SYSTEM
 from server.core.roles import PRACTITIONER_ROLES
+from server.identity.directory import Directory
 from server.identity.patients import PatientIndex, local_identifier_system
 from server.identity.schemas import InstitutionOut, PatientOut
 from server.identity.service import IdentityService
@@ -32,7 +33,6 @@ from server.records.fhir import (
     SEARCH_PARAMS,
     BundleRefused,
     parse_fhir_datetime,
-    walk_references,
 )
 from server.records.ingest import Ingest, Item, Scope, Sender
 from server.records.models import RecordEntry
@@ -54,12 +54,14 @@ class RecordsService:
         access: AccessService,
         patients: PatientIndex,
         identity: IdentityService,
+        directory: Directory,
     ) -> None:
         self.db = db
         self.audit = audit
         self.access = access
         self.patients = patients
         self.identity = identity
+        self.directory = directory
         self.ingest = Ingest(db, audit, access, patients)
 
     # --- writes ----------------------------------------------------------------
@@ -96,7 +98,9 @@ class RecordsService:
         else:
             resource["subject"] = {"reference": f"Patient/{patient_id}"}
         # Inside the caller's transaction: no second connection (SQLite has one writer).
-        institution = await self.identity._institution(tx.session, institution_id)
+        institution = await self.directory.institution(tx.session, institution_id)
+        if institution is None:
+            raise NotFound(f"no institution {institution_id}")
         item = Item(0, "resource", None, resource)
         scope = Scope(patients={patient_id})
         try:
@@ -577,25 +581,6 @@ class RecordsService:
             )
         return schemas.AccessLog(items=items, next_before=rows[-1].seq if more else None)
 
-    # --- merge follower ---------------------------------------------------------
-
-    async def follow_merge(self, tx: Tx, source_id: int, target_id: int) -> list[int]:
-        rows = list(
-            await tx.session.scalars(select(RecordEntry).where(RecordEntry.patient_id == source_id))
-        )
-        for row in rows:
-            row.patient_id = target_id
-            row.resource = _repoint(row.resource, source_id, target_id)
-        return [row.id for row in rows]
-
-    async def undo_merge(self, tx: Tx, source_id: int, target_id: int, moved: list[int]) -> None:
-        if not moved:
-            return
-        rows = await tx.session.scalars(select(RecordEntry).where(RecordEntry.id.in_(moved)))
-        for row in rows:
-            row.patient_id = source_id
-            row.resource = _repoint(row.resource, target_id, source_id)
-
     # --- trusted reads in a caller's session --------------------------------------------
 
     async def resources_of_types(
@@ -631,14 +616,6 @@ _OPERATOR = Requester(user_id=0, role="platform_admin", session_id="")
 def _check_self(requester: Requester, patient_id: int) -> None:
     if requester.role != "patient" or requester.patient_id != patient_id:
         raise Forbidden("only the patient sees this")
-
-
-def _repoint(resource: dict[str, Any], old: int, new: int) -> dict[str, Any]:
-    resource = copy.deepcopy(resource)
-    for ref, _ in walk_references(resource, ""):
-        if ref["reference"] == f"Patient/{old}":
-            ref["reference"] = f"Patient/{new}"
-    return resource
 
 
 def _entry_id(item: Any) -> int | None:

@@ -21,14 +21,14 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
+from server.access import AccessService, ContentPolicy, withheld_marker
 from server.config import Settings
-from server.core.access import AccessService, ContentPolicy, withheld_marker
 from server.core.audit import AuditLog
 from server.core.auth import Requester
 from server.core.db import Database, Tx, utcnow
 from server.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from server.core.history import HistoryEntry
-from server.core.leases import Jobs
+from server.core.leases import Periodic
 from server.core.roles import REFERRAL_DESK_ROLES, REFERRING_ROLES, Role
 from server.identity.directory import Directory
 from server.inbox.service import InboxService
@@ -130,7 +130,6 @@ class ReferralService:
         self.scheduling = scheduling
         self.expiry = timedelta(hours=settings.referral_expiry_hours)
         self.expiry_interval = settings.referral_expiry_interval_seconds
-        scheduling.slot_cancelled_listeners.append(self._on_slots_cancelled)
 
     # --- reading ----------------------------------------------------------------
 
@@ -540,7 +539,7 @@ class ReferralService:
         """decline, arrive, complete (receiving side) or cancel (referring side)."""
         return await self._act(requester, referral_id, action, note)
 
-    async def _on_slots_cancelled(self, tx: Tx, appointments: list[BookedAppointment]) -> None:
+    async def on_slots_cancelled(self, tx: Tx, appointments: list[BookedAppointment]) -> None:
         """A hospital-cancelled slot sends its referrals back to be scheduled again."""
         for appointment in appointments:
             if appointment.referral_id is None:
@@ -586,12 +585,12 @@ class ReferralService:
             logger.info("referrals expired", extra={"count": len(expired)})
         return expired
 
-    def register_jobs(self, jobs: Jobs) -> None:
+    def periodic_jobs(self) -> list[Periodic]:
         """The background job: expire overdue referrals every interval, on one node per round."""
         if self.expiry_interval <= 0:
-            return
+            return []
 
         async def expire(tick: int) -> None:
             await self.expire_overdue()
 
-        jobs.every("referrals.expire", self.expiry_interval, expire)
+        return [Periodic("referrals.expire", self.expiry_interval, expire)]

@@ -14,7 +14,7 @@ every patient booked on it through the inbox.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -24,8 +24,8 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.access import AccessService
 from server.config import Settings
-from server.core.access import AccessService
 from server.core.audit import AuditLog
 from server.core.auth import Requester
 from server.core.db import Database, Tx, utcnow
@@ -145,6 +145,7 @@ class SchedulingService:
         inbox: InboxService,
         access: AccessService,
         directory: Directory,
+        slot_cancelled_listeners: Sequence[SlotCancelled] = (),
     ) -> None:
         self.db = db
         self.audit = audit
@@ -153,7 +154,7 @@ class SchedulingService:
         self.directory = directory
         self.zone = ZoneInfo(settings.schedule_timezone)
         # Called in the transaction that cancels a slot (referrals re-open their scheduling).
-        self.slot_cancelled_listeners: list[SlotCancelled] = []
+        self.slot_cancelled_listeners = tuple(slot_cancelled_listeners)
 
     # --- templates, generation, holidays ---------------------------------------
 

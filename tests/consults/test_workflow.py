@@ -7,8 +7,8 @@ from typing import Any
 
 from sqlalchemy import select
 
+from server.access.models import AccessWindow
 from server.container import Services
-from server.core.access import AccessWindow
 from tests.consults.conftest import consult_request, new_consult, scheduled_consult
 from tests.helpers import Api
 

@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 from playwright.sync_api import Page, expect
 
-from server.core.auth import totp_code
+from server.identity.totp import totp_code
 from server.seed import DEMO_PASSWORD
 from tests.e2e.conftest import (
     ACCESS_TOKEN_TTL,

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
+from server.access.models import CareRelationship
 from server.container import Services
-from server.core.access import CareRelationship
 from server.core.db import utcnow
 from server.core.ids import RESIDENT_ID_SYSTEM
 from server.seed import PATIENTS

@@ -7,8 +7,8 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from server.access.models import AccessWindow
 from server.container import Services
-from server.core.access import AccessWindow
 from server.core.auth import Requester
 from server.core.db import utcnow
 from server.referrals.models import Referral

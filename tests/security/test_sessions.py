@@ -23,9 +23,9 @@ from sqlalchemy import select, update
 from server.config import Settings
 from server.container import Services
 from server.core.audit import AuditEvent
-from server.core.auth import totp_code
 from server.core.db import utcnow
 from server.identity.models import AuthSession, User
+from server.identity.totp import totp_code
 from server.seed import DEMO_PASSWORD
 from tests.consults import test_cluster
 from tests.helpers import Api, SocketClient
