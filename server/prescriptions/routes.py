@@ -51,7 +51,9 @@ async def check_prescription(call: Call[schemas.PrescriptionCreate, None]) -> sc
     roles=PRESCRIBERS,
     errors=RULE_ERRORS,
 )
-async def create_prescription(call: Call[schemas.PrescriptionCreate, None]) -> schemas.PrescriptionOut:
+async def create_prescription(
+    call: Call[schemas.PrescriptionCreate, None],
+) -> schemas.PrescriptionOut:
     return await _rx(call).prescribing.create(call.user, call.body, idempotency_key(call))
 
 
@@ -116,7 +118,9 @@ async def route_prescription(call: Call[schemas.RouteRequest, None]) -> schemas.
     roles=PRESCRIBERS,
     errors=(404, 409, 422),
 )
-async def revise_prescription(call: Call[schemas.PrescriptionBody, None]) -> schemas.PrescriptionOut:
+async def revise_prescription(
+    call: Call[schemas.PrescriptionBody, None],
+) -> schemas.PrescriptionOut:
     return await _rx(call).prescribing.revise(
         call.user, call.path_int("prescription_id"), call.body
     )
@@ -130,7 +134,9 @@ async def revise_prescription(call: Call[schemas.PrescriptionBody, None]) -> sch
     response=schemas.PrescriptionOut,
     errors=(403, 404, 409),
 )
-async def cancel_prescription(call: Call[schemas.PrescriptionCancel, None]) -> schemas.PrescriptionOut:
+async def cancel_prescription(
+    call: Call[schemas.PrescriptionCancel, None],
+) -> schemas.PrescriptionOut:
     return await _rx(call).prescribing.cancel(
         call.user, call.path_int("prescription_id"), call.body.reason
     )
@@ -171,7 +177,9 @@ async def review_prescription(call: Call[schemas.ReviewRequest, None]) -> schema
     response=schemas.PrescriptionOut,
     errors=(403, 404, 409, 422),
 )
-async def dispense_prescription(call: Call[schemas.DispenseRequest, None]) -> schemas.PrescriptionOut:
+async def dispense_prescription(
+    call: Call[schemas.DispenseRequest, None],
+) -> schemas.PrescriptionOut:
     return await _rx(call).review.dispense(call.user, call.path_int("prescription_id"), call.body)
 
 

@@ -35,7 +35,9 @@ async def create_referral(call: Call[schemas.ReferralCreate, None]) -> schemas.R
     roles=REFERRING_ROLES,
     errors=(403, 404, 409, 422),
 )
-async def create_referral_from_consult(call: Call[schemas.ReferralCreate, None]) -> schemas.ReferralOut:
+async def create_referral_from_consult(
+    call: Call[schemas.ReferralCreate, None],
+) -> schemas.ReferralOut:
     svc = services(call)
     basis = await svc.consults.referral_basis(
         call.user, call.path_int("consult_id"), call.body.patient_id
