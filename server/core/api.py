@@ -185,7 +185,9 @@ def check_call_types(
     """A handler declaring ``Call[Body, Query]`` names the models its operation validates.
 
     mypy cannot see that the declaration's ``body=`` is the handler's ``Body``; this check,
-    run when the module is imported, can. A bare ``Call`` (Any) is not checked.
+    run when the module is imported, can. A bare ``Call`` (Any) is not checked. A union
+    (``Call[Reason | Note, None]``, one handler serving operations of either body) accepts
+    each of its members.
     """
     annotation = next(iter(inspect.signature(handler).parameters.values())).annotation
     if not isinstance(annotation, str):
@@ -194,7 +196,8 @@ def check_call_types(
     if match is None:
         return
     for part, declared in zip(match.groups(), (body, query), strict=True):
-        if _resolve(part, handler.__globals__) is not declared:
+        members = [_resolve(name.strip(), handler.__globals__) for name in part.split("|")]
+        if not any(member is declared for member in members):
             raise TypeError(
                 f"{handler.__name__}: declared with {declared!r}, but its Call names {part}"
             )

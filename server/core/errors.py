@@ -34,7 +34,8 @@ class FieldError(TypedDict):
 
 
 class YihaoError(Exception):
-    status: ClassVar[int] = 500
+    # Per class, and an instance may refine it (a FHIR bundle refused only for access is 403).
+    status: int = 500
     default_code: ClassVar[str] = "internal"
     title: ClassVar[str] = "Internal server error"
 

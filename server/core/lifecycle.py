@@ -33,7 +33,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from server.core.audit import AuditLog
 from server.core.auth import Requester
-from server.core.db import Tx, utcnow
+from server.core.db import Tx, rowcount, utcnow
 
 
 class Tracked(Protocol):
@@ -147,7 +147,7 @@ class Lifecycle(Generic[Row]):
             .values(**changes)
             .execution_options(synchronize_session=False)
         )
-        if moved.rowcount != 1:  # type: ignore[attr-defined]
+        if rowcount(moved) != 1:
             current = await tx.session.scalar(select(status).where(model.id == row.id))
             raise self.refuse(row, action, current)
         previous: str | None = row.status

@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy import String, delete, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
-from server.core.db import Base, Database, UTCDateTime, utcnow
+from server.core.db import Base, Database, UTCDateTime, rowcount, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class Nodes:
                 result = await tx.session.execute(
                     update(ClusterNode).where(ClusterNode.id == self.id).values(heartbeat_at=now)
                 )
-                if result.rowcount == 0:  # type: ignore[attr-defined]
+                if rowcount(result) == 0:
                     tx.session.add(ClusterNode(id=self.id, started_at=now, heartbeat_at=now))
         except Exception:
             self._healthy_since = None

@@ -58,6 +58,7 @@ class RateLimits:
                 implementation="redispy",
                 # Nodes of one cluster share the channel, so they share the counts too.
                 key_prefix=f"{settings.redis_channel}:limits",
+                # limits documents connection_pool but types **options as scalars only.
                 connection_pool=self._pool,  # type: ignore[arg-type]
             )
             self.shared = SlidingWindowCounterRateLimiter(storage)

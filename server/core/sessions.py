@@ -152,6 +152,7 @@ class SessionEnds:
                 await asyncio.sleep(1.0)
             finally:
                 with contextlib.suppress(Exception):
+                    # redis-py leaves PubSub.aclose unannotated.
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     @contextlib.asynccontextmanager

@@ -16,7 +16,7 @@ routes = Routes(tag="inbox")
     query=schemas.InboxQuery,
     response=schemas.InboxList,
 )
-async def list_inbox(call: Call) -> schemas.InboxList:
+async def list_inbox(call: Call[None, schemas.InboxQuery]) -> schemas.InboxList:
     return await services(call).inbox.list_items(
         call.user, unread_only=call.query.unread, limit=call.query.limit
     )
@@ -29,5 +29,5 @@ async def list_inbox(call: Call) -> schemas.InboxList:
     body=schemas.MarkRead,
     response=schemas.MarkedRead,
 )
-async def mark_inbox_read(call: Call) -> schemas.MarkedRead:
+async def mark_inbox_read(call: Call[schemas.MarkRead, None]) -> schemas.MarkedRead:
     return await services(call).inbox.mark_read(call.user, call.body.ids)

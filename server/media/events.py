@@ -29,10 +29,10 @@ def add_precall_events(gateway: Gateway, precall: PrecallService) -> None:
             sid, requester, RTCSessionDescription(sdp=data.sdp, type=data.type)
         )
 
-    async def stats(sid: str, requester: Requester, data: Any) -> PrecallStats:
+    async def stats(sid: str, requester: Requester, data: object) -> PrecallStats:
         return await precall.get_stats(sid)
 
-    async def stop(sid: str, requester: Requester, data: Any) -> dict[str, Any]:
+    async def stop(sid: str, requester: Requester, data: object) -> dict[str, Any]:
         await precall.do_stop(sid)
         return {}
 

@@ -454,10 +454,12 @@ class Recorder:
         try:
             while True:
                 frame = await track.recv()
-                if track.kind == "video":
-                    self.composer.put_video(peer.user_id, frame)  # type: ignore[arg-type]
-                else:
-                    for out in resampler.resample(frame):  # type: ignore[arg-type]
+                # A received track yields decoded frames: video frames on a video track,
+                # audio frames on an audio track.
+                if isinstance(frame, av.VideoFrame):
+                    self.composer.put_video(peer.user_id, frame)
+                elif isinstance(frame, av.AudioFrame):
+                    for out in resampler.resample(frame):
                         self.composer.put_audio(
                             peer.user_id, bytes(out.planes[0])[: out.samples * 4]
                         )

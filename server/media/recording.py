@@ -52,7 +52,7 @@ from server.core.errors import (
 from server.identity.auth_service import AuthService
 from server.identity.directory import Directory
 from server.media.models import Recording, RecordingConsent
-from server.media.schemas import ConsentItem, ConsentsOut, RecordingOut, RecordingState
+from server.media.schemas import ConsentItem, ConsentsOut, RecordingOut
 
 if TYPE_CHECKING:
     from server.consults.service import ConsultsService
@@ -652,11 +652,10 @@ class RecordingService:
 
     @staticmethod
     def _out(recording: Recording) -> RecordingOut:
-        state: RecordingState = recording.state  # type: ignore[assignment]
         return RecordingOut(
             recording_id=recording.id,
             consult_id=recording.consult_id,
-            state=state,
+            state=recording.state,
             started_by=recording.started_by,
             started_at=recording.started_at,
             ended_at=recording.ended_at,

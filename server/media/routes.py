@@ -18,7 +18,7 @@ routes = Routes(tag="recordings")
     response=RecordingList,
     errors=(404,),
 )
-async def list_recordings(call: Call) -> RecordingList:
+async def list_recordings(call: Call[None, None]) -> RecordingList:
     items = await services(call).recording.list_for(call.user, call.path_int("consult_id"))
     return RecordingList(items=items)
 
@@ -30,7 +30,7 @@ async def list_recordings(call: Call) -> RecordingList:
     media_type="video/webm",
     errors=(404, 409),
 )
-async def recording_media(call: Call) -> web.StreamResponse:
+async def recording_media(call: Call[None, None]) -> web.StreamResponse:
     path, recording = await services(call).recording.media(call.user, call.path_int("recording_id"))
     return web.FileResponse(
         path,

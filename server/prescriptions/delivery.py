@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.core.audit import AuditLog
 from server.core.auth import Requester
-from server.core.db import Database, Tx, utcnow
+from server.core.db import Database, Tx, rowcount, utcnow
 from server.core.errors import NotFound, ValidationFailed
 from server.core.events import Events, StreamEvent
 from server.core.roles import Role
@@ -191,7 +191,7 @@ class Deliveries:
                 )
                 .values(acked_at=utcnow(), acked_by=requester.user_id)
             )
-            first = result.rowcount == 1  # type: ignore[attr-defined]
+            first = rowcount(result) == 1
             if first:
 
                 async def then() -> None:

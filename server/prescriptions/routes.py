@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from server.container import services
+from typing import Any
+
 from server.core.api import Call, Routes
 from server.core.errors import ValidationFailed
 from server.core.history import HistoryList
@@ -16,12 +17,11 @@ ONE = r"/api/v1/prescriptions/{prescription_id:\d+}"
 RULE_ERRORS = (403, 404, 422)
 
 
-def _rx(call: Call) -> PrescriptionService:
-    service: PrescriptionService = services(call).prescriptions
-    return service
+def _rx(call: Call[Any, Any]) -> PrescriptionService:
+    return call.services.prescriptions
 
 
-def idempotency_key(call: Call) -> str | None:
+def idempotency_key(call: Call[Any, Any]) -> str | None:
     key = call.request.headers.get("Idempotency-Key")
     if key is not None and not (1 <= len(key) <= 100 and key.isprintable()):
         raise ValidationFailed.field("Idempotency-Key", "1 to 100 printable characters")
@@ -37,7 +37,7 @@ def idempotency_key(call: Call) -> str | None:
     roles=PRESCRIBERS,
     errors=RULE_ERRORS,
 )
-async def check_prescription(call: Call) -> schemas.CheckResult:
+async def check_prescription(call: Call[schemas.PrescriptionCreate, None]) -> schemas.CheckResult:
     return await _rx(call).prescribing.check(call.user, call.body)
 
 
@@ -51,7 +51,9 @@ async def check_prescription(call: Call) -> schemas.CheckResult:
     roles=PRESCRIBERS,
     errors=RULE_ERRORS,
 )
-async def create_prescription(call: Call) -> schemas.PrescriptionOut:
+async def create_prescription(
+    call: Call[schemas.PrescriptionCreate, None],
+) -> schemas.PrescriptionOut:
     return await _rx(call).prescribing.create(call.user, call.body, idempotency_key(call))
 
 
@@ -63,12 +65,12 @@ async def create_prescription(call: Call) -> schemas.PrescriptionOut:
     response=schemas.PrescriptionList,
     errors=(403,),
 )
-async def list_my_prescriptions(call: Call) -> schemas.PrescriptionList:
+async def list_my_prescriptions(call: Call[None, schemas.MineQuery]) -> schemas.PrescriptionList:
     return await _rx(call).views.mine(call.user, call.query)
 
 
 @routes.op("GET", ONE, summary="One prescription", response=schemas.PrescriptionOut, errors=(404,))
-async def get_prescription(call: Call) -> schemas.PrescriptionOut:
+async def get_prescription(call: Call[None, None]) -> schemas.PrescriptionOut:
     return await _rx(call).views.get(call.user, call.path_int("prescription_id"))
 
 
@@ -79,7 +81,7 @@ async def get_prescription(call: Call) -> schemas.PrescriptionOut:
     response=HistoryList,
     errors=(404,),
 )
-async def get_prescription_history(call: Call) -> HistoryList:
+async def get_prescription_history(call: Call[None, None]) -> HistoryList:
     return await _rx(call).views.history(call.user, call.path_int("prescription_id"))
 
 
@@ -90,7 +92,7 @@ async def get_prescription_history(call: Call) -> HistoryList:
     response=schemas.VerifyResult,
     errors=(404,),
 )
-async def verify_prescription(call: Call) -> schemas.VerifyResult:
+async def verify_prescription(call: Call[None, None]) -> schemas.VerifyResult:
     return await _rx(call).views.verify(call.user, call.path_int("prescription_id"))
 
 
@@ -103,7 +105,7 @@ async def verify_prescription(call: Call) -> schemas.VerifyResult:
     roles=PRESCRIBERS | {Role.PATIENT},
     errors=(404, 409, 422),
 )
-async def route_prescription(call: Call) -> schemas.PrescriptionOut:
+async def route_prescription(call: Call[schemas.RouteRequest, None]) -> schemas.PrescriptionOut:
     return await _rx(call).delivery.route(call.user, call.path_int("prescription_id"), call.body)
 
 
@@ -116,7 +118,9 @@ async def route_prescription(call: Call) -> schemas.PrescriptionOut:
     roles=PRESCRIBERS,
     errors=(404, 409, 422),
 )
-async def revise_prescription(call: Call) -> schemas.PrescriptionOut:
+async def revise_prescription(
+    call: Call[schemas.PrescriptionBody, None],
+) -> schemas.PrescriptionOut:
     return await _rx(call).prescribing.revise(
         call.user, call.path_int("prescription_id"), call.body
     )
@@ -130,7 +134,9 @@ async def revise_prescription(call: Call) -> schemas.PrescriptionOut:
     response=schemas.PrescriptionOut,
     errors=(403, 404, 409),
 )
-async def cancel_prescription(call: Call) -> schemas.PrescriptionOut:
+async def cancel_prescription(
+    call: Call[schemas.PrescriptionCancel, None],
+) -> schemas.PrescriptionOut:
     return await _rx(call).prescribing.cancel(
         call.user, call.path_int("prescription_id"), call.body.reason
     )
@@ -144,7 +150,7 @@ async def cancel_prescription(call: Call) -> schemas.PrescriptionOut:
     response=schemas.Receipt,
     errors=(403, 404, 422),
 )
-async def acknowledge_prescription(call: Call) -> schemas.Receipt:
+async def acknowledge_prescription(call: Call[schemas.AckRequest, None]) -> schemas.Receipt:
     prescription_id = call.path_int("prescription_id")
     if call.body.prescription_id != prescription_id:
         raise ValidationFailed.field("prescription_id", "does not match the path")
@@ -159,7 +165,7 @@ async def acknowledge_prescription(call: Call) -> schemas.Receipt:
     response=schemas.PrescriptionOut,
     errors=(403, 404, 409),
 )
-async def review_prescription(call: Call) -> schemas.PrescriptionOut:
+async def review_prescription(call: Call[schemas.ReviewRequest, None]) -> schemas.PrescriptionOut:
     return await _rx(call).review.review(call.user, call.path_int("prescription_id"), call.body)
 
 
@@ -171,7 +177,9 @@ async def review_prescription(call: Call) -> schemas.PrescriptionOut:
     response=schemas.PrescriptionOut,
     errors=(403, 404, 409, 422),
 )
-async def dispense_prescription(call: Call) -> schemas.PrescriptionOut:
+async def dispense_prescription(
+    call: Call[schemas.DispenseRequest, None],
+) -> schemas.PrescriptionOut:
     return await _rx(call).review.dispense(call.user, call.path_int("prescription_id"), call.body)
 
 
@@ -183,7 +191,7 @@ async def dispense_prescription(call: Call) -> schemas.PrescriptionOut:
     response=schemas.PrescriptionList,
     errors=(403,),
 )
-async def pharmacy_queue(call: Call) -> schemas.PrescriptionList:
+async def pharmacy_queue(call: Call[None, schemas.QueueQuery]) -> schemas.PrescriptionList:
     return await _rx(call).views.queue(call.user, call.query)
 
 
@@ -194,5 +202,5 @@ async def pharmacy_queue(call: Call) -> schemas.PrescriptionList:
     response=schemas.PendingList,
     errors=(403,),
 )
-async def pending_deliveries(call: Call) -> schemas.PendingList:
+async def pending_deliveries(call: Call[None, None]) -> schemas.PendingList:
     return schemas.PendingList(items=await _rx(call).delivery.pending(call.user))

@@ -34,7 +34,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import socketio
 from pydantic import BaseModel, ValidationError
@@ -68,7 +68,14 @@ CheckSession = Callable[[Requester], Awaitable[None]]
 RoomProvider = Callable[[Requester], Awaitable[list[str]]]
 DisconnectHook = Callable[[str], Awaitable[None]]
 RevocationHook = Callable[[str, str], Awaitable[None]]
-EventHandler = Callable[[str, Requester, Any], Awaitable[Any]]
+# What an event handler answers, sent as the ack's ``data``: a model (as its JSON form),
+# JSON data, or nothing.
+Answer = BaseModel | dict[str, Any] | list[Any] | None
+ModelT = TypeVar("ModelT", bound=BaseModel)
+# A handler gets the socket id, the requester and the payload: validated as the event's
+# model, or as sent (``object``) for an event registered without one.
+EventHandler = Callable[[str, Requester, ModelT], Awaitable[Answer]]
+RawEventHandler = Callable[[str, Requester, object], Awaitable[Answer]]
 
 EVENT = "event"
 # Sent to a socket just before the server closes it because its session ended.
@@ -180,7 +187,18 @@ class Gateway:
             raise Unauthorized("not signed in")
         return requester
 
-    def on(self, event: str, model: type[BaseModel] | None, handler: EventHandler) -> None:
+    @overload
+    def on(self, event: str, model: type[ModelT], handler: EventHandler[ModelT]) -> None: ...
+
+    @overload
+    def on(self, event: str, model: None, handler: RawEventHandler) -> None: ...
+
+    def on(
+        self,
+        event: str,
+        model: type[BaseModel] | None,
+        handler: EventHandler[Any] | RawEventHandler,
+    ) -> None:
         """Register a client → server event with validation, rate limit and a problem ack."""
         self.event_names.append(event)
         self.event_models[event] = model
@@ -200,7 +218,7 @@ class Gateway:
                     raise payload.error
                 if len(args) > 1:
                     raise BadRequest(f"send one payload argument, not {len(args)}")
-                data: Any = payload
+                data: object = payload
                 check_no_nul(payload)
                 if model is not None:
                     if not isinstance(payload, dict):
@@ -209,9 +227,8 @@ class Gateway:
                         data = model.model_validate(payload)
                     except ValidationError as exc:
                         raise validation_failed(exc) from None
-                result = await handler(sid, requester, data)
-                if isinstance(result, BaseModel):
-                    result = result.model_dump(mode="json")
+                answer = await handler(sid, requester, data)
+                result = answer.model_dump(mode="json") if isinstance(answer, BaseModel) else answer
                 self.metrics.socket_events.labels(event, "ok").inc()
                 return ack_ok(result)
             except YihaoError as exc:

@@ -115,9 +115,9 @@ class BundleRefused(YihaoError):
         super().__init__(summary, extra={"issues": issues})
         self.issues = issues
         if all(i["code"] == "forbidden" for i in issues):
-            self.status = 403  # type: ignore[misc]
+            self.status = 403
         if status is not None:
-            self.status = status  # type: ignore[misc]
+            self.status = status
 
 
 def operation_outcome(issues: list[Issue]) -> dict[str, Any]:

@@ -7,6 +7,8 @@ for review in the audit log.
 
 from __future__ import annotations
 
+from typing import Any
+
 from server.container import services
 from server.core.api import Call, Routes
 from server.records import schemas
@@ -15,7 +17,7 @@ routes = Routes(tag="records")
 EMERGENCY_HEADER = "X-Emergency-Reason"
 
 
-def emergency_reason(call: Call) -> str | None:
+def emergency_reason(call: Call[Any, Any]) -> str | None:
     return call.request.headers.get(EMERGENCY_HEADER)
 
 

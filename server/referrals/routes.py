@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
-
 from server.container import services
 from server.core.api import Call, Routes
 from server.core.roles import DESK_ROLES, REFERRING_ROLES
@@ -23,7 +21,7 @@ REFERRAL = r"/api/v1/referrals/{referral_id:\d+}"
     roles=REFERRING_ROLES,
     errors=(403, 422),
 )
-async def create_referral(call: Call) -> schemas.ReferralOut:
+async def create_referral(call: Call[schemas.ReferralCreate, None]) -> schemas.ReferralOut:
     return await services(call).referrals.create(call.user, call.body)
 
 
@@ -37,7 +35,9 @@ async def create_referral(call: Call) -> schemas.ReferralOut:
     roles=REFERRING_ROLES,
     errors=(403, 404, 409, 422),
 )
-async def create_referral_from_consult(call: Call) -> schemas.ReferralOut:
+async def create_referral_from_consult(
+    call: Call[schemas.ReferralCreate, None],
+) -> schemas.ReferralOut:
     svc = services(call)
     basis = await svc.consults.referral_basis(
         call.user, call.path_int("consult_id"), call.body.patient_id
@@ -52,7 +52,7 @@ async def create_referral_from_consult(call: Call) -> schemas.ReferralOut:
     query=schemas.ReferralQuery,
     response=schemas.ReferralList,
 )
-async def list_referrals(call: Call) -> schemas.ReferralList:
+async def list_referrals(call: Call[None, schemas.ReferralQuery]) -> schemas.ReferralList:
     return schemas.ReferralList(
         items=await services(call).referrals.list_referrals(call.user, call.query)
     )
@@ -60,7 +60,7 @@ async def list_referrals(call: Call) -> schemas.ReferralList:
 
 @routes.op("GET", REFERRAL, summary="One referral with its history", response=schemas.ReferralOut,
            errors=(404,))  # fmt: skip
-async def get_referral(call: Call) -> schemas.ReferralOut:
+async def get_referral(call: Call[None, None]) -> schemas.ReferralOut:
     return await services(call).referrals.get(call.user, call.path_int("referral_id"))
 
 
@@ -74,7 +74,7 @@ async def get_referral(call: Call) -> schemas.ReferralOut:
     roles=DESK_ROLES,
     errors=(403, 404, 409, 422),
 )
-async def accept_referral(call: Call) -> schemas.ReferralOut:
+async def accept_referral(call: Call[schemas.AcceptRequest, None]) -> schemas.ReferralOut:
     return await services(call).referrals.accept(call.user, call.path_int("referral_id"), call.body)
 
 
@@ -87,14 +87,15 @@ async def accept_referral(call: Call) -> schemas.ReferralOut:
     roles=DESK_ROLES,
     errors=(403, 404, 409, 422),
 )
-async def schedule_referral(call: Call) -> schemas.ReferralOut:
+async def schedule_referral(call: Call[schemas.ScheduleRequest, None]) -> schemas.ReferralOut:
     return await services(call).referrals.schedule(
         call.user, call.path_int("referral_id"), call.body.slot_id
     )
 
 
 # The plain steps: each moves the referral along, with a reason or an optional note.
-STEPS: dict[str, tuple[str, type[schemas.ReasonRequest] | type[schemas.NoteRequest]]] = {
+StepBody = type[schemas.ReasonRequest] | type[schemas.NoteRequest]
+STEPS: dict[str, tuple[str, StepBody]] = {
     "decline": ("Decline with a reason (receiving desk)", schemas.ReasonRequest),
     "cancel": ("Cancel with a reason (referring institution)", schemas.ReasonRequest),
     "arrive": ("The patient arrived (receiving institution)", schemas.NoteRequest),
@@ -105,8 +106,10 @@ STEPS: dict[str, tuple[str, type[schemas.ReasonRequest] | type[schemas.NoteReque
 }
 
 
-def _add_step(action: str, summary: str, body: type[BaseModel]) -> None:
-    async def step(call: Call) -> schemas.ReferralOut:
+def _add_step(action: str, summary: str, body: StepBody) -> None:
+    async def step(
+        call: Call[schemas.ReasonRequest | schemas.NoteRequest, None],
+    ) -> schemas.ReferralOut:
         note = call.body.reason if isinstance(call.body, schemas.ReasonRequest) else call.body.note
         return await services(call).referrals.transition(
             call.user, call.path_int("referral_id"), action, note

@@ -20,7 +20,7 @@ routes = Routes(tag="scheduling")
     roles=DESK_ROLES,
     errors=(403, 422),
 )
-async def create_template(call: Call) -> schemas.TemplateOut:
+async def create_template(call: Call[schemas.TemplateCreate, None]) -> schemas.TemplateOut:
     return await services(call).scheduling.create_template(call.user, call.body)
 
 
@@ -33,7 +33,7 @@ async def create_template(call: Call) -> schemas.TemplateOut:
     roles=DESK_ROLES,
     errors=(403,),
 )
-async def list_templates(call: Call) -> schemas.TemplateList:
+async def list_templates(call: Call[None, schemas.TemplateQuery]) -> schemas.TemplateList:
     return schemas.TemplateList(
         items=await services(call).scheduling.list_templates(call.user, call.query)
     )
@@ -48,7 +48,7 @@ async def list_templates(call: Call) -> schemas.TemplateList:
     roles=DESK_ROLES,
     errors=(403, 422),
 )
-async def generate_slots(call: Call) -> schemas.GenerateResult:
+async def generate_slots(call: Call[schemas.GenerateSlots, None]) -> schemas.GenerateResult:
     return await services(call).scheduling.generate_slots(call.user, call.body)
 
 
@@ -62,7 +62,7 @@ async def generate_slots(call: Call) -> schemas.GenerateResult:
     roles=DESK_ROLES,
     errors=(403, 409),
 )
-async def add_holiday(call: Call) -> schemas.HolidayOut:
+async def add_holiday(call: Call[schemas.HolidayCreate, None]) -> schemas.HolidayOut:
     return await services(call).scheduling.add_holiday(call.user, call.body)
 
 
@@ -75,7 +75,7 @@ async def add_holiday(call: Call) -> schemas.HolidayOut:
     roles=DESK_ROLES,
     errors=(403,),
 )
-async def list_holidays(call: Call) -> schemas.HolidayList:
+async def list_holidays(call: Call[None, schemas.HolidayQuery]) -> schemas.HolidayList:
     return schemas.HolidayList(
         items=await services(call).scheduling.list_holidays(call.user, call.query)
     )
@@ -88,7 +88,7 @@ async def list_holidays(call: Call) -> schemas.HolidayList:
     query=schemas.SlotQuery,
     response=schemas.SlotList,
 )
-async def list_slots(call: Call) -> schemas.SlotList:
+async def list_slots(call: Call[None, schemas.SlotQuery]) -> schemas.SlotList:
     return schemas.SlotList(items=await services(call).scheduling.list_slots(call.query))
 
 
@@ -99,7 +99,7 @@ async def list_slots(call: Call) -> schemas.SlotList:
     response=schemas.SlotOut,
     errors=(404,),
 )
-async def get_slot(call: Call) -> schemas.SlotOut:
+async def get_slot(call: Call[None, None]) -> schemas.SlotOut:
     return await services(call).scheduling.get_slot(call.path_int("slot_id"))
 
 
@@ -112,7 +112,7 @@ async def get_slot(call: Call) -> schemas.SlotOut:
     roles=DESK_ROLES,
     errors=(403, 404, 409),
 )
-async def cancel_slot(call: Call) -> schemas.SlotOut:
+async def cancel_slot(call: Call[schemas.SlotCancel, None]) -> schemas.SlotOut:
     return await services(call).scheduling.cancel_slot(
         call.user, call.path_int("slot_id"), call.body.reason
     )
@@ -127,7 +127,7 @@ async def cancel_slot(call: Call) -> schemas.SlotOut:
     status=201,
     errors=(403, 404, 409, 422),
 )
-async def book_appointment(call: Call) -> schemas.AppointmentOut:
+async def book_appointment(call: Call[schemas.AppointmentCreate, None]) -> schemas.AppointmentOut:
     return await services(call).scheduling.book(call.user, call.body)
 
 
@@ -137,7 +137,7 @@ async def book_appointment(call: Call) -> schemas.AppointmentOut:
     summary="My appointments (patient) or my institution's (desk)",
     response=schemas.AppointmentList,
 )
-async def list_appointments(call: Call) -> schemas.AppointmentList:
+async def list_appointments(call: Call[None, None]) -> schemas.AppointmentList:
     return schemas.AppointmentList(
         items=await services(call).scheduling.list_appointments(call.user)
     )
@@ -151,7 +151,7 @@ async def list_appointments(call: Call) -> schemas.AppointmentList:
     response=schemas.AppointmentOut,
     errors=(403, 404, 409),
 )
-async def cancel_appointment(call: Call) -> schemas.AppointmentOut:
+async def cancel_appointment(call: Call[schemas.AppointmentCancel, None]) -> schemas.AppointmentOut:
     return await services(call).scheduling.cancel_appointment(
         call.user, call.path_int("appointment_id"), call.body.reason
     )

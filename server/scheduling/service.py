@@ -28,7 +28,7 @@ from server.access import AccessService
 from server.config import Settings
 from server.core.audit import AuditLog
 from server.core.auth import Requester
-from server.core.db import Database, Tx, utcnow
+from server.core.db import Database, Tx, rowcount, utcnow
 from server.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from server.core.roles import DESK_ROLES, Role
 from server.identity.directory import Directory
@@ -456,7 +456,7 @@ class SchedulingService:
             .values(booked=Slot.booked + 1)
             .execution_options(synchronize_session=False)
         )
-        if taken.rowcount != 1:  # type: ignore[attr-defined]
+        if rowcount(taken) != 1:
             raise Conflict("the slot is full", code="slot_full")
         appointment = Appointment(
             slot_id=slot_id,
@@ -554,7 +554,7 @@ class SchedulingService:
             )
             .execution_options(synchronize_session=False)
         )
-        if freed.rowcount != 1:  # type: ignore[attr-defined]
+        if rowcount(freed) != 1:
             raise Conflict("the appointment is already cancelled", code="appointment_cancelled")
         await tx.session.execute(
             update(Slot)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from server.core.api import Call, Routes, Strict
@@ -49,4 +51,22 @@ def test_a_handler_naming_other_models_is_refused_at_import() -> None:
 
         @routes.op("GET", "/y", summary="y", query=Paging)
         async def listing(call: Call[None, None]) -> None:
+            return None
+
+
+def test_a_union_accepts_each_of_its_members() -> None:
+    routes = Routes(tag="test")
+
+    @routes.op("POST", "/x", summary="x", body=Booking)
+    async def either(call: Call[Booking | Other, None]) -> None:
+        return None
+
+    @routes.op("POST", "/y", summary="y", body=Other)
+    async def either_too(call: Call[Booking | Other, None]) -> None:
+        return None
+
+    with pytest.raises(TypeError, match=re.escape("its Call names Booking | Other")):
+
+        @routes.op("POST", "/z", summary="z", body=Paging)
+        async def neither(call: Call[Booking | Other, None]) -> None:
             return None
