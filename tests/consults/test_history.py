@@ -61,8 +61,9 @@ async def test_a_step_is_audited_with_where_it_went_and_its_note(
             )
         )
     by_action = {row.action: row for row in rows}
-    assert by_action["consult.request"].details["invited_institution_id"] == (
-        consult_case["inst_QDSL"]
+    assert (
+        by_action["consult.request"].details["invited_institution_id"]
+        == (consult_case["inst_QDSL"])
     )
     cancel = by_action["consult.cancel"]
     assert cancel.actor_user_id == consult_case["gp_zhang"]
