@@ -183,8 +183,9 @@ def build_services(
 ) -> Services:
     """Every component, in dependency order; the container is complete when returned.
 
-    Two pairs of components call each other (a consent revocation reaches the consult
-    room's sockets, which need the consults that need access; a cancelled slot reaches
+    Two pairs of components call each other (a consent revocation, or a consult's new
+    participant, reaches the consult room's sockets, which need the consults that need
+    access; a cancelled slot reaches
     referrals, which book through scheduling), and the session broadcasts reach the
     gateway that needs the authentication that announces them. Each such call is a
     closure over a component built further down, resolved when first called (after
@@ -234,6 +235,10 @@ def build_services(
     async def consent_revoked(patient_id: int, institution_id: int) -> None:
         await consult_sockets.consent_revoked(patient_id, institution_id)
 
+    # A new participant's sockets on this node enter the consult's room.
+    async def member_added(consult_id: int, user_id: int) -> None:
+        await consult_sockets.member_added(consult_id, user_id)
+
     access = AccessService(db, audit, settings, directory, revocation_listeners=[consent_revoked])
     patients = PatientIndex(
         db, audit, access, followers={"access": access, "records": RecordMerges()}
@@ -265,8 +270,10 @@ def build_services(
         identity,
         auth,
         signer,
+        directory,
         node_id=this_node,
         recordings=RecorderSessions(),
+        member_listeners=[member_added],
     )
     consult_sockets = ConsultSockets(gateway, consults)
     # This node in the cluster: its heartbeat row; what dead nodes left is reaped.
@@ -278,7 +285,7 @@ def build_services(
         reapers=[consult_sockets.reap],
         forgetters=[consults.room.forget_node],
     )
-    recording = RecordingService(settings, consults, auth)
+    recording = RecordingService(settings, consults, auth, directory)
     prescriptions = PrescriptionService(
         settings,
         db,

@@ -1,18 +1,12 @@
-"""A consult's life cycle: request, answer, schedule, start, cancel, close, escalate.
+"""A consult's life cycle: request, answer, schedule, start, cancel, close, colleagues.
 
-The life cycle is one table, :data:`TRANSITIONS`; every step goes through
-:meth:`ConsultLifecycle.move`, which checks it (409 ``invalid_transition`` otherwise),
-writes it to the consult's history and audit log and announces it on its streams after
-commit:
-
-    requested ──accept──► accepted ──schedule/confirm──► scheduled ──host joins──► in_session
-        │  └──propose (another time)──► accepted (proposed_at; requester confirms)    │
-        ├──decline (reason)──► declined                              opinion ◄──────────┘
-        └──cancel──► cancelled (also from accepted, scheduled)   opinion_written ──close──► closed
-
-A request needs the patient's informed consent first; it freezes a snapshot of
-the shared record and opens a record-access window for the invited
-institution, closed again when the consult ends (closed, declined, cancelled).
+The steps are one table, :data:`server.consults.steps.STEPS`, taken through the one
+lifecycle mechanism (:class:`server.core.lifecycle.Lifecycle`): the guard (403), the
+conditional status change (409 ``invalid_transition`` otherwise), the history row, the
+step's stream events and the audit entry. What is the consult's own lives here: a
+request needs the patient's informed consent first; it freezes a snapshot of the shared
+record and opens a record-access window for the invited institution, closed again when
+the consult ends (closed, declined, cancelled).
 
 Streams: ``consult:<id>`` (participants: life cycle, lobby, chat),
 ``user:<requester>`` (the inviting doctor hears every answer),
@@ -22,8 +16,8 @@ institution's clinicians) and ``user:<admin>`` (escalations, ids only).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, select
@@ -31,16 +25,10 @@ from sqlalchemy import delete, func, select
 from server.access import AccessService
 from server.config import Settings
 from server.consults import schemas
-from server.consults.guards import (
-    ConsultAccess,
-    check_host,
-    check_requester,
-    consult_out,
-    get_consult,
-    get_participant,
-)
-from server.consults.models import Consult, ConsultParticipant, ConsultPresence, ConsultTransition
+from server.consults.guards import ConsultAccess, consult_out, get_consult, get_participant
+from server.consults.models import Consult, ConsultParticipant, ConsultPresence
 from server.consults.states import ENDED, ConsultStatus, consult_stream
+from server.consults.steps import consult_lifecycle
 from server.core.audit import AuditLog
 from server.core.auth import Requester
 from server.core.db import Database, Tx, utcnow
@@ -55,25 +43,9 @@ from server.records.service import RecordsService
 S = ConsultStatus
 SOURCE = "consult"
 INVITED_KINDS = frozenset({"tertiary", "secondary"})
-# action: (states it may start from, state it leads to)
-TRANSITIONS: dict[str, tuple[frozenset[ConsultStatus], ConsultStatus]] = {
-    "accept": (frozenset({S.REQUESTED}), S.ACCEPTED),
-    "propose": (frozenset({S.REQUESTED}), S.ACCEPTED),
-    "decline": (frozenset({S.REQUESTED}), S.DECLINED),
-    "schedule": (frozenset({S.ACCEPTED}), S.SCHEDULED),
-    "confirm": (frozenset({S.ACCEPTED}), S.SCHEDULED),
-    "start": (frozenset({S.ACCEPTED, S.SCHEDULED}), S.IN_SESSION),
-    "opinion": (frozenset({S.IN_SESSION}), S.OPINION_WRITTEN),
-    "close": (frozenset({S.OPINION_WRITTEN}), S.CLOSED),
-    "cancel": (frozenset({S.REQUESTED, S.ACCEPTED, S.SCHEDULED}), S.CANCELLED),
-}
 # Told (after commit) that a user became a participant of a consult: its room edge puts
 # that user's connected sockets in the consult's room.
 MemberAdded = Callable[[int, int], Awaitable[None]]
-
-
-def may_move(consult: Consult, action: str) -> bool:
-    return consult.status in TRANSITIONS[action][0]
 
 
 class ConsultLifecycle:
@@ -88,6 +60,7 @@ class ConsultLifecycle:
         identity: IdentityService,
         directory: Directory,
         checks: ConsultAccess,
+        member_listeners: Sequence[MemberAdded] = (),
     ) -> None:
         self.settings = settings
         self.db = db
@@ -98,7 +71,8 @@ class ConsultLifecycle:
         self.identity = identity
         self.directory = directory
         self.checks = checks
-        self.member_listeners: list[MemberAdded] = []
+        self.member_listeners = tuple(member_listeners)
+        self.steps = consult_lifecycle(audit)
 
     # --- the one way a status changes ----------------------------------------------------
 
@@ -109,37 +83,34 @@ class ConsultLifecycle:
         action: str,
         actor: Requester | None,
         note: dict[str, Any] | None = None,
+        *,
+        values: dict[str, Any] | None = None,
+        guarded: bool = True,
     ) -> None:
-        sources, target = TRANSITIONS[action]
-        if consult.status not in sources:
-            raise Conflict(
-                f"a consult that is {consult.status} cannot be {action}ed "
-                f"(only from {', '.join(sorted(sources))})",
-                code="invalid_transition",
-                extra={"status": consult.status, "action": action},
-            )
-        previous, consult.status, consult.updated_at = consult.status, target, utcnow()
-        tx.session.add(
-            ConsultTransition(
-                consult_id=consult.id,
-                from_status=previous,
-                to_status=target,
-                actor_id=actor.user_id if actor else None,
-                note=note or {},
-                at=consult.updated_at,
-            )
+        """Take ``action`` on the (locked) consult: ``note`` is what the step records (its
+        history row, audit entry and event), ``values`` further columns the step sets.
+
+        ``guarded=False`` when the caller has already authorized the actor for this step
+        (and checked more in between, e.g. that a time was proposed)."""
+        note = note or {}
+        previous: str | None = consult.status
+
+        async def then() -> None:
+            if consult.status in ENDED:
+                await self.access.close_window(tx, source=SOURCE, source_id=consult.id)
+            await self.announce(tx, consult, consult.status, {"from": previous, **note})
+
+        await self.steps.transition(
+            tx,
+            consult,
+            action,
+            actor,
+            details=note,
+            audit_details=note,
+            values=values,
+            then=then,
+            guarded=guarded,
         )
-        if target in ENDED:
-            await self.access.close_window(tx, source=SOURCE, source_id=consult.id)
-        await self.audit.record(
-            tx.session,
-            f"consult.{action}",
-            actor=actor,
-            patient_id=consult.patient_id,
-            resource=f"Consult/{consult.id}",
-            details={"from": previous, "to": target, **(note or {})},
-        )
-        await self.announce(tx, consult, target, {"from": previous, **(note or {})})
 
     async def announce(self, tx: Tx, consult: Consult, op: str, extra: dict[str, Any]) -> None:
         data = {"consult_id": consult.id, "status": consult.status, **extra}
@@ -218,31 +189,27 @@ class ConsultLifecycle:
                     consult_id=consult.id, user_id=requester.user_id, role="requester"
                 )
             )
-            tx.session.add(
-                ConsultTransition(
-                    consult_id=consult.id,
-                    from_status=None,
-                    to_status=S.REQUESTED,
-                    actor_id=requester.user_id,
-                    note={"consent": consent},
+
+            async def then() -> None:
+                await self.access.open_window(
+                    tx,
+                    patient_id=consult.patient_id,
+                    institution_id=invited.id,
+                    source=SOURCE,
+                    source_id=consult.id,
                 )
-            )
-            await self.access.open_window(
+                await self.announce(tx, consult, "requested", {"urgency": consult.urgency})
+
+            await self.steps.record(
                 tx,
-                patient_id=consult.patient_id,
-                institution_id=invited.id,
-                source=SOURCE,
-                source_id=consult.id,
+                consult,
+                "request",
+                requester,
+                None,
+                details={"consent": consent},
+                audit_details={"invited_institution_id": invited.id, "consent": consent},
+                then=then,
             )
-            await self.audit.record(
-                tx.session,
-                "consult.request",
-                actor=requester,
-                patient_id=consult.patient_id,
-                resource=f"Consult/{consult.id}",
-                details={"invited_institution_id": invited.id, "consent": consent},
-            )
-            await self.announce(tx, consult, "requested", {"urgency": consult.urgency})
             out = await consult_out(tx.session, consult)
         await self._members_added(out.id, requester.user_id)
         return out
@@ -276,18 +243,7 @@ class ConsultLifecycle:
     # --- the invited side answers ------------------------------------------------------------
 
     @staticmethod
-    def _check_answerer(consult: Consult, requester: Requester) -> None:
-        if (
-            requester.role != Role.SPECIALIST
-            or requester.institution_id != consult.invited_institution_id
-        ):
-            raise Forbidden("the invited institution's specialists answer this request")
-        if consult.invited_specialist_id not in (None, requester.user_id):
-            raise Forbidden("this request names another specialist", code="named_specialist")
-
-    @staticmethod
     def _add_host(tx: Tx, consult: Consult, requester: Requester) -> None:
-        consult.host_id = requester.user_id
         tx.session.add(
             ConsultParticipant(
                 consult_id=consult.id, user_id=requester.user_id, role="host", admitted_at=utcnow()
@@ -299,13 +255,10 @@ class ConsultLifecycle:
     ) -> schemas.ConsultOut:
         async with self.db.transaction() as tx:
             consult = await get_consult(tx.session, consult_id, lock=True)
-            self._check_answerer(consult, requester)
-            await self.move(tx, consult, "accept", requester)
+            await self.move(tx, consult, "accept", requester, values={"host_id": requester.user_id})
             self._add_host(tx, consult, requester)
             if data.scheduled_at is not None:
-                consult.scheduled_at = data.scheduled_at
-                note = {"scheduled_at": data.scheduled_at.isoformat()}
-                await self.move(tx, consult, "schedule", requester, note)
+                await self._schedule(tx, consult, "schedule", requester, data.scheduled_at)
             out = await consult_out(tx.session, consult)
         await self._members_added(consult_id, requester.user_id)
         return out
@@ -315,10 +268,9 @@ class ConsultLifecycle:
     ) -> schemas.ConsultOut:
         async with self.db.transaction() as tx:
             consult = await get_consult(tx.session, consult_id, lock=True)
-            self._check_answerer(consult, requester)
-            consult.proposed_at = data.proposed_at
             note = {"proposed_at": data.proposed_at.isoformat(), "note": data.note}
-            await self.move(tx, consult, "propose", requester, note)
+            values = {"proposed_at": data.proposed_at, "host_id": requester.user_id}
+            await self.move(tx, consult, "propose", requester, note, values=values)
             self._add_host(tx, consult, requester)
             out = await consult_out(tx.session, consult)
         await self._members_added(consult_id, requester.user_id)
@@ -329,34 +281,46 @@ class ConsultLifecycle:
     ) -> schemas.ConsultOut:
         async with self.db.transaction() as tx:
             consult = await get_consult(tx.session, consult_id, lock=True)
-            self._check_answerer(consult, requester)
-            consult.decline_reason = data.reason
-            await self.move(tx, consult, "decline", requester, {"reason": data.reason})
+            note = {"reason": data.reason}
+            values = {"decline_reason": data.reason}
+            await self.move(tx, consult, "decline", requester, note, values=values)
             return await consult_out(tx.session, consult)
 
     # --- the time, the end ---------------------------------------------------------------------
+
+    async def _schedule(
+        self,
+        tx: Tx,
+        consult: Consult,
+        action: str,
+        requester: Requester,
+        at: datetime,
+        *,
+        guarded: bool = True,
+    ) -> None:
+        note = {"scheduled_at": at.isoformat()}
+        await self.move(
+            tx, consult, action, requester, note, values={"scheduled_at": at}, guarded=guarded
+        )
 
     async def schedule(
         self, requester: Requester, consult_id: int, data: schemas.Schedule
     ) -> schemas.ConsultOut:
         async with self.db.transaction() as tx:
             consult = await get_consult(tx.session, consult_id, lock=True)
-            check_host(consult, requester)
-            consult.scheduled_at = data.scheduled_at
-            note = {"scheduled_at": data.scheduled_at.isoformat()}
-            await self.move(tx, consult, "schedule", requester, note)
+            await self._schedule(tx, consult, "schedule", requester, data.scheduled_at)
             return await consult_out(tx.session, consult)
 
     async def confirm(self, requester: Requester, consult_id: int) -> schemas.ConsultOut:
         """The requester takes the time the invited side proposed."""
         async with self.db.transaction() as tx:
             consult = await get_consult(tx.session, consult_id, lock=True)
-            check_requester(consult, requester)
+            self.steps.authorize(consult, "confirm", requester)
             if consult.proposed_at is None:
                 raise Conflict("no time was proposed; the host schedules", code="nothing_proposed")
-            consult.scheduled_at = consult.proposed_at
-            note = {"scheduled_at": consult.proposed_at.isoformat()}
-            await self.move(tx, consult, "confirm", requester, note)
+            await self._schedule(
+                tx, consult, "confirm", requester, consult.proposed_at, guarded=False
+            )
             return await consult_out(tx.session, consult)
 
     async def cancel(
@@ -364,15 +328,12 @@ class ConsultLifecycle:
     ) -> schemas.ConsultOut:
         async with self.db.transaction() as tx:
             consult = await get_consult(tx.session, consult_id, lock=True)
-            check_requester(consult, requester)
             await self.move(tx, consult, "cancel", requester, {"reason": data.reason})
             return await consult_out(tx.session, consult)
 
     async def close(self, requester: Requester, consult_id: int) -> schemas.ConsultOut:
         async with self.db.transaction() as tx:
             consult = await get_consult(tx.session, consult_id, lock=True)
-            if requester.user_id not in (consult.requester_id, consult.host_id):
-                raise Forbidden("the requester or the host closes a consult")
             await self.move(tx, consult, "close", requester)
             await tx.session.execute(
                 delete(ConsultPresence).where(ConsultPresence.consult_id == consult.id)

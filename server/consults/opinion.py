@@ -12,13 +12,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.consults import schemas
 from server.consults.guards import (
     ConsultAccess,
-    check_host,
     check_participant,
     get_consult,
     get_participant,
     may_view,
 )
-from server.consults.lifecycle import ConsultLifecycle, may_move
+from server.consults.lifecycle import ConsultLifecycle
 from server.consults.models import Consult
 from server.core.auth import Requester
 from server.core.canonical import canonical_jcs
@@ -53,9 +52,8 @@ class ConsultOpinion:
     ) -> schemas.OpinionOut:
         async with self.db.transaction() as tx:
             consult, _ = await check_participant(tx.session, consult_id, requester, lock=True)
-            check_host(consult, requester)
-            if not may_move(consult, "opinion"):
-                await self.lifecycle.move(tx, consult, "opinion", requester)  # raises the 409
+            # Before the opinion is signed: the host, and a consult in session (403, 409).
+            self.lifecycle.steps.check(consult, "opinion", requester)
             opinion = {
                 "consult_id": consult.id,
                 "patient_id": consult.patient_id,
@@ -76,15 +74,18 @@ class ConsultOpinion:
                 institution_id=consult.requesting_institution_id,
                 resource=opinion_document(opinion, signature),
             )
-            consult.opinion = opinion
-            consult.opinion_signature = signature.model_dump(mode="json")
-            consult.opinion_document_id = str(document["id"])
             await self.lifecycle.move(
                 tx,
                 consult,
                 "opinion",
                 requester,
                 {"document": f"DocumentReference/{document['id']}", "refer": data.refer},
+                values={
+                    "opinion": opinion,
+                    "opinion_signature": signature.model_dump(mode="json"),
+                    "opinion_document_id": str(document["id"]),
+                },
+                guarded=False,
             )
             return schemas.OpinionOut(
                 consult_id=consult.id,

@@ -9,10 +9,11 @@ from server.consults import schemas
 from server.consults.guards import consult_out, get_consult, get_participant, may_view
 from server.consults.models import Consult, ConsultParticipant, ConsultTransition
 from server.consults.states import ENDED, consult_stream
+from server.consults.steps import history_entry
 from server.core.auth import Requester
 from server.core.db import Database
 from server.core.errors import Forbidden, NotFound
-from server.core.history import entries, read_history
+from server.core.history import HistoryList, read_history
 from server.core.roles import CLINICIAN_ROLES, Role
 
 
@@ -68,11 +69,11 @@ class ConsultReads:
                 for c in consults
             ]
 
-    async def history(self, requester: Requester, consult_id: int) -> schemas.History:
+    async def history(self, requester: Requester, consult_id: int) -> HistoryList:
         await self.get_consult(requester, consult_id)
         async with self.db.read() as session:
             rows = await read_history(session, ConsultTransition.consult_id, consult_id)
-            return schemas.History(items=entries(schemas.Transition, rows))
+            return HistoryList(items=[history_entry(row) for row in rows])
 
     async def open_consult_ids(self, patient_id: int) -> list[int]:
         """The patient's consults that have not ended (their rooms are live)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from server.consults import schemas
 from server.container import services
 from server.core.api import Call, Routes
+from server.core.history import HistoryList
 from server.core.roles import REQUESTER_ROLES, Role
 from server.media.ice import ice_servers
 
@@ -44,10 +45,10 @@ async def get_consult(call: Call) -> schemas.ConsultOut:
 
 
 @routes.op(
-    "GET", ONE + "/history", summary="The consult's life cycle", response=schemas.History,
+    "GET", ONE + "/history", summary="The consult's life cycle", response=HistoryList,
     errors=(404,),
 )  # fmt: skip
-async def get_history(call: Call) -> schemas.History:
+async def get_history(call: Call) -> HistoryList:
     return await services(call).consults.reads.history(call.user, call.path_int("consult_id"))
 
 

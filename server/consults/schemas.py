@@ -149,18 +149,6 @@ class ConsultQuery(Strict):
     status: Status | None = None
 
 
-class Transition(BaseModel):
-    from_status: Status | None
-    to_status: Status
-    actor_id: int | None
-    note: dict[str, Any]
-    at: datetime
-
-
-class History(BaseModel):
-    items: list[Transition]
-
-
 class RecordPanel(BaseModel):
     snapshot: dict[str, Any]
     live: dict[str, Any]

@@ -4,7 +4,8 @@ One concept per module, each a service the edges (routes, socket handlers, jobs)
 directly:
 
 - :mod:`~server.consults.lifecycle` — request, answer, schedule, cancel, close, colleagues;
-  the one :data:`~server.consults.lifecycle.TRANSITIONS` table;
+  its steps declared in :mod:`~server.consults.steps`, taken through the one lifecycle
+  mechanism (:mod:`server.core.lifecycle`);
 - :mod:`~server.consults.escalation` — unanswered requests reach the invited administrators;
 - :mod:`~server.consults.reads` — one consult, lists, history, the rooms of a socket;
 - :mod:`~server.consults.room` — the live session: join, lobby, admit, presence, signaling;
@@ -19,6 +20,7 @@ which answer with plain values (:class:`~server.consults.states.ConsultFacts`, i
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -29,7 +31,7 @@ from server.consults import guards, schemas
 from server.consults.chat import ConsultChat
 from server.consults.escalation import ConsultEscalation
 from server.consults.guards import ConsultAccess
-from server.consults.lifecycle import ConsultLifecycle
+from server.consults.lifecycle import ConsultLifecycle, MemberAdded
 from server.consults.opinion import ConsultOpinion
 from server.consults.panel import RecordPanel
 from server.consults.reads import ConsultReads
@@ -61,9 +63,11 @@ class ConsultsService:
         identity: IdentityService,
         auth: AuthService,
         signer: Signer,
+        directory: Directory,
+        *,
         node_id: str = "",
         recordings: RecorderSessions | None = None,
-        directory: Directory | None = None,
+        member_listeners: Sequence[MemberAdded] = (),
     ) -> None:
         self.settings = settings
         self.db = db
@@ -72,10 +76,18 @@ class ConsultsService:
         self.access = access
         self.records = records
         checks = ConsultAccess(access, records)
-        directory = directory or Directory()
         self.reads = ConsultReads(db, access)
         self.lifecycle = ConsultLifecycle(
-            settings, db, audit, events, access, records, identity, directory, checks
+            settings,
+            db,
+            audit,
+            events,
+            access,
+            records,
+            identity,
+            directory,
+            checks,
+            member_listeners=member_listeners,
         )
         self.escalation = ConsultEscalation(settings, db, audit, events, directory, self.lifecycle)
         self.room = ConsultRoom(

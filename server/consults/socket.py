@@ -40,7 +40,6 @@ class ConsultSockets:
         gateway.add_room_provider(self.consults.reads.consult_rooms)
         gateway.add_disconnect_hook(self.disconnected)
         gateway.add_revocation_hook(self.revoked_from)
-        self.consults.lifecycle.member_listeners.append(self.member_added)
         gateway.on("consult.open", schemas.ConsultRef, self.open)
         gateway.on("consult.join", schemas.Join, self.join)
         gateway.on("consult.leave", schemas.ConsultRef, self.leave)

@@ -5,25 +5,22 @@ step carries a structured note, a prescription step its version and details, a r
 step a short note). The answer is one model, :class:`HistoryEntry`, the same for every
 kind: when the step was taken, the status it left and the one it reached, who took it,
 why, and the step's details. Reading a history is the same everywhere too: rows in the
-order they were written, each turned into an entry by :func:`entries`.
+order they were written (:func:`read_history`), each turned into an entry by its kind.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
-Entry = TypeVar("Entry", bound=BaseModel)
-
 
 class HistoryEntry(BaseModel):
-    """One step of a status history (a prescription's, a referral's)."""
+    """One step of a status history (a consult's, a prescription's, a referral's)."""
 
     at: datetime
     from_status: str | None = Field(description="the status the step left (none: created)")
@@ -31,11 +28,14 @@ class HistoryEntry(BaseModel):
     actor_user_id: int | None = Field(description="who took the step (none: the system)")
     reason: str | None = Field(default=None, description="why, as the actor gave it")
     details: dict[str, Any] = Field(default_factory=dict)
-    # Names earlier answers used, kept so that no client loses a field it reads (a kind
-    # adopting this model adds its own here, e.g. consults' ``actor_id`` and structured note).
+    # Names earlier answers used, kept so that no client loses a field it reads.
     status: str | None = Field(default=None, description="prescriptions: same as to_status")
     version: int | None = Field(default=None, description="prescriptions: the version")
-    note: str | None = Field(default=None, description="referrals: same as reason")
+    actor_id: int | None = Field(default=None, description="consults: same as actor_user_id")
+    note: str | dict[str, Any] | None = Field(
+        default=None,
+        description="referrals: same as reason (text); consults: same as details (an object)",
+    )
 
 
 class HistoryList(BaseModel):
@@ -49,8 +49,3 @@ async def read_history(
     model = owner.class_
     rows = await session.scalars(select(model).where(owner == owner_id).order_by(model.id))
     return list(rows)
-
-
-def entries(entry: type[Entry], rows: Iterable[Any]) -> list[Entry]:
-    """History rows as answer entries: each field of ``entry`` read from the row's attribute."""
-    return [entry.model_validate(row, from_attributes=True) for row in rows]

@@ -137,12 +137,12 @@ class RecordingService:
         settings: Settings,
         consults: ConsultsService,
         auth: AuthService,
-        directory: Directory | None = None,
+        directory: Directory,
     ) -> None:
         self.settings = settings
         # Consult facts come from the consults capability's public methods, never its tables.
         self.consults = consults
-        self.directory = directory or Directory()
+        self.directory = directory
         self.db = consults.db
         self.audit = consults.audit
         self.events = consults.events
