@@ -1553,12 +1553,13 @@ export interface components {
             /** Referral Id */
             referral_id: number | null;
             slot: components["schemas"]["SlotOut"];
-            /**
-             * Status
-             * @enum {string}
-             */
-            status: "booked" | "cancelled";
+            status: components["schemas"]["AppointmentStatus"];
         };
+        /**
+         * AppointmentStatus
+         * @enum {string}
+         */
+        AppointmentStatus: "booked" | "cancelled";
         /** Cancel */
         Cancel: {
             /** Reason */
@@ -2020,14 +2021,21 @@ export interface components {
              */
             to_date: string;
         };
-        /** History */
-        History: {
-            /** Items */
-            items: components["schemas"]["Transition"][];
-        };
-        /** HistoryEntry */
+        /**
+         * HistoryEntry
+         * @description One step of a status history (a consult's, a prescription's, a referral's).
+         */
         HistoryEntry: {
-            /** Actor User Id */
+            /**
+             * Actor Id
+             * @description consults: same as actor_user_id
+             * @default null
+             */
+            actor_id?: number | null;
+            /**
+             * Actor User Id
+             * @description who took the step (none: the system)
+             */
             actor_user_id: number | null;
             /**
              * At
@@ -2035,39 +2043,50 @@ export interface components {
              */
             at: string;
             /** Details */
-            details: {
+            details?: {
                 [key: string]: unknown;
             };
-            /** Reason */
-            reason: string | null;
-            /** Status */
-            status: string;
-            /** Version */
-            version: number;
+            /**
+             * From Status
+             * @description the status the step left (none: created)
+             */
+            from_status: string | null;
+            /**
+             * Note
+             * @description referrals: same as reason (text); consults: same as details (an object)
+             * @default null
+             */
+            note?: string | {
+                [key: string]: unknown;
+            } | null;
+            /**
+             * Reason
+             * @description why, as the actor gave it
+             * @default null
+             */
+            reason?: string | null;
+            /**
+             * Status
+             * @description prescriptions: same as to_status
+             * @default null
+             */
+            status?: string | null;
+            /**
+             * To Status
+             * @description the status reached, or what the step recorded
+             */
+            to_status: string;
+            /**
+             * Version
+             * @description prescriptions: the version
+             * @default null
+             */
+            version?: number | null;
         };
         /** HistoryList */
         HistoryList: {
             /** Items */
             items: components["schemas"]["HistoryEntry"][];
-        };
-        /** HistoryOut */
-        HistoryOut: {
-            /** Actor User Id */
-            actor_user_id: number | null;
-            /**
-             * At
-             * Format: date-time
-             */
-            at: string;
-            /** From Status */
-            from_status: ("requested" | "accepted" | "scheduled" | "arrived" | "completed" | "declined" | "cancelled" | "expired") | null;
-            /** Note */
-            note: string | null;
-            /**
-             * To Status
-             * @enum {string}
-             */
-            to_status: "requested" | "accepted" | "scheduled" | "arrived" | "completed" | "declined" | "cancelled" | "expired";
         };
         /** HolidayCreate */
         HolidayCreate: {
@@ -2683,6 +2702,11 @@ export interface components {
              */
             validity_days?: number;
         };
+        /** PrescriptionCancel */
+        PrescriptionCancel: {
+            /** Reason */
+            reason: string;
+        };
         /** PrescriptionCreate */
         PrescriptionCreate: {
             diagnosis: components["schemas"]["Diagnosis"];
@@ -2786,11 +2810,7 @@ export interface components {
             signature: {
                 [key: string]: unknown;
             };
-            /**
-             * Status
-             * @enum {string}
-             */
-            status: "signed" | "sent" | "under_review" | "approved" | "rejected" | "dispensed" | "cancelled" | "expired";
+            status: components["schemas"]["PrescriptionStatus"];
             /**
              * Updated At
              * Format: date-time
@@ -2804,6 +2824,11 @@ export interface components {
             /** Version */
             version: number;
         };
+        /**
+         * PrescriptionStatus
+         * @enum {string}
+         */
+        PrescriptionStatus: "signed" | "sent" | "under_review" | "approved" | "rejected" | "dispensed" | "cancelled" | "expired";
         /** PresenceCodeOut */
         PresenceCodeOut: {
             /**
@@ -2865,6 +2890,21 @@ export interface components {
         ReasonRequest: {
             /** Reason */
             reason: string;
+        };
+        /**
+         * Receipt
+         * @description The answer to a receipt (``POST …/receipt`` and the ``prescription.ack`` event).
+         */
+        Receipt: {
+            /**
+             * First
+             * @description false when this version was already acknowledged
+             */
+            first: boolean;
+            /** Prescription Id */
+            prescription_id: number;
+            /** Version */
+            version: number;
         };
         /**
          * RecordItem
@@ -3053,7 +3093,7 @@ export interface components {
             /** From User Id */
             from_user_id: number;
             /** History */
-            history: components["schemas"]["HistoryOut"][];
+            history: components["schemas"]["HistoryEntry"][];
             /** Id */
             id: number;
             /** Patient Id */
@@ -3065,11 +3105,7 @@ export interface components {
              * @description withheld (null) after the patient revoked you
              */
             reason: string | null;
-            /**
-             * Status
-             * @enum {string}
-             */
-            status: "requested" | "accepted" | "scheduled" | "arrived" | "completed" | "declined" | "cancelled" | "expired";
+            status: components["schemas"]["ReferralStatus"];
             /** Status Reason */
             status_reason: string | null;
             /** Summary */
@@ -3103,6 +3139,11 @@ export interface components {
             /** Working Diagnosis */
             working_diagnosis: string | null;
         };
+        /**
+         * ReferralStatus
+         * @enum {string}
+         */
+        ReferralStatus: "requested" | "accepted" | "scheduled" | "arrived" | "completed" | "declined" | "cancelled" | "expired";
         /** RefreshRequest */
         RefreshRequest: {
             /** Refresh Token */
@@ -3145,6 +3186,11 @@ export interface components {
             /** Slot Id */
             slot_id: number;
         };
+        /** SlotCancel */
+        SlotCancel: {
+            /** Reason */
+            reason: string;
+        };
         /** SlotList */
         SlotList: {
             /** Items */
@@ -3175,17 +3221,18 @@ export interface components {
              * Format: date-time
              */
             start: string;
-            /**
-             * Status
-             * @enum {string}
-             */
-            status: "open" | "cancelled";
+            status: components["schemas"]["SlotStatus"];
             /**
              * Visit Type
              * @enum {string}
              */
             visit_type: "in_person" | "remote";
         };
+        /**
+         * SlotStatus
+         * @enum {string}
+         */
+        SlotStatus: "open" | "cancelled";
         /** SourceInstitution */
         SourceInstitution: {
             /** Code */
@@ -3308,27 +3355,6 @@ export interface components {
             /** Current Password */
             current_password: string;
         };
-        /** Transition */
-        Transition: {
-            /** Actor Id */
-            actor_id: number | null;
-            /**
-             * At
-             * Format: date-time
-             */
-            at: string;
-            /** From Status */
-            from_status: ("requested" | "accepted" | "scheduled" | "in_session" | "opinion_written" | "closed" | "declined" | "cancelled") | null;
-            /** Note */
-            note: {
-                [key: string]: unknown;
-            };
-            /**
-             * To Status
-             * @enum {string}
-             */
-            to_status: "requested" | "accepted" | "scheduled" | "in_session" | "opinion_written" | "closed" | "declined" | "cancelled";
-        };
         /** TrendPoint */
         TrendPoint: {
             /** Date */
@@ -3449,16 +3475,6 @@ export interface components {
             signed_at: string;
             /** Valid */
             valid: boolean;
-        };
-        /** CancelRequest */
-        server__prescriptions__schemas__CancelRequest: {
-            /** Reason */
-            reason: string;
-        };
-        /** CancelRequest */
-        server__scheduling__schemas__CancelRequest: {
-            /** Reason */
-            reason: string;
         };
     };
     responses: never;
@@ -4965,7 +4981,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["History"];
+                    "application/json": components["schemas"]["HistoryList"];
                 };
             };
             /** @description Not authenticated */
@@ -7545,7 +7561,7 @@ export interface operations {
     list_my_prescriptions: {
         parameters: {
             query?: {
-                status?: ("signed" | "sent" | "under_review" | "approved" | "rejected" | "dispensed" | "cancelled" | "expired") | null;
+                status?: components["schemas"]["PrescriptionStatus"] | null;
                 limit?: number;
             };
             header?: never;
@@ -7844,7 +7860,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["server__prescriptions__schemas__CancelRequest"];
+                "application/json": components["schemas"]["PrescriptionCancel"];
             };
         };
         responses: {
@@ -8103,11 +8119,13 @@ export interface operations {
         };
         responses: {
             /** @description The pharmacy acknowledges receipt of a version (repeating it is harmless) */
-            204: {
+            200: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Receipt"];
+                };
             };
             /** @description Bad request */
             400: {
@@ -8597,7 +8615,7 @@ export interface operations {
         parameters: {
             query?: {
                 box?: "received" | "sent";
-                status?: ("requested" | "accepted" | "scheduled" | "arrived" | "completed" | "declined" | "cancelled" | "expired") | null;
+                status?: components["schemas"]["ReferralStatus"] | null;
             };
             header?: never;
             path?: never;
@@ -9867,7 +9885,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["server__scheduling__schemas__CancelRequest"];
+                "application/json": components["schemas"]["SlotCancel"];
             };
         };
         responses: {

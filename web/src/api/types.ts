@@ -127,7 +127,7 @@ export type Prescription = Omit<S["PrescriptionOut"], "content" | "dispensation"
 // --- referrals and scheduling -------------------------------------------------------------
 
 export type ReferralStatus = S["ReferralOut"]["status"];
-export type ReferralHistory = S["HistoryOut"];
+export type ReferralHistory = S["HistoryEntry"];
 export type FollowUpTask = S["FollowUpTask"];
 export type Referral = Omit<S["ReferralOut"], "follow_up"> & { follow_up: FollowUpTask[] };
 export type ScheduleTemplate = S["TemplateOut"];

@@ -12,8 +12,8 @@ export async function pharmacyQueue(query: QueryOf<"/pharmacy/prescriptions">): 
 }
 
 /** The pharmacy got this version (repeating it is harmless). */
-export function acknowledgePrescription(id: number, version: number): Promise<void> {
-  return api.post("/prescriptions/{prescription_id}/receipt", {
+export async function acknowledgePrescription(id: number, version: number): Promise<void> {
+  await api.post("/prescriptions/{prescription_id}/receipt", {
     path: { prescription_id: id },
     body: { prescription_id: id, version },
   });
