@@ -15,7 +15,7 @@ from server.access.policy import (
     withheld_marker,
     withhold,
 )
-from server.access.service import REASONS, AccessService
+from server.access.service import REASONS, AccessDecisions, AccessRefused, AccessService
 
 __all__ = [
     "CLOSED",
@@ -23,6 +23,8 @@ __all__ = [
     "OPEN",
     "REASONS",
     "SENSITIVE_CATEGORIES",
+    "AccessDecisions",
+    "AccessRefused",
     "AccessService",
     "CareState",
     "ConsentState",

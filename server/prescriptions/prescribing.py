@@ -2,9 +2,10 @@
 
 A prescription is written by the treating doctor personally, checked against the rules
 and the patient's shared record (:mod:`server.prescriptions.checks`), and signed with the
-doctor's key over its canonical form. Creating one is a read of the people (before the
-record access check) and one transaction that reads the record once, checks, signs,
-delivers to the pharmacy when one is named, and records the step.
+doctor's key over its canonical form. Creating (or revising) one is one transaction
+that reads the people, decides the record access (its audit entry commits with the
+write; a refusal is audited on its own, as the write rolls back), reads the record
+once, checks, signs, delivers to the pharmacy when one is named, and records the step.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.access import AccessDecisions
 from server.core.auth import Requester
 from server.core.canonical import canonical_json_v1
 from server.core.db import Database, Tx, utcnow
@@ -89,6 +91,15 @@ class Prescribing:
         await self.record.check_access(requester, patient_id, "prescribe")
         assert patient is not None, "the access check refuses an unknown patient"
         return patient
+
+    async def _authorize_in(
+        self, decide: AccessDecisions, tx: Tx, requester: Requester, patient_id: int
+    ) -> tuple[PrescriberFacts, PatientFacts]:
+        """:meth:`_authorize`, then the access check, inside the write ``tx``."""
+        prescriber, patient = await self._authorize(tx.session, requester, patient_id)
+        await self.record.check_access_in(decide, tx, requester, patient_id, "prescribe")
+        assert patient is not None, "the access check refuses an unknown patient"
+        return prescriber, patient
 
     async def _findings(
         self, body: schemas.PrescriptionBody, patient: PatientFacts, chart: Chart
@@ -201,30 +212,33 @@ class Prescribing:
         idempotency_key: str | None = None,
     ) -> schemas.PrescriptionOut:
         request_hash = hashlib.sha256(canonical_json_v1(data.model_dump(mode="json"))).hexdigest()
-        if idempotency_key:
-            existing = await self._by_key(requester, idempotency_key, request_hash)
-            if existing is not None:
-                return existing
-        async with self.db.read() as session:
-            prescriber, known = await self._authorize(session, requester, data.patient_id)
-        patient = await self._check_access(requester, data.patient_id, known)
         try:
-            return await self._insert(
-                requester, data, prescriber, patient, idempotency_key, request_hash
-            )
+            async with self.record.decisions() as decide, self.db.transaction() as tx:
+                if idempotency_key:
+                    existing = await self._by_key(
+                        tx.session, requester, idempotency_key, request_hash
+                    )
+                    if existing is not None:
+                        return existing
+                prescriber, patient = await self._authorize_in(
+                    decide, tx, requester, data.patient_id
+                )
+                return await self._insert(
+                    tx, requester, data, prescriber, patient, idempotency_key, request_hash
+                )
         except IntegrityError:
             # A concurrent retry with the same key committed first: answer with its result.
-            existing = (
-                await self._by_key(requester, idempotency_key, request_hash)
-                if idempotency_key
-                else None
-            )
+            if not idempotency_key:
+                raise
+            async with self.db.read() as session:
+                existing = await self._by_key(session, requester, idempotency_key, request_hash)
             if existing is None:
                 raise
             return existing
 
     async def _insert(
         self,
+        tx: Tx,
         requester: Requester,
         data: schemas.PrescriptionCreate,
         prescriber: PrescriberFacts,
@@ -232,62 +246,58 @@ class Prescribing:
         idempotency_key: str | None,
         request_hash: str,
     ) -> schemas.PrescriptionOut:
-        async with self.db.transaction() as tx:
-            findings, facts = await self._checked(tx, data, prescriber, patient, data.pharmacy_id)
-            row = Prescription(
-                patient_id=patient.id,
-                prescriber_id=requester.user_id,
-                institution_id=requester.institution_id,
-                status=PrescriptionStatus.SIGNED,
-                version=1,
-                content={},
-                signature={},
-                valid_until=utcnow(),
-                idempotency_key=idempotency_key,
-                request_hash=request_hash,
-            )
-            tx.session.add(row)
-            await tx.session.flush()
-            await self._sign(tx, row, patient, requester, data, findings)
+        findings, facts = await self._checked(tx, data, prescriber, patient, data.pharmacy_id)
+        row = Prescription(
+            patient_id=patient.id,
+            prescriber_id=requester.user_id,
+            institution_id=requester.institution_id,
+            status=PrescriptionStatus.SIGNED,
+            version=1,
+            content={},
+            signature={},
+            valid_until=utcnow(),
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
+        )
+        tx.session.add(row)
+        await tx.session.flush()
+        await self._sign(tx, row, patient, requester, data, findings)
 
-            async def then() -> None:
-                if data.pharmacy_id is not None:
-                    await self.delivery.deliver(tx, row, requester, data.pharmacy_id, facts=facts)
-                await self.steps.notify_users(
-                    tx, row, "created", None, patient_user_id=patient.user_id
-                )
+        async def then() -> None:
+            if data.pharmacy_id is not None:
+                await self.delivery.deliver(tx, row, requester, data.pharmacy_id, facts=facts)
+            await self.steps.notify_users(tx, row, "created", None, patient_user_id=patient.user_id)
 
-            await self.steps.lifecycle.record(
-                tx,
-                row,
-                "create",
-                requester,
-                None,
-                reason=data.override_reason,
-                details={"kind": data.kind},
-                audit_details={"findings": len(findings)},
-                then=then,
-            )
-            return await self.views.out(tx.session, row, fresh=True)
+        await self.steps.lifecycle.record(
+            tx,
+            row,
+            "create",
+            requester,
+            None,
+            reason=data.override_reason,
+            details={"kind": data.kind},
+            audit_details={"findings": len(findings)},
+            then=then,
+        )
+        return await self.views.out(tx.session, row, fresh=True)
 
     async def _by_key(
-        self, requester: Requester, key: str, request_hash: str
+        self, session: AsyncSession, requester: Requester, key: str, request_hash: str
     ) -> schemas.PrescriptionOut | None:
-        async with self.db.read() as session:
-            row = await session.scalar(
-                select(Prescription).where(
-                    Prescription.prescriber_id == requester.user_id,
-                    Prescription.idempotency_key == key,
-                )
+        row = await session.scalar(
+            select(Prescription).where(
+                Prescription.prescriber_id == requester.user_id,
+                Prescription.idempotency_key == key,
             )
-            if row is None:
-                return None
-            if row.request_hash != request_hash:
-                raise ValidationFailed(
-                    "this Idempotency-Key was used for a different prescription",
-                    code="idempotency_key_reused",
-                )
-            return await self.views.out(session, row)
+        )
+        if row is None:
+            return None
+        if row.request_hash != request_hash:
+            raise ValidationFailed(
+                "this Idempotency-Key was used for a different prescription",
+                code="idempotency_key_reused",
+            )
+        return await self.views.out(session, row)
 
     async def revise(
         self, requester: Requester, prescription_id: int, body: schemas.PrescriptionBody
@@ -295,14 +305,10 @@ class Prescribing:
         """The prescriber changes and re-signs (after a rejection, or before review)."""
         await self.steps.expire_due(prescription_id)
         lifecycle = self.steps.lifecycle
-        async with self.db.read() as session:
-            row = await load(session, prescription_id)
-            lifecycle.authorize(row, "revise", requester)
-            patient_id = row.patient_id
-            prescriber, known = await self._authorize(session, requester, patient_id)
-        patient = await self._check_access(requester, patient_id, known)
-        async with self.db.transaction() as tx:
+        async with self.record.decisions() as decide, self.db.transaction() as tx:
             row = await load(tx.session, prescription_id)
+            lifecycle.authorize(row, "revise", requester)
+            prescriber, patient = await self._authorize_in(decide, tx, requester, row.patient_id)
             findings, facts = await self._checked(tx, body, prescriber, patient, row.pharmacy_id)
             lifecycle.check(row, "revise", requester)
             previous = row.status

@@ -11,11 +11,13 @@ trusted API for that one job, never as an access to the record.
 
 The record is read once per request (:meth:`PatientRecord.chart`: every resource
 type the rules need, in one query), and people through identity's directory, all
-inside the caller's read session.
+inside the caller's session. A write decides the record access inside its own
+transaction too (:meth:`PatientRecord.check_access_in`).
 """
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
@@ -23,12 +25,12 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.core.auth import Requester
-from server.core.db import Database
+from server.core.db import Database, Tx
 from server.identity.directory import Directory, PatientRef
 from server.prescriptions import schemas
 
 if TYPE_CHECKING:
-    from server.access import AccessService
+    from server.access import AccessDecisions, AccessService
     from server.records.service import RecordsService
 
 # FHIR v3-ActCode encounter classes: VR (virtual) is online; the rest were in person.
@@ -225,6 +227,16 @@ class PatientRecord:
         await self.access.check_patient_access(
             requester, patient_id, action=action, resources="Prescription"
         )
+
+    def decisions(self) -> AbstractAsyncContextManager[AccessDecisions]:
+        """Where :meth:`check_access_in` may decide; opened around the write transaction."""
+        return self.access.decisions()
+
+    async def check_access_in(
+        self, decide: AccessDecisions, tx: Tx, requester: Requester, patient_id: int, action: str
+    ) -> None:
+        """:meth:`check_access` inside the write ``tx``; its audit entry commits with it."""
+        await decide.check(tx, requester, patient_id, action=action, resources="Prescription")
 
     async def chart(self, session: AsyncSession, patient_id: int, *, weight: bool) -> Chart:
         """The record as the rules read it, in one query (``weight``: the pharmacy's too)."""
