@@ -36,8 +36,10 @@ demo: install web
 	$(BIN)/yihao serve --host 127.0.0.1 --port 8080
 
 # Lint, format check and strict typing first, so CI enforces them as it does the tests.
+# The tests run on every core (pytest-xdist); TEST_WORKERS=0 runs them in one process.
+TEST_WORKERS ?= auto
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
 
 lint: install
 	$(BIN)/ruff check server tests scripts
