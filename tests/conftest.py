@@ -64,7 +64,21 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError("YIHAO_TEST_DATABASE_URL is set but YIHAO_TEST_REDIS_URL is not")
 
 
+# Tests whose assertions are about time (latency, media durations, a flood's effect on a
+# neighbour's acks): marked ``serial``, so `make test` runs them after the parallel part,
+# without a second worker competing for the same cores.
+SERIAL = (
+    "tests/media/test_precall.py::test_check_echoes_the_picture_and_reports_the_link",
+    "tests/media/test_recording.py::test_shutdown_completes_a_running_recording",
+    "tests/security/test_flood.py::",
+)
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects by marker and xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.nodeid.split("[")[0].startswith(SERIAL):
+            item.add_marker(pytest.mark.serial)
     if INTEGRATION:
         return
     deselected = [item for item in items if item.get_closest_marker("integration")]
