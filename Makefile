@@ -36,8 +36,14 @@ demo: install web
 	$(BIN)/yihao serve --host 127.0.0.1 --port 8080
 
 # Lint, format check and strict typing first, so CI enforces them as it does the tests.
+# The tests run on every core (pytest-xdist); TEST_WORKERS=0 runs them in one process. The
+# timing-bound ones (marked `serial`, tests/conftest.py) run after, alone; both parts always run.
+TEST_WORKERS ?= auto
 test: lint
-	$(BIN)/pytest
+	status=0; \
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup -m "not serial" || status=$$?; \
+	$(BIN)/pytest -m serial || status=$$?; \
+	exit $$status
 
 lint: install
 	$(BIN)/ruff check server tests scripts

@@ -4,13 +4,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+import fcntl
+import hashlib
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import socketio
 from aiohttp.test_utils import TestClient
 
 from server.seed import DEMO_PASSWORD
+
+
+@contextlib.contextmanager
+def directory_lock(directory: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``directory`` across processes (pytest-xdist workers).
+
+    ``npm ci`` and ``npm run build`` rewrite node_modules and dist: two workers running
+    them at once in one directory would break each other's.
+    """
+    digest = hashlib.sha256(str(directory.resolve()).encode()).hexdigest()[:16]
+    path = Path(tempfile.gettempdir()) / f"yihao-tests-{digest}.lock"
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class SocketClient:

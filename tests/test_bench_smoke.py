@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import directory_lock
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 INTEGRATION = bool(os.environ.get("YIHAO_TEST_DATABASE_URL"))
@@ -41,10 +43,13 @@ def test_benchmark_runs_in_smoke_mode(script: str) -> None:
 @pytest.mark.integration
 def test_fanout_benchmarks_run_beside_their_peers() -> None:
     peer = BENCH / "node_peer"
-    if not (peer / "node_modules").is_dir():
-        npm = shutil.which("npm")
-        assert npm, "npm is needed for the Node.js Socket.IO peer"
-        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=peer, check=True, timeout=300)
+    with directory_lock(peer):
+        if not (peer / "node_modules").is_dir():
+            npm = shutil.which("npm")
+            assert npm, "npm is needed for the Node.js Socket.IO peer"
+            subprocess.run(
+                [npm, "ci", "--no-audit", "--no-fund"], cwd=peer, check=True, timeout=300
+            )
     for script in ("consult_fanout.py", "cluster_fanout.py"):
         result = _run(script)
         assert result.returncode == 0, f"{script}: {result.stderr[-3000:]}"

@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import directory_lock
+
 ROOT = Path(__file__).resolve().parent.parent
 WEB = ROOT / "web"
 SRC = WEB / "src"
@@ -53,8 +55,9 @@ def npx() -> str:
     found = shutil.which("npx")
     if npm is None or found is None:
         pytest.fail("npm is not installed: the web client's types cannot be checked")
-    if not (WEB / "node_modules").is_dir():
-        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=WEB, check=True)
+    with directory_lock(WEB):
+        if not (WEB / "node_modules").is_dir():
+            subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=WEB, check=True)
     return found
 
 

@@ -47,6 +47,7 @@ from tests.conftest import (
     _drop_pg_database,
     run_async,
 )
+from tests.helpers import directory_lock
 
 ROOT = Path(__file__).resolve().parents[2]
 WEB = ROOT / "web"
@@ -66,6 +67,14 @@ LAPTOP: ViewportSize = {"width": 1366, "height": 860}
 TABLET: ViewportSize = {"width": 820, "height": 1180}
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups (--dist loadgroup)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """All browser tests on one worker: the live servers are per session, and so costly."""
+    for item in items:
+        if item.path.is_relative_to(Path(__file__).parent):
+            item.add_marker(pytest.mark.xdist_group("e2e"))
+
+
 # --- the web client -----------------------------------------------------------------
 
 
@@ -79,15 +88,16 @@ def _newest_source() -> float:
 @pytest.fixture(scope="session")
 def web_dist() -> Path:
     """The built client; rebuilt when missing or stale (npm must be installed)."""
-    index = DIST / "index.html"
-    if index.exists() and index.stat().st_mtime >= _newest_source():
-        return DIST
-    npm = shutil.which("npm")
-    if npm is None:
-        pytest.fail("npm is not installed: the web client cannot be built")
-    if not (WEB / "node_modules").is_dir():
-        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=WEB, check=True)
-    subprocess.run([npm, "run", "build"], cwd=WEB, check=True)
+    with directory_lock(WEB):  # one build at a time, whatever the xdist worker
+        index = DIST / "index.html"
+        if index.exists() and index.stat().st_mtime >= _newest_source():
+            return DIST
+        npm = shutil.which("npm")
+        if npm is None:
+            pytest.fail("npm is not installed: the web client cannot be built")
+        if not (WEB / "node_modules").is_dir():
+            subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=WEB, check=True)
+        subprocess.run([npm, "run", "build"], cwd=WEB, check=True)
     return DIST
 
 
