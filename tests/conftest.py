@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import gc
 import os
 import shutil
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -109,8 +111,20 @@ async def _drop_pg_database(name: str) -> None:
 
 def run_async(coro_fn: Any, *args: Any) -> Any:
     """Run a coroutine to completion from sync code, even under a running loop."""
+
+    async def run() -> Any:
+        try:
+            return await coro_fn(*args)
+        finally:
+            # A whole app started and stopped here (the seeded templates) can leave
+            # transports in reference cycles; collected later, from another test, they
+            # would warn about a loop closed long ago. Collect them while it still runs.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ResourceWarning)
+                gc.collect()
+
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(lambda: asyncio.run(coro_fn(*args))).result()
+        return pool.submit(lambda: asyncio.run(run())).result()
 
 
 async def _migrate(settings: Settings) -> None:

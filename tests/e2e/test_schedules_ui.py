@@ -29,7 +29,7 @@ def test_admin_creates_a_template_and_generates_slots(
 
     sign_in(page, "admin_qdsl")
     page.get_by_role("link", name="排班").click()
-    page.wait_for_selector("[data-page=schedules]")
+    page.wait_for_selector("[data-page=schedules][data-ready]")
     form = page.get_by_test_id("template-form")
 
     # Client checks first, beside each field.
