@@ -23,7 +23,7 @@ ONE = r"/api/v1/consults/{consult_id:\d+}"
     roles=REQUESTER_ROLES,
     errors=(403, 404, 422),
 )
-async def request_consult(call: Call) -> schemas.ConsultOut:
+async def request_consult(call: Call[schemas.ConsultCreate, None]) -> schemas.ConsultOut:
     return await services(call).consults.lifecycle.request(call.user, call.body)
 
 
@@ -34,13 +34,13 @@ async def request_consult(call: Call) -> schemas.ConsultOut:
     query=schemas.ConsultQuery,
     response=schemas.ConsultList,
 )
-async def list_consults(call: Call) -> schemas.ConsultList:
+async def list_consults(call: Call[None, schemas.ConsultQuery]) -> schemas.ConsultList:
     items = await services(call).consults.reads.list_consults(call.user, call.query.status)
     return schemas.ConsultList(items=items)
 
 
 @routes.op("GET", ONE, summary="One consult", response=schemas.ConsultOut, errors=(404,))
-async def get_consult(call: Call) -> schemas.ConsultOut:
+async def get_consult(call: Call[None, None]) -> schemas.ConsultOut:
     return await services(call).consults.reads.get_consult(call.user, call.path_int("consult_id"))
 
 
@@ -48,7 +48,7 @@ async def get_consult(call: Call) -> schemas.ConsultOut:
     "GET", ONE + "/history", summary="The consult's life cycle", response=HistoryList,
     errors=(404,),
 )  # fmt: skip
-async def get_history(call: Call) -> HistoryList:
+async def get_history(call: Call[None, None]) -> HistoryList:
     return await services(call).consults.reads.history(call.user, call.path_int("consult_id"))
 
 
@@ -61,7 +61,7 @@ async def get_history(call: Call) -> HistoryList:
     roles={Role.SPECIALIST},
     errors=(403, 404, 409),
 )
-async def accept(call: Call) -> schemas.ConsultOut:
+async def accept(call: Call[schemas.Accept, None]) -> schemas.ConsultOut:
     return await services(call).consults.lifecycle.accept(
         call.user, call.path_int("consult_id"), call.body
     )
@@ -76,7 +76,7 @@ async def accept(call: Call) -> schemas.ConsultOut:
     roles={Role.SPECIALIST},
     errors=(403, 404, 409),
 )
-async def propose(call: Call) -> schemas.ConsultOut:
+async def propose(call: Call[schemas.Propose, None]) -> schemas.ConsultOut:
     return await services(call).consults.lifecycle.propose(
         call.user, call.path_int("consult_id"), call.body
     )
@@ -91,7 +91,7 @@ async def propose(call: Call) -> schemas.ConsultOut:
     roles={Role.SPECIALIST},
     errors=(403, 404, 409),
 )
-async def decline(call: Call) -> schemas.ConsultOut:
+async def decline(call: Call[schemas.Decline, None]) -> schemas.ConsultOut:
     return await services(call).consults.lifecycle.decline(
         call.user, call.path_int("consult_id"), call.body
     )
@@ -105,7 +105,7 @@ async def decline(call: Call) -> schemas.ConsultOut:
     response=schemas.ConsultOut,
     errors=(403, 404, 409),
 )
-async def schedule(call: Call) -> schemas.ConsultOut:
+async def schedule(call: Call[schemas.Schedule, None]) -> schemas.ConsultOut:
     return await services(call).consults.lifecycle.schedule(
         call.user, call.path_int("consult_id"), call.body
     )
@@ -118,7 +118,7 @@ async def schedule(call: Call) -> schemas.ConsultOut:
     response=schemas.ConsultOut,
     errors=(403, 404, 409),
 )
-async def confirm(call: Call) -> schemas.ConsultOut:
+async def confirm(call: Call[None, None]) -> schemas.ConsultOut:
     return await services(call).consults.lifecycle.confirm(call.user, call.path_int("consult_id"))
 
 
@@ -130,7 +130,7 @@ async def confirm(call: Call) -> schemas.ConsultOut:
     response=schemas.ConsultOut,
     errors=(403, 404, 409),
 )
-async def cancel(call: Call) -> schemas.ConsultOut:
+async def cancel(call: Call[schemas.Cancel, None]) -> schemas.ConsultOut:
     return await services(call).consults.lifecycle.cancel(
         call.user, call.path_int("consult_id"), call.body
     )
@@ -143,7 +143,7 @@ async def cancel(call: Call) -> schemas.ConsultOut:
     response=schemas.ConsultOut,
     errors=(403, 404, 409),
 )
-async def close(call: Call) -> schemas.ConsultOut:
+async def close(call: Call[None, None]) -> schemas.ConsultOut:
     return await services(call).consults.lifecycle.close(call.user, call.path_int("consult_id"))
 
 
@@ -156,7 +156,7 @@ async def close(call: Call) -> schemas.ConsultOut:
     status=201,
     errors=(403, 404, 409, 422),
 )
-async def add_participant(call: Call) -> schemas.ConsultOut:
+async def add_participant(call: Call[schemas.AddParticipant, None]) -> schemas.ConsultOut:
     return await services(call).consults.lifecycle.add_participant(
         call.user, call.path_int("consult_id"), call.body
     )
@@ -169,7 +169,7 @@ async def add_participant(call: Call) -> schemas.ConsultOut:
     response=schemas.RecordPanel,
     errors=(403, 404),
 )
-async def record_panel(call: Call) -> schemas.RecordPanel:
+async def record_panel(call: Call[None, None]) -> schemas.RecordPanel:
     return await services(call).consults.panel.get_panel(call.user, call.path_int("consult_id"))
 
 
@@ -182,7 +182,7 @@ async def record_panel(call: Call) -> schemas.RecordPanel:
     status=201,
     errors=(403, 404, 409, 422),
 )
-async def write_opinion(call: Call) -> schemas.OpinionOut:
+async def write_opinion(call: Call[schemas.OpinionIn, None]) -> schemas.OpinionOut:
     return await services(call).consults.opinion.write(
         call.user, call.path_int("consult_id"), call.body
     )
@@ -195,7 +195,7 @@ async def write_opinion(call: Call) -> schemas.OpinionOut:
     response=schemas.OpinionOut,
     errors=(404,),
 )
-async def get_opinion(call: Call) -> schemas.OpinionOut:
+async def get_opinion(call: Call[None, None]) -> schemas.OpinionOut:
     return await services(call).consults.opinion.get(call.user, call.path_int("consult_id"))
 
 
@@ -206,7 +206,7 @@ async def get_opinion(call: Call) -> schemas.OpinionOut:
     response=schemas.IceServers,
     errors=(403, 404),
 )
-async def get_ice_servers(call: Call) -> schemas.IceServers:
+async def get_ice_servers(call: Call[None, None]) -> schemas.IceServers:
     svc = services(call)
     await svc.consults.room.check_open(call.user, call.path_int("consult_id"))
     return schemas.IceServers(**ice_servers(svc.settings, call.user.user_id))
