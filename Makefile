@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_DATA ?= ./data/demo
 export YIHAO_DATA_DIR ?= $(DEMO_DATA)
 
-.PHONY: demo test lint format web install lock clean fuzz
+.PHONY: demo test lint format web install lock clean fuzz bench
 
 # The versions in requirements.lock (hash-checked), then the project itself without
 # resolving anything again: a fresh machine gets what the tests passed with.
@@ -62,3 +62,11 @@ clean:
 FUZZ_EXAMPLES ?= 100
 fuzz: install
 	YIHAO_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -s tests/security/test_fuzz_openapi.py tests/security/test_fuzz_socket.py
+
+# Every benchmark beside its peer, stepping the offered rate to find capacity; writes
+# docs/performance.md. Set YIHAO_BENCH_DATABASE_URL / YIHAO_BENCH_REDIS_URL for the
+# PostgreSQL and Redis rows. BENCH_ARGS="--only consult_chat" runs a part.
+BENCH_ARGS ?=
+bench: install web
+	cd bench/node_peer && npm ci --no-audit --no-fund --silent
+	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
