@@ -56,9 +56,13 @@ BUDGETS: dict[str, Budget] = {
     "consult.chat": Budget(11, 5, 1),
     # Connect (session check, rooms), consult.open and consult.join (presence written).
     "consult.join": Budget(25, 15, 2),
-    # The session check, the access decision, its audit entry (one short append), reads.
-    "patient.summary": Budget(14, 6, 1),
-    "fhir.search": Budget(10, 5, 1),
+    # The session check; one read: the access decision (patient, consent, care) with the
+    # reader's excluded categories, the summary in one statement and its institutions; then
+    # the decision's audit entry (one short append). Was 14 in 6.
+    "patient.summary": Budget(9, 3, 1),
+    # The session check; one read: the decision, the count and the page; the audit entry.
+    # Was 10 in 5.
+    "fhir.search": Budget(9, 3, 1),
 }
 BY_BACKEND: dict[tuple[str, str], Budget] = {}
 

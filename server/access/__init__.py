@@ -15,7 +15,14 @@ from server.access.policy import (
     withheld_marker,
     withhold,
 )
-from server.access.service import REASONS, AccessDecisions, AccessRefused, AccessService
+from server.access.service import (
+    REASONS,
+    AccessDecisions,
+    AccessRefused,
+    AccessService,
+    ReadDecision,
+    excluded_only,
+)
 
 __all__ = [
     "CLOSED",
@@ -29,7 +36,9 @@ __all__ = [
     "CareState",
     "ConsentState",
     "ContentPolicy",
+    "ReadDecision",
     "RevocationListener",
+    "excluded_only",
     "withheld_marker",
     "withhold",
 ]

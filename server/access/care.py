@@ -12,16 +12,24 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Subquery, delete, or_, select, update
+from sqlalchemy import Subquery, bindparam, delete, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.access.models import AccessWindow, CareRelationship
-from server.core.db import Database, Tx, utcnow
+from server.core.db import Database, Tx, UTCDateTime, utcnow
 
 # The encounters that start or renew a care relationship.
 ENCOUNTERS = ("presence", "patient_approved", "appointment", "referral", "merged", "demo")
+
+
+# Built once: the check runs on every read of a record.
+_HAS_CARE = select(CareRelationship.id).where(
+    CareRelationship.patient_id == bindparam("patient"),
+    CareRelationship.institution_id == bindparam("institution"),
+    CareRelationship.last_encounter_at > bindparam("cutoff", type_=UTCDateTime),
+)
 
 
 @dataclass(frozen=True)
@@ -47,11 +55,8 @@ class CareRelationships:
         """An active care relationship, checked inside a caller's session (SQLite: one
         writer, so no second connection)."""
         found = await session.scalar(
-            select(CareRelationship.id).where(
-                CareRelationship.patient_id == patient_id,
-                CareRelationship.institution_id == institution_id,
-                CareRelationship.last_encounter_at > utcnow() - self.care_lifetime,
-            )
+            _HAS_CARE,
+            {"patient": patient_id, "institution": institution_id, "cutoff": self.care_cutoff()},
         )
         return found is not None
 

@@ -36,12 +36,13 @@ Patients are identity's rows: this module asks identity's directory, never its t
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar, cast
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.access.care import AccessWindows, CareRelationships
@@ -55,8 +56,21 @@ from server.core.errors import Forbidden, ValidationFailed
 from server.core.roles import CARE_ROLES, EMERGENCY_ROLES
 from server.identity.directory import Directory
 
+# The reader's institution's consent, as the decision reads it (built once).
+_CONSENT = select(Consent.granted, Consent.excluded_categories).where(
+    Consent.patient_id == bindparam("patient"), Consent.institution_id == bindparam("institution")
+)
 REASONS = ("self", "care_relationship", "consult", "referral", "consent", "emergency")
 ACCESS = "record.access"
+
+
+T = TypeVar("T")
+
+
+async def excluded_only(_: AsyncSession, categories: frozenset[str]) -> frozenset[str]:
+    """A ``read`` for :meth:`AccessService.read_checked` that reads nothing: the reader's
+    excluded categories, for a caller that reads in a session of its own."""
+    return categories
 
 
 class AccessRefused(Forbidden):
@@ -104,6 +118,25 @@ def granted_entry(
     }
 
 
+@dataclass(frozen=True)
+class ReadDecision:
+    """A read of a patient's record decided inside the reader's session, not yet audited.
+
+    ``excluded`` are the sensitive categories this reader must not see (none for the
+    patient and for a break-the-glass access). :meth:`AccessService.settle_read`
+    audits it once the session is over (and refuses when ``reason`` is None).
+    """
+
+    requester: Requester
+    patient_id: int
+    exists: bool
+    reason: str | None
+    excluded: frozenset[str]
+    action: str
+    resources: str | None
+    emergency_reason: str | None
+
+
 class AccessService(CareRelationships, AccessWindows, Consents):
     def __init__(
         self,
@@ -129,22 +162,97 @@ class AccessService(CareRelationships, AccessWindows, Consents):
         emergency_reason: str | None = None,
     ) -> str:
         """Deny by default; return the reason the access is allowed, audited either way."""
-        async with self.db.read() as session:
-            exists, reason = await self._decide(session, requester, patient_id, emergency_reason)
-        if reason is None:
-            await self.deny(
-                requester, patient_id if exists else None, action=action, resources=resources
-            )
-        entry = granted_entry(
+        reason, _ = await self.read_checked(
             requester,
             patient_id,
-            reason,
+            excluded_only,
             action=action,
             resources=resources,
             emergency_reason=emergency_reason,
         )
-        await self.audit.record_alone(ACCESS, **entry)
         return reason
+
+    async def read_checked(
+        self,
+        requester: Requester,
+        patient_id: int,
+        read: Callable[[AsyncSession, frozenset[str]], Awaitable[T]],
+        *,
+        action: str,
+        resources: str | None = None,
+        emergency_reason: str | None = None,
+    ) -> tuple[str, T]:
+        """Decide the access and ``read(session, excluded categories)`` what it allows, in
+        one read session; then audit the decision in a short transaction of its own, so the
+        audit head is never held while the record is read. Refused: nothing is read, the
+        refusal is audited and raised. A decision is audited even when the read fails."""
+        decision: ReadDecision | None = None
+        try:
+            async with self.db.read() as session:
+                decision = await self.decide_read(
+                    session,
+                    requester,
+                    patient_id,
+                    action=action,
+                    resources=resources,
+                    emergency_reason=emergency_reason,
+                )
+                found = (
+                    await read(session, decision.excluded) if decision.reason is not None else None
+                )
+        finally:
+            if decision is not None:
+                await self.settle_read(decision)
+        assert decision.reason is not None  # settle_read raised otherwise
+        return decision.reason, cast(T, found)
+
+    async def decide_read(
+        self,
+        session: AsyncSession,
+        requester: Requester,
+        patient_id: int,
+        *,
+        action: str,
+        resources: str | None = None,
+        emergency_reason: str | None = None,
+    ) -> ReadDecision:
+        """The access decision and the reader's excluded categories, read in the caller's
+        session (one read: the consent row that decides is the one that excludes). Nothing
+        is audited yet: the caller passes the decision to :meth:`settle_read` once its read
+        session is over, and reads nothing of the patient when ``reason`` is None."""
+        exists, reason, consent = await self._decide_with(
+            session, requester, patient_id, emergency_reason
+        )
+        excluded = (
+            frozenset(consent.excluded_categories)
+            if consent is not None and reason not in (None, "self", "emergency")
+            else frozenset()
+        )
+        return ReadDecision(
+            requester, patient_id, exists, reason, excluded, action, resources, emergency_reason
+        )
+
+    async def settle_read(self, decision: ReadDecision) -> str:
+        """Audit a decision of :meth:`decide_read` in a short transaction of its own (the
+        audit head is never held while the record is read); refuse when it was refused."""
+        requester, patient_id = decision.requester, decision.patient_id
+        if decision.reason is None:
+            await self.deny(
+                requester,
+                patient_id if decision.exists else None,
+                action=decision.action,
+                resources=decision.resources,
+            )
+        entry = granted_entry(
+            requester,
+            patient_id,
+            decision.reason,
+            action=decision.action,
+            resources=decision.resources,
+            emergency_reason=decision.emergency_reason,
+        )
+        await self.audit.record_alone(ACCESS, **entry)
+        return decision.reason
 
     @asynccontextmanager
     async def decisions(self) -> AsyncIterator[AccessDecisions]:
@@ -193,36 +301,47 @@ class AccessService(CareRelationships, AccessWindows, Consents):
         emergency_reason: str | None,
     ) -> tuple[bool, str | None]:
         """(the patient exists, the reason or None), read in ``session``."""
-        patient = await self.directory.patient(session, patient_id)
-        if patient is None or patient.merged_into_id is not None:
-            return False, None
+        exists, reason, _ = await self._decide_with(
+            session, requester, patient_id, emergency_reason
+        )
+        return exists, reason
+
+    async def _decide_with(
+        self,
+        session: AsyncSession,
+        requester: Requester,
+        patient_id: int,
+        emergency_reason: str | None,
+    ) -> tuple[bool, str | None, Any]:
+        """:meth:`_decide`, with the reader's institution's consent it read (if any: a row of
+        ``granted`` and ``excluded_categories``)."""
+        if await self.directory.patient_standing(session, patient_id) != 0:  # none, or merged
+            return False, None, None
         if requester.role == "patient":
-            return True, "self" if requester.patient_id == patient_id else None
+            return True, "self" if requester.patient_id == patient_id else None, None
         institution_id = requester.institution_id
         if requester.role not in CARE_ROLES or institution_id is None:
-            return True, None
-        consent = await session.scalar(
-            select(Consent).where(
-                Consent.patient_id == patient_id, Consent.institution_id == institution_id
-            )
-        )
+            return True, None, None
+        consent = (
+            await session.execute(_CONSENT, {"patient": patient_id, "institution": institution_id})
+        ).first()
         revoked = consent is not None and not consent.granted
         if not revoked:
             if await self.has_care(session, patient_id, institution_id):
-                return True, "care_relationship"
+                return True, "care_relationship", consent
             window = await self.open_window_source(session, patient_id, institution_id)
             if window is not None:
-                return True, window
+                return True, window, consent
             if consent is not None and consent.granted:
-                return True, "consent"
+                return True, "consent", consent
         if emergency_reason is not None:
             if not emergency_reason.strip():
                 raise ValidationFailed.field(
                     "emergency_reason", "an emergency access needs a reason"
                 )
             if requester.role in EMERGENCY_ROLES:
-                return True, "emergency"
-        return True, None
+                return True, "emergency", consent
+        return True, None, consent
 
 
 class AccessDecisions:

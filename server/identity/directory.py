@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -24,6 +24,12 @@ from server.core.auth import hash_refresh_token, new_refresh_token
 from server.core.db import utcnow
 from server.core.roles import Role
 from server.identity.models import AuthSession, Department, Institution, Patient, User
+
+# Built once (building a statement costs more than SQLite takes to answer it).
+_INSTITUTIONS = select(
+    Institution.id, Institution.code, Institution.name, Institution.kind, Institution.region
+).where(Institution.id.in_(bindparam("ids", expanding=True)))
+_STANDING = select(Patient.merged_into_id).where(Patient.id == bindparam("id"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +161,16 @@ class Directory:
             id=row.id, code=row.code, name=row.name, kind=row.kind, region=row.region
         )
 
+    async def institutions(
+        self, session: AsyncSession, institution_ids: Iterable[int]
+    ) -> dict[int, InstitutionRef]:
+        """Several institutions by id in one query (those that exist)."""
+        ids = sorted(set(institution_ids))
+        if not ids:
+            return {}
+        rows = await session.execute(_INSTITUTIONS, {"ids": ids})
+        return {row.id: InstitutionRef(*row) for row in rows}
+
     async def department(self, session: AsyncSession, department_id: int) -> DepartmentRef | None:
         row = await session.get(Department, department_id)
         if row is None:
@@ -166,6 +182,12 @@ class Directory:
     async def patient(self, session: AsyncSession, patient_id: int) -> PatientRef | None:
         row = await session.get(Patient, patient_id)
         return _patient(row) if row is not None else None
+
+    async def patient_standing(self, session: AsyncSession, patient_id: int) -> int | None:
+        """None for no such patient; else the account the patient was merged into, or 0
+        (not merged). One column read, not the account."""
+        found = (await session.execute(_STANDING, {"id": patient_id})).first()
+        return None if found is None else (found.merged_into_id or 0)
 
     async def patient_exists(self, session: AsyncSession, patient_id: int) -> bool:
         found = await session.scalar(select(Patient.id).where(Patient.id == patient_id))

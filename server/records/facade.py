@@ -9,10 +9,13 @@ registered in ``app[ERROR_RENDERERS]``), and every body is
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import urlencode
 
+import orjson
 from aiohttp import web
+from aiohttp.payload import AsyncIterablePayload
 
 from server.config import Settings
 from server.core import jsonlimits
@@ -43,6 +46,7 @@ from server.records.fhir import (
     searchset,
 )
 from server.records.routes import EMERGENCY_HEADER
+from server.records.service import EverythingPage
 
 PREFIX = "/fhir"
 DEFAULT_COUNT = 50
@@ -57,6 +61,48 @@ def fhir_response(data: dict[str, Any], status: int = 200) -> web.Response:
         content_type=FHIR_JSON,
         charset="utf-8",
     )
+
+
+_FHIR_TYPE = f"{FHIR_JSON}; charset=utf-8"
+_CHUNK_ENTRIES = 100  # entries per chunk of a streamed Bundle
+
+
+def everything_bundle(
+    page: EverythingPage, *, base: str, self_url: str, next_url: str | None
+) -> Iterator[bytes]:
+    """The searchset Bundle of a ``$everything`` page (:func:`searchset`'s shape), in chunks.
+
+    Each stored resource is spliced in as the JSON text the database holds (it is the
+    resource), never decoded and encoded again; the body is written a chunk at a time."""
+    links: list[dict[str, str]] = [{"relation": "self", "url": self_url}]
+    if next_url:
+        links.append({"relation": "next", "url": next_url})
+    head = b'{"resourceType":"Bundle","type":"searchset","link":' + orjson.dumps(links)
+    yield head + b',"total":' + str(page.total).encode() + b',"entry":['
+    separator = b""
+    if page.patient is not None:
+        yield _entry(f"{base}/Patient/{page.patient['id']}", orjson.dumps(page.patient))
+        separator = b","
+    for start in range(0, len(page.entries), _CHUNK_ENTRIES):
+        chunk = [
+            _entry(f"{base}/{rtype}/{rid}", text.encode())
+            for rtype, rid, text in page.entries[start : start + _CHUNK_ENTRIES]
+        ]
+        yield separator + b",".join(chunk)
+        separator = b","
+    yield b"]}"
+
+
+def _entry(full_url: str, resource: bytes) -> bytes:
+    return (
+        b'{"fullUrl":' + orjson.dumps(full_url) + b',"resource":' + resource
+        + b',"search":{"mode":"match"}}'
+    )  # fmt: skip
+
+
+async def _stream(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield chunk
 
 
 def render_outcome(error: YihaoError, request: web.Request) -> web.Response:
@@ -157,17 +203,16 @@ def add_fhir_routes(app: web.Application, settings: Settings, limits: RateLimits
         requester = await _requester(request)
         count, offset = _paging(request)
         rid = request.match_info["rid"]
-        found, total = await request.app[SERVICES].records.everything(
+        page = await request.app[SERVICES].records.everything_page(
             requester,
             int(rid),
             count=count,
             offset=offset,
             emergency_reason=request.headers.get(EMERGENCY_HEADER),
         )
-        self_url, next_url = page_links(request, count, offset, total)
-        return fhir_response(
-            searchset(found, base=base, self_url=self_url, total=total, next_url=next_url)
-        )
+        self_url, next_url = page_links(request, count, offset, page.total)
+        chunks = everything_bundle(page, base=base, self_url=self_url, next_url=next_url)
+        return web.Response(body=AsyncIterablePayload(_stream(chunks), content_type=_FHIR_TYPE))
 
     app.router.add_get(f"{PREFIX}/metadata", metadata)
     app.router.add_post(PREFIX, push)

@@ -10,14 +10,39 @@ trusted calls other capabilities make after their own checks.
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, time, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Select, func, or_, select
+import orjson
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Select,
+    Text,
+    bindparam,
+    desc,
+    func,
+    literal_column,
+    null,
+    or_,
+    select,
+    union_all,
+)
+from sqlalchemy import (
+    cast as sql_cast,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.access import AccessService, ContentPolicy, withheld_marker, withhold
+from server.access import (
+    AccessService,
+    ContentPolicy,
+    excluded_only,
+    withheld_marker,
+    withhold,
+)
 from server.core.audit import AuditEvent, AuditLog
 from server.core.auth import Requester
 from server.core.db import Database, Tx
@@ -43,6 +68,15 @@ LAB_CODES = 20  # distinct tests shown
 TREND_POINTS = 5
 # The lists of a clinical summary, each of record items (what a snapshot freezes).
 SUMMARY_LISTS = ("active_problems", "recent_labs", "current_medications", "allergies")
+_SUMMARY_TYPES = ("Condition", "Observation", "MedicationRequest", "AllergyIntolerance")
+# The members of a lab result a summary reads (its value, flag and range).
+_LAB_MEMBERS = (
+    "valueQuantity",
+    "valueString",
+    "valueCodeableConcept",
+    "interpretation",
+    "referenceRange",
+)
 T = TypeVar("T")
 
 
@@ -198,22 +232,18 @@ class RecordsService:
         resources: str,
         emergency_reason: str | None,
     ) -> tuple[str, frozenset[str]]:
-        reason = await self.access.check_patient_access(
+        """The reason and the excluded categories, audited (for a read in a session of its own)."""
+        return await self.access.read_checked(
             requester,
             patient_id,
+            excluded_only,
             action=action,
             resources=resources,
             emergency_reason=emergency_reason,
         )
-        excluded = (
-            frozenset()
-            if reason in ("self", "emergency")
-            else (await self.access.content_policy(requester, patient_id)).excluded
-        )
-        return reason, excluded
 
     @staticmethod
-    def _visible(query: Select[Any], patient_id: int, excluded: frozenset[str]) -> Select[Any]:
+    def _visible(query: Select[Any], patient_id: Any, excluded: frozenset[str]) -> Select[Any]:
         query = query.where(RecordEntry.patient_id == patient_id)
         if excluded:
             query = query.where(
@@ -227,78 +257,46 @@ class RecordsService:
             for i in await self.identity.list_institutions()
         }
 
+    async def _sources(
+        self, session: AsyncSession, ids: Iterable[int]
+    ) -> dict[int, schemas.SourceInstitution]:
+        """The institutions that sent these rows, in the caller's session (one query)."""
+        return {
+            i.id: schemas.SourceInstitution(id=i.id, code=i.code, name=i.name)
+            for i in (await self.directory.institutions(session, ids)).values()
+        }
+
     async def clinical_summary(
         self, requester: Requester, patient_id: int, emergency_reason: str | None = None
     ) -> schemas.ClinicalSummary:
-        reason, excluded = await self._checked(
-            requester, patient_id, "record.summary", "summary", emergency_reason
+        """Active problems, the latest lab results with their trend, current medications and
+        allergies: one statement, the database picking the rows (and, of a lab result, only
+        the members the summary shows), never the whole record in Python."""
+
+        async def read(session: AsyncSession, excluded: frozenset[str]) -> list[Any]:
+            dialect = session.get_bind().dialect.name
+            query = _summary_query(excluded, dialect)
+            rows = list(await session.execute(query, {"patient_id": patient_id}))
+            institutions = await self._sources(session, {r.institution_id for r in rows})
+            return [rows, institutions]
+
+        reason, (rows, institutions) = await self.access.read_checked(
+            requester,
+            patient_id,
+            read,
+            action="record.summary",
+            resources="summary",
+            emergency_reason=emergency_reason,
         )
-        institutions = await self._institutions()
-        columns = _item_columns()
-        async with self.db.read() as session:
-            problems = await session.execute(
-                self._visible(select(*columns), patient_id, excluded)
-                .where(
-                    RecordEntry.resource_type == "Condition",
-                    RecordEntry.status.in_(ACTIVE_PROBLEM),
-                )
-                .order_by(RecordEntry.date.desc())
-            )
-            meds = await session.execute(
-                self._visible(select(*columns), patient_id, excluded)
-                .where(
-                    RecordEntry.resource_type == "MedicationRequest",
-                    RecordEntry.status == "active",
-                )
-                .order_by(RecordEntry.date.desc())
-            )
-            allergies = await session.execute(
-                self._visible(select(*columns), patient_id, excluded)
-                .where(
-                    RecordEntry.resource_type == "AllergyIntolerance",
-                    or_(RecordEntry.status.is_(None), RecordEntry.status == "active"),
-                )
-                .order_by(RecordEntry.date.desc())
-            )
-            # The latest results of each test and their trend, ranked in SQL so that only
-            # those rows are fetched (a long record has thousands of lab results).
-            ranked = (
-                self._visible(
-                    select(
-                        RecordEntry.id,
-                        func.row_number()
-                        .over(
-                            partition_by=RecordEntry.code,
-                            order_by=(RecordEntry.date.desc(), RecordEntry.id.desc()),
-                        )
-                        .label("rank"),
-                    ),
-                    patient_id,
-                    excluded,
-                )
-                .where(
-                    RecordEntry.resource_type == "Observation",
-                    RecordEntry.category == "laboratory",
-                    RecordEntry.code.is_not(None),
-                )
-                .subquery()
-            )
-            labs = await session.execute(
-                select(*columns, RecordEntry.resource)
-                .join(ranked, ranked.c.id == RecordEntry.id)
-                .where(ranked.c.rank <= TREND_POINTS + 1)
-                .order_by(RecordEntry.date.desc(), RecordEntry.id.desc())
-            )
-            problem_items = [_item(r, institutions) for r in problems]
-            med_items = [_item(r, institutions) for r in meds]
-            allergy_items = [_item(r, institutions) for r in allergies]
-            lab_rows = list(labs)
+        lists: dict[str, list[Any]] = {t: [] for t in _SUMMARY_TYPES}
+        for row in rows:  # newest first
+            lists[row.resource_type].append(row)
         return schemas.ClinicalSummary(
             patient_id=patient_id,
-            active_problems=problem_items,
-            recent_labs=_lab_results(lab_rows, institutions),
-            current_medications=med_items,
-            allergies=allergy_items,
+            active_problems=[_item(r, institutions) for r in lists["Condition"]],
+            recent_labs=_lab_results(lists["Observation"], institutions),
+            current_medications=[_item(r, institutions) for r in lists["MedicationRequest"]],
+            allergies=[_item(r, institutions) for r in lists["AllergyIntolerance"]],
             access_reason=reason,
         )
 
@@ -426,11 +424,13 @@ class RecordsService:
             elif key == "date":
                 filters.append(_date_filter(value))
         # The parameters are checked first: a bad request is a 400 before any access decision.
-        _, excluded = await self._checked(
-            requester, patient_id, "fhir.search", rtype, emergency_reason
-        )
-        query = self._visible(select(RecordEntry.resource), patient_id, excluded).where(*filters)
-        async with self.db.read() as session:
+
+        async def read(
+            session: AsyncSession, excluded: frozenset[str]
+        ) -> tuple[list[dict[str, Any]], int]:
+            query = self._visible(select(RecordEntry.resource), patient_id, excluded).where(
+                *filters
+            )
             total = await session.scalar(select(func.count()).select_from(query.subquery()))
             rows = await session.scalars(
                 query.order_by(RecordEntry.date.desc(), RecordEntry.id.desc())
@@ -438,6 +438,16 @@ class RecordsService:
                 .limit(count)
             )
             return [dict(r) for r in rows], int(total or 0)
+
+        _, found = await self.access.read_checked(
+            requester,
+            patient_id,
+            read,
+            action="fhir.search",
+            resources=rtype,
+            emergency_reason=emergency_reason,
+        )
+        return found
 
     async def _search_patients(
         self,
@@ -468,7 +478,7 @@ class RecordsService:
             out.append(await self.patient_resource(pid))
         return out, len(out)
 
-    async def everything(
+    async def everything_page(
         self,
         requester: Requester,
         patient_id: int,
@@ -476,24 +486,36 @@ class RecordsService:
         count: int,
         offset: int,
         emergency_reason: str | None = None,
-    ) -> tuple[list[dict[str, Any]], int]:
-        """The patient (first page) and every entry about them, paged."""
-        _, excluded = await self._checked(
-            requester, patient_id, "fhir.everything", "Patient/$everything", emergency_reason
-        )
-        query = self._visible(select(RecordEntry.resource), patient_id, excluded).where(
-            RecordEntry.resource_type != "Patient"
-        )
-        out: list[dict[str, Any]] = []
-        if offset == 0:
-            out.append(await self.patient_resource(patient_id))
-        async with self.db.read() as session:
-            total = await session.scalar(select(func.count()).select_from(query.subquery()))
-            rows = await session.scalars(
-                query.order_by(RecordEntry.id).offset(max(offset - 1, 0)).limit(count - len(out))
+    ) -> EverythingPage:
+        """The patient (first page) and every entry about them, paged by id: each entry as
+        its stored JSON text, which is already the resource (nothing decoded here)."""
+
+        async def read(session: AsyncSession, excluded: frozenset[str]) -> EverythingPage:
+            columns: tuple[Any, ...] = (RecordEntry.resource_type, RecordEntry.id)
+            query = self._visible(select(*columns), patient_id, excluded).where(
+                RecordEntry.resource_type != "Patient"
             )
-            out.extend(dict(r) for r in rows)
-        return out, int(total or 0) + 1
+            total = await session.scalar(select(func.count()).select_from(query.subquery()))
+            rows = await session.execute(
+                query.add_columns(sql_cast(RecordEntry.resource, Text))
+                .order_by(RecordEntry.id)
+                .offset(max(offset - 1, 0))
+                .limit(count - (offset == 0))
+            )
+            entries = [(t, i, text) for t, i, text in rows]
+            return EverythingPage(None, entries, int(total or 0) + 1)
+
+        _, page = await self.access.read_checked(
+            requester,
+            patient_id,
+            read,
+            action="fhir.everything",
+            resources="Patient/$everything",
+            emergency_reason=emergency_reason,
+        )
+        if offset == 0:
+            page = replace(page, patient=await self.patient_resource(patient_id))
+        return page
 
     # --- consent and the patient's access list ---------------------------------
 
@@ -610,6 +632,16 @@ class RecordsService:
         return found
 
 
+@dataclass(frozen=True)
+class EverythingPage:
+    """A page of ``Patient/$everything``: the Patient (first page only), then the entries
+    as ``(type, id, stored JSON text)`` in id order; ``total`` counts the Patient."""
+
+    patient: dict[str, Any] | None
+    entries: list[tuple[str, int, str]]
+    total: int
+
+
 _OPERATOR = Requester(user_id=0, role="platform_admin", session_id="")
 
 
@@ -655,21 +687,103 @@ def _item(row: Any, institutions: dict[int, schemas.SourceInstitution]) -> schem
     )
 
 
+@functools.lru_cache(maxsize=128)
+def _summary_query(excluded: frozenset[str], dialect: str) -> Select[Any]:
+    """Every row of a clinical summary, newest first: the active problems, current
+    medications and allergies, and the latest results (with their trend) of the
+    ``LAB_CODES`` tests measured last, each lab row with only the members a summary shows.
+
+    Built once per set of excluded categories (the patient is the ``patient_id``
+    parameter): building it costs more than the database takes for a small record."""
+    visible = RecordsService._visible
+    patient_id: Any = bindparam("patient_id", type_=Integer)
+    lists = visible(select(*_item_columns(), null().label("facts")), patient_id, excluded).where(
+        or_(
+            (RecordEntry.resource_type == "Condition") & RecordEntry.status.in_(ACTIVE_PROBLEM),
+            (RecordEntry.resource_type == "MedicationRequest") & (RecordEntry.status == "active"),
+            (RecordEntry.resource_type == "AllergyIntolerance")
+            & or_(RecordEntry.status.is_(None), RecordEntry.status == "active"),
+        )
+    )
+    newest_first = (RecordEntry.date.desc(), RecordEntry.id.desc())
+    # Each test's results ranked newest first, then the tests ranked by their latest result,
+    # so that only those rows leave the database (a long record has thousands of results).
+    ranked = (
+        visible(
+            select(
+                RecordEntry.id,
+                RecordEntry.code,
+                RecordEntry.date,
+                func.row_number()
+                .over(partition_by=RecordEntry.code, order_by=newest_first)
+                .label("rank"),
+            ),
+            patient_id,
+            excluded,
+        )
+        .where(
+            RecordEntry.resource_type == "Observation",
+            RecordEntry.category == "laboratory",
+            RecordEntry.code.is_not(None),
+        )
+        .subquery("ranked")
+    )
+    tests = (
+        select(
+            ranked.c.code,
+            func.row_number()
+            .over(order_by=(ranked.c.date.desc(), ranked.c.id.desc()))
+            .label("code_rank"),
+        )
+        .where(ranked.c.rank == 1)
+        .subquery("tests")
+    )
+    labs = (
+        select(*_item_columns(), _lab_members(dialect).label("facts"))
+        .join(ranked, ranked.c.id == RecordEntry.id)
+        .join(tests, tests.c.code == ranked.c.code)
+        .where(ranked.c.rank <= TREND_POINTS + 1, tests.c.code_rank <= LAB_CODES)
+    )
+    return union_all(lists, labs).order_by(desc("date"), desc("id"))  # type: ignore[return-value]
+
+
+def _lab_members(dialect: str) -> ColumnElement[str]:
+    """A JSON object of the members of a lab result the summary reads (null when absent),
+    built by the database from the stored resource."""
+    pairs: list[Any] = []
+    for member in _LAB_MEMBERS:
+        name: ColumnElement[str] = literal_column(f"'{member}'")
+        pairs.append(name)
+        if dialect == "postgresql":
+            pairs.append(RecordEntry.resource.op("->")(name))
+        else:
+            pairs.append(func.json_extract(RecordEntry.resource, literal_column(f"'$.{member}'")))
+    if dialect == "postgresql":
+        return sql_cast(func.json_build_object(*pairs), Text)
+    return func.json_object(*pairs, type_=Text)
+
+
+def _facts(row: Any) -> dict[str, Any]:
+    """A lab row's members (:func:`_lab_members`) as the resource has them (absent: left out)."""
+    found = orjson.loads(row.facts) if row.facts else {}
+    return {key: value for key, value in found.items() if value is not None}
+
+
 def _lab_results(
     rows: list[Any], institutions: dict[int, schemas.SourceInstitution]
 ) -> list[schemas.LabResult]:
-    by_code: dict[str, list[Any]] = {}
+    by_code: dict[str, list[tuple[Any, dict[str, Any]]]] = {}
     for row in rows:  # newest first
-        by_code.setdefault(row.code, []).append(row)
+        by_code.setdefault(row.code, []).append((row, _facts(row)))
     results = []
     for group in list(by_code.values())[:LAB_CODES]:
-        latest = group[0]
-        value, unit = _value(latest.resource)
-        flag = _interpretation(latest.resource, value)
+        latest, facts = group[0]
+        value, unit = _value(facts)
+        flag = _interpretation(facts, value)
         trend = [
             schemas.TrendPoint(date=r.date, value=v if isinstance(v, float) else None)
-            for r in group[1 : TREND_POINTS + 1]
-            for v in (_value(r.resource)[0],)
+            for r, f in group[1 : TREND_POINTS + 1]
+            for v in (_value(f)[0],)
         ]
         results.append(
             schemas.LabResult(
@@ -678,7 +792,7 @@ def _lab_results(
                 unit=unit,
                 interpretation=flag,
                 abnormal=flag is not None and flag.upper() in ABNORMAL_FLAGS,
-                reference_range=_range_text(latest.resource),
+                reference_range=_range_text(facts),
                 trend=trend,
                 direction=_direction(value, trend),
             )
