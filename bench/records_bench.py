@@ -215,6 +215,7 @@ async def prepare(database_url: str, data_dir: Path, resources: int) -> Record:
     """The app in this process, the demo seeded, the big patient loaded, readers allowed."""
     if database_url.startswith("postgresql"):
         await reset_postgres(database_url)
+    data_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_key = data_dir / "checkpoint_key"
     generate_key_file(checkpoint_key)
     settings = load_settings(
@@ -265,7 +266,10 @@ async def prepare(database_url: str, data_dir: Path, resources: int) -> Record:
     )
     async with services.db.engine.connect() as conn:
         stored = await conn.scalar(
-            sa.text("SELECT count(*) FROM record_entries WHERE patient_id = :p"),
+            sa.text(  # what $everything returns: the entries and the Patient
+                "SELECT count(*) + 1 FROM record_entries "
+                "WHERE patient_id = :p AND resource_type != 'Patient'"
+            ),
             {"p": patient_id},
         )
     return Record(app, runner, services, patient_id, reader, small_patient_id, small_reader,
@@ -306,6 +310,7 @@ async def http_small_summary(
     """CPU (ms) of the server per ``GET /api/v1/patients/{id}/summary`` of the small patient."""
     import aiohttp
 
+    data_dir.mkdir(parents=True, exist_ok=True)
     async with YihaoServer(str(data_dir), database_url=database_url or None) as server:
         async with aiohttp.ClientSession() as http:
             token = await login(http, server.url, SMALL_READER)
