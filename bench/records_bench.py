@@ -215,7 +215,6 @@ async def prepare(database_url: str, data_dir: Path, resources: int) -> Record:
     """The app in this process, the demo seeded, the big patient loaded, readers allowed."""
     if database_url.startswith("postgresql"):
         await reset_postgres(database_url)
-    data_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_key = data_dir / "checkpoint_key"
     generate_key_file(checkpoint_key)
     settings = load_settings(
@@ -310,39 +309,37 @@ async def http_small_summary(
     """CPU (ms) of the server per ``GET /api/v1/patients/{id}/summary`` of the small patient."""
     import aiohttp
 
-    data_dir.mkdir(parents=True, exist_ok=True)
-    async with YihaoServer(str(data_dir), database_url=database_url or None) as server:
-        async with aiohttp.ClientSession() as http:
-            token = await login(http, server.url, SMALL_READER)
-            headers = {"Authorization": f"Bearer {token}"}
-            async with http.get(server.url + "/api/v1/me", headers=headers) as response:
-                me = await response.json()
-            async with http.get(
-                server.url + "/fhir/Patient",
-                headers=headers,
-                params={"identifier": f"{RESIDENT_ID_SYSTEM}|"
-                        + next(p for p in PATIENTS if p.username == SMALL_PATIENT).resident_id},
-            ) as response:
-                found = await response.json()
-            del me
-            patient_id = found["entry"][0]["resource"]["id"]
-            url = f"{server.url}/api/v1/patients/{patient_id}/summary"
-            for _ in range(5):
-                async with http.get(url, headers=headers) as response:
-                    assert response.status == 200, await response.text()
-                    await response.read()
-            assert server.cpu is not None
-            samples = []
-            server.cpu.start()
-            for _ in range(iterations):
-                started = time.perf_counter()
-                async with http.get(url, headers=headers) as response:
-                    await response.read()
-                samples.append(time.perf_counter() - started)
-            server.cpu.stop()
-            figures = summary_ms(samples)
-            figures["cpu"] = server.cpu.per_op_ms(iterations)
-            return figures
+    async with (
+        YihaoServer(str(data_dir), database_url=database_url or None) as server,
+        aiohttp.ClientSession() as http,
+    ):
+        token = await login(http, server.url, SMALL_READER)
+        headers = {"Authorization": f"Bearer {token}"}
+        small = next(p for p in PATIENTS if p.username == SMALL_PATIENT)
+        async with http.get(
+            server.url + "/fhir/Patient",
+            headers=headers,
+            params={"identifier": f"{RESIDENT_ID_SYSTEM}|{small.resident_id}"},
+        ) as response:
+            found = await response.json()
+        patient_id = found["entry"][0]["resource"]["id"]
+        url = f"{server.url}/api/v1/patients/{patient_id}/summary"
+        for _ in range(5):
+            async with http.get(url, headers=headers) as response:
+                assert response.status == 200, await response.text()
+                await response.read()
+        assert server.cpu is not None
+        samples = []
+        server.cpu.start()
+        for _ in range(iterations):
+            started = time.perf_counter()
+            async with http.get(url, headers=headers) as response:
+                await response.read()
+            samples.append(time.perf_counter() - started)
+        server.cpu.stop()
+        figures = summary_ms(samples)
+        figures["cpu"] = server.cpu.per_op_ms(iterations)
+        return figures
 
 
 def _ms(value: float) -> str:
@@ -416,6 +413,8 @@ def main() -> int:
     if args.smoke:
         args.resources, args.iterations = 100, 5
     with tempfile.TemporaryDirectory() as tmp:
+        for folder in ("inproc", "served"):
+            (Path(tmp) / folder).mkdir()
         report = asyncio.run(run(args, Path(tmp)))
     report.write(args.json)
     return 0
