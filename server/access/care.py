@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Subquery, bindparam, delete, or_, select, update
+from sqlalchemy import ColumnElement, Subquery, and_, bindparam, delete, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -24,11 +24,31 @@ from server.core.db import Database, Tx, UTCDateTime, utcnow
 ENCOUNTERS = ("presence", "patient_approved", "appointment", "referral", "merged", "demo")
 
 
+def care_match(patient: Any, institution: Any, cutoff: Any) -> ColumnElement[bool]:
+    """An active care relationship of the institution with the patient (values or bindparams)."""
+    return and_(
+        CareRelationship.patient_id == patient,
+        CareRelationship.institution_id == institution,
+        CareRelationship.last_encounter_at > cutoff,
+    )
+
+
+def window_match(patient: Any, institution: Any, now: Any) -> ColumnElement[bool]:
+    """An open access window of the institution on the patient at ``now``."""
+    return and_(
+        AccessWindow.patient_id == patient,
+        AccessWindow.institution_id == institution,
+        AccessWindow.closed_at.is_(None),
+        AccessWindow.opened_at <= now,
+        or_(AccessWindow.until.is_(None), AccessWindow.until > now),
+    )
+
+
 # Built once: the check runs on every read of a record.
 _HAS_CARE = select(CareRelationship.id).where(
-    CareRelationship.patient_id == bindparam("patient"),
-    CareRelationship.institution_id == bindparam("institution"),
-    CareRelationship.last_encounter_at > bindparam("cutoff", type_=UTCDateTime),
+    care_match(
+        bindparam("patient"), bindparam("institution"), bindparam("cutoff", type_=UTCDateTime)
+    )
 )
 
 
@@ -198,16 +218,9 @@ class AccessWindows:
         self, session: AsyncSession, patient_id: int, institution_id: int
     ) -> str | None:
         """The source of an open window on the patient for the institution, if any."""
-        now = utcnow()
         source = await session.scalar(
             select(AccessWindow.source)
-            .where(
-                AccessWindow.patient_id == patient_id,
-                AccessWindow.institution_id == institution_id,
-                AccessWindow.closed_at.is_(None),
-                AccessWindow.opened_at <= now,
-                or_(AccessWindow.until.is_(None), AccessWindow.until > now),
-            )
+            .where(window_match(patient_id, institution_id, utcnow()))
             .limit(1)
         )
         return None if source is None else str(source)

@@ -42,24 +42,47 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, NoReturn, TypeVar, cast
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.access.care import AccessWindows, CareRelationships
+from server.access.care import AccessWindows, CareRelationships, care_match, window_match
 from server.access.consent import Consents, RevocationListener
-from server.access.models import Consent
+from server.access.models import AccessWindow, CareRelationship, Consent
 from server.config import Settings
 from server.core.audit import AuditLog
 from server.core.auth import Requester
-from server.core.db import Database, Tx
+from server.core.db import Database, Tx, UTCDateTime, utcnow
 from server.core.errors import Forbidden, ValidationFailed
 from server.core.roles import CARE_ROLES, EMERGENCY_ROLES
 from server.identity.directory import Directory
 
-# The reader's institution's consent, as the decision reads it (built once).
-_CONSENT = select(Consent.granted, Consent.excluded_categories).where(
-    Consent.patient_id == bindparam("patient"), Consent.institution_id == bindparam("institution")
-)
+
+def _reasons_query() -> Select[Any]:
+    """What decides a clinician's access, in one statement of one row: the institution's
+    consent (``granted``, ``excluded``: null when there is none), an active care relationship
+    (``care``: null when none), the source of an open window (``window``)."""
+    patient: Any = bindparam("patient")
+    institution: Any = bindparam("institution")
+    consent = (Consent.patient_id == patient) & (Consent.institution_id == institution)
+    cutoff = bindparam("cutoff", type_=UTCDateTime)
+    now = bindparam("now", type_=UTCDateTime)
+    return select(
+        select(Consent.granted).where(consent).scalar_subquery().label("granted"),
+        select(Consent.excluded_categories).where(consent).scalar_subquery().label("excluded"),
+        select(CareRelationship.id)
+        .where(care_match(patient, institution, cutoff))
+        .limit(1)
+        .scalar_subquery()
+        .label("care"),
+        select(AccessWindow.source)
+        .where(window_match(patient, institution, now))
+        .limit(1)
+        .scalar_subquery()
+        .label("window"),
+    )
+
+
+_REASONS = _reasons_query()  # built once: it runs on every read of a record
 REASONS = ("self", "care_relationship", "consult", "referral", "consent", "emergency")
 ACCESS = "record.access"
 
@@ -224,7 +247,7 @@ class AccessService(CareRelationships, AccessWindows, Consents):
             session, requester, patient_id, emergency_reason
         )
         excluded = (
-            frozenset(consent.excluded_categories)
+            frozenset(consent.excluded or ())
             if consent is not None and reason not in (None, "self", "emergency")
             else frozenset()
         )
@@ -314,7 +337,7 @@ class AccessService(CareRelationships, AccessWindows, Consents):
         emergency_reason: str | None,
     ) -> tuple[bool, str | None, Any]:
         """:meth:`_decide`, with the reader's institution's consent it read (if any: a row of
-        ``granted`` and ``excluded_categories``)."""
+        ``granted`` and ``excluded``), all the reasons read in one statement."""
         if await self.directory.patient_standing(session, patient_id) != 0:  # none, or merged
             return False, None, None
         if requester.role == "patient":
@@ -322,17 +345,25 @@ class AccessService(CareRelationships, AccessWindows, Consents):
         institution_id = requester.institution_id
         if requester.role not in CARE_ROLES or institution_id is None:
             return True, None, None
-        consent = (
-            await session.execute(_CONSENT, {"patient": patient_id, "institution": institution_id})
-        ).first()
-        revoked = consent is not None and not consent.granted
-        if not revoked:
-            if await self.has_care(session, patient_id, institution_id):
+        now = utcnow()
+        found = (
+            await session.execute(
+                _REASONS,
+                {
+                    "patient": patient_id,
+                    "institution": institution_id,
+                    "cutoff": now - self.care_lifetime,
+                    "now": now,
+                },
+            )
+        ).one()
+        consent = None if found.granted is None else found
+        if found.granted is not False:  # not revoked: in this order
+            if found.care is not None:
                 return True, "care_relationship", consent
-            window = await self.open_window_source(session, patient_id, institution_id)
-            if window is not None:
-                return True, window, consent
-            if consent is not None and consent.granted:
+            if found.window is not None:
+                return True, str(found.window), consent
+            if found.granted:
                 return True, "consent", consent
         if emergency_reason is not None:
             if not emergency_reason.strip():
