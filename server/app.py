@@ -136,6 +136,8 @@ def create_app(
     add_web_client(app, settings.web_dir or WEB_DIST)
 
     app.cleanup_ctx.append(_database(services.db, settings))
+    # Closed before the database: noted session activity is written on the way out.
+    app.cleanup_ctx.append(services.auth.lifespan)
     app.cleanup_ctx.append(services.limits.lifespan)
     app.cleanup_ctx.append(_redis(services, settings, sio))
     app.cleanup_ctx.append(_socketio(sio, services.gateway))
@@ -217,6 +219,8 @@ def build_services(
         4.0 * settings.session_check_seconds,
         listeners=[close_sessions],
         revocation_listeners=[leave_revoked],
+        # REST's session check answers from memory this long after a read; endings drop it.
+        cache_seconds=settings.session_cache_seconds,
     )
     auth = AuthService(settings, db, audit, passwords, Tokens(settings), ends, limits)
     identity = IdentityService(db, audit, events, passwords)
@@ -228,7 +232,8 @@ def build_services(
         metrics,
         audit,
         ends=ends,
-        check_session=auth.check_session,
+        # A socket's periodic check reads the database (the safety net for a lost broadcast).
+        check_session=auth.recheck_session,
     )
     precall = PrecallService(settings, lambda sid, event, data: sio.emit(event, data, to=sid))
 

@@ -12,10 +12,19 @@ every node (:meth:`SessionEnds.announce_revocation`).
 of that session is refused without a database read) and calling the
 listeners: the gateway disconnects its local sockets of the session.
 
+Applying also drops the sessions from this node's :class:`SessionCache`: what
+REST knows of a session (its user, whether the account is active, whether it
+ended, when it was last seen) is read once and answered from memory for at most
+``session_cache_seconds`` (default 5 s), so an authenticated request costs no
+database read. An ended session is refused at once on this node (the announcing
+one) and on the others as soon as the broadcast lands.
+
 A broadcast can be lost (a node whose Redis link is down). That is covered, not
-prevented: the database stays the truth. REST reads the session on every
-request; an open socket re-reads it at most every ``session_check_seconds``
-and is closed if it ended. Without Redis (one process) the announcement is local only.
+prevented: the database stays the truth. A cached entry is re-read once it is
+older than ``session_cache_seconds``, so a lost broadcast (or a row changed by
+other means) delays the refusal on REST by at most that; an open socket re-reads
+the session from the database at most every ``session_check_seconds`` and is closed
+if it ended. Without Redis (one process) the announcement is local only.
 """
 
 from __future__ import annotations
@@ -26,6 +35,8 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -38,6 +49,62 @@ SessionsEnded = Callable[[list[str], str], Awaitable[None]]
 RoomsRevoked = Callable[[list[str], int], Awaitable[None]]
 
 
+@dataclass(slots=True)
+class CachedSession:
+    """What the session check needs of one login session, as read from the database."""
+
+    user_id: int
+    active: bool  # the account's
+    revoked: bool
+    last_seen: datetime  # the latest activity known here (written back at most once a minute)
+    read_at: float  # time.monotonic() of the database read
+
+
+class SessionCache:
+    """Sessions by id, each kept at most ``ttl`` seconds after its database read.
+
+    Entries are dropped when their sessions end (:meth:`SessionEnds._apply`, on every
+    node) and when the account changes on this node; the TTL bounds what a lost
+    broadcast can leave. ``ttl`` 0 keeps nothing (every check reads the database).
+    """
+
+    MAX_ENTRIES = 100_000
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._entries: dict[str, CachedSession] = {}
+
+    def get(self, session_id: str) -> CachedSession | None:
+        entry = self._entries.get(session_id)
+        if entry is not None and time.monotonic() - entry.read_at > self.ttl:
+            del self._entries[session_id]
+            return None
+        return entry
+
+    def put(self, session_id: str, entry: CachedSession) -> None:
+        if self.ttl <= 0:
+            return
+        if len(self._entries) >= self.MAX_ENTRIES:
+            self.purge()
+            if len(self._entries) >= self.MAX_ENTRIES:
+                self._entries.clear()
+        self._entries[session_id] = entry
+
+    def purge(self) -> None:
+        """Drop every entry past its TTL."""
+        cutoff = time.monotonic() - self.ttl
+        for stale in [s for s, e in self._entries.items() if e.read_at < cutoff]:
+            del self._entries[stale]
+
+    def forget(self, session_ids: Iterable[str]) -> None:
+        for session_id in session_ids:
+            self._entries.pop(session_id, None)
+
+    def forget_user(self, user_id: int) -> None:
+        for stale in [s for s, e in self._entries.items() if e.user_id == user_id]:
+            del self._entries[stale]
+
+
 class SessionEnds:
     def __init__(
         self,
@@ -46,11 +113,14 @@ class SessionEnds:
         keep_seconds: float,
         listeners: Sequence[SessionsEnded] = (),
         revocation_listeners: Sequence[RoomsRevoked] = (),
+        cache_seconds: float = 0.0,
     ) -> None:
         self.channel = f"{channel}:sessions"
         self.node = node
         # An id must outlive any socket check that could still see the session as open.
         self.keep_seconds = keep_seconds
+        # What REST knows of open sessions; an ending drops its entries here, on every node.
+        self.cache = SessionCache(cache_seconds)
         self.redis: Redis | None = None
         self._ended: dict[str, float] = {}
         self._listeners = tuple(listeners)
@@ -106,6 +176,7 @@ class SessionEnds:
             del self._ended[stale]
         for session_id in ids:
             self._ended[session_id] = now
+        self.cache.forget(ids)
         for listener in self._listeners:
             try:
                 await listener(ids, reason)
