@@ -119,7 +119,10 @@ def create_app(
     services = build_services(settings, sio, metrics, resolvers)
     app[SERVICES] = services
     app[AUTHENTICATE] = services.auth.authenticate
-    app[REQUEST_LIMIT] = services.limits.limiter("api", settings.api_requests_per_minute)
+    # Hit on every authenticated request: counted here, synced to Redis in the background.
+    app[REQUEST_LIMIT] = services.limits.limiter(
+        "api", settings.api_requests_per_minute, synced=True
+    )
 
     tables = [table for capability in capabilities for table in capability.routes]
     for table in tables:
