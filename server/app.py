@@ -224,6 +224,8 @@ def build_services(
         revocation_listeners=[leave_revoked],
         # REST's session check answers from memory this long after a read; endings drop it.
         cache_seconds=settings.session_cache_seconds,
+        # Endings by a process without Redis (the CLI) reach this one's cache through it.
+        marker=settings.data_dir / "sessions-ended",
     )
     auth = AuthService(settings, db, audit, passwords, Tokens(settings), ends, limits)
     identity = IdentityService(db, audit, events, passwords)

@@ -25,6 +25,12 @@ older than ``session_cache_seconds``, so a lost broadcast (or a row changed by
 other means) delays the refusal on REST by at most that; an open socket re-reads
 the session from the database at most every ``session_check_seconds`` and is closed
 if it ended. Without Redis (one process) the announcement is local only.
+
+Every process also notes each ending in a file of the data folder
+(``<data_dir>/sessions-ended``), and a node that finds the file changed since its last
+look (one ``stat`` per check) empties its cache: an ending by a process that cannot
+publish (``yihao user disable`` run without Redis, beside an embedded server or a node on
+the same host) is refused at the next request too.
 """
 
 from __future__ import annotations
@@ -33,10 +39,12 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -73,6 +81,12 @@ class SessionCache:
     def __init__(self, ttl: float) -> None:
         self.ttl = ttl
         self._entries: dict[str, CachedSession] = {}
+        # What else is kept as long and dropped with the sessions (GET /me's answers).
+        self.profiles: dict[int, tuple[float, Any]] = {}
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self.profiles.clear()
 
     def get(self, session_id: str) -> CachedSession | None:
         entry = self._entries.get(session_id)
@@ -114,6 +128,7 @@ class SessionEnds:
         listeners: Sequence[SessionsEnded] = (),
         revocation_listeners: Sequence[RoomsRevoked] = (),
         cache_seconds: float = 0.0,
+        marker: Path | None = None,
     ) -> None:
         self.channel = f"{channel}:sessions"
         self.node = node
@@ -121,6 +136,9 @@ class SessionEnds:
         self.keep_seconds = keep_seconds
         # What REST knows of open sessions; an ending drops its entries here, on every node.
         self.cache = SessionCache(cache_seconds)
+        # The file every process notes its endings in (see the module); None: not watched.
+        self.marker = marker
+        self._marker_seen = self._marker_state()
         self.redis: Redis | None = None
         self._ended: dict[str, float] = {}
         self._listeners = tuple(listeners)
@@ -155,12 +173,46 @@ class SessionEnds:
     def is_ended(self, session_id: str) -> bool:
         return session_id in self._ended
 
+    def _marker_state(self) -> tuple[int, int, int] | None:
+        if self.marker is None:
+            return None
+        try:
+            found = os.stat(self.marker)
+        except OSError:
+            return None
+        return found.st_ino, found.st_size, found.st_mtime_ns
+
+    def check_marker(self) -> None:
+        """Empty the cache if some process noted an ending since the last look."""
+        if self.marker is None:
+            return
+        state = self._marker_state()
+        if state != self._marker_seen:
+            self._marker_seen = state
+            self.cache.clear()
+
+    def _note_in_marker(self, ids: list[str]) -> None:
+        if self.marker is None:
+            return
+        line = f"{time.time():.3f} {self.node} {' '.join(ids)}\n"
+        try:
+            if self.marker.exists() and self.marker.stat().st_size > 65536:
+                fresh = self.marker.with_name(self.marker.name + ".new")
+                fresh.write_text(line)
+                os.replace(fresh, self.marker)  # a new file: its inode tells the change
+            else:
+                with self.marker.open("a") as file:
+                    file.write(line)
+        except OSError:
+            logger.warning("could not note ended sessions in %s", self.marker, exc_info=True)
+
     async def announce(self, session_ids: Iterable[str], reason: str) -> None:
         """Tell every node (this one first) that these sessions ended. Call after commit."""
         ids = sorted(set(session_ids))
         if not ids:
             return
         await self._apply(ids, reason)
+        self._note_in_marker(ids)
         if self.redis is None:
             return
         message = json.dumps({"node": self.node, "sessions": ids, "reason": reason})

@@ -73,7 +73,7 @@ class AuthService:
         )
         self.cache = self.ends.cache
         # GET /api/v1/me's answer per user, kept as long as a session entry (see me()).
-        self._profiles: dict[int, tuple[float, schemas.UserOut]] = {}
+        self._profiles = self.cache.profiles
         # Sessions whose activity is noted but not yet written (id → when), and the
         # write that is scheduled for them.
         self._seen: dict[str, datetime] = {}
@@ -374,6 +374,7 @@ class AuthService:
         """
         if self.ends.is_ended(requester.session_id):
             raise Unauthorized("the session has ended; sign in again", code="session_revoked")
+        self.ends.check_marker()  # an ending by a process that could not broadcast it
         entry = None if fresh else self.cache.get(requester.session_id)
         if entry is None:
             fresh = True
@@ -700,7 +701,7 @@ class AuthService:
         ttl = self.cache.ttl
         known = self._profiles.get(requester.user_id)
         if known is not None and time.monotonic() - known[0] <= ttl:
-            return known[1]
+            return cast(schemas.UserOut, known[1])
         read_at = time.monotonic()
         async with self.db.read() as session:
             user = await session.scalar(user_query().where(User.id == requester.user_id))
@@ -709,7 +710,7 @@ class AuthService:
         profile = user_out(user)
         if ttl > 0:
             if len(self._profiles) >= self.cache.MAX_ENTRIES:
-                self._profiles.clear()
+                self.cache.clear()
             self._profiles[requester.user_id] = (read_at, profile)
         return profile
 
