@@ -78,7 +78,9 @@ class AuthService:
         # write that is scheduled for them.
         self._seen: dict[str, datetime] = {}
         self._seen_flush: asyncio.TimerHandle | None = None
+        # Background work (activity writes, cache refreshes), awaited at shutdown.
         self._seen_tasks: set[asyncio.Task[None]] = set()
+        self._refreshing: set[str] = set()
         limits = limits or RateLimits()
         self.login_limit = limits.limiter("login", settings.login_rate_per_minute)
         self.refresh_limit = limits.limiter("refresh", settings.login_rate_per_minute * 2)
@@ -376,6 +378,8 @@ class AuthService:
             raise Unauthorized("the session has ended; sign in again", code="session_revoked")
         self.ends.check_marker()  # an ending by a process that could not broadcast it
         entry = None if fresh else self.cache.get(requester.session_id)
+        if entry is not None and time.monotonic() - entry.read_at > self.cache.ttl / 2:
+            self._refresh_ahead(requester.session_id)
         if entry is None:
             fresh = True
             entry = await self._read_session(requester.session_id)
@@ -395,6 +399,26 @@ class AuthService:
         if now - entry.last_seen > LAST_SEEN_RESOLUTION:
             entry.last_seen = now
             self._note_seen(requester.session_id, now)
+
+    def _refresh_ahead(self, session_id: str) -> None:
+        """Past half its TTL, an entry in use is read again in the background (once at a
+        time): a busy session is never read in a request's path, and the entries read
+        together at a start do not all expire, and get read, in the same instant."""
+        if session_id in self._refreshing:
+            return
+        self._refreshing.add(session_id)
+
+        async def refresh() -> None:
+            try:
+                await self._read_session(session_id)
+            except Exception:  # the entry expires as usual; the request path reads then
+                logger.warning("could not refresh a cached session", exc_info=True)
+            finally:
+                self._refreshing.discard(session_id)
+
+        task = asyncio.ensure_future(refresh())
+        self._seen_tasks.add(task)
+        task.add_done_callback(self._seen_tasks.discard)
 
     async def recheck_session(self, requester: Requester) -> None:
         """:meth:`check_session` from the database (an open socket's periodic check)."""
