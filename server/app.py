@@ -119,7 +119,10 @@ def create_app(
     services = build_services(settings, sio, metrics, resolvers)
     app[SERVICES] = services
     app[AUTHENTICATE] = services.auth.authenticate
-    app[REQUEST_LIMIT] = services.limits.limiter("api", settings.api_requests_per_minute)
+    # Hit on every authenticated request: counted here, synced to Redis in the background.
+    app[REQUEST_LIMIT] = services.limits.limiter(
+        "api", settings.api_requests_per_minute, synced=True
+    )
 
     tables = [table for capability in capabilities for table in capability.routes]
     for table in tables:
@@ -136,6 +139,8 @@ def create_app(
     add_web_client(app, settings.web_dir or WEB_DIST)
 
     app.cleanup_ctx.append(_database(services.db, settings))
+    # Closed before the database: noted session activity is written on the way out.
+    app.cleanup_ctx.append(services.auth.lifespan)
     app.cleanup_ctx.append(services.limits.lifespan)
     app.cleanup_ctx.append(_redis(services, settings, sio))
     app.cleanup_ctx.append(_socketio(sio, services.gateway))
@@ -217,6 +222,10 @@ def build_services(
         4.0 * settings.session_check_seconds,
         listeners=[close_sessions],
         revocation_listeners=[leave_revoked],
+        # REST's session check answers from memory this long after a read; endings drop it.
+        cache_seconds=settings.session_cache_seconds,
+        # Endings by a process without Redis (the CLI) reach this one's cache through it.
+        marker=settings.data_dir / "sessions-ended",
     )
     auth = AuthService(settings, db, audit, passwords, Tokens(settings), ends, limits)
     identity = IdentityService(db, audit, events, passwords)
@@ -228,7 +237,8 @@ def build_services(
         metrics,
         audit,
         ends=ends,
-        check_session=auth.check_session,
+        # A socket's periodic check reads the database (the safety net for a lost broadcast).
+        check_session=auth.recheck_session,
     )
     precall = PrecallService(settings, lambda sid, event, data: sio.emit(event, data, to=sid))
 

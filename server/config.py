@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     # How often idle sessions are swept (and their sockets closed), and how often an open
     # socket re-reads its session from the database in case a revocation broadcast was lost.
     session_check_seconds: int = Field(default=30, ge=1, le=3600)
+    # How long a node answers REST's session check from memory after reading the session
+    # (server/core/sessions.py SessionCache): an ending announced on the cluster channel
+    # drops it at once; this bounds a lost broadcast or a row changed by other means (0: off).
+    session_cache_seconds: float = Field(default=5.0, ge=0, le=60)
     login_max_failures: int = Field(default=5, ge=1, le=100)
     login_lockout_seconds: int = Field(default=900, ge=1)
     # Login attempts allowed per client address per minute.
@@ -85,6 +89,9 @@ class Settings(BaseSettings):
     # argon2id cost; the defaults follow RFC 9106's second recommended option.
     argon2_time_cost: int = Field(default=3, ge=1)
     argon2_memory_kib: int = Field(default=65536, ge=8)
+    # Threads that hash and verify passwords, off the event loop (argon2 releases the GIL);
+    # more logins at once than this wait for a thread, each needing argon2_memory_kib.
+    password_workers: int = Field(default=2, ge=1, le=64)
     # Audit checkpoints (server/core/checkpoints.py): the Ed25519 private key (PEM) that signs
     # them, kept outside the database so an insider with database access cannot re-sign a
     # rewritten audit chain or a swapped practitioner key. Embedded mode: generated into

@@ -32,6 +32,7 @@ def _run(script: str) -> subprocess.CompletedProcess[str]:
         "media_precall.py",
         "consult_join.py",
         "media_recording.py",
+        "http_fixed.py",
     ],
 )
 def test_benchmark_runs_in_smoke_mode(script: str) -> None:

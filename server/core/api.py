@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic
 
+import orjson
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 from typing_extensions import TypeVar
@@ -258,12 +259,35 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+# A run of 19 digits may be an integer beyond 64 bits, which orjson would read as a float
+# (a different number): such a body is decoded by ``json``, which keeps it exact.
+_LONG_NUMBER = re.compile(rb"\d{19}")
+
+
+def decode_json(raw: bytes, *, max_bytes: int, max_depth: int) -> Any:
+    """Client JSON within the size and depth limits (413 / 422 ``json_too_deep``), decoded.
+
+    orjson (C, several times faster) when it reads the body exactly as ``json`` would;
+    anything it refuses or might read differently (integers past 64 bits, ``1e999``,
+    lone surrogates, malformed input) goes to :func:`jsonlimits.loads`, which decodes it
+    exactly as before or answers its 400. Neither recurses in Python: the depth is
+    checked first, so ``RecursionError`` cannot happen.
+    """
+    jsonlimits.check(raw, max_bytes=max_bytes, max_depth=max_depth)
+    if not _LONG_NUMBER.search(raw):
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+    return jsonlimits.loads(raw, max_bytes=max_bytes, max_depth=max_depth)
+
+
 async def read_json(request: web.Request, limit: int) -> Any:
     ctype = request.content_type
     if ctype != "application/json" and not ctype.endswith("+json"):
         raise UnsupportedMediaType("send the body as application/json")
     raw = await read_body(request, limit)
-    payload = jsonlimits.loads(raw, max_bytes=limit, max_depth=request.app[MAX_DEPTH])
+    payload = decode_json(raw, max_bytes=limit, max_depth=request.app[MAX_DEPTH])
     check_no_nul(payload)
     return payload
 
@@ -276,14 +300,23 @@ def bearer_token(request: web.Request) -> str:
     return token.strip()
 
 
+def dump_json(data: Any) -> bytes:
+    """Compact UTF-8 JSON, keys in their order: orjson, or ``json`` for what orjson refuses
+    (an integer past 64 bits, a key that is not a string)."""
+    try:
+        return orjson.dumps(data)
+    except TypeError:
+        return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+
+
 def json_response(
-    data: Any, status: int = 200, content_type: str = "application/json"
+    data: Any,
+    status: int = 200,
+    content_type: str = "application/json",
+    headers: Any = None,
 ) -> web.Response:
-    return web.Response(
-        body=json.dumps(data, ensure_ascii=False, separators=(",", ":")),
-        status=status,
-        content_type=content_type,
-    )
+    body = data.model_dump_json().encode() if isinstance(data, BaseModel) else dump_json(data)
+    return web.Response(body=body, status=status, content_type=content_type, headers=headers)
 
 
 async def check_request_rate(request: web.Request, requester: Requester) -> None:
@@ -332,8 +365,8 @@ def make_view(operation: Operation) -> Callable[[web.Request], Awaitable[web.Str
             return result
         if result is None:
             return web.Response(status=204 if operation.status == 200 else operation.status)
-        if isinstance(result, BaseModel):
-            result = result.model_dump(mode="json")
+        # A model is serialised by pydantic-core straight to JSON (the same text as
+        # model_dump(mode="json") then encoding it, without the Python dicts between).
         return json_response(result, operation.status)
 
     view.__name__ = operation.operation_id

@@ -116,6 +116,9 @@ def library_logger(name: str) -> logging.Logger:
 
 class Metrics:
     def __init__(self) -> None:
+        # The labelled children of the HTTP metrics by (method, route, status): prometheus'
+        # labels() takes a lock and builds keys on each call; a route's children never change.
+        self._http: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "yihao_http_requests",
@@ -139,3 +142,16 @@ class Metrics:
             ["event", "outcome"],
             registry=self.registry,
         )
+
+    def http_children(self, method: str, route: str, status: int) -> tuple[Any, Any]:
+        """(request counter, latency histogram) of one method, route and status."""
+        key = (method, route, status)
+        children = self._http.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(method, route, str(status)),
+                self.latency.labels(method, route),
+            )
+            if len(self._http) < 10_000:  # methods are the client's to name
+                self._http[key] = children
+        return children

@@ -12,10 +12,25 @@ every node (:meth:`SessionEnds.announce_revocation`).
 of that session is refused without a database read) and calling the
 listeners: the gateway disconnects its local sockets of the session.
 
+Applying also drops the sessions from this node's :class:`SessionCache`: what
+REST knows of a session (its user, whether the account is active, whether it
+ended, when it was last seen) is read once and answered from memory for at most
+``session_cache_seconds`` (default 5 s), so an authenticated request costs no
+database read. An ended session is refused at once on this node (the announcing
+one) and on the others as soon as the broadcast lands.
+
 A broadcast can be lost (a node whose Redis link is down). That is covered, not
-prevented: the database stays the truth. REST reads the session on every
-request; an open socket re-reads it at most every ``session_check_seconds``
-and is closed if it ended. Without Redis (one process) the announcement is local only.
+prevented: the database stays the truth. A cached entry is re-read once it is
+older than ``session_cache_seconds``, so a lost broadcast (or a row changed by
+other means) delays the refusal on REST by at most that; an open socket re-reads
+the session from the database at most every ``session_check_seconds`` and is closed
+if it ended. Without Redis (one process) the announcement is local only.
+
+Every process also notes each ending in a file of the data folder
+(``<data_dir>/sessions-ended``), and a node that finds the file changed since its last
+look (one ``stat`` per check) empties its cache: an ending by a process that cannot
+publish (``yihao user disable`` run without Redis, beside an embedded server or a node on
+the same host) is refused at the next request too.
 """
 
 from __future__ import annotations
@@ -24,8 +39,12 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -38,6 +57,68 @@ SessionsEnded = Callable[[list[str], str], Awaitable[None]]
 RoomsRevoked = Callable[[list[str], int], Awaitable[None]]
 
 
+@dataclass(slots=True)
+class CachedSession:
+    """What the session check needs of one login session, as read from the database."""
+
+    user_id: int
+    active: bool  # the account's
+    revoked: bool
+    last_seen: datetime  # the latest activity known here (written back at most once a minute)
+    read_at: float  # time.monotonic() of the database read
+
+
+class SessionCache:
+    """Sessions by id, each kept at most ``ttl`` seconds after its database read.
+
+    Entries are dropped when their sessions end (:meth:`SessionEnds._apply`, on every
+    node) and when the account changes on this node; the TTL bounds what a lost
+    broadcast can leave. ``ttl`` 0 keeps nothing (every check reads the database).
+    """
+
+    MAX_ENTRIES = 100_000
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._entries: dict[str, CachedSession] = {}
+        # What else is kept as long and dropped with the sessions (GET /me's answers).
+        self.profiles: dict[int, tuple[float, Any]] = {}
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self.profiles.clear()
+
+    def get(self, session_id: str) -> CachedSession | None:
+        entry = self._entries.get(session_id)
+        if entry is not None and time.monotonic() - entry.read_at > self.ttl:
+            del self._entries[session_id]
+            return None
+        return entry
+
+    def put(self, session_id: str, entry: CachedSession) -> None:
+        if self.ttl <= 0:
+            return
+        if len(self._entries) >= self.MAX_ENTRIES:
+            self.purge()
+            if len(self._entries) >= self.MAX_ENTRIES:
+                self._entries.clear()
+        self._entries[session_id] = entry
+
+    def purge(self) -> None:
+        """Drop every entry past its TTL."""
+        cutoff = time.monotonic() - self.ttl
+        for stale in [s for s, e in self._entries.items() if e.read_at < cutoff]:
+            del self._entries[stale]
+
+    def forget(self, session_ids: Iterable[str]) -> None:
+        for session_id in session_ids:
+            self._entries.pop(session_id, None)
+
+    def forget_user(self, user_id: int) -> None:
+        for stale in [s for s, e in self._entries.items() if e.user_id == user_id]:
+            del self._entries[stale]
+
+
 class SessionEnds:
     def __init__(
         self,
@@ -46,11 +127,18 @@ class SessionEnds:
         keep_seconds: float,
         listeners: Sequence[SessionsEnded] = (),
         revocation_listeners: Sequence[RoomsRevoked] = (),
+        cache_seconds: float = 0.0,
+        marker: Path | None = None,
     ) -> None:
         self.channel = f"{channel}:sessions"
         self.node = node
         # An id must outlive any socket check that could still see the session as open.
         self.keep_seconds = keep_seconds
+        # What REST knows of open sessions; an ending drops its entries here, on every node.
+        self.cache = SessionCache(cache_seconds)
+        # The file every process notes its endings in (see the module); None: not watched.
+        self.marker = marker
+        self._marker_seen = self._marker_state()
         self.redis: Redis | None = None
         self._ended: dict[str, float] = {}
         self._listeners = tuple(listeners)
@@ -85,12 +173,46 @@ class SessionEnds:
     def is_ended(self, session_id: str) -> bool:
         return session_id in self._ended
 
+    def _marker_state(self) -> tuple[int, int, int] | None:
+        if self.marker is None:
+            return None
+        try:
+            found = os.stat(self.marker)
+        except OSError:
+            return None
+        return found.st_ino, found.st_size, found.st_mtime_ns
+
+    def check_marker(self) -> None:
+        """Empty the cache if some process noted an ending since the last look."""
+        if self.marker is None:
+            return
+        state = self._marker_state()
+        if state != self._marker_seen:
+            self._marker_seen = state
+            self.cache.clear()
+
+    def _note_in_marker(self, ids: list[str]) -> None:
+        if self.marker is None:
+            return
+        line = f"{time.time():.3f} {self.node} {' '.join(ids)}\n"
+        try:
+            if self.marker.exists() and self.marker.stat().st_size > 65536:
+                fresh = self.marker.with_name(self.marker.name + ".new")
+                fresh.write_text(line)
+                os.replace(fresh, self.marker)  # a new file: its inode tells the change
+            else:
+                with self.marker.open("a") as file:
+                    file.write(line)
+        except OSError:
+            logger.warning("could not note ended sessions in %s", self.marker, exc_info=True)
+
     async def announce(self, session_ids: Iterable[str], reason: str) -> None:
         """Tell every node (this one first) that these sessions ended. Call after commit."""
         ids = sorted(set(session_ids))
         if not ids:
             return
         await self._apply(ids, reason)
+        self._note_in_marker(ids)
         if self.redis is None:
             return
         message = json.dumps({"node": self.node, "sessions": ids, "reason": reason})
@@ -106,6 +228,7 @@ class SessionEnds:
             del self._ended[stale]
         for session_id in ids:
             self._ended[session_id] = now
+        self.cache.forget(ids)
         for listener in self._listeners:
             try:
                 await listener(ids, reason)

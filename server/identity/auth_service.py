@@ -6,12 +6,15 @@ node (:mod:`server.core.sessions`) and closes its sockets there.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
-from datetime import timedelta
-from typing import Any, get_args
+import time
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from typing import Any, cast, get_args
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import Table, bindparam, or_, select, update
 
 from server.config import Settings
 from server.core.audit import AuditLog
@@ -32,7 +35,7 @@ from server.core.errors import (
     ValidationFailed,
 )
 from server.core.ratelimit import RateLimiter, RateLimits
-from server.core.sessions import SessionEnds
+from server.core.sessions import CachedSession, SessionEnds
 from server.identity import schemas
 from server.identity.models import (
     AuthSession,
@@ -43,6 +46,10 @@ from server.identity.service import LAST_SEEN_RESOLUTION, check_may_manage, user
 from server.identity.totp import new_totp_secret, totp_step, totp_uri
 
 logger = logging.getLogger(__name__)
+
+# Noted activity (last_seen_at) is written this long after the request that noted it,
+# in one statement for every session noted meanwhile: never in a request's path.
+LAST_SEEN_FLUSH_SECONDS = 1.0
 
 
 class AuthService:
@@ -64,6 +71,16 @@ class AuthService:
         self.ends = ends or SessionEnds(
             settings.redis_channel, "local", settings.session_check_seconds * 4
         )
+        self.cache = self.ends.cache
+        # GET /api/v1/me's answer per user, kept as long as a session entry (see me()).
+        self._profiles = self.cache.profiles
+        # Sessions whose activity is noted but not yet written (id → when), and the
+        # write that is scheduled for them.
+        self._seen: dict[str, datetime] = {}
+        self._seen_flush: asyncio.TimerHandle | None = None
+        # Background work (activity writes, cache refreshes), awaited at shutdown.
+        self._seen_tasks: set[asyncio.Task[None]] = set()
+        self._refreshing: set[str] = set()
         limits = limits or RateLimits()
         self.login_limit = limits.limiter("login", settings.login_rate_per_minute)
         self.refresh_limit = limits.limiter("refresh", settings.login_rate_per_minute * 2)
@@ -83,7 +100,9 @@ class AuthService:
             user = await session.scalar(select(User).where(User.username == data.username))
         # The password is checked even for a locked or unknown account: the same work, and
         # the same answer, whichever it is (no oracle for which usernames exist or are locked).
-        password_ok = self.passwords.verify(user.password_hash if user else None, data.password)
+        password_ok = await self.passwords.verify(
+            user.password_hash if user else None, data.password
+        )
         if user is not None and self._locked(user):
             await self.audit.record_alone(
                 "auth.login", actor_user_id=user.id, outcome="failure", reason="locked"
@@ -174,7 +193,7 @@ class AuthService:
         await self._refuse_if_locked(user, action)
         method: str | None = None
         if password is not None:
-            ok = self.passwords.verify(user.password_hash, password)
+            ok = await self.passwords.verify(user.password_hash, password)
             if ok and user.totp_enabled and user.totp_secret:
                 ok = totp is not None and await self._accept_totp(user, totp)
             method = "password" if ok else None
@@ -227,12 +246,19 @@ class AuthService:
     async def _check_current_password(self, user: User, password: str, action: str) -> None:
         """A credential change asks for the password again; a wrong one counts as a failure."""
         await self._refuse_if_locked(user, action)
-        if not self.passwords.verify(user.password_hash, password):
+        if not await self.passwords.verify(user.password_hash, password):
             await self._record_failure(user, "bad_credentials", action)
             raise ValidationFailed.field("current_password", "is wrong")
 
     async def _open_session(self, user: User, password: str) -> schemas.TokenResponse:
         refresh = new_refresh_token()
+        # Costs were raised since this password was set: upgrade it now we know it (hashed
+        # before the transaction opens, never while it holds the database).
+        rehashed = (
+            await self.passwords.hash(password)
+            if self.passwords.needs_rehash(user.password_hash)
+            else None
+        )
         now = utcnow()
         async with self.db.transaction() as tx:
             session = AuthSession(
@@ -245,9 +271,8 @@ class AuthService:
             )
             tx.session.add(session)
             values: dict[str, Any] = {"failed_logins": 0, "locked_until": None}
-            if self.passwords.needs_rehash(user.password_hash):
-                # Costs were raised since this password was set: upgrade it now we know it.
-                values["password_hash"] = self.passwords.hash(password)
+            if rehashed is not None:
+                values["password_hash"] = rehashed
             await tx.session.execute(update(User).where(User.id == user.id).values(**values))
             await self.audit.record(
                 tx.session, "auth.login", actor_user_id=user.id, details={"session": session.id}
@@ -329,8 +354,7 @@ class AuthService:
         )
 
     def _idle(self, session: AuthSession, now: Any) -> bool:
-        idle = self.settings.session_idle_timeout_seconds
-        return bool(idle) and (now - session.last_seen_at).total_seconds() > idle
+        return self._idle_since(session.last_seen_at, now)
 
     async def authenticate(self, token: str) -> Requester:
         """Verify an access token and that its session is still open."""
@@ -338,40 +362,153 @@ class AuthService:
         await self.check_session(requester)
         return requester
 
-    async def check_session(self, requester: Requester) -> None:
+    async def check_session(self, requester: Requester, *, fresh: bool = False) -> None:
         """The session is open, not idle, and its account active; else 401 (and it ends).
 
-        One read per call (the session joined with its user); a write at most once a minute
-        to note the activity. REST calls it per request, a socket every session_check_seconds.
+        Answered from this node's :class:`~server.core.sessions.SessionCache` when the
+        session was read less than ``session_cache_seconds`` ago (an ending drops it from
+        every node's cache: see server.core.sessions), else one read (the session joined
+        with its user). ``fresh`` reads the database whatever the cache holds (a socket's
+        periodic check, the safety net for a lost broadcast). Activity is noted at most
+        once per ``LAST_SEEN_RESOLUTION`` and written after the request, in one batch.
+        The idle logoff is exact: a session that looks idle here is read again (another
+        node may have seen it since) before it is ended.
         """
+        if self.ends.is_ended(requester.session_id):
+            raise Unauthorized("the session has ended; sign in again", code="session_revoked")
+        self.ends.check_marker()  # an ending by a process that could not broadcast it
+        entry = None if fresh else self.cache.get(requester.session_id)
+        if entry is not None and time.monotonic() - entry.read_at > self.cache.ttl / 2:
+            self._refresh_ahead(requester.session_id)
+        if entry is None:
+            fresh = True
+            entry = await self._read_session(requester.session_id)
+        if entry is None or entry.revoked or entry.user_id != requester.user_id:
+            raise Unauthorized("the session has ended; sign in again", code="session_revoked")
+        if not entry.active:
+            # Disabling ended the sessions already; this covers a row written by other means.
+            await self._end_now([requester.session_id], "account_disabled")
+            raise Unauthorized("the session has ended; sign in again", code="session_revoked")
         now = utcnow()
+        if self._idle_since(entry.last_seen, now):
+            if not fresh:
+                await self.check_session(requester, fresh=True)
+                return
+            await self._end_now([requester.session_id], "idle")
+            raise Unauthorized("the session ended after inactivity", code="session_idle")
+        if now - entry.last_seen > LAST_SEEN_RESOLUTION:
+            entry.last_seen = now
+            self._note_seen(requester.session_id, now)
+
+    def _refresh_ahead(self, session_id: str) -> None:
+        """Past half its TTL, an entry in use is read again in the background (once at a
+        time): a busy session is never read in a request's path, and the entries read
+        together at a start do not all expire, and get read, in the same instant."""
+        if session_id in self._refreshing:
+            return
+        self._refreshing.add(session_id)
+
+        async def refresh() -> None:
+            try:
+                await self._read_session(session_id)
+            except Exception:  # the entry expires as usual; the request path reads then
+                logger.warning("could not refresh a cached session", exc_info=True)
+            finally:
+                self._refreshing.discard(session_id)
+
+        task = asyncio.ensure_future(refresh())
+        self._seen_tasks.add(task)
+        task.add_done_callback(self._seen_tasks.discard)
+
+    async def recheck_session(self, requester: Requester) -> None:
+        """:meth:`check_session` from the database (an open socket's periodic check)."""
+        await self.check_session(requester, fresh=True)
+
+    async def _read_session(self, session_id: str) -> CachedSession | None:
+        read_at = time.monotonic()
         async with self.db.read() as db_session:
             row = (
                 await db_session.execute(
-                    select(AuthSession, User.active)
+                    select(
+                        AuthSession.user_id,
+                        AuthSession.revoked_at,
+                        AuthSession.last_seen_at,
+                        User.active,
+                    )
                     .join(User, User.id == AuthSession.user_id)
-                    .where(AuthSession.id == requester.session_id)
+                    .where(AuthSession.id == session_id)
                 )
             ).first()
-        session, active = row if row is not None else (None, False)
-        if (
-            session is None
-            or session.revoked_at is not None
-            or session.user_id != requester.user_id
-        ):
-            raise Unauthorized("the session has ended; sign in again", code="session_revoked")
-        if not active:
-            # Disabling ended the sessions already; this covers a row written by other means.
-            await self._end_now([session.id], "account_disabled")
-            raise Unauthorized("the session has ended; sign in again", code="session_revoked")
-        if self._idle(session, now):
-            await self._end_now([session.id], "idle")
-            raise Unauthorized("the session ended after inactivity", code="session_idle")
-        if now - session.last_seen_at > LAST_SEEN_RESOLUTION:
+        if row is None:
+            return None
+        last_seen = row.last_seen_at
+        noted = self._seen.get(session_id)
+        if noted is not None and noted > last_seen:  # noted here, not yet written
+            last_seen = noted
+        entry = CachedSession(
+            user_id=row.user_id,
+            active=bool(row.active),
+            revoked=row.revoked_at is not None,
+            last_seen=last_seen,
+            read_at=read_at,
+        )
+        # An ending announced while the row was read is not undone by caching the read.
+        if not self.ends.is_ended(session_id):
+            self.cache.put(session_id, entry)
+        return entry
+
+    def _idle_since(self, last_seen: datetime, now: datetime) -> bool:
+        idle = self.settings.session_idle_timeout_seconds
+        return bool(idle) and (now - last_seen).total_seconds() > idle
+
+    def _note_seen(self, session_id: str, when: datetime) -> None:
+        self._seen[session_id] = when
+        if self._seen_flush is None:
+            self._seen_flush = asyncio.get_running_loop().call_later(
+                LAST_SEEN_FLUSH_SECONDS, self._start_seen_flush
+            )
+
+    def _start_seen_flush(self) -> None:
+        self._seen_flush = None
+        task = asyncio.ensure_future(self.flush_seen())
+        self._seen_tasks.add(task)
+        task.add_done_callback(self._seen_tasks.discard)
+
+    async def flush_seen(self) -> None:
+        """Write the noted activity: one UPDATE for every session noted since the last one.
+
+        Never moves ``last_seen_at`` back (another node may have written a later time).
+        """
+        if self._seen_flush is not None:
+            self._seen_flush.cancel()
+            self._seen_flush = None
+        if not self._seen:
+            return
+        pending, self._seen = self._seen, {}
+        table = cast(Table, AuthSession.__table__)
+        statement = (
+            update(table)  # Core: one executemany for all, not an ORM update per row
+            .where(table.c.id == bindparam("b_id"), table.c.last_seen_at < bindparam("b_seen"))
+            .values(last_seen_at=bindparam("b_seen"))
+        )
+        try:
             async with self.db.transaction() as tx:
-                await tx.session.execute(
-                    update(AuthSession).where(AuthSession.id == session.id).values(last_seen_at=now)
+                connection = await tx.session.connection()
+                await connection.execute(
+                    statement, [{"b_id": sid, "b_seen": at} for sid, at in pending.items()]
                 )
+        except Exception:
+            # Activity not written is only a session that may be logged off a little early.
+            logger.warning("could not write session activity", exc_info=True)
+
+    async def lifespan(self, _app: Any) -> AsyncIterator[None]:
+        """For ``app.cleanup_ctx`` (after the database's): noted activity is written at
+        shutdown, and the password threads are let go."""
+        yield
+        await self.flush_seen()
+        if self._seen_tasks:
+            await asyncio.gather(*self._seen_tasks, return_exceptions=True)
+        self.passwords.close()
 
     async def _end_sessions(self, tx: Tx, where: Any, reason: str) -> list[str]:
         """End the open sessions matching ``where`` (ids, or a condition); announced after commit.
@@ -407,6 +544,8 @@ class AuthService:
         idle = self.settings.session_idle_timeout_seconds
         if not idle:
             return
+        # Activity noted here but not written yet keeps its session open.
+        await self.flush_seen()
         cutoff = utcnow() - timedelta(seconds=idle)
         async with self.db.transaction() as tx:
             await self._end_sessions(tx, AuthSession.last_seen_at < cutoff, "idle")
@@ -421,12 +560,13 @@ class AuthService:
         await self._check_current_password(user, data.current_password, "user.password_change")
         if data.new_password == data.current_password:
             raise ValidationFailed.field("new_password", "must differ from the current one")
+        new_hash = await self.passwords.hash(data.new_password)
         async with self.db.transaction() as tx:
             await tx.session.execute(
                 update(User)
                 .where(User.id == user.id)
                 .values(
-                    password_hash=self.passwords.hash(data.new_password),
+                    password_hash=new_hash,
                     password_changed_at=utcnow(),
                     failed_logins=0,
                 )
@@ -474,6 +614,7 @@ class AuthService:
             )
             if not getattr(enabled, "rowcount", 0):
                 raise Conflict("TOTP setup was restarted meanwhile", code="totp_not_pending")
+            tx.on_commit(self._forgetting(user.id))
             await self.audit.record(
                 tx.session, "user.totp_enable", actor=requester, resource=f"User/{user.id}"
             )
@@ -487,6 +628,7 @@ class AuthService:
             user.totp_secret = new_totp_secret()
             user.totp_enabled = True
             user.totp_last_step = None
+            tx.on_commit(self._forgetting(user.id))
             await self.audit.record(
                 tx.session, "user.totp_enable", actor_user_id=None, resource=f"User/{user.id}"
             )
@@ -511,6 +653,7 @@ class AuthService:
                 )
             changed = user.active != active
             user.active = active
+            tx.on_commit(self._forgetting(user.id))
             await self._audit_account(
                 tx,
                 actor,
@@ -574,8 +717,34 @@ class AuthService:
         )
 
     async def me(self, requester: Requester) -> schemas.UserOut:
+        """The requester's account, read at most once per ``session_cache_seconds``.
+
+        A change made on this node (enable, disable, TOTP) is seen at once; one made on
+        another node within that bound (the same as the session cache's).
+        """
+        ttl = self.cache.ttl
+        known = self._profiles.get(requester.user_id)
+        if known is not None and time.monotonic() - known[0] <= ttl:
+            return cast(schemas.UserOut, known[1])
+        read_at = time.monotonic()
         async with self.db.read() as session:
             user = await session.scalar(user_query().where(User.id == requester.user_id))
         if user is None:
             raise Unauthorized("the account no longer exists")
-        return user_out(user)
+        profile = user_out(user)
+        if ttl > 0:
+            if len(self._profiles) >= self.cache.MAX_ENTRIES:
+                self.cache.clear()
+            self._profiles[requester.user_id] = (read_at, profile)
+        return profile
+
+    def _forgetting(self, user_id: int) -> Any:
+        async def forget() -> None:
+            self._account_changed(user_id)
+
+        return forget
+
+    def _account_changed(self, user_id: int) -> None:
+        """Forget what this node keeps of an account (its profile, its sessions' entries)."""
+        self._profiles.pop(user_id, None)
+        self.cache.forget_user(user_id)

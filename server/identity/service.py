@@ -218,7 +218,12 @@ class IdentityService:
     async def create_user(
         self, actor: Requester | None, data: schemas.UserCreate
     ) -> schemas.UserOut:
-        """Create an account. ``actor`` None means the operator's own CLI."""
+        """Create an account. ``actor`` None means the operator's own CLI.
+
+        The password is hashed (in the password threads) before the transaction opens:
+        argon2's ~100 ms never holds the database's write lock.
+        """
+        password_hash = await self.passwords.hash(data.password)
         async with self.db.transaction() as tx:
             institution = (
                 await self.institution_by_code(tx.session, data.institution)
@@ -230,7 +235,7 @@ class IdentityService:
                 raise Conflict(f"username '{data.username}' is taken", code="duplicate_username")
             user = User(
                 username=data.username,
-                password_hash=self.passwords.hash(data.password),
+                password_hash=password_hash,
                 role=data.role,
                 name=data.name,
                 title=data.title,
