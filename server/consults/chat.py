@@ -6,21 +6,25 @@ same ``client_id`` answers the first message (``duplicate: true``).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, exists, insert, literal, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+from sqlalchemy.sql.dml import ReturningInsert
 
 from server.access import AccessService, withheld_marker
 from server.consults import schemas
-from server.consults.guards import ConsultAccess, check_participant, get_consult
-from server.consults.models import Consult, ConsultMessage
+from server.consults.guards import ConsultAccess, not_a_participant
+from server.consults.models import Consult, ConsultMessage, ConsultParticipant
 from server.consults.states import CHAT_STATES, consult_stream
 from server.core.audit import AuditLog
 from server.core.auth import Requester
 from server.core.db import Database, utcnow
-from server.core.errors import Conflict
+from server.core.errors import Conflict, NotFound
 from server.core.events import Events
 from server.records.service import RecordsService
 
@@ -43,41 +47,45 @@ class ConsultChat:
         self.checks = checks
 
     async def send(self, requester: Requester, data: schemas.ChatSend) -> dict[str, Any]:
+        # One read of what the checks need: the consult, the sender's membership and an
+        # earlier message with this client id (a re-send), in one statement; then the
+        # patient's consent as it applies to the sender, in the same transaction.
         async with self.db.read() as session:
-            consult, _ = await check_participant(session, data.consult_id, requester)
-            existing = await self._message(session, data, requester)
-        if existing is not None:
-            return existing
-        await self.checks.check_not_revoked(requester, consult, "consult.chat")
-        if consult.status not in CHAT_STATES:
-            raise Conflict(f"the consult is {consult.status}: no chat", code="consult_not_open")
-        attachments, withheld = await self._attachments(consult, data.attachments)
+            facts = await chat_facts(session, data, requester)
+            if facts is None:
+                raise NotFound(f"no consult {data.consult_id}")
+            if not facts.member:
+                raise not_a_participant(data.consult_id)
+            if facts.existing is not None:
+                return facts.existing
+            policy = await self.access.content_policy(requester, facts.patient_id, session=session)
+        if policy.revoked:
+            raise await self.access.record_refusal(
+                requester, facts.patient_id, action="consult.chat", resource=f"Consult/{facts.id}"
+            )
+        if facts.status not in CHAT_STATES:
+            raise not_open(facts.status)
+        attachments, withheld = await self._attachments(facts, data.attachments)
         try:
             async with self.db.transaction() as tx:
-                current = await get_consult(tx.session, consult.id)
-                if current.status not in CHAT_STATES:
-                    raise Conflict(
-                        f"the consult is {current.status}: no chat", code="consult_not_open"
-                    )
+                # Inserted only while the consult is open for chat, checked in the insert
+                # itself (under the write lock on SQLite, atomically on PostgreSQL).
                 at = utcnow()
-                message = ConsultMessage(
-                    consult_id=consult.id,
-                    sender_id=requester.user_id,
-                    client_id=data.client_id,
-                    seq=0,
-                    text=data.text,
-                    attachments=attachments,
-                    at=at,
+                message = await tx.session.scalar(
+                    insert_if_open(data, requester.user_id, attachments, at)
                 )
-                tx.session.add(message)
-                await tx.session.flush()
+                if message is None:
+                    status = await tx.session.scalar(
+                        select(Consult.status).where(Consult.id == facts.id)
+                    )
+                    raise not_open(status or "gone")
                 envelope = await self.events.append(
                     tx,
-                    consult_stream(consult.id),
+                    consult_stream(facts.id),
                     "consult.chat",
                     "message",
                     {
-                        "consult_id": consult.id,
+                        "consult_id": facts.id,
                         "message_id": message.id,
                         "client_id": data.client_id,
                         "sender_id": requester.user_id,
@@ -93,8 +101,8 @@ class ConsultChat:
                         tx.session,
                         "consult.attach",
                         actor=requester,
-                        patient_id=consult.patient_id,
-                        resource=f"Consult/{consult.id}",
+                        patient_id=facts.patient_id,
+                        resource=f"Consult/{facts.id}",
                         details={"items": [f"{a['resource_type']}/{a['id']}" for a in attachments]},
                     )
             answer = {"message_id": message.id, "seq": message.seq, "duplicate": False}
@@ -102,13 +110,13 @@ class ConsultChat:
         except IntegrityError:
             # The same client id raced itself: the first one won; answer as a re-send.
             async with self.db.read() as session:
-                again = await self._message(session, data, requester)
-            if again is None:
+                again = await chat_facts(session, data, requester)
+            if again is None or again.existing is None:
                 raise
-            return again
+            return again.existing
 
     async def _attachments(
-        self, consult: Consult, refs: list[schemas.RecordRef]
+        self, consult: ChatFacts, refs: list[schemas.RecordRef]
     ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
         """The attachments a chat message may carry, and the marker of those it may not.
 
@@ -116,6 +124,8 @@ class ConsultChat:
         consult, so it carries only what the patient shares with both; a category one of
         them is excluded from never enters the message, not even its label.
         """
+        if not refs:
+            return [], None
         items = await self.checks.record_items(consult.patient_id, refs, "attachments")
         requesting = await self.access.content_policy(
             consult.requesting_institution_id, consult.patient_id
@@ -126,20 +136,93 @@ class ConsultChat:
         kept, left_out = await self.records.withhold_items(requesting.stricter(invited), items)
         return [attachment(r) for r in kept], withheld_marker(left_out)
 
-    @staticmethod
-    async def _message(
-        session: AsyncSession, data: schemas.ChatSend, requester: Requester
-    ) -> dict[str, Any] | None:
-        row = await session.scalar(
-            select(ConsultMessage).where(
-                ConsultMessage.consult_id == data.consult_id,
-                ConsultMessage.sender_id == requester.user_id,
-                ConsultMessage.client_id == data.client_id,
-            )
+
+@dataclass(frozen=True, slots=True)
+class ChatFacts:
+    """What the checks of a chat message need, read in one statement."""
+
+    id: int
+    status: str
+    patient_id: int
+    requesting_institution_id: int
+    invited_institution_id: int
+    member: bool
+    existing: dict[str, Any] | None  # the answer to a re-send of this client id
+
+
+_member = aliased(ConsultParticipant)
+_earlier = aliased(ConsultMessage)
+
+
+async def chat_facts(
+    session: AsyncSession, data: schemas.ChatSend, requester: Requester
+) -> ChatFacts | None:
+    """The consult, whether the sender takes part, and the sender's earlier message with
+    this client id; None when there is no such consult."""
+    query = (
+        select(
+            Consult.id,
+            Consult.status,
+            Consult.patient_id,
+            Consult.requesting_institution_id,
+            Consult.invited_institution_id,
+            _member.id,
+            _earlier.id,
+            _earlier.seq,
         )
-        if row is None:
-            return None
-        return {"message_id": row.id, "seq": row.seq, "duplicate": True}
+        .outerjoin(
+            _member, and_(_member.consult_id == Consult.id, _member.user_id == requester.user_id)
+        )
+        .outerjoin(
+            _earlier,
+            and_(
+                _earlier.consult_id == Consult.id,
+                _earlier.sender_id == requester.user_id,
+                _earlier.client_id == data.client_id,
+            ),
+        )
+        .where(Consult.id == data.consult_id)
+    )
+    row = (await session.execute(query)).first()
+    if row is None:
+        return None
+    consult_id, status, patient_id, requesting, invited, member, earlier, seq = row
+    existing = None if earlier is None else {"message_id": earlier, "seq": seq, "duplicate": True}
+    return ChatFacts(
+        consult_id, status, patient_id, requesting, invited, member is not None, existing
+    )
+
+
+def insert_if_open(
+    data: schemas.ChatSend, sender_id: int, attachments: list[dict[str, Any]], at: datetime
+) -> ReturningInsert[ConsultMessage]:
+    """INSERT the message only while its consult is open for chat; RETURNING the row
+    (numbered later: its ``seq`` is set when its stream event is)."""
+    table = ConsultMessage.__table__
+    values = {
+        "consult_id": data.consult_id,
+        "sender_id": sender_id,
+        "client_id": data.client_id,
+        "seq": 0,
+        "text": data.text,
+        "attachments": attachments,
+        "at": at,
+    }
+    open_for_chat = exists().where(
+        Consult.id == data.consult_id, Consult.status.in_(sorted(CHAT_STATES))
+    )
+    return (
+        insert(ConsultMessage)
+        .from_select(
+            list(values),
+            select(*(literal(v, table.c[k].type) for k, v in values.items())).where(open_for_chat),
+        )
+        .returning(ConsultMessage)
+    )
+
+
+def not_open(status: str) -> Conflict:
+    return Conflict(f"the consult is {status}: no chat", code="consult_not_open")
 
 
 def attachment(resource: dict[str, Any]) -> dict[str, Any]:
