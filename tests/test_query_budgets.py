@@ -56,8 +56,11 @@ BUDGETS: dict[str, Budget] = {
     # One read (the consult, membership, a re-send, the sender's consent), one write (the
     # message inserted only while the consult is open, numbered by its event). Was 11 in 5.
     "consult.chat": Budget(6, 2, 1),
-    # Connect (session check, rooms), consult.open and consult.join (presence written).
-    "consult.join": Budget(25, 15, 2),
+    # Connect (session check, rooms and their consent), consult.open (one read: consult,
+    # consent, participants, head), consult.join (a read, the reauthentication, the write
+    # that also reads who is present); the previous socket's leave reads presence in its
+    # write. Was 25 in 15.
+    "consult.join": Budget(20, 7, 2),
     # The session check, the access decision, its audit entry (one short append), reads.
     "patient.summary": Budget(14, 6, 1),
     "fhir.search": Budget(10, 5, 1),

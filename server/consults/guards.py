@@ -192,6 +192,19 @@ class ConsultAccess:
             requester, consult.patient_id, action=action, resource=f"Consult/{consult.id}"
         )
 
+    async def policy(
+        self, requester: Requester, consult: Consult, session: AsyncSession
+    ) -> ContentPolicy:
+        """The patient's consent as it applies to the requester, read in the caller's read
+        (a revoked one is refused with :meth:`refuse`, after that read)."""
+        return await self.access.content_policy(requester, consult.patient_id, session=session)
+
+    async def refuse(self, requester: Requester, consult: Consult, action: str) -> Forbidden:
+        """The audited refusal of a requester whose institution the patient revoked."""
+        return await self.access.record_refusal(
+            requester, consult.patient_id, action=action, resource=f"Consult/{consult.id}"
+        )
+
     async def record_items(
         self, patient_id: int, refs: list[schemas.RecordRef], field: str
     ) -> list[dict[str, Any]]:
