@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, exists, insert, literal, select
+from sqlalchemy import and_, bindparam, exists, insert, literal, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
@@ -154,36 +154,45 @@ _member = aliased(ConsultParticipant)
 _earlier = aliased(ConsultMessage)
 
 
+# Built once: the statement, its compiled form cached by SQLAlchemy, only the values vary.
+_FACTS = (
+    select(
+        Consult.id,
+        Consult.status,
+        Consult.patient_id,
+        Consult.requesting_institution_id,
+        Consult.invited_institution_id,
+        _member.id,
+        _earlier.id,
+        _earlier.seq,
+    )
+    .outerjoin(
+        _member,
+        and_(_member.consult_id == Consult.id, _member.user_id == bindparam("sender_id")),
+    )
+    .outerjoin(
+        _earlier,
+        and_(
+            _earlier.consult_id == Consult.id,
+            _earlier.sender_id == bindparam("sender_id"),
+            _earlier.client_id == bindparam("client_id"),
+        ),
+    )
+    .where(Consult.id == bindparam("consult_id"))
+)
+
+
 async def chat_facts(
     session: AsyncSession, data: schemas.ChatSend, requester: Requester
 ) -> ChatFacts | None:
     """The consult, whether the sender takes part, and the sender's earlier message with
     this client id; None when there is no such consult."""
-    query = (
-        select(
-            Consult.id,
-            Consult.status,
-            Consult.patient_id,
-            Consult.requesting_institution_id,
-            Consult.invited_institution_id,
-            _member.id,
-            _earlier.id,
-            _earlier.seq,
-        )
-        .outerjoin(
-            _member, and_(_member.consult_id == Consult.id, _member.user_id == requester.user_id)
-        )
-        .outerjoin(
-            _earlier,
-            and_(
-                _earlier.consult_id == Consult.id,
-                _earlier.sender_id == requester.user_id,
-                _earlier.client_id == data.client_id,
-            ),
-        )
-        .where(Consult.id == data.consult_id)
-    )
-    row = (await session.execute(query)).first()
+    params = {
+        "consult_id": data.consult_id,
+        "sender_id": requester.user_id,
+        "client_id": data.client_id,
+    }
+    row = (await session.execute(_FACTS, params)).first()
     if row is None:
         return None
     consult_id, status, patient_id, requesting, invited, member, earlier, seq = row
