@@ -53,9 +53,10 @@ BUDGETS: dict[str, Budget] = {
     # queued on the write), the record read once, the checks, signing, the step's
     # history and events, and the audit chain (locked once, last). Was 22 in 5.
     "prescription.create": Budget(19, 2, 1),
-    # One read (the consult, membership, a re-send, the sender's consent), one write (the
-    # message inserted only while the consult is open, numbered by its event). Was 11 in 5.
-    "consult.chat": Budget(6, 2, 1),
+    # One transaction: the checks' reads (the consult, membership, a re-send, the sender's
+    # consent), then the message inserted only while the consult is open, numbered by its
+    # event. Was 11 in 5.
+    "consult.chat": Budget(6, 1, 1),
     # Connect (session check, rooms and their consent), consult.open (one read: consult,
     # consent, participants, head), consult.join (a read, the reauthentication, the write
     # that also reads who is present); the previous socket's leave reads presence in its

@@ -47,29 +47,28 @@ class ConsultChat:
         self.checks = checks
 
     async def send(self, requester: Requester, data: schemas.ChatSend) -> dict[str, Any]:
-        # One read of what the checks need: the consult, the sender's membership and an
-        # earlier message with this client id (a re-send), in one statement; then the
-        # patient's consent as it applies to the sender, in the same transaction.
-        async with self.db.read() as session:
-            facts = await chat_facts(session, data, requester)
-            if facts is None:
-                raise NotFound(f"no consult {data.consult_id}")
-            if not facts.member:
-                raise not_a_participant(data.consult_id)
-            if facts.existing is not None:
-                return facts.existing
-            policy = await self.access.content_policy(requester, facts.patient_id, session=session)
-        if policy.revoked:
-            raise await self.access.record_refusal(
-                requester, facts.patient_id, action="consult.chat", resource=f"Consult/{facts.id}"
-            )
-        if facts.status not in CHAT_STATES:
-            raise not_open(facts.status)
-        attachments, withheld = await self._attachments(facts, data.attachments)
+        """Commit the message (or answer the first one of a re-send), then push it.
+
+        One transaction: the checks read what they need (:meth:`_check`: the consult, the
+        sender's membership, an earlier message with this client id, the sender's consent)
+        and the write follows on the same connection. A message with attachments checks
+        them first, outside it (they read the patient's record and consent for both
+        institutions), and its transaction checks the rest again.
+        """
+        attachments: list[dict[str, Any]] = []
+        withheld: dict[str, Any] | None = None
         try:
+            if data.attachments:
+                async with self.db.read() as session:
+                    checked = await self._check(session, data, requester)
+                if isinstance(checked, dict):
+                    return checked
+                attachments, withheld = await self._attachments(checked, data.attachments)
             async with self.db.transaction() as tx:
-                # Inserted only while the consult is open for chat, checked in the insert
-                # itself (under the write lock on SQLite, atomically on PostgreSQL).
+                checked = await self._check(tx.session, data, requester)
+                if isinstance(checked, dict):
+                    return checked
+                facts = checked
                 at = utcnow()
                 message = await tx.session.scalar(
                     insert_if_open(data, requester.user_id, attachments, at)
@@ -107,6 +106,11 @@ class ConsultChat:
                     )
             answer = {"message_id": message.id, "seq": message.seq, "duplicate": False}
             return answer | ({"withheld": withheld} if withheld else {})
+        except Revoked as revoked:
+            # Audited once the transaction is over (the refusal writes its own entry).
+            raise await self.access.record_refusal(
+                requester, revoked.patient_id, action="consult.chat", resource=revoked.resource
+            ) from None
         except IntegrityError:
             # The same client id raced itself: the first one won; answer as a re-send.
             async with self.db.read() as session:
@@ -114,6 +118,27 @@ class ConsultChat:
             if again is None or again.existing is None:
                 raise
             return again.existing
+
+    async def _check(
+        self, session: AsyncSession, data: schemas.ChatSend, requester: Requester
+    ) -> ChatFacts | dict[str, Any]:
+        """The checks of a message, in ``session``: the consult exists (404), the sender takes
+        part (403), a re-send answers the first message (returned as its answer), the
+        patient has not revoked the sender's institution (:class:`Revoked`), the consult is
+        open for chat (409)."""
+        facts = await chat_facts(session, data, requester)
+        if facts is None:
+            raise NotFound(f"no consult {data.consult_id}")
+        if not facts.member:
+            raise not_a_participant(data.consult_id)
+        if facts.existing is not None:
+            return facts.existing
+        policy = await self.access.content_policy(requester, facts.patient_id, session=session)
+        if policy.revoked:
+            raise Revoked(facts.patient_id, f"Consult/{facts.id}")
+        if facts.status not in CHAT_STATES:
+            raise not_open(facts.status)
+        return facts
 
     async def _attachments(
         self, consult: ChatFacts, refs: list[schemas.RecordRef]
@@ -135,6 +160,15 @@ class ConsultChat:
         )
         kept, left_out = await self.records.withhold_items(requesting.stricter(invited), items)
         return [attachment(r) for r in kept], withheld_marker(left_out)
+
+
+class Revoked(Exception):
+    """Inside the transaction: the patient revoked the sender's institution (refused, and
+    audited, once the transaction has rolled back)."""
+
+    def __init__(self, patient_id: int, resource: str) -> None:
+        super().__init__(resource)
+        self.patient_id, self.resource = patient_id, resource
 
 
 @dataclass(frozen=True, slots=True)
