@@ -1,17 +1,19 @@
 """Consult join time on the real server: connect (auth), join the session, replay, record snapshot.
 
-Starts ``yihao serve`` on a fresh SQLite data directory (``--database-url`` and
-``--redis-url`` point it at PostgreSQL/Redis instead), seeds the demo network,
-has gp_zhang's clinic push a visit over FHIR, requests a consult to QDSL and
-has dr_li accept and open it. Then, from a load-generator process, gp_zhang
-joins again and again, each time the way a client does after a reload:
+Starts ``yihao serve`` (``bench/common.py`` ``YihaoServer``) on a fresh SQLite data
+directory (``--database-url`` and ``--redis-url`` point it at PostgreSQL/Redis
+instead), seeds the demo network, opens a consult from gp_zhang's clinic to QDSL
+(``bench/consult_chat.py`` ``open_consults``), has dr_li join and admit gp_zhang and
+leave 20 messages of history. Then, from a load-generator process, gp_zhang joins
+again and again, each time the way a client does after a reload:
 
     connect with the token → consult.join → sync (replay of consult:<id> from 0)
     → GET /api/v1/consults/<id>/record (snapshot + live summary) → disconnect
 
-and the script reports p50/p95/p99 of the whole sequence (target: p95 ≤ 100 ms).
+and the script reports p50/p95/p99 of the whole sequence and of each part (target:
+p95 ≤ 100 ms) and the server's CPU per join (``CpuMeter``).
 
-    python bench/consult_join.py [--joins 200] [--smoke]
+    python bench/consult_join.py [--joins 200] [--database-url URL] [--smoke] [--json FILE]
 """
 
 from __future__ import annotations
@@ -19,14 +21,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import json
 import multiprocessing as mp
-import os
-import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,68 +32,29 @@ import aiohttp
 import socketio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.care import present
-from server.core.checkpoints import ensure_key_file
+from bench.common import (
+    Report,
+    Row,
+    YihaoServer,
+    add_common_arguments,
+    machine,
+    summary_ms,
+    wait_quiet,
+)
+from bench.consult_chat import open_consults
 
-ROOT = Path(__file__).resolve().parent.parent
-BUNDLE = ROOT / "tests" / "records" / "fixtures" / "snbdh_transaction.json"
-
-
-PASSWORD = "Yihao@2026"
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-async def _login(http: aiohttp.ClientSession, base: str, username: str) -> str:
-    async with http.post(
-        f"{base}/api/v1/auth/login", json={"username": username, "password": PASSWORD}
-    ) as response:
-        body = await response.json()
-        assert response.status == 200, body
-        return str(body["access_token"])
+TARGET_P95_MS = 100.0
+PARTS = ("connect", "join", "sync", "record", "total")
 
 
 async def _prepare(base: str) -> dict[str, Any]:
-    async with aiohttp.ClientSession() as http:
-        gp, li = await _login(http, base, "gp_zhang"), await _login(http, base, "dr_li")
-        gp_h, li_h = {"Authorization": f"Bearer {gp}"}, {"Authorization": f"Bearer {li}"}
-        async with http.post(
-            f"{base}/fhir",
-            data=BUNDLE.read_bytes(),
-            headers={**gp_h, "Content-Type": "application/fhir+json"},
-        ) as response:
-            body = await response.json()
-            assert response.status == 200, body
-        patient = int(body["entry"][0]["response"]["location"].split("/")[1])
-        await present(http, base, "gp_zhang", "370202196005010115", "周国强")
-        async with http.get(f"{base}/api/v1/institutions?kind=tertiary", headers=gp_h) as r:
-            qdsl = next(i["id"] for i in (await r.json())["items"] if i["code"] == "QDSL")
-        now = datetime.now(UTC)
-        request = {
-            "patient_id": patient,
-            "consent": {"given_by": "patient", "method": "written", "given_at": now.isoformat()},
-            "reason": "胸闷",
-            "purpose": "诊疗意见",
-            "clinical_question": "是否冠心病",
-            "case_summary": "高血压病史",
-            "window_start": now.isoformat(),
-            "window_end": (now + timedelta(days=1)).isoformat(),
-            "invited_institution_id": qdsl,
-        }
-        async with http.post(f"{base}/api/v1/consults", json=request, headers=gp_h) as r:
-            consult = await r.json()
-            assert r.status == 201, consult
-        url = f"{base}/api/v1/consults/{consult['id']}"
-        async with http.post(url + "/accept", json={}, headers=li_h) as r:
-            assert r.status == 200, await r.text()
+    opened = await open_consults(base, 1)
+    consult = opened["consults"][0]
     host = socketio.AsyncClient(reconnection=False)
-    await host.connect(base, auth={"token": li}, transports=["websocket"])
+    await host.connect(base, auth={"token": opened["li"]}, transports=["websocket"])
     assert (await host.call("consult.join", {"consult_id": consult["id"]}))["ok"]
     gp_sock = socketio.AsyncClient(reconnection=False)
-    await gp_sock.connect(base, auth={"token": gp}, transports=["websocket"])
+    await gp_sock.connect(base, auth={"token": opened["gp"]}, transports=["websocket"])
     await gp_sock.call("consult.join", {"consult_id": consult["id"]})
     ack = await host.call(
         "consult.admit", {"consult_id": consult["id"], "user_id": consult["requester_id"]}
@@ -108,7 +67,7 @@ async def _prepare(base: str) -> dict[str, Any]:
         )
     await gp_sock.disconnect()
     await host.disconnect()
-    return {"consult_id": consult["id"], "gp_token": gp}
+    return {"consult_id": consult["id"], "gp_token": opened["gp"]}
 
 
 async def _joins(base: str, consult_id: int, token: str, count: int) -> dict[str, list[float]]:
@@ -147,66 +106,78 @@ def _join_process(base: str, consult_id: int, token: str, count: int, out: Any) 
     out.put(asyncio.run(_joins(base, consult_id, token, count)))
 
 
+async def run(args: argparse.Namespace) -> Report:
+    database = "PostgreSQL" if args.database_url else "SQLite"
+    report = Report("consult_join", f"Consult join: connect, join, replay, record ({database})")
+    load = wait_quiet(smoke=args.smoke)
+    with tempfile.TemporaryDirectory() as data_dir:
+        server = YihaoServer(
+            data_dir, database_url=args.database_url or None, redis_url=args.redis_url or None
+        )
+        async with server:
+            prepared = await _prepare(server.url)
+            ctx = mp.get_context("spawn")
+            loop = asyncio.get_running_loop()
+            assert server.cpu is not None
+            times: dict[str, list[float]] = {}
+            for count, measured in ((min(5, args.joins), False), (args.joins, True)):
+                out = ctx.Queue()
+                proc = ctx.Process(
+                    target=_join_process,
+                    args=(server.url, prepared["consult_id"], prepared["gp_token"], count, out),
+                )
+                proc.start()
+                if measured:  # after a few warm-up joins: statements compiled, pools open
+                    server.cpu.start()
+                times = await loop.run_in_executor(None, out.get)
+                if measured:
+                    server.cpu.stop()
+                proc.join()
+    joins = len(times["total"])
+    figures = {part: summary_ms(v / 1000 for v in times[part]) for part in PARTS}
+    for part in PARTS:
+        print(
+            f"  {part}: p50 {figures[part]['p50']:.1f} p95 {figures[part]['p95']:.1f} "
+            f"p99 {figures[part]['p99']:.1f} ms",
+            file=sys.stderr,
+        )
+    total = figures["total"]
+    report.add(
+        Row(
+            workload=f"consult join (connect, auth, replay, record) p95, {database}",
+            yihao=f"{total['p95']:.1f} ms (p50 {total['p50']:.1f}, p99 {total['p99']:.1f})",
+            target=f"p95 ≤ {TARGET_P95_MS:g} ms",
+            met=None if args.smoke else total["p95"] <= TARGET_P95_MS,
+            detail="; ".join(
+                f"{part} p50 {figures[part]['p50']:.1f} / p95 {figures[part]['p95']:.1f} ms"
+                for part in PARTS[:-1]
+            ),
+        )
+    )
+    report.add(
+        Row(
+            workload=f"consult join, server CPU per join, {database}",
+            yihao=f"{server.cpu.per_op_ms(joins):.1f} ms",
+        )
+    )
+    report.notes.append(
+        f"{joins} joins one after another from one load-generator process (gp_zhang, 20 "
+        f"messages to replay); load before: {load:.2f}; machine: {machine()}"
+    )
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_common_arguments(parser)
     parser.add_argument("--joins", type=int, default=200)
-    parser.add_argument("--port", type=int, default=3103)
     parser.add_argument("--database-url", default="")
     parser.add_argument("--redis-url", default="")
-    parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
     if args.smoke:
         args.joins = 10
-    base = f"http://127.0.0.1:{args.port}"
-    with tempfile.TemporaryDirectory() as data_dir:
-        env = dict(
-            os.environ,
-            YIHAO_DATA_DIR=data_dir,
-            YIHAO_LOG_LEVEL="WARNING",
-            YIHAO_SECRET_KEY="bench-secret-key-that-is-long-enough-0123",
-        )
-        if args.database_url:
-            env.update(
-                YIHAO_DATABASE_URL=args.database_url,
-                YIHAO_AUTO_MIGRATE="true",
-                YIHAO_CHECKPOINT_KEY_FILE=str(ensure_key_file(Path(data_dir) / "checkpoint_key")),
-            )
-        if args.redis_url:
-            env["YIHAO_REDIS_URL"] = args.redis_url
-        yihao = [sys.executable, "-m", "server.cli"]
-        subprocess.run([*yihao, "migrate"], env=env, cwd=ROOT, check=True)
-        subprocess.run([*yihao, "seed-demo"], env=env, cwd=ROOT, check=True, capture_output=True)
-        server = subprocess.Popen([*yihao, "serve", "--port", str(args.port)], env=env, cwd=ROOT)
-        try:
-            for _ in range(100):
-                try:
-                    import urllib.request
-
-                    urllib.request.urlopen(f"{base}/healthz", timeout=1)
-                    break
-                except OSError:
-                    time.sleep(0.1)
-            prepared = asyncio.run(_prepare(base))
-            ctx = mp.get_context("spawn")
-            out = ctx.Queue()
-            proc = ctx.Process(
-                target=_join_process,
-                args=(base, prepared["consult_id"], prepared["gp_token"], args.joins, out),
-            )
-            proc.start()
-            times = out.get()
-            proc.join()
-        finally:
-            server.terminate()
-            server.wait(10)
-    report: dict[str, Any] = {
-        "joins": len(times["total"]),
-        "database": "postgresql" if args.database_url else "sqlite",
-    }
-    for key, values in times.items():
-        report[f"{key}_ms_p50"] = round(percentile(values, 0.50), 2)
-        report[f"{key}_ms_p95"] = round(percentile(values, 0.95), 2)
-    print(json.dumps(report))
+    report = asyncio.run(run(args))
+    report.write(args.json)
 
 
 if __name__ == "__main__":

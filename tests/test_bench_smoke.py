@@ -31,6 +31,7 @@ def _run(script: str) -> subprocess.CompletedProcess[str]:
         "prescription_delivery.py",
         "media_precall.py",
         "consult_join.py",
+        "consult_chat.py",
         "media_recording.py",
         "http_fixed.py",
     ],

@@ -57,10 +57,15 @@ BUDGETS: dict[str, Budget] = {
     # statement), the record read once, the checks, signing, the step's history and events,
     # and the audit chain (locked once, last). Was 22 in 5, then 19 in 2.
     "prescription.create": Budget(17, 1, 1),
-    "consult.chat": Budget(11, 5, 1),
-    # Connect (session check from the cache, rooms), consult.open and consult.join
-    # (presence written). Was 25 in 15.
-    "consult.join": Budget(24, 14, 2),
+    # One transaction: the checks' reads (the consult, membership, a re-send, the sender's
+    # consent), then the message inserted only while the consult is open, numbered by its
+    # event. Was 11 in 5.
+    "consult.chat": Budget(6, 1, 1),
+    # Connect (session check from the cache, rooms and their consent), consult.open (one
+    # read: consult, consent, participants, head), consult.join (a read, the
+    # reauthentication, the write that also reads who is present); the previous socket's
+    # leave reads presence in its write. Was 25 in 15.
+    "consult.join": Budget(19, 6, 2),
     # One read: the access decision (the patient, then consent, care and window in one
     # statement) with the reader's excluded categories, the summary in one statement and its
     # institutions; then the decision's audit entry (one short append). Was 14 in 6.

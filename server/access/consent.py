@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.access.models import Consent
 from server.access.policy import CLOSED, OPEN, ConsentState, ContentPolicy
@@ -120,16 +121,23 @@ class Consents:
                 for c in rows
             ]
 
-    async def content_policy(self, reader: Requester | int, patient_id: int) -> ContentPolicy:
+    async def content_policy(
+        self, reader: Requester | int, patient_id: int, *, session: AsyncSession | None = None
+    ) -> ContentPolicy:
         """What record content about the patient may reach a reader (or an institution, by id).
 
         The patient always sees everything; a reader without an institution has no
         consent row to honour (their role decides elsewhere whether they read at all).
+        Given a ``session``, read in it (the caller's read of what its checks need).
         """
-        return (await self.content_policies(reader, [patient_id]))[patient_id]
+        return (await self.content_policies(reader, [patient_id], session=session))[patient_id]
 
     async def content_policies(
-        self, reader: Requester | int, patient_ids: Sequence[int]
+        self,
+        reader: Requester | int,
+        patient_ids: Sequence[int],
+        *,
+        session: AsyncSession | None = None,
     ) -> dict[int, ContentPolicy]:
         """:meth:`content_policy` for several patients in one query (lists of consults, …)."""
         wanted = set(patient_ids)
@@ -144,16 +152,16 @@ class Consents:
         policies = dict.fromkeys(wanted, OPEN)
         if not wanted:
             return policies
-        async with self.db.read() as session:
-            rows = await session.scalars(
-                select(Consent).where(
-                    Consent.patient_id.in_(sorted(wanted)), Consent.institution_id == institution_id
-                )
-            )
-            for consent in rows:
-                policies[consent.patient_id] = ContentPolicy(
-                    revoked=not consent.granted, excluded=frozenset(consent.excluded_categories)
-                )
+        query = select(Consent.patient_id, Consent.granted, Consent.excluded_categories).where(
+            Consent.patient_id.in_(sorted(wanted)), Consent.institution_id == institution_id
+        )
+        if session is not None:
+            rows = list(await session.execute(query))
+        else:
+            async with self.db.read() as own:
+                rows = list(await own.execute(query))
+        for patient_id, granted, excluded in rows:
+            policies[patient_id] = ContentPolicy(revoked=not granted, excluded=frozenset(excluded))
         return policies
 
     async def check_not_revoked(

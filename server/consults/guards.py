@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.access import AccessService, ContentPolicy
@@ -62,8 +62,24 @@ def not_a_participant(consult_id: int) -> Forbidden:
 async def check_participant(
     session: AsyncSession, consult_id: int, requester: Requester, lock: bool = False
 ) -> tuple[Consult, ConsultParticipant]:
-    consult = await get_consult(session, consult_id, lock=lock)
-    participant = await get_participant(session, consult_id, requester.user_id)
+    """The consult and the requester's place in it, in one statement (404, then 403)."""
+    query = (
+        select(Consult, ConsultParticipant)
+        .outerjoin(
+            ConsultParticipant,
+            and_(
+                ConsultParticipant.consult_id == Consult.id,
+                ConsultParticipant.user_id == requester.user_id,
+            ),
+        )
+        .where(Consult.id == consult_id)
+    )
+    if lock:
+        query = query.with_for_update(of=Consult)
+    row = (await session.execute(query)).first()
+    if row is None:
+        raise NotFound(f"no consult {consult_id}")
+    consult, participant = row
     if participant is None:
         raise not_a_participant(consult_id)
     return consult, participant
@@ -173,6 +189,19 @@ class ConsultAccess:
         self, requester: Requester, consult: Consult, action: str
     ) -> ContentPolicy:
         return await self.access.check_not_revoked(
+            requester, consult.patient_id, action=action, resource=f"Consult/{consult.id}"
+        )
+
+    async def policy(
+        self, requester: Requester, consult: Consult, session: AsyncSession
+    ) -> ContentPolicy:
+        """The patient's consent as it applies to the requester, read in the caller's read
+        (a revoked one is refused with :meth:`refuse`, after that read)."""
+        return await self.access.content_policy(requester, consult.patient_id, session=session)
+
+    async def refuse(self, requester: Requester, consult: Consult, action: str) -> Forbidden:
+        """The audited refusal of a requester whose institution the patient revoked."""
+        return await self.access.record_refusal(
             requester, consult.patient_id, action=action, resource=f"Consult/{consult.id}"
         )
 

@@ -24,7 +24,9 @@ class RecordPanel:
         record's access rules (participants only)."""
         async with self.db.read() as session:
             consult, _ = await check_participant(session, consult_id, requester)
-        policy = await self.checks.check_not_revoked(requester, consult, "consult.snapshot_read")
+            policy = await self.checks.policy(requester, consult, session)
+        if policy.revoked:
+            raise await self.checks.refuse(requester, consult, "consult.snapshot_read")
         snapshot = await self.records.withhold_snapshot(policy, consult.snapshot)
         await self.audit.record_alone(
             "consult.snapshot_read",

@@ -101,6 +101,8 @@ class ConsultReads:
             query = query.where(Consult.id == consult_id)
         async with self.db.read() as session:
             rows = list(await session.execute(query))
-        # Not the rooms of patients who revoked the reader's institution: no chat pushes.
-        policies = await self.access.content_policies(requester, [p for _, p in rows])
+            # Not the rooms of patients who revoked the reader's institution: no chat pushes.
+            policies = await self.access.content_policies(
+                requester, [p for _, p in rows], session=session
+            )
         return [consult_stream(c) for c, p in rows if not policies[p].revoked]

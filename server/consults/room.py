@@ -75,11 +75,21 @@ class ConsultRoom:
 
         The room carries the chat (clinical text): not for an institution the patient revoked.
         """
+        opened, _ = await self.opened(requester, consult_id)
+        return opened
+
+    async def opened(self, requester: Requester, consult_id: int) -> tuple[schemas.ConsultOut, int]:
+        """:meth:`check_open` and the head of the consult's stream, in one read."""
+        stream = consult_stream(consult_id)
         async with self.db.read() as session:
             consult, _ = await check_participant(session, consult_id, requester)
-        await self.checks.check_not_revoked(requester, consult, "consult.open")
-        async with self.db.read() as session:
-            return await consult_out(session, consult)
+            policy = await self.checks.policy(requester, consult, session)
+            if not policy.revoked:
+                out = await consult_out(session, consult)
+                heads = await self.events.heads([stream], session=session)
+        if policy.revoked:
+            raise await self.checks.refuse(requester, consult, "consult.open")
+        return out, heads[stream]
 
     async def check_member(self, requester: Requester, consult_id: int) -> None:
         """A participant of the consult (or the recorder sitting in its session)."""
@@ -99,7 +109,9 @@ class ConsultRoom:
             return await self._join_recorder(sid, requester, data.consult_id), True
         async with self.db.read() as session:
             consult, _ = await check_participant(session, data.consult_id, requester)
-        await self.checks.check_not_revoked(requester, consult, "consult.join")
+            policy = await self.checks.policy(requester, consult, session)
+        if policy.revoked:
+            raise await self.checks.refuse(requester, consult, "consult.join")
         if consult.status not in LIVE_STATES:
             raise Conflict(f"the consult is {consult.status}: no session", code="consult_not_live")
         method = await self.auth.reauthenticate(
@@ -110,9 +122,9 @@ class ConsultRoom:
             action="consult.reauth",
         )
         async with self.db.transaction() as tx:
-            consult = await get_consult(tx.session, data.consult_id, lock=True)
-            participant = await get_participant(tx.session, consult.id, requester.user_id)
-            assert participant is not None
+            consult, participant = await check_participant(
+                tx.session, data.consult_id, requester, lock=True
+            )
             is_host = consult.host_id == requester.user_id
             if is_host and consult.status != ConsultStatus.IN_SESSION:
                 await self.lifecycle.move(tx, consult, "start", requester)
@@ -142,7 +154,8 @@ class ConsultRoom:
                 resource=f"Consult/{consult.id}",
                 details={"reauth": method},
             )
-        members = await self.presence(consult.id)
+            await tx.session.flush()
+            members = await self.presence(consult.id, tx.session)
         return {"state": "joined", "consult_id": consult.id, "members": members}, True
 
     async def _join_recorder(
@@ -180,7 +193,8 @@ class ConsultRoom:
                 resource=f"Consult/{consult.id}",
                 details={"recording_id": recording_id},
             )
-        members = await self.presence(consult_id)
+            await tx.session.flush()
+            members = await self.presence(consult_id, tx.session)
         return {"state": "joined", "consult_id": consult_id, "members": members}
 
     async def admit(self, requester: Requester, data: schemas.Admit) -> dict[str, Any]:
@@ -211,24 +225,38 @@ class ConsultRoom:
 
     # --- presence --------------------------------------------------------------------------------
 
-    async def presence(self, consult_id: int) -> list[dict[str, Any]]:
-        async with self.db.read() as session:
-            rows = await session.scalars(
-                select(ConsultPresence)
-                .where(ConsultPresence.consult_id == consult_id)
-                .order_by(ConsultPresence.joined_at, ConsultPresence.sid)
+    async def presence(
+        self, consult_id: int, session: AsyncSession | None = None
+    ) -> list[dict[str, Any]]:
+        """Who is in the consult's session now (in ``session``, or a read of its own)."""
+        query = (
+            select(
+                ConsultPresence.user_id,
+                ConsultPresence.kind,
+                ConsultPresence.camera,
+                ConsultPresence.mic,
+                ConsultPresence.screen,
+                ConsultPresence.joined_at,
             )
-            return [
-                {
-                    "user_id": r.user_id,
-                    "kind": r.kind,
-                    "camera": r.camera,
-                    "mic": r.mic,
-                    "screen": r.screen,
-                    "since": r.joined_at.isoformat(),
-                }
-                for r in rows
-            ]
+            .where(ConsultPresence.consult_id == consult_id)
+            .order_by(ConsultPresence.joined_at, ConsultPresence.sid)
+        )
+        if session is not None:
+            rows = list(await session.execute(query))
+        else:
+            async with self.db.read() as own:
+                rows = list(await own.execute(query))
+        return [
+            {
+                "user_id": user_id,
+                "kind": kind,
+                "camera": camera,
+                "mic": mic,
+                "screen": screen,
+                "since": joined_at.isoformat(),
+            }
+            for user_id, kind, camera, mic, screen, joined_at in rows
+        ]
 
     async def _not_in_session(
         self, session: AsyncSession, requester: Requester, consult_id: int, detail: str
@@ -254,16 +282,17 @@ class ConsultRoom:
                 )
             row.camera, row.mic, row.screen = data.camera, data.mic, data.screen
 
-    async def leave(self, sid: str, consult_id: int | None = None) -> list[int]:
-        """Take the socket out of live sessions (one, or all when it disconnected)."""
+    async def leave(
+        self, sid: str, consult_id: int | None = None
+    ) -> dict[int, list[dict[str, Any]]]:
+        """Take the socket out of live sessions (one, or all when it disconnected); for each
+        session it left, who is in it now (read in the same transaction)."""
+        query = delete(ConsultPresence).where(ConsultPresence.sid == sid)
+        if consult_id is not None:
+            query = query.where(ConsultPresence.consult_id == consult_id)
         async with self.db.transaction() as tx:
-            query = select(ConsultPresence).where(ConsultPresence.sid == sid)
-            if consult_id is not None:
-                query = query.where(ConsultPresence.consult_id == consult_id)
-            rows = list(await tx.session.scalars(query))
-            for row in rows:
-                await tx.session.delete(row)
-            return [r.consult_id for r in rows]
+            result = await tx.session.execute(query.returning(ConsultPresence.consult_id))
+            return {c: await self.presence(c, tx.session) for c in sorted(set(result.scalars()))}
 
     async def reap_presence(self, alive: set[str]) -> list[int]:
         """Delete the presence of sockets on nodes not alive (killed); the consults touched."""

@@ -50,8 +50,12 @@ class ConsultSockets:
         gateway.on("consult.signal", schemas.Signal, self.signal)
         gateway.on("consult.ice_servers", schemas.ConsultRef, self.get_ice_servers)
 
-    async def broadcast_presence(self, consult_id: int) -> None:
-        members = await self.room.presence(consult_id)
+    async def broadcast_presence(
+        self, consult_id: int, members: list[dict[str, Any]] | None = None
+    ) -> None:
+        """Tell the consult's room who is in its session (``members`` when just read)."""
+        if members is None:
+            members = await self.room.presence(consult_id)
         await self.sio.emit(
             PRESENCE,
             {"consult_id": consult_id, "members": members},
@@ -69,26 +73,24 @@ class ConsultSockets:
                 await self.sio.enter_room(sid, room)
 
     async def open(self, sid: str, requester: Requester, data: schemas.ConsultRef) -> Any:
-        consult = await self.room.check_open(requester, data.consult_id)
-        stream = consult_stream(data.consult_id)
-        await self.sio.enter_room(sid, stream)
-        heads = await self.gateway.events.heads([stream])
-        return {"consult": consult.model_dump(mode="json"), "head": heads[stream]}
+        consult, head = await self.room.opened(requester, data.consult_id)
+        await self.sio.enter_room(sid, consult_stream(data.consult_id))
+        return {"consult": consult.model_dump(mode="json"), "head": head}
 
     async def join(self, sid: str, requester: Requester, data: schemas.Join) -> Any:
         answer, admitted = await self.room.join(sid, requester, data)
         await self.sio.enter_room(sid, consult_stream(data.consult_id))
         if admitted:
             await self.sio.enter_room(sid, live_room(data.consult_id))
-            await self.broadcast_presence(data.consult_id)
+            await self.broadcast_presence(data.consult_id, answer["members"])
         return answer
 
     async def leave(self, sid: str, requester: Requester, data: schemas.ConsultRef) -> Any:
         await self.room.check_member(requester, data.consult_id)
         left = await self.room.leave(sid, data.consult_id)
         await self.sio.leave_room(sid, live_room(data.consult_id))
-        for consult_id in left:
-            await self.broadcast_presence(consult_id)
+        for consult_id, members in left.items():
+            await self.broadcast_presence(consult_id, members)
         return {"left": bool(left)}
 
     async def consent_revoked(self, patient_id: int, institution_id: int) -> None:
@@ -103,14 +105,15 @@ class ConsultSockets:
         """A revoked socket left a consult's room: it is no longer present in that session."""
         _, _, ident = room.partition(":")
         in_room = ident.isdigit() and room == consult_stream(int(ident))
-        if in_room and await self.room.leave(sid, int(ident)):
-            await self.broadcast_presence(int(ident))
+        if in_room:
+            for consult_id, members in (await self.room.leave(sid, int(ident))).items():
+                await self.broadcast_presence(consult_id, members)
 
     async def disconnected(self, sid: str) -> None:
         self._signal_locks.pop(sid, None)
         self._signal_seq.pop(sid, None)
-        for consult_id in await self.room.leave(sid):
-            await self.broadcast_presence(consult_id)
+        for consult_id, members in (await self.room.leave(sid)).items():
+            await self.broadcast_presence(consult_id, members)
 
     async def reap(self, alive: set[str]) -> None:
         """Reaper of server/core/nodes.py: drop the ghosts of a dead node's sockets."""

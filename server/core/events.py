@@ -167,10 +167,16 @@ class Events:
             )
             return [row.envelope() for row in rows]
 
-    async def heads(self, streams: list[str]) -> dict[str, int]:
-        async with self.db.read() as session:
-            rows = await session.execute(
-                select(StreamHead.stream, StreamHead.seq).where(StreamHead.stream.in_(streams))
-            )
-            found = {stream: int(seq) for stream, seq in rows}
+    async def heads(
+        self, streams: list[str], *, session: AsyncSession | None = None
+    ) -> dict[str, int]:
+        """The last number of each stream (0 for one with no events); given a ``session``,
+        read in it (the caller's read of what it answers with)."""
+        query = select(StreamHead.stream, StreamHead.seq).where(StreamHead.stream.in_(streams))
+        if session is not None:
+            rows = list(await session.execute(query))
+        else:
+            async with self.db.read() as own:
+                rows = list(await own.execute(query))
+        found = {stream: int(seq) for stream, seq in rows}
         return {stream: found.get(stream, 0) for stream in streams}
