@@ -124,7 +124,10 @@ class Appended:
 async def _flush_stream(tx: Tx, events: list[Any]) -> None:
     """Number one stream's staged events (in append order) and add their rows."""
     stream = events[0].stream
-    last = await take_seqs(tx.session, stream, len(events))
+    # Without autoflush the rows of earlier streams wait for the commit's flush, which
+    # inserts every stream's events in one batched statement.
+    with tx.session.no_autoflush:
+        last = await take_seqs(tx.session, stream, len(events))
     for seq, event in enumerate(events, start=last - len(events) + 1):
         event._numbered(seq)
         tx.session.add(

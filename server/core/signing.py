@@ -105,9 +105,18 @@ class Signer:
         self._kek = HKDF(
             algorithm=hashes.SHA256(), length=32, salt=None, info=b"yihao practitioner keys"
         ).derive(settings.secret_key.encode())
+        # Keys already on file when first read (fingerprint, public key, private key): a
+        # practitioner's key never changes once committed, so signing reads it once per
+        # process. A key created in a transaction is not kept (that transaction may roll back).
+        self._keys: dict[int, tuple[str, str, bytes]] = {}
 
-    async def _key(self, session: AsyncSession, user_id: int) -> tuple[PractitionerKey, bytes]:
+    async def _key(self, session: AsyncSession, user_id: int) -> tuple[str, str, bytes]:
+        """(fingerprint, public key, raw private key) of the practitioner's key."""
+        known = self._keys.get(user_id)
+        if known is not None:
+            return known
         row = await session.get(PractitionerKey, user_id)
+        committed = row is not None
         if row is None:
             private = Ed25519PrivateKey.generate()
             public = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
@@ -136,15 +145,18 @@ class Signer:
             assert row is not None
         blob = _unb64(row.private_key_enc)
         raw_private = AESGCM(self._kek).decrypt(blob[:12], blob[12:], str(user_id).encode())
-        return row, raw_private
+        key = (row.fingerprint, row.public_key, raw_private)
+        if committed:
+            self._keys[user_id] = key
+        return key
 
     async def sign(self, session: AsyncSession, user_id: int, payload: Any) -> Signature:
         """Sign ``payload`` (RFC 8785) with the practitioner's key, creating it on first use."""
-        row, raw_private = await self._key(session, user_id)
+        fingerprint, public_key, raw_private = await self._key(session, user_id)
         value = Ed25519PrivateKey.from_private_bytes(raw_private).sign(canonical_jcs(payload))
         return Signature(
-            key_id=row.fingerprint,
-            public_key=row.public_key,
+            key_id=fingerprint,
+            public_key=public_key,
             value=_b64(value),
             signed_at=utcnow(),
             canon=CANON,
