@@ -63,23 +63,22 @@ class StreamEvent(Base):
         }
 
 
-async def take_seqs(session: AsyncSession, stream: str, count: int) -> int:
-    """Take the stream's next ``count`` numbers; returns the last one.
+async def take_seqs(session: AsyncSession, counts: dict[str, int]) -> dict[str, int]:
+    """Take each stream's next ``counts[stream]`` numbers; returns the last one of each.
 
-    One upsert: it creates the head row or moves it on, and locks it until commit, which
-    orders concurrent writers of the stream.
+    One upsert for every stream of the transaction: it creates the head rows or moves
+    them on, and locks them until commit, which orders concurrent writers of a stream.
+    The rows go in by stream name, so two transactions lock shared heads in one order.
     """
     dialect = session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    upsert = (
-        insert(StreamHead)
-        .values(stream=stream, seq=count)
-        .on_conflict_do_update(
-            index_elements=[StreamHead.stream], set_={"seq": StreamHead.seq + count}
-        )
-        .returning(StreamHead.seq)
+    stmt = insert(StreamHead).values(
+        [{"stream": stream, "seq": counts[stream]} for stream in sorted(counts)]
     )
-    return int((await session.execute(upsert)).scalar_one())
+    upsert = stmt.on_conflict_do_update(
+        index_elements=[StreamHead.stream], set_={"seq": StreamHead.seq + stmt.excluded.seq}
+    ).returning(StreamHead.stream, StreamHead.seq)
+    return {stream: int(seq) for stream, seq in await session.execute(upsert)}
 
 
 class Appended:
@@ -121,25 +120,29 @@ class Appended:
         }
 
 
-async def _flush_stream(tx: Tx, events: list[Any]) -> None:
-    """Number one stream's staged events (in append order) and add their rows."""
-    stream = events[0].stream
-    # Without autoflush the rows of earlier streams wait for the commit's flush, which
-    # inserts every stream's events in one batched statement.
+async def _flush_streams(tx: Tx, events: list[Any]) -> None:
+    """Number the transaction's staged events (per stream, in append order; every head in
+    one statement) and add their rows (inserted together at the next flush)."""
+    by_stream: dict[str, list[Appended]] = {}
+    for event in events:
+        by_stream.setdefault(event.stream, []).append(event)
+    # Without autoflush the event rows wait for the commit's flush: one batched INSERT.
     with tx.session.no_autoflush:
-        last = await take_seqs(tx.session, stream, len(events))
-    for seq, event in enumerate(events, start=last - len(events) + 1):
-        event._numbered(seq)
-        tx.session.add(
-            StreamEvent(
-                stream=stream,
-                seq=seq,
-                type=event.type,
-                op=event.op,
-                data=event.data,
-                at=event.at,
+        last = await take_seqs(tx.session, {s: len(e) for s, e in by_stream.items()})
+    for stream in sorted(by_stream):
+        appended = by_stream[stream]
+        for seq, event in enumerate(appended, start=last[stream] - len(appended) + 1):
+            event._numbered(seq)
+            tx.session.add(
+                StreamEvent(
+                    stream=stream,
+                    seq=seq,
+                    type=event.type,
+                    op=event.op,
+                    data=event.data,
+                    at=event.at,
+                )
             )
-        )
 
 
 class Events:
@@ -152,7 +155,8 @@ class Events:
     ) -> Appended:
         """Stage an event on ``stream``; it is numbered before commit, pushed after it."""
         event = Appended(stream, type_, op, data)
-        tx.stage(STREAMS, stream, event, _flush_stream)
+        # One queue for all streams: their heads are taken in one statement (by name).
+        tx.stage(STREAMS, "", event, _flush_streams)
 
         async def push() -> None:
             await self._push(stream, event.envelope())
