@@ -373,7 +373,7 @@ async def run(args: argparse.Namespace) -> Report:
         backends.append(("SQLite", None))
     ok = True
     for label, url in backends:
-        wait_quiet(smoke=args.smoke)
+        wait_quiet(smoke=args.smoke or args.no_wait)
         print(f"{label}:", file=sys.stderr, flush=True)
         result = await run_backend(args, url)
         for row in rows(label, result, args.nodes):
@@ -402,6 +402,9 @@ def main() -> int:
     )
     parser.add_argument("--redis-url", default="")
     parser.add_argument("--no-sqlite", action="store_true", help="PostgreSQL only")
+    parser.add_argument(
+        "--no-wait", action="store_true", help="do not wait for the load average to settle"
+    )
     parser.add_argument(
         "--nodes", type=int, default=1, help="server processes (> 1: PostgreSQL + Redis)"
     )

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Index, Integer, String, select
+from sqlalchemy import JSON, BigInteger, Index, Integer, String, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -120,29 +120,30 @@ class Appended:
         }
 
 
+# A Core INSERT of plain rows (no ORM objects to track, no ids to read back).
+EVENT_ROWS = insert(StreamEvent.metadata.tables["stream_events"])
+
+
 async def _flush_streams(tx: Tx, events: list[Any]) -> None:
-    """Number the transaction's staged events (per stream, in append order; every head in
-    one statement) and add their rows (inserted together at the next flush)."""
+    """Number the transaction's staged events (per stream, in append order) and insert
+    their rows: every head in one statement, every event row in one more."""
     by_stream: dict[str, list[Appended]] = {}
     for event in events:
         by_stream.setdefault(event.stream, []).append(event)
-    # Without autoflush the event rows wait for the commit's flush: one batched INSERT.
+    rows = []
+    # The transaction's own rows were flushed already (Tx.flush_staged): nothing to
+    # autoflush while the heads are locked.
     with tx.session.no_autoflush:
         last = await take_seqs(tx.session, {s: len(e) for s, e in by_stream.items()})
-    for stream in sorted(by_stream):
-        appended = by_stream[stream]
-        for seq, event in enumerate(appended, start=last[stream] - len(appended) + 1):
-            event._numbered(seq)
-            tx.session.add(
-                StreamEvent(
-                    stream=stream,
-                    seq=seq,
-                    type=event.type,
-                    op=event.op,
-                    data=event.data,
-                    at=event.at,
-                )
-            )
+        for stream in sorted(by_stream):
+            appended = by_stream[stream]
+            for seq, event in enumerate(appended, start=last[stream] - len(appended) + 1):
+                event._numbered(seq)
+                rows.append(
+                    {"stream": stream, "seq": seq, "type": event.type, "op": event.op,
+                     "data": event.data, "at": event.at}
+                )  # fmt: skip
+        await tx.session.execute(EVENT_ROWS, rows)
 
 
 class Events:
