@@ -319,8 +319,10 @@ def at_target(steps: list[Step]) -> Step | None:
 def rows(label: str, result: dict[str, Any], nodes: int) -> list[Row]:
     capacity = result["capacity"]
     steps: list[Step] = capacity.steps
-    held = [s for s in steps if s.holds(BOUND_MS)]
-    cpu = percentile([s.cpu_ms_per_op for s in held or steps], 0.5)
+    # At the highest rate that held (fixed per-second costs, the heartbeat and the jobs,
+    # weigh on the slow steps); the median of all the steps when none held.
+    best = capacity.best
+    cpu = best.cpu_ms_per_op if best else percentile([s.cpu_ms_per_op for s in steps], 0.5)
     target = at_target(steps)
     where = f"{label}, {nodes} node{'s' if nodes > 1 else ''}"
     out = [
@@ -335,7 +337,8 @@ def rows(label: str, result: dict[str, Any], nodes: int) -> list[Row]:
             ),
         ),
         Row(
-            f"CPU per prescription ({where}; median of the steps that held)",
+            f"CPU per prescription ({where}; at "
+            + (f"{best.offered:g}/s, the highest step that held)" if best else "every step)"),
             f"{cpu:.1f} ms",
             target=f"≤ {TARGET_CPU_MS:g} ms",
             met=cpu <= TARGET_CPU_MS,

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Index, Integer, String, insert, select
+from sqlalchemy import JSON, BigInteger, Index, Integer, String, bindparam, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -63,6 +63,27 @@ class StreamEvent(Base):
         }
 
 
+_HEADS: dict[tuple[str, int], Any] = {}  # (dialect, how many streams) → the upsert
+
+
+def _heads_upsert(dialect: str, count: int) -> Any:
+    """The upsert of ``count`` stream heads: a Core statement with bound parameters, built
+    once per size, so SQLAlchemy compiles it once (not an ORM bulk insert every time)."""
+    stmt = _HEADS.get((dialect, count))
+    if stmt is None:
+        table = StreamHead.metadata.tables["stream_heads"]
+        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        rows = insert(table).values(
+            [{"stream": bindparam(f"stream_{n}", type_=String()),
+              "seq": bindparam(f"count_{n}", type_=BigInteger())} for n in range(count)]
+        )  # fmt: skip
+        stmt = rows.on_conflict_do_update(
+            index_elements=[table.c.stream], set_={"seq": table.c.seq + rows.excluded.seq}
+        ).returning(table.c.stream, table.c.seq)
+        _HEADS[(dialect, count)] = stmt
+    return stmt
+
+
 async def take_seqs(session: AsyncSession, counts: dict[str, int]) -> dict[str, int]:
     """Take each stream's next ``counts[stream]`` numbers; returns the last one of each.
 
@@ -70,15 +91,12 @@ async def take_seqs(session: AsyncSession, counts: dict[str, int]) -> dict[str, 
     them on, and locks them until commit, which orders concurrent writers of a stream.
     The rows go in by stream name, so two transactions lock shared heads in one order.
     """
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = insert(StreamHead).values(
-        [{"stream": stream, "seq": counts[stream]} for stream in sorted(counts)]
-    )
-    upsert = stmt.on_conflict_do_update(
-        index_elements=[StreamHead.stream], set_={"seq": StreamHead.seq + stmt.excluded.seq}
-    ).returning(StreamHead.stream, StreamHead.seq)
-    return {stream: int(seq) for stream, seq in await session.execute(upsert)}
+    streams = sorted(counts)
+    params: dict[str, Any] = {}
+    for n, stream in enumerate(streams):
+        params[f"stream_{n}"], params[f"count_{n}"] = stream, counts[stream]
+    upsert = _heads_upsert(session.get_bind().dialect.name, len(streams))
+    return {stream: int(seq) for stream, seq in await session.execute(upsert, params)}
 
 
 class Appended:
