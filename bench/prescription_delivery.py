@@ -1,37 +1,35 @@
 """Prescription delivery: signed → committed → received by the pharmacy's socket.
 
-One run starts a Yihao server in a subprocess (SQLite in a temporary folder by
-default, or ``--database-url``/``--redis-url``), seeds the demo network and drug
-catalogue, adds pharmacies until ``--pharmacies`` are online (one pharmacist
-socket each), and gives a patient an offline-diagnosed hypertension through the
-FHIR endpoint. Then a community doctor writes prescriptions at a steady rate
-(open loop: each starts on schedule whether or not the previous one finished),
-each routed to the next pharmacy in turn.
+One run starts Yihao (``bench/common.py`` ``YihaoServer``; SQLite in a temporary
+folder, and PostgreSQL too with ``--database-url``), seeds the demo network and drug
+catalogue, adds pharmacies until ``--pharmacies`` are online (one pharmacist socket
+each), and gives a patient an offline-diagnosed hypertension through the FHIR
+endpoint. Then a community doctor writes prescriptions open loop (each starts on
+schedule whether or not the previous one finished), each routed to the next
+pharmacy in turn, at a rate stepped up (``step_capacity``) until request → received
+p99 passes 200 ms, a prescription is lost, or the server falls behind.
 
-Reported: prescriptions created, received live, lost (created but never
-received live; must be 0), lost after a ``sync`` catch-up, and latency p50/p99/max
-for two spans — request → received (the doctor's POST that signs and commits, until
-the pharmacy's socket has the event) and committed → received (the event's commit
-timestamp until receipt; same machine clock).
+Reported per backend: the capacity (the highest offered rate that held), the
+server's CPU per prescription (``CpuMeter``, every node), request → received (the
+doctor's POST that checks, signs and commits, until the pharmacy's socket has the
+event) and committed → received (the event's commit timestamp until receipt; same
+clock) p50/p99 at the 50/s step, and prescriptions lost live (created, never
+received on the socket) and after a ``sync`` catch-up (must both be 0).
 
-    python bench/prescription_delivery.py                 # 50/s for 20 s, 4 pharmacies
+    python bench/prescription_delivery.py --database-url postgresql+asyncpg://…/bench_rx
     python bench/prescription_delivery.py --smoke         # a few seconds, for CI
-    python bench/prescription_delivery.py --rate 50 --duration 60 --pharmacies 8
-    python bench/prescription_delivery.py --nodes 2 --database-url postgresql+asyncpg://… \
-        --redis-url redis://…                             # two server processes
+    python bench/prescription_delivery.py --nodes 2 --database-url … --redis-url …
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import os
-import socket
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -41,25 +39,25 @@ import socketio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.care import present
-from server.core.checkpoints import ensure_key_file
+from bench.common import (
+    PASSWORD,
+    CpuMeter,
+    Report,
+    Row,
+    Step,
+    YihaoServer,
+    add_common_arguments,
+    login,
+    percentile,
+    step_capacity,
+    wait_quiet,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-
-PASSWORD = "Yihao@2026"
 RESIDENT_ID = "370202196005010115"
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+BOUND_MS = 200.0  # request → received p99
+TARGET_RATE = 50.0  # prescriptions per second, one process
+TARGET_CPU_MS = 10.0
+SETTLE_S = 5.0  # how long after a step a delivery may still arrive before it counts lost
 
 
 def record_bundle() -> dict[str, Any]:
@@ -109,83 +107,25 @@ def prescription(patient_id: int, pharmacy_id: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
-class Server:
-    def __init__(self, args: argparse.Namespace, data_dir: str, *, first: bool) -> None:
-        self.first = first  # the first node migrates and seeds
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = dict(
-            os.environ,
-            YIHAO_DATA_DIR=data_dir,
-            YIHAO_LOG_LEVEL="WARNING",
-            YIHAO_ARGON2_TIME_COST="1",
-            YIHAO_ARGON2_MEMORY_KIB="1024",
-            YIHAO_SESSION_IDLE_TIMEOUT_SECONDS="0",
-            YIHAO_SOCKET_EVENTS_PER_10S="100000",
-        )
-        if args.database_url:
-            self.env.update(
-                YIHAO_DATABASE_URL=args.database_url,
-                YIHAO_SECRET_KEY="bench-secret-key-that-is-long-enough-0123456789",
-                YIHAO_CHECKPOINT_KEY_FILE=str(ensure_key_file(Path(data_dir) / "checkpoint_key")),
-            )
-        if args.redis_url:
-            self.env["YIHAO_REDIS_URL"] = args.redis_url
-        self.process: asyncio.subprocess.Process | None = None
-
-    async def cli(self, *argv: str, stdout: int | None = None) -> asyncio.subprocess.Process:
-        return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "server.cli", *argv, env=self.env, cwd=ROOT, stdout=stdout
-        )
-
-    async def start(self) -> None:
-        for step in ("migrate", "seed-demo") if self.first else ():
-            done = await self.cli(step, stdout=asyncio.subprocess.DEVNULL)
-            if await done.wait() != 0:
-                raise RuntimeError(f"{step} failed")
-        self.process = await self.cli("serve", "--port", str(self.port))
-        async with aiohttp.ClientSession() as http:
-            for _ in range(200):
-                try:
-                    async with http.get(self.url + "/readyz") as response:
-                        if response.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.1)
-        raise RuntimeError("the server did not become ready")
-
-    async def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            await asyncio.wait_for(self.process.wait(), 15)
-
-
 class Client:
     def __init__(self, http: aiohttp.ClientSession, url: str) -> None:
         self.http = http
         self.url = url
         self.tokens: dict[str, str] = {}
 
-    async def login(self, username: str) -> str:
-        async with self.http.post(
-            self.url + "/api/v1/auth/login", json={"username": username, "password": PASSWORD}
-        ) as response:
-            body = await response.json()
-            assert response.status == 200, body
-        self.tokens[username] = body["access_token"]
-        return str(body["access_token"])
+    async def token(self, username: str) -> str:
+        if username not in self.tokens:
+            self.tokens[username] = await login(self.http, self.url, username)
+        return self.tokens[username]
 
     async def call(
         self, method: str, path: str, as_: str, json_body: Any = None, **headers: str
     ) -> tuple[int, Any]:
-        token = self.tokens.get(as_) or await self.login(as_)
-        headers = {"Authorization": f"Bearer {token}", **headers}
+        headers = {"Authorization": f"Bearer {await self.token(as_)}", **headers}
+        data = None
         if path == "/fhir":
             headers["Content-Type"] = "application/fhir+json"
             data, json_body = json.dumps(json_body), None
-        else:
-            data = None
         async with self.http.request(
             method, self.url + path, json=json_body, data=data, headers=headers
         ) as response:
@@ -217,138 +157,272 @@ async def setup(client: Client, pharmacies: int) -> tuple[int, list[tuple[int, s
     return patient_id, [(ids[code], username) for code, username in staff[:pharmacies]]
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
+@dataclass
+class Pharmacies:
+    """The pharmacists' sockets and what they received: prescription id → (time, at)."""
+
+    received: dict[int, float] = field(default_factory=dict)
+    committed_lag_ms: dict[int, float] = field(default_factory=dict)
+    sockets: list[tuple[int, socketio.AsyncClient]] = field(default_factory=list)
+
+    async def connect(self, clients: list[Client], pharmacies: list[tuple[int, str]]) -> None:
+        for n, (pharmacy_id, username) in enumerate(pharmacies):
+            client = clients[n % len(clients)]
+            sio = socketio.AsyncClient(reconnection=False)
+            sio.on("event", self.on_event)
+            await sio.connect(client.url, auth={"token": await client.token(username)},
+                              transports=["websocket"])  # fmt: skip
+            self.sockets.append((pharmacy_id, sio))
+
+    async def on_event(self, envelope: dict[str, Any]) -> None:
+        now = time.time()
+        if envelope["type"] != "prescription" or envelope["op"] != "delivered":
+            return
+        rx_id = envelope["data"]["prescription"]["id"]
+        if rx_id not in self.received:
+            self.received[rx_id] = now
+            at = datetime.fromisoformat(envelope["at"]).timestamp()
+            self.committed_lag_ms[rx_id] = (now - at) * 1000
+
+    async def caught_up(self) -> set[int]:
+        """Every delivered prescription id, as a ``sync`` from the start returns them."""
+        found = set(self.received)
+        for pharmacy_id, sio in self.sockets:
+            ack = await sio.call("sync", {"positions": {f"pharmacy:{pharmacy_id}": 0}}, timeout=60)
+            for envelope in ack["data"]["events"]:
+                if envelope["op"] == "delivered":
+                    found.add(envelope["data"]["prescription"]["id"])
+        return found
+
+    async def close(self) -> None:
+        for _, sio in self.sockets:
+            await sio.disconnect()
+
+
+class Load:
+    """Open-loop prescription writes; one :meth:`step` per offered rate."""
+
+    def __init__(
+        self,
+        clients: list[Client],
+        cpus: list[CpuMeter],
+        patient_id: int,
+        pharmacy_ids: list[int],
+        pharmacies: Pharmacies,
+        duration: float,
+    ) -> None:
+        self.clients = clients
+        self.cpus = cpus
+        self.patient_id = patient_id
+        self.pharmacy_ids = pharmacy_ids
+        self.pharmacies = pharmacies
+        self.duration = duration
+        self.n = 0  # prescriptions asked for so far (each its own Idempotency-Key)
+        self.started: dict[int, float] = {}  # prescription id → when its POST was sent
+        self.failures: list[Any] = []
+
+    async def write(self, n: int, created: list[int]) -> None:
+        pharmacy_id = self.pharmacy_ids[n % len(self.pharmacy_ids)]
+        t0 = time.time()
+        status, body = await self.clients[n % len(self.clients)].call(
+            "POST", "/api/v1/prescriptions", "gp_zhang", prescription(self.patient_id, pharmacy_id),
+            **{"Idempotency-Key": f"bench-{n}"},
+        )  # fmt: skip
+        if status == 201:
+            self.started[body["id"]] = t0
+            created.append(body["id"])
+        else:
+            self.failures.append(body)
+
+    async def step(self, rate: float) -> Step:
+        total = max(1, int(rate * self.duration))
+        created: list[int] = []
+        tasks = []
+        for cpu in self.cpus:
+            cpu.start()
+        begin = time.perf_counter()
+        for k in range(total):
+            delay = begin + k / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(self.write(self.n, created)))
+            self.n += 1
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - begin
+        received = self.pharmacies.received
+        deadline = time.monotonic() + SETTLE_S
+        while not set(created) <= received.keys() and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        cpu_s = sum(cpu.stop() for cpu in self.cpus)
+        end_to_end = [(received[i] - self.started[i]) * 1000 for i in created if i in received]
+        lag = [self.pharmacies.committed_lag_ms[i] for i in created if i in received]
+        lost = len(set(created) - received.keys()) + (total - len(created))
+        return Step(
+            offered=rate,
+            achieved=len(created) / elapsed,
+            p50_ms=percentile(end_to_end, 0.50),
+            p99_ms=percentile(end_to_end, 0.99),
+            cpu_ms_per_op=cpu_s * 1000 / len(created) if created else float("nan"),
+            lost=lost,
+            extra={
+                "committed_p50_ms": percentile(lag, 0.50),
+                "committed_p99_ms": percentile(lag, 0.99),
+                "failed": total - len(created),
+            },
+        )
+
+
+async def run_backend(args: argparse.Namespace, database_url: str | None) -> dict[str, Any]:
+    """One backend: the servers, the setup, the stepped load, the catch-up."""
     with tempfile.TemporaryDirectory() as data_dir:
-        nodes = [Server(args, data_dir, first=n == 0) for n in range(args.nodes)]
+        nodes = [
+            YihaoServer(data_dir, database_url=database_url, redis_url=args.redis_url or None,
+                        seed=n == 0)
+            for n in range(args.nodes)
+        ]  # fmt: skip
         try:
             await nodes[0].start()
             await asyncio.gather(*(node.start() for node in nodes[1:]))
             async with aiohttp.ClientSession() as http:
                 clients = [Client(http, node.url) for node in nodes]
-                return await measure(args, clients)
+                patient_id, staff = await setup(clients[0], args.pharmacies)
+                pharmacies = Pharmacies()
+                await pharmacies.connect(clients, staff)
+                cpus = [node.cpu for node in nodes if node.cpu is not None]
+                load = Load(clients, cpus, patient_id, [p for p, _ in staff], pharmacies,
+                            args.duration)  # fmt: skip
+                await load.step(args.start)  # warm: first statements, caches, the catalogue
+                capacity = await step_capacity(
+                    load.step, start=args.start, bound_ms=BOUND_MS, growth=args.growth,
+                    smoke=args.smoke,
+                )  # fmt: skip
+                caught_up = await pharmacies.caught_up()
+                await pharmacies.close()
+                return {
+                    "capacity": capacity,
+                    "created": len(load.started),
+                    "failed": len(load.failures),
+                    "first_failure": load.failures[0] if load.failures else None,
+                    "lost_live": len(set(load.started) - pharmacies.received.keys()),
+                    "lost_after_sync": len(set(load.started) - caught_up),
+                }
         finally:
             await asyncio.gather(*(node.stop() for node in nodes))
 
 
-async def measure(args: argparse.Namespace, clients: list[Client]) -> dict[str, Any]:
-    """Doctors' requests and pharmacies' sockets are spread over the nodes in turn."""
-    patient_id, pharmacies = await setup(clients[0], args.pharmacies)
-    received: dict[int, float] = {}
-    committed_lag: list[float] = []
-    sockets: list[tuple[int, socketio.AsyncClient]] = []
-    all_in = asyncio.Event()
-    waiting: list[set[int]] = []  # the ids created, once the load is over
+def at_target(steps: list[Step]) -> Step | None:
+    """The step nearest the 50/s target (the highest one offered, if none reached it)."""
+    reached = [s for s in steps if s.offered >= TARGET_RATE]
+    return min(reached, key=lambda s: s.offered) if reached else (steps[-1] if steps else None)
 
-    for n, (pharmacy_id, username) in enumerate(pharmacies):
-        client = clients[n % len(clients)]
-        sio = socketio.AsyncClient(reconnection=False)
 
-        async def on_event(envelope: dict[str, Any]) -> None:
-            now = time.time()
-            if envelope["type"] != "prescription" or envelope["op"] != "delivered":
-                return
-            rx_id = envelope["data"]["prescription"]["id"]
-            if rx_id not in received:
-                received[rx_id] = now
-                at = datetime.fromisoformat(envelope["at"]).timestamp()
-                committed_lag.append((now - at) * 1000)
-                if waiting and waiting[0] <= received.keys():
-                    all_in.set()
+def rows(label: str, result: dict[str, Any], nodes: int) -> list[Row]:
+    capacity = result["capacity"]
+    steps: list[Step] = capacity.steps
+    # At the highest rate that held (fixed per-second costs, the heartbeat and the jobs,
+    # weigh on the slow steps); the median of all the steps when none held.
+    best = capacity.best
+    cpu = best.cpu_ms_per_op if best else percentile([s.cpu_ms_per_op for s in steps], 0.5)
+    target = at_target(steps)
+    where = f"{label}, {nodes} node{'s' if nodes > 1 else ''}"
+    out = [
+        Row(
+            f"prescription create → pharmacy capacity ({where}; request→received p99 ≤ "
+            f"{BOUND_MS:g} ms, 0 lost)",
+            capacity.describe(),
+            target=f"≥ {TARGET_RATE:g}/s per process",
+            met=capacity.rate >= 0.95 * TARGET_RATE * nodes,
+            detail=" · ".join(
+                f"{s.offered:g}/s→{s.achieved:.1f}/s p99 {s.p99_ms:.0f} ms" for s in steps
+            ),
+        ),
+        Row(
+            f"CPU per prescription ({where}; at "
+            + (f"{best.offered:g}/s, the highest step that held)" if best else "every step)"),
+            f"{cpu:.1f} ms",
+            target=f"≤ {TARGET_CPU_MS:g} ms",
+            met=cpu <= TARGET_CPU_MS,
+        ),
+    ]
+    if target is not None:
+        out.append(
+            Row(
+                f"request→received / committed→received at {target.offered:g}/s ({where})",
+                f"p50 {target.p50_ms:.1f} / p99 {target.p99_ms:.1f} ms; "
+                f"p50 {target.extra['committed_p50_ms']:.1f} / "
+                f"p99 {target.extra['committed_p99_ms']:.1f} ms",
+                target=f"request→received p99 ≤ {BOUND_MS:g} ms at {TARGET_RATE:g}/s",
+                met=target.offered >= TARGET_RATE and target.holds(BOUND_MS),
+            )
+        )
+    out.append(
+        Row(
+            f"prescriptions lost, live / after sync ({where}; {result['created']} created, "
+            f"{result['failed']} refused)",
+            f"{result['lost_live']} / {result['lost_after_sync']}",
+            target="0 / 0",
+            met=result["lost_after_sync"] == 0 and result["failed"] == 0,
+        )
+    )
+    return out
 
-        sio.on("event", on_event)
-        await sio.connect(client.url, auth={"token": await client.login(username)},
-                          transports=["websocket"])  # fmt: skip
-        sockets.append((pharmacy_id, sio))
 
-    started: dict[int, float] = {}
-    failures: list[Any] = []
-
-    async def write(n: int) -> None:
-        pharmacy_id = pharmacies[n % len(pharmacies)][0]
-        t0 = time.time()
-        status, body = await clients[n % len(clients)].call(
-            "POST", "/api/v1/prescriptions", "gp_zhang", prescription(patient_id, pharmacy_id),
-            **{"Idempotency-Key": f"bench-{n}"},
-        )  # fmt: skip
-        if status == 201:
-            started[body["id"]] = t0
-        else:
-            failures.append(body)
-
-    total = int(args.rate * args.duration)
-    tasks = []
-    begin = time.perf_counter()
-    for n in range(total):
-        delay = begin + n / args.rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(write(n)))
-    await asyncio.gather(*tasks)
-    elapsed = time.perf_counter() - begin
-    if set(started) <= set(received):
-        all_in.set()
-    waiting.append(set(started))
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(all_in.wait(), 5)
-    lost_live = sorted(set(started) - set(received))
-
-    caught_up: set[int] = set(received)
-    for pharmacy_id, sio in sockets:
-        ack = await sio.call("sync", {"positions": {f"pharmacy:{pharmacy_id}": 0}}, timeout=30)
-        for envelope in ack["data"]["events"]:
-            if envelope["op"] == "delivered":
-                caught_up.add(envelope["data"]["prescription"]["id"])
-        await sio.disconnect()
-
-    end_to_end = [(received[i] - t0) * 1000 for i, t0 in started.items() if i in received]
-    return {
-        "rate_target_per_s": args.rate,
-        "rate_achieved_per_s": round(len(started) / elapsed, 1),
-        "nodes": len(clients),
-        "pharmacies_connected": len(pharmacies),
-        "created": len(started),
-        "failed_requests": len(failures),
-        "received_live": len(set(started) & set(received)),
-        "lost": len(lost_live),
-        "lost_after_sync": len(set(started) - caught_up),
-        "request_to_received_ms": {
-            "p50": round(percentile(end_to_end, 0.50), 2),
-            "p99": round(percentile(end_to_end, 0.99), 2),
-            "max": round(max(end_to_end, default=float("nan")), 2),
-        },
-        "committed_to_received_ms": {
-            "p50": round(percentile(committed_lag, 0.50), 2),
-            "p99": round(percentile(committed_lag, 0.99), 2),
-            "max": round(max(committed_lag, default=float("nan")), 2),
-        },
-        "first_failure": failures[0] if failures else None,
-    }
+async def run(args: argparse.Namespace) -> Report:
+    report = Report("prescription_delivery", "Prescription create → pharmacy")
+    backends: list[tuple[str, str | None]] = []
+    if args.database_url:
+        backends.append(("PostgreSQL", args.database_url))
+    if args.nodes == 1 and not args.no_sqlite:
+        backends.append(("SQLite", None))
+    ok = True
+    for label, url in backends:
+        wait_quiet(smoke=args.smoke or args.no_wait)
+        print(f"{label}:", file=sys.stderr, flush=True)
+        result = await run_backend(args, url)
+        for row in rows(label, result, args.nodes):
+            report.add(row)
+        ok = ok and result["created"] > 0 and result["lost_after_sync"] == 0
+        ok = ok and not result["failed"]
+        if result["first_failure"]:
+            report.notes.append(f"{label}: first refusal {result['first_failure']}")
+    report.notes.append(
+        f"Open loop, {args.pharmacies} pharmacies online, {args.duration:g} s per step, "
+        f"steps ×{args.growth:g} from {args.start:g}/s; lost = not received within "
+        f"{SETTLE_S:g} s of its step's end."
+    )
+    report.notes.append("ok" if ok else "FAILED: a prescription was lost or refused")
+    return report
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rate", type=float, default=50.0, help="prescriptions per second")
-    parser.add_argument("--duration", type=float, default=20.0, help="seconds of load")
+    parser.add_argument("--start", type=float, default=12.5, help="first offered rate, per s")
+    parser.add_argument("--growth", type=float, default=2.0, help="rate factor per step")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per step")
     parser.add_argument("--pharmacies", type=int, default=4, help="pharmacies online (≥ 2)")
     parser.add_argument(
-        "--database-url", default="", help="postgresql+asyncpg://… (default SQLite)"
+        "--database-url", default="", help="postgresql+asyncpg://… (the headline; emptied)"
     )
     parser.add_argument("--redis-url", default="")
+    parser.add_argument("--no-sqlite", action="store_true", help="PostgreSQL only")
+    parser.add_argument(
+        "--no-wait", action="store_true", help="do not wait for the load average to settle"
+    )
     parser.add_argument(
         "--nodes", type=int, default=1, help="server processes (> 1: PostgreSQL + Redis)"
     )
-    parser.add_argument("--smoke", action="store_true", help="a few seconds, for CI")
+    add_common_arguments(parser)
     args = parser.parse_args()
     if args.smoke:
-        args.rate, args.duration, args.pharmacies = 10.0, 2.0, 2
+        args.start, args.duration, args.pharmacies = 5.0, 1.5, 2
     args.pharmacies = max(2, args.pharmacies)
     if args.nodes > 1 and not (args.database_url and args.redis_url):
         parser.error(
             "several nodes share PostgreSQL and Redis: give --database-url and --redis-url"
         )
-    result = asyncio.run(run(args))
-    print(json.dumps(result, ensure_ascii=False, indent=2))
-    return 0 if result["created"] and result["lost"] == 0 and not result["failed_requests"] else 1
+    report = asyncio.run(run(args))
+    report.write(args.json)
+    return 0 if report.notes[-1] == "ok" else 1
 
 
 if __name__ == "__main__":

@@ -52,11 +52,13 @@ class Budget(NamedTuple):
 # a statement). A path that comes to differ gets an entry in BY_BACKEND.
 BUDGETS: dict[str, Budget] = {
     # The session check is answered from the node's session cache (warm: no statement;
-    # issue 16 took one read out of every authenticated path). Then one write: the people,
-    # the access decision (its entry queued on the write; consent, care and window in one
-    # statement), the record read once, the checks, signing, the step's history and events,
-    # and the audit chain (locked once, last). Was 22 in 5, then 19 in 2.
-    "prescription.create": Budget(17, 1, 1),
+    # issue 16 took one read out of every authenticated path). Then one write: the people
+    # (prescriber, patient, account, institution, pharmacy) in one statement, the access
+    # decision (its entry queued on the write; consent, care and window in one statement),
+    # the record read once, the checks, signing (the key read once per process), the step's
+    # history, every stream head in one upsert and every stream event in one INSERT, and the
+    # audit chain (locked once, last). Was 22 in 5, then 19 in 2.
+    "prescription.create": Budget(13, 1, 1),
     # One transaction: the checks' reads (the consult, membership, a re-send, the sender's
     # consent), then the message inserted only while the consult is open, numbered by its
     # event. Was 11 in 5.

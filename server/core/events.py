@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Index, Integer, String, select
+from sqlalchemy import JSON, BigInteger, Index, Integer, String, bindparam, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -63,23 +63,40 @@ class StreamEvent(Base):
         }
 
 
-async def take_seqs(session: AsyncSession, stream: str, count: int) -> int:
-    """Take the stream's next ``count`` numbers; returns the last one.
+_HEADS: dict[tuple[str, int], Any] = {}  # (dialect, how many streams) → the upsert
 
-    One upsert: it creates the head row or moves it on, and locks it until commit, which
-    orders concurrent writers of the stream.
+
+def _heads_upsert(dialect: str, count: int) -> Any:
+    """The upsert of ``count`` stream heads: a Core statement with bound parameters, built
+    once per size, so SQLAlchemy compiles it once (not an ORM bulk insert every time)."""
+    stmt = _HEADS.get((dialect, count))
+    if stmt is None:
+        table = StreamHead.metadata.tables["stream_heads"]
+        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        rows = insert(table).values(
+            [{"stream": bindparam(f"stream_{n}", type_=String()),
+              "seq": bindparam(f"count_{n}", type_=BigInteger())} for n in range(count)]
+        )  # fmt: skip
+        stmt = rows.on_conflict_do_update(
+            index_elements=[table.c.stream], set_={"seq": table.c.seq + rows.excluded.seq}
+        ).returning(table.c.stream, table.c.seq)
+        _HEADS[(dialect, count)] = stmt
+    return stmt
+
+
+async def take_seqs(session: AsyncSession, counts: dict[str, int]) -> dict[str, int]:
+    """Take each stream's next ``counts[stream]`` numbers; returns the last one of each.
+
+    One upsert for every stream of the transaction: it creates the head rows or moves
+    them on, and locks them until commit, which orders concurrent writers of a stream.
+    The rows go in by stream name, so two transactions lock shared heads in one order.
     """
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    upsert = (
-        insert(StreamHead)
-        .values(stream=stream, seq=count)
-        .on_conflict_do_update(
-            index_elements=[StreamHead.stream], set_={"seq": StreamHead.seq + count}
-        )
-        .returning(StreamHead.seq)
-    )
-    return int((await session.execute(upsert)).scalar_one())
+    streams = sorted(counts)
+    params: dict[str, Any] = {}
+    for n, stream in enumerate(streams):
+        params[f"stream_{n}"], params[f"count_{n}"] = stream, counts[stream]
+    upsert = _heads_upsert(session.get_bind().dialect.name, len(streams))
+    return {stream: int(seq) for stream, seq in await session.execute(upsert, params)}
 
 
 class Appended:
@@ -121,22 +138,30 @@ class Appended:
         }
 
 
-async def _flush_stream(tx: Tx, events: list[Any]) -> None:
-    """Number one stream's staged events (in append order) and add their rows."""
-    stream = events[0].stream
-    last = await take_seqs(tx.session, stream, len(events))
-    for seq, event in enumerate(events, start=last - len(events) + 1):
-        event._numbered(seq)
-        tx.session.add(
-            StreamEvent(
-                stream=stream,
-                seq=seq,
-                type=event.type,
-                op=event.op,
-                data=event.data,
-                at=event.at,
-            )
-        )
+# A Core INSERT of plain rows (no ORM objects to track, no ids to read back).
+EVENT_ROWS = insert(StreamEvent.metadata.tables["stream_events"])
+
+
+async def _flush_streams(tx: Tx, events: list[Any]) -> None:
+    """Number the transaction's staged events (per stream, in append order) and insert
+    their rows: every head in one statement, every event row in one more."""
+    by_stream: dict[str, list[Appended]] = {}
+    for event in events:
+        by_stream.setdefault(event.stream, []).append(event)
+    rows = []
+    # The transaction's own rows were flushed already (Tx.flush_staged): nothing to
+    # autoflush while the heads are locked.
+    with tx.session.no_autoflush:
+        last = await take_seqs(tx.session, {s: len(e) for s, e in by_stream.items()})
+        for stream in sorted(by_stream):
+            appended = by_stream[stream]
+            for seq, event in enumerate(appended, start=last[stream] - len(appended) + 1):
+                event._numbered(seq)
+                rows.append(
+                    {"stream": stream, "seq": seq, "type": event.type, "op": event.op,
+                     "data": event.data, "at": event.at}
+                )  # fmt: skip
+        await tx.session.execute(EVENT_ROWS, rows)
 
 
 class Events:
@@ -149,7 +174,8 @@ class Events:
     ) -> Appended:
         """Stage an event on ``stream``; it is numbered before commit, pushed after it."""
         event = Appended(stream, type_, op, data)
-        tx.stage(STREAMS, stream, event, _flush_stream)
+        # One queue for all streams: their heads are taken in one statement (by name).
+        tx.stage(STREAMS, "", event, _flush_streams)
 
         async def push() -> None:
             await self._push(stream, event.envelope())

@@ -24,7 +24,7 @@ import base64
 import hashlib
 import os
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -99,15 +99,29 @@ def verify_signature(signature: Signature, payload: Any) -> bool:
     return signature.alg == ALGORITHM
 
 
+class KeyOnFile(NamedTuple):
+    fingerprint: str
+    public_key: str
+
+
 class Signer:
     def __init__(self, settings: Settings, checkpoints: Checkpoints) -> None:
         self.checkpoints = checkpoints
         self._kek = HKDF(
             algorithm=hashes.SHA256(), length=32, salt=None, info=b"yihao practitioner keys"
         ).derive(settings.secret_key.encode())
+        # Keys already on file when first read (fingerprint, public key, private key): a
+        # practitioner's key never changes once committed, so signing reads it once per
+        # process. A key created in a transaction is not kept (that transaction may roll back).
+        self._keys: dict[int, tuple[KeyOnFile, bytes]] = {}
 
-    async def _key(self, session: AsyncSession, user_id: int) -> tuple[PractitionerKey, bytes]:
+    async def _key(self, session: AsyncSession, user_id: int) -> tuple[KeyOnFile, bytes]:
+        """The practitioner's key on file and its raw private key."""
+        known = self._keys.get(user_id)
+        if known is not None:
+            return known
         row = await session.get(PractitionerKey, user_id)
+        committed = row is not None
         if row is None:
             private = Ed25519PrivateKey.generate()
             public = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
@@ -136,15 +150,18 @@ class Signer:
             assert row is not None
         blob = _unb64(row.private_key_enc)
         raw_private = AESGCM(self._kek).decrypt(blob[:12], blob[12:], str(user_id).encode())
-        return row, raw_private
+        key = (KeyOnFile(row.fingerprint, row.public_key), raw_private)
+        if committed:
+            self._keys[user_id] = key
+        return key
 
     async def sign(self, session: AsyncSession, user_id: int, payload: Any) -> Signature:
         """Sign ``payload`` (RFC 8785) with the practitioner's key, creating it on first use."""
-        row, raw_private = await self._key(session, user_id)
+        on_file, raw_private = await self._key(session, user_id)
         value = Ed25519PrivateKey.from_private_bytes(raw_private).sign(canonical_jcs(payload))
         return Signature(
-            key_id=row.fingerprint,
-            public_key=row.public_key,
+            key_id=on_file.fingerprint,
+            public_key=on_file.public_key,
             value=_b64(value),
             signed_at=utcnow(),
             canon=CANON,

@@ -15,10 +15,12 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
+from typing import Any
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from server.core.auth import hash_refresh_token, new_refresh_token
 from server.core.db import utcnow
@@ -71,6 +73,58 @@ class PatientRef:
     birth_date: date
     guardian_name: str | None
     merged_into_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class PrescribingPeople:
+    """Who a prescription involves, read at once (:meth:`Directory.prescribing_people`)."""
+
+    prescriber: UserRef | None
+    prescriber_institution: InstitutionRef | None
+    patient: PatientRef | None
+    patient_user_id: int | None  # the patient's own account, if they have one
+    pharmacy_kind: str | None  # the kind of the institution named as the pharmacy
+
+
+def _prescribing_people() -> Any:
+    """One Core statement (compiled once, cached by SQLAlchemy): the user and their
+    institution, the patient and their account, and the named pharmacy's kind."""
+    user, patient = User.__table__, Patient.__table__
+    institution = Institution.__table__.alias("prescriber_institution")
+    pharmacy = Institution.__table__.alias("pharmacy")
+    account = aliased(User, name="patient_account")
+    account_id = (
+        select(account.id)
+        .where(account.patient_id == bindparam("patient_id"))
+        .limit(1)
+        .scalar_subquery()
+    )
+    pharmacy_kind = (
+        select(pharmacy.c.kind).where(pharmacy.c.id == bindparam("pharmacy_id")).scalar_subquery()
+    )
+    return (
+        select(
+            *(user.c[f] for f in _USER_FIELDS),
+            *(institution.c[f].label(f"inst_{f}") for f in _INSTITUTION_FIELDS),
+            *(patient.c[f].label(f"pat_{f}") for f in _PATIENT_FIELDS),
+            account_id.label("patient_user_id"),
+            pharmacy_kind.label("pharmacy_kind"),
+        )
+        .select_from(
+            user.outerjoin(institution, institution.c.id == user.c.institution_id).outerjoin(
+                patient, patient.c.id == bindparam("patient_id")
+            )
+        )
+        .where(user.c.id == bindparam("user_id"))
+    )
+
+
+_USER_FIELDS = ("id", "username", "role", "name", "title", "institution_id", "department_id",
+                "patient_id", "active", "can_prescribe")  # fmt: skip
+_INSTITUTION_FIELDS = ("id", "code", "name", "kind", "region")
+_PATIENT_FIELDS = ("id", "resident_id", "name", "sex", "birth_date", "guardian_name",
+                   "merged_into_id")  # fmt: skip
+PRESCRIBING_PEOPLE = _prescribing_people()
 
 
 def _user(row: User) -> UserRef:
@@ -148,6 +202,38 @@ class Directory:
             return []
         rows = await session.scalars(select(User.id).where(User.patient_id.in_(ids)))
         return list(rows)
+
+    async def prescribing_people(
+        self, session: AsyncSession, user_id: int, patient_id: int, pharmacy_id: int | None
+    ) -> PrescribingPeople:
+        """The prescriber (and institution), the patient (and account) and the pharmacy's
+        kind, in one statement: what writing a prescription reads of identity."""
+        row = (
+            await session.execute(
+                PRESCRIBING_PEOPLE,
+                {"user_id": user_id, "patient_id": patient_id, "pharmacy_id": pharmacy_id},
+            )
+        ).one_or_none()
+        if row is None:
+            return PrescribingPeople(None, None, None, None, None)
+        m = row._mapping
+        institution = (
+            InstitutionRef(*(m[f"inst_{f}"] for f in _INSTITUTION_FIELDS))
+            if m["inst_id"] is not None
+            else None
+        )
+        patient = (
+            PatientRef(*(m[f"pat_{f}"] for f in _PATIENT_FIELDS))
+            if m["pat_id"] is not None
+            else None
+        )
+        return PrescribingPeople(
+            prescriber=UserRef(*(m[f] for f in _USER_FIELDS)),
+            prescriber_institution=institution,
+            patient=patient,
+            patient_user_id=m["patient_user_id"] if patient is not None else None,
+            pharmacy_kind=m["pharmacy_kind"],
+        )
 
     # --- institutions and departments -------------------------------------------------
 

@@ -39,6 +39,28 @@ from server.realtime.gateway import pharmacy_stream
 Push = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 
+class _AddedWhenNumbered:
+    """Takes a new delivery's event number, then adds the row to the session."""
+
+    __slots__ = ("_row", "_session")
+
+    def __init__(self, session: AsyncSession, row: Delivery) -> None:
+        self._session, self._row = session, row
+
+    @property
+    def seq(self) -> int:
+        return self._row.seq
+
+    @seq.setter
+    def seq(self, value: int) -> None:
+        self._row.seq = value
+        self._session.add(self._row)
+
+
+def no_pharmacy(pharmacy_id: int) -> NotFound:
+    return NotFound(f"no pharmacy {pharmacy_id}", code="pharmacy_not_found")
+
+
 def unacknowledged() -> Select[StreamEvent]:
     """The committed delivery events (the outbox) not acknowledged yet, of prescriptions
     still live at that pharmacy in that version (a withdrawn, revised, cancelled or expired
@@ -77,7 +99,7 @@ class Deliveries:
 
     async def check_pharmacy(self, session: AsyncSession, pharmacy_id: int) -> None:
         if not await self.record.is_pharmacy(session, pharmacy_id):
-            raise NotFound(f"no pharmacy {pharmacy_id}", code="pharmacy_not_found")
+            raise no_pharmacy(pharmacy_id)
 
     async def route(
         self, requester: Requester, prescription_id: int, data: schemas.RouteRequest
@@ -161,14 +183,17 @@ class Deliveries:
                     Delivery.version == row.version,
                 )
             )
-        if delivery is None:  # routed back to a pharmacy it left: that delivery is pending again
+        if delivery is None:
+            # A new delivery is added once its event is numbered (just before commit), so
+            # it is one INSERT carrying its seq, not an INSERT and then an UPDATE.
             delivery = Delivery(
-                prescription_id=row.id, pharmacy_id=pharmacy_id, version=row.version
+                prescription_id=row.id, pharmacy_id=pharmacy_id, version=row.version, stream=stream
             )
-            tx.session.add(delivery)
-        delivery.stream, delivery.seq = stream, 0  # numbered just before commit
-        envelope.number_into(delivery)
-        delivery.acked_at = delivery.acked_by = None
+            envelope.number_into(_AddedWhenNumbered(tx.session, delivery))
+        else:  # routed back to a pharmacy it left: that delivery is pending again
+            delivery.stream, delivery.seq = stream, 0  # numbered just before commit
+            envelope.number_into(delivery)
+            delivery.acked_at = delivery.acked_by = None
         if withdrawn and previous is not None and previous > pharmacy_id:
             await self.steps.tell_pharmacy(tx, row, "withdrawn", None, pharmacy_id=previous)
         if history:

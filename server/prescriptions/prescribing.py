@@ -14,7 +14,7 @@ import hashlib
 from datetime import UTC, datetime, time, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -27,13 +27,17 @@ from server.core.roles import PRESCRIBER_ROLES
 from server.core.signing import Signer
 from server.prescriptions import checks, schemas
 from server.prescriptions.catalogue import Catalogue
-from server.prescriptions.delivery import Deliveries
+from server.prescriptions.delivery import Deliveries, no_pharmacy
 from server.prescriptions.lifecycle import PrescriptionSteps, load
 from server.prescriptions.models import Prescription, PrescriptionStatus
-from server.prescriptions.record import Chart, PatientFacts, PatientRecord, PrescriberFacts
+from server.prescriptions.record import Chart, PatientFacts, PatientRecord, People, pharmacy_views
 from server.prescriptions.views import PharmacyViews, Views
 
 CHINA = timezone(timedelta(hours=8))
+BY_KEY = select(Prescription.id, Prescription.request_hash).where(
+    Prescription.prescriber_id == bindparam("prescriber_id"),
+    Prescription.idempotency_key == bindparam("key"),
+)
 
 
 def valid_until(issued: datetime, validity_days: int) -> datetime:
@@ -75,13 +79,19 @@ class Prescribing:
     # --- checking ---------------------------------------------------------------------
 
     async def _authorize(
-        self, session: AsyncSession, requester: Requester, patient_id: int
-    ) -> tuple[PrescriberFacts, PatientFacts | None]:
-        """The prescriber and the patient; refused without the prescribing right."""
-        prescriber, patient = await self.record.people(session, requester.user_id, patient_id)
+        self,
+        session: AsyncSession,
+        requester: Requester,
+        patient_id: int,
+        pharmacy_id: int | None = None,
+    ) -> People:
+        """The prescriber, the patient and the pharmacy asked for (one read); refused
+        without the prescribing right."""
+        people = await self.record.people(session, requester.user_id, patient_id, pharmacy_id)
+        prescriber = people.prescriber
         if prescriber.role not in PRESCRIBER_ROLES or not prescriber.can_prescribe:
             raise Forbidden("you do not hold the prescribing right", code="no_prescribing_right")
-        return prescriber, patient
+        return people
 
     async def _check_access(
         self, requester: Requester, patient_id: int, patient: PatientFacts | None
@@ -93,13 +103,18 @@ class Prescribing:
         return patient
 
     async def _authorize_in(
-        self, decide: AccessDecisions, tx: Tx, requester: Requester, patient_id: int
-    ) -> tuple[PrescriberFacts, PatientFacts]:
+        self,
+        decide: AccessDecisions,
+        tx: Tx,
+        requester: Requester,
+        patient_id: int,
+        pharmacy_id: int | None,
+    ) -> tuple[People, PatientFacts]:
         """:meth:`_authorize`, then the access check, inside the write ``tx``."""
-        prescriber, patient = await self._authorize(tx.session, requester, patient_id)
+        people = await self._authorize(tx.session, requester, patient_id, pharmacy_id)
         await self.record.check_access_in(decide, tx, requester, patient_id, "prescribe")
-        assert patient is not None, "the access check refuses an unknown patient"
-        return prescriber, patient
+        assert people.patient is not None, "the access check refuses an unknown patient"
+        return people, people.patient
 
     async def _findings(
         self, body: schemas.PrescriptionBody, patient: PatientFacts, chart: Chart
@@ -134,8 +149,8 @@ class Prescribing:
     ) -> schemas.CheckResult:
         """What the doctor sees before signing: rules enforced, findings listed."""
         async with self.db.read() as session:
-            _, known = await self._authorize(session, requester, data.patient_id)
-        patient = await self._check_access(requester, data.patient_id, known)
+            known = await self._authorize(session, requester, data.patient_id)
+        patient = await self._check_access(requester, data.patient_id, known.patient)
         async with self.db.read() as session:
             chart = await self.record.chart(session, data.patient_id, weight=False)
         findings = await self._findings(data, patient, chart)
@@ -189,19 +204,20 @@ class Prescribing:
         self,
         tx: Tx,
         body: schemas.PrescriptionBody,
-        prescriber: PrescriberFacts,
+        people: People,
         patient: PatientFacts,
         pharmacy_id: int | None,
     ) -> tuple[list[schemas.Finding], PharmacyViews | None]:
-        """Inside the write: the record read once, the checks, the pharmacy and its view."""
+        """Inside the write: the record read once, the checks, the pharmacy and its view
+        (the pharmacy's kind came with the people)."""
         chart = await self.record.chart(tx.session, patient.id, weight=pharmacy_id is not None)
         findings = await self._findings(body, patient, chart)
         check_overridden(body, findings)
         if pharmacy_id is None:
             return findings, None
-        await self.delivery.check_pharmacy(tx.session, pharmacy_id)
-        facts = await self.record.pharmacy_views(tx.session, patient, prescriber, chart)
-        return findings, facts
+        if not people.pharmacy_known:
+            raise no_pharmacy(pharmacy_id)
+        return findings, pharmacy_views(people, patient, chart)
 
     # --- create, revise, cancel --------------------------------------------------------
 
@@ -220,11 +236,11 @@ class Prescribing:
                     )
                     if existing is not None:
                         return existing
-                prescriber, patient = await self._authorize_in(
-                    decide, tx, requester, data.patient_id
+                people, patient = await self._authorize_in(
+                    decide, tx, requester, data.patient_id, data.pharmacy_id
                 )
                 return await self._insert(
-                    tx, requester, data, prescriber, patient, idempotency_key, request_hash
+                    tx, requester, data, people, patient, idempotency_key, request_hash
                 )
         except IntegrityError:
             # A concurrent retry with the same key committed first: answer with its result.
@@ -241,12 +257,12 @@ class Prescribing:
         tx: Tx,
         requester: Requester,
         data: schemas.PrescriptionCreate,
-        prescriber: PrescriberFacts,
+        people: People,
         patient: PatientFacts,
         idempotency_key: str | None,
         request_hash: str,
     ) -> schemas.PrescriptionOut:
-        findings, facts = await self._checked(tx, data, prescriber, patient, data.pharmacy_id)
+        findings, facts = await self._checked(tx, data, people, patient, data.pharmacy_id)
         row = Prescription(
             patient_id=patient.id,
             prescriber_id=requester.user_id,
@@ -284,19 +300,19 @@ class Prescribing:
     async def _by_key(
         self, session: AsyncSession, requester: Requester, key: str, request_hash: str
     ) -> schemas.PrescriptionOut | None:
-        row = await session.scalar(
-            select(Prescription).where(
-                Prescription.prescriber_id == requester.user_id,
-                Prescription.idempotency_key == key,
-            )
-        )
-        if row is None:
+        # Two columns, not the row: almost every key is new (the row is read only on a retry).
+        found = (
+            await session.execute(BY_KEY, {"prescriber_id": requester.user_id, "key": key})
+        ).one_or_none()
+        if found is None:
             return None
-        if row.request_hash != request_hash:
+        if found.request_hash != request_hash:
             raise ValidationFailed(
                 "this Idempotency-Key was used for a different prescription",
                 code="idempotency_key_reused",
             )
+        row = await session.get(Prescription, found.id)
+        assert row is not None, "the row the key names"
         return await self.views.out(session, row)
 
     async def revise(
@@ -308,8 +324,10 @@ class Prescribing:
         async with self.record.decisions() as decide, self.db.transaction() as tx:
             row = await load(tx.session, prescription_id)
             lifecycle.authorize(row, "revise", requester)
-            prescriber, patient = await self._authorize_in(decide, tx, requester, row.patient_id)
-            findings, facts = await self._checked(tx, body, prescriber, patient, row.pharmacy_id)
+            people, patient = await self._authorize_in(
+                decide, tx, requester, row.patient_id, row.pharmacy_id
+            )
+            findings, facts = await self._checked(tx, body, people, patient, row.pharmacy_id)
             lifecycle.check(row, "revise", requester)
             previous = row.status
             row.version += 1

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.core.auth import Requester
 from server.core.db import Database, Tx
-from server.identity.directory import Directory, PatientRef
+from server.identity.directory import Directory, PatientRef, PrescribingPeople
 from server.prescriptions import schemas
 
 if TYPE_CHECKING:
@@ -96,6 +96,16 @@ class PrescriberFacts:
     institution_id: int | None
     can_prescribe: bool
     title: str | None
+
+
+@dataclass(frozen=True)
+class People:
+    """Who a prescription involves, read in one statement (:meth:`PatientRecord.people`)."""
+
+    prescriber: PrescriberFacts
+    patient: PatientFacts | None
+    institution_name: str | None  # the prescriber's institution
+    pharmacy_known: bool  # the pharmacy asked for is a pharmacy (False when none is)
 
 
 def _codes(concept: dict[str, Any] | None) -> set[str]:
@@ -254,10 +264,13 @@ class PatientRecord:
         )
 
     async def people(
-        self, session: AsyncSession, user_id: int, patient_id: int
-    ) -> tuple[PrescriberFacts, PatientFacts | None]:
-        """The prescriber and the patient."""
-        user = await self.directory.user(session, user_id)
+        self, session: AsyncSession, user_id: int, patient_id: int, pharmacy_id: int | None = None
+    ) -> People:
+        """The prescriber, the patient, and whether ``pharmacy_id`` is a pharmacy: one read."""
+        found: PrescribingPeople = await self.directory.prescribing_people(
+            session, user_id, patient_id, pharmacy_id
+        )
+        user = found.prescriber
         assert user is not None, "an authenticated user exists"
         prescriber = PrescriberFacts(
             id=user.id,
@@ -267,7 +280,18 @@ class PatientRecord:
             can_prescribe=user.can_prescribe and user.active,
             title=user.title,
         )
-        return prescriber, await self.patient_in(session, patient_id)
+        patient = (
+            patient_facts(found.patient, found.patient_user_id)
+            if found.patient is not None
+            else None
+        )
+        institution = found.prescriber_institution
+        return People(
+            prescriber=prescriber,
+            patient=patient,
+            institution_name=institution.name if institution is not None else None,
+            pharmacy_known=found.pharmacy_kind == PHARMACY,
+        )
 
     async def patient(self, patient_id: int) -> PatientFacts | None:
         async with self.db.read() as session:
@@ -290,46 +314,40 @@ class PatientRecord:
     async def is_pharmacy(self, session: AsyncSession, institution_id: int) -> bool:
         return await self.directory.institution_kind(session, institution_id) == PHARMACY
 
-    async def pharmacy_views(
-        self,
-        session: AsyncSession,
-        patient: PatientFacts,
-        prescriber: PrescriberFacts,
-        chart: Chart,
-    ) -> tuple[schemas.PatientView, schemas.PrescriberView]:
-        """What the pharmacy sees of the patient and the prescriber: age (not the birth
-        date), sex, weight, allergies, a masked resident ID; name, title and institution."""
-        institution = (
-            await self.directory.institution(session, prescriber.institution_id)
-            if prescriber.institution_id is not None
-            else None
-        )
-        weight = chart.weight
-        return (
-            schemas.PatientView(
-                name=patient.name,
-                resident_id_masked=mask_resident_id(patient.resident_id),
-                sex=patient.sex,
-                age=age_on(patient.birth_date, datetime.now(CHINA).date()),
-                weight_kg=weight[0] if weight else None,
-                weight_at=weight[1] if weight else None,
-                allergies=sorted({a.label for a in chart.allergies if a.label}),
-            ),
-            schemas.PrescriberView(
-                user_id=prescriber.id,
-                name=prescriber.name,
-                title=prescriber.title,
-                institution_id=prescriber.institution_id,
-                institution_name=institution.name if institution else None,
-            ),
-        )
-
     async def dispensing_facts(
         self, patient_id: int, prescriber_id: int
     ) -> tuple[schemas.PatientView, schemas.PrescriberView]:
-        """The pharmacy's view of a stored prescription's people, in one read."""
+        """The pharmacy's view of a stored prescription's people, in one read (two
+        statements: the people, the record)."""
         async with self.db.read() as session:
-            prescriber, patient = await self.people(session, prescriber_id, patient_id)
-            assert patient is not None, "a prescription's patient exists"
+            people = await self.people(session, prescriber_id, patient_id)
+            assert people.patient is not None, "a prescription's patient exists"
             chart = await self.chart(session, patient_id, weight=True)
-            return await self.pharmacy_views(session, patient, prescriber, chart)
+            return pharmacy_views(people, people.patient, chart)
+
+
+def pharmacy_views(
+    people: People, patient: PatientFacts, chart: Chart
+) -> tuple[schemas.PatientView, schemas.PrescriberView]:
+    """What the pharmacy sees of the patient and the prescriber: age (not the birth
+    date), sex, weight, allergies, a masked resident ID; name, title and institution."""
+    prescriber = people.prescriber
+    weight = chart.weight
+    return (
+        schemas.PatientView(
+            name=patient.name,
+            resident_id_masked=mask_resident_id(patient.resident_id),
+            sex=patient.sex,
+            age=age_on(patient.birth_date, datetime.now(CHINA).date()),
+            weight_kg=weight[0] if weight else None,
+            weight_at=weight[1] if weight else None,
+            allergies=sorted({a.label for a in chart.allergies if a.label}),
+        ),
+        schemas.PrescriberView(
+            user_id=prescriber.id,
+            name=prescriber.name,
+            title=prescriber.title,
+            institution_id=prescriber.institution_id,
+            institution_name=people.institution_name,
+        ),
+    )
