@@ -254,8 +254,10 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 class YihaoServer:
     """``yihao serve`` in a subprocess on a fresh data folder, migrated and seeded.
 
-    SQLite by default; ``database_url`` / ``redis_url`` for PostgreSQL and Redis (the
-    PostgreSQL database is emptied first). ``workers`` passes ``--workers`` when given.
+    SQLite by default; ``database_url`` / ``redis_url`` for PostgreSQL and Redis. A
+    PostgreSQL URL is an administrator's: the server gets a scratch database of its own
+    created next to the one named, dropped when it stops (nothing in the named one is
+    touched). ``workers`` passes ``--workers`` when given.
     The bench settings: cheap argon2 (logins are not what is measured), no idle logoff,
     generous socket and request budgets, warnings only in the log."""
 
@@ -290,6 +292,10 @@ class YihaoServer:
             YIHAO_SECRET_KEY=self.SECRET,
             YIHAO_CHECKPOINT_KEY_FILE=str(ensure_key_file(Path(data_dir) / "checkpoint_key")),
         )
+        self.scratch: str | None = None
+        if database_url and database_url.startswith("postgresql") and seed:
+            self.scratch = f"yihao_bench_{os.getpid()}_{self.port}"
+            database_url = database_url.rsplit("/", 1)[0] + "/" + self.scratch
         if database_url:
             self.env["YIHAO_DATABASE_URL"] = database_url
         if redis_url:
@@ -305,20 +311,24 @@ class YihaoServer:
         )  # fmt: skip
         return await done.wait()
 
-    async def _reset_postgres(self) -> None:
+    async def _scratch(self, create: bool) -> None:
+        """Create (or drop) this server's scratch database through the administrator's URL."""
         import sqlalchemy as sa
         from sqlalchemy.ext.asyncio import create_async_engine
 
-        assert self.database_url
-        engine = create_async_engine(self.database_url)
-        async with engine.begin() as conn:
-            await conn.execute(sa.text("DROP SCHEMA public CASCADE"))
-            await conn.execute(sa.text("CREATE SCHEMA public"))
-        await engine.dispose()
+        assert self.database_url and self.scratch
+        engine = create_async_engine(self.database_url, isolation_level="AUTOCOMMIT")
+        try:
+            async with engine.connect() as conn:
+                await conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{self.scratch}" WITH (FORCE)'))
+                if create:
+                    await conn.execute(sa.text(f'CREATE DATABASE "{self.scratch}"'))
+        finally:
+            await engine.dispose()
 
     async def start(self) -> None:
-        if self.database_url and self.database_url.startswith("postgresql") and self.seed:
-            await self._reset_postgres()
+        if self.scratch:
+            await self._scratch(create=True)
         for step in ("migrate", "seed-demo") if self.seed else ("migrate",):
             if await self.cli(step) != 0:
                 raise RuntimeError(f"yihao {step} failed")
@@ -350,6 +360,8 @@ class YihaoServer:
             except TimeoutError:
                 self.process.kill()
                 await self.process.wait()
+        if self.scratch:
+            await self._scratch(create=False)
 
     async def __aenter__(self) -> YihaoServer:
         await self.start()

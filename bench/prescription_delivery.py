@@ -280,6 +280,9 @@ async def run_backend(args: argparse.Namespace, database_url: str | None) -> dic
                         seed=n == 0)
             for n in range(args.nodes)
         ]  # fmt: skip
+        for node in nodes[1:]:  # the first node's scratch database, shared
+            if "YIHAO_DATABASE_URL" in nodes[0].env:
+                node.env["YIHAO_DATABASE_URL"] = nodes[0].env["YIHAO_DATABASE_URL"]
         try:
             await nodes[0].start()
             await asyncio.gather(*(node.start() for node in nodes[1:]))
