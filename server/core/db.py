@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import DateTime, MetaData, event, text
+from sqlalchemy import DateTime, MetaData, event, exc, text
 from sqlalchemy.engine import Connection, CursorResult, Dialect
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -159,6 +160,41 @@ def _sqlite_on_read_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN")
 
 
+# A pooled connection that sat unused this long is pinged before it is handed out; one in
+# steady use is not (the ping is three round trips on asyncpg: BEGIN, ";", ROLLBACK).
+PING_AFTER_IDLE_SECONDS = 5.0
+
+
+def ping_when_idle(engine: AsyncEngine, idle_seconds: float | None = None) -> None:
+    """Pessimistic disconnect handling for connections that were idle, optimistic otherwise.
+
+    SQLAlchemy's ``pool_pre_ping`` pings on every checkout. Here only a connection idle for
+    ``idle_seconds`` is pinged; a dead one is discarded and the pool connects afresh. A
+    connection in steady use that the server dropped fails its statement instead: that
+    request answers 503 ``database_unavailable`` (Retry-After) and the pool invalidates every
+    connection of that generation, so the requests after it connect afresh.
+    """
+    dialect = engine.sync_engine.dialect
+    idle = PING_AFTER_IDLE_SECONDS if idle_seconds is None else idle_seconds
+
+    def checkin(dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    def checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        since = record.info.pop("idle_since", None)
+        if since is None or time.monotonic() - since < idle:
+            return
+        try:
+            dialect.do_ping(dbapi_connection)
+        except Exception as error:
+            # The pool closes this one and tries a new connection (whose failure, when the
+            # database is away, is the request's 503).
+            raise exc.DisconnectionError() from error
+
+    event.listen(engine.sync_engine, "checkin", checkin)
+    event.listen(engine.sync_engine, "checkout", checkout)
+
+
 class Database:
     def __init__(self, settings: Settings) -> None:
         self.url = settings.effective_database_url
@@ -184,11 +220,11 @@ class Database:
                 self.url,
                 pool_size=settings.database_pool_size,
                 max_overflow=settings.database_pool_size,
-                pool_pre_ping=True,
                 pool_timeout=10,
                 # Statement parameters hold patient data: never in an error message or a log.
                 hide_parameters=True,
             )
+            ping_when_idle(self.engine)
             self.read_engine = self.engine
         self.closed = False
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
