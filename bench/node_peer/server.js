@@ -1,14 +1,29 @@
 // The reference peer: a plain Socket.IO 4 server doing the benchmark's work.
+//   connect auth {token} -> refused without one; the socket enters user:<token>
 //   join {room}          -> the socket enters the room; ack {ok: true}
 //   msg  {room, ...}     -> relayed to the rest of the room as "msg"; ack {ok: true}
 //   echo <anything>      -> ack {ok: true, data}
-// Usage: node server.js <port>
+// Usage: node server.js <port> [--deflate]
+//   --deflate: accept per-message deflate (Socket.IO 4's default is off, as Yihao's).
 const { Server } = require("socket.io");
 
 const port = parseInt(process.argv[2] || "3001", 10);
-const io = new Server(port, { transports: ["websocket"], maxHttpBufferSize: 1e6 });
+const deflate = process.argv.includes("--deflate");
+const io = new Server(port, {
+  transports: ["websocket"],
+  maxHttpBufferSize: 1e6,
+  perMessageDeflate: deflate ? { threshold: 1024 } : false,
+});
+
+io.use((socket, next) => {
+  const token = socket.handshake.auth && socket.handshake.auth.token;
+  if (typeof token !== "string" || !token) return next(new Error("send auth: {token}"));
+  socket.data.user = token;
+  next();
+});
 
 io.on("connection", (socket) => {
+  socket.join(`user:${socket.data.user}`);
   socket.on("join", (data, ack) => {
     socket.join(data.room);
     if (ack) ack({ ok: true, data: { room: data.room } });
