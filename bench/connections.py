@@ -363,14 +363,14 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> Repo
 async def main_async(args: argparse.Namespace) -> None:
     compression = ["--compression"] if args.compression else []
     results: dict[str, dict[str, Any]] = {}
-    wait_quiet(smoke=args.smoke)
+    wait_quiet(smoke=args.smoke or args.no_wait)
     port = free_port()
     results["gateway"] = await run_process(
         "yihao gateway",
         [sys.executable, str(HERE / "consult_fanout_server.py"), "--port", str(port), *compression],
         port, args.n, args,
     )  # fmt: skip
-    wait_quiet(smoke=args.smoke)
+    wait_quiet(smoke=args.smoke or args.no_wait)
     port = free_port()
     deflate = ["--deflate"] if args.compression else []
     results["node"] = await run_process(
@@ -379,7 +379,7 @@ async def main_async(args: argparse.Namespace) -> None:
         port, args.n, args,
     )  # fmt: skip
     if args.serve_n > 0:
-        wait_quiet(smoke=args.smoke)
+        wait_quiet(smoke=args.smoke or args.no_wait)
         results["serve"] = await run_serve(args.serve_n, args)
     report(results, args).write(args.json)
 
@@ -387,6 +387,7 @@ async def main_async(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_common_arguments(parser)
+    parser.add_argument("--no-wait", action="store_true", help="do not wait for a quiet machine")
     parser.add_argument("--n", type=int, default=10_000, help="idle connections per server")
     parser.add_argument("--serve-n", type=int, default=2_000, help="to `yihao serve` (0: skip)")
     parser.add_argument("--procs", type=int, default=4, help="load-generator processes")

@@ -467,13 +467,13 @@ async def compare(args: argparse.Namespace, rooms: list[tuple[str, int]], report
         variants.append(("per-message deflate offered", True, 1))
     node_cache: dict[bool, tuple[Capacity, list[float]]] = {}
     for label, deflate, workers in variants:
-        wait_quiet(smoke=args.smoke)
+        wait_quiet(smoke=args.smoke or args.no_wait)
         port = free_port()
         with Target(f"yihao gateway, {label}",
                     gateway_commands(port, workers, args.redis, deflate), port) as target:  # fmt: skip
             yihao, yihao_acks = await capacity(target, rooms, args, deflate)
         if deflate not in node_cache:
-            wait_quiet(smoke=args.smoke)
+            wait_quiet(smoke=args.smoke or args.no_wait)
             port = free_port()
             with Target(f"node socket.io 4{', deflate' if deflate else ''}",
                         [node_command(port, deflate)], port) as target:  # fmt: skip
@@ -504,6 +504,7 @@ async def compare(args: argparse.Namespace, rooms: list[tuple[str, int]], report
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_common_arguments(parser)
+    parser.add_argument("--no-wait", action="store_true", help="do not wait for a quiet machine")
     parser.add_argument("--rooms", type=int, default=100)
     parser.add_argument("--duration", type=float, default=8.0, help="seconds a step is held")
     parser.add_argument("--start", type=float, default=1000.0, help="first deliveries/s offered")
