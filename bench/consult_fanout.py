@@ -438,10 +438,9 @@ async def capacity(target: Target, rooms: list[tuple[str, int]], args: argparse.
 
 def gateway_commands(port: int, workers: int, redis: str | None, deflate: bool) -> list[list[str]]:
     extra = ["--compression"] if deflate else []
-    if workers <= 1:
-        redis_args = ["--redis", redis] if redis else []
+    if workers <= 1:  # one process: its own in-memory manager, no Redis
         return [[sys.executable, str(HERE / "consult_fanout_server.py"), "--port", str(port),
-                 *redis_args, *extra]]  # fmt: skip
+                 *extra]]  # fmt: skip
     assert redis
     return [
         [sys.executable, str(HERE / "consult_fanout_server.py"), "--port", str(port),
