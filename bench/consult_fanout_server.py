@@ -30,7 +30,7 @@ from server.core.auth import Requester
 from server.core.jsonlimits import guard_engineio, socket_packet_class
 from server.core.observability import Metrics
 from server.realtime.gateway import Gateway
-from server.realtime.transport import close_all, use_compression
+from server.realtime.transport import Manager, RedisManager, close_all, use_compression
 
 
 class Join(Strict):
@@ -50,7 +50,7 @@ def build(redis_url: str | None, raw: bool = False, compression: bool = False) -
         socket_events_per_10s=1_000_000,
         data_dir="/tmp/yihao-bench",
     )
-    manager = socketio.AsyncRedisManager(redis_url) if redis_url else None
+    manager = RedisManager(redis_url) if redis_url else Manager()
     guard_engineio()
     sio = socketio.AsyncServer(
         async_mode="aiohttp",

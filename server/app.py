@@ -72,7 +72,7 @@ from server.prescriptions.catalogue import Catalogue
 from server.prescriptions.record import PatientRecord
 from server.prescriptions.service import PrescriptionService
 from server.realtime.gateway import EVENT, Gateway
-from server.realtime.transport import close_all, use_compression
+from server.realtime.transport import Manager, RedisManager, close_all, use_compression
 from server.records.merges import RecordMerges
 from server.records.service import RecordsService
 from server.referrals.service import ReferralService
@@ -151,9 +151,10 @@ def create_app(
 
 
 def _socketio_server(settings: Settings) -> socketio.AsyncServer:
-    manager: socketio.AsyncManager | None = None
+    # Rooms indexed by socket: a disconnect no longer scans every room (transport.RoomIndex).
+    manager: socketio.AsyncManager = Manager()
     if settings.redis_url:
-        manager = socketio.AsyncRedisManager(
+        manager = RedisManager(
             settings.redis_url,
             channel=settings.redis_channel,
             # Pings on the idle pub/sub connection find a dead Redis link instead of
