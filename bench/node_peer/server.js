@@ -5,11 +5,13 @@
 //   echo <anything>      -> ack {ok: true, data}
 // Usage: node server.js <port> [--deflate]
 //   --deflate: accept per-message deflate (Socket.IO 4's default is off, as Yihao's).
+const { createServer } = require("http");
 const { Server } = require("socket.io");
 
 const port = parseInt(process.argv[2] || "3001", 10);
 const deflate = process.argv.includes("--deflate");
-const io = new Server(port, {
+const httpServer = createServer();
+const io = new Server(httpServer, {
   transports: ["websocket"],
   maxHttpBufferSize: 1e6,
   perMessageDeflate: deflate ? { threshold: 1024 } : false,
@@ -38,4 +40,6 @@ io.on("connection", (socket) => {
 });
 
 process.on("SIGTERM", () => io.close(() => process.exit(0)));
-console.log(`ready ${port}`);
+// Loopback only, as the Yihao side: a port of all addresses can collide with the load
+// generators' sockets on other loopback addresses. Ready once listening.
+httpServer.listen(port, "127.0.0.1", () => console.log(`ready ${port}`));
