@@ -53,6 +53,7 @@ from bench.common import (
     free_port,
     login,
     machine,
+    summary_ms,
     wait_quiet,
 )
 from bench.consult_fanout import start
@@ -88,8 +89,10 @@ class Holder:
         self.last_close = 0.0
         self.all_closed = asyncio.Event()
         self.readers: list[asyncio.Task[None]] = []
+        self.connect_s: list[float] = []  # open → Socket.IO connected, each
 
     async def open(self, http: aiohttp.ClientSession, token: str) -> None:
+        started = time.perf_counter()
         try:
             ws = await http.ws_connect(
                 self.ws_url, compress=15 if self.deflate else 0, autoping=True, max_msg_size=0
@@ -110,6 +113,7 @@ class Holder:
             self.failed.append(f"{type(exc).__name__}: {exc}"[:200])
             return
         self.connected += 1
+        self.connect_s.append(time.perf_counter() - started)
         self.readers.append(asyncio.ensure_future(self._idle(ws)))
 
     async def _idle(self, ws: aiohttp.ClientWebSocketResponse) -> None:
@@ -151,7 +155,9 @@ async def _generate(
                 await holder.open(http, token)
 
         await asyncio.gather(*(one(t) for t in tokens))
-        to_main.put(("connected", holder.connected, holder.failed[:5], len(holder.failed)))
+        to_main.put(
+            ("connected", holder.connected, holder.failed[:5], len(holder.failed), holder.connect_s)
+        )
         loop = asyncio.get_running_loop()
         wait_s = await loop.run_in_executor(None, from_main.get)  # the server is told to stop
         if holder.connected:
@@ -215,6 +221,7 @@ async def measure(
     connected = sum(r[1] for r in reports)
     failed = sum(r[3] for r in reports)
     errors = [e for r in reports for e in r[2]]
+    latency = summary_ms(x for r in reports for x in r[4])
     await asyncio.sleep(args.settle)
     rss_after = meter.rss_bytes()
     # Shut the server down with every socket open.
@@ -240,6 +247,8 @@ async def measure(
         # The generators' start-up is in the wall time, not in the server's CPU.
         "cpu_ms_per_connect": cpu_s * 1000 / max(connected, 1),
         "connects_per_s": connected / connect_s,
+        "connect_ms_p50": latency["p50"],
+        "connect_ms_p99": latency["p99"],
         "shutdown_s": shutdown_s,
         "saw_close": closed,
     }
@@ -314,6 +323,7 @@ def fmt(r: dict[str, Any]) -> dict[str, str]:
         "kib": f"{r['kib_per_conn']:.1f} KiB",
         "cpu": f"{r['cpu_ms_per_connect']:.2f} ms",
         "rate": f"{r['connects_per_s']:,.0f}/s",
+        "latency": f"p50 {r['connect_ms_p50']:.1f} / p99 {r['connect_ms_p99']:.1f} ms",
         "shutdown": f"{r['shutdown_s']:.2f} s ({r['saw_close']:,}/{r['connected']:,} saw the close)",
     }
 
@@ -329,6 +339,8 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> Repo
     rep.add(Row(f"server CPU per connect ({n}, gateway)", g["cpu"], p["cpu"],
                 f"≤ {CPU_TARGET_MS:g} ms", gw["cpu_ms_per_connect"] <= CPU_TARGET_MS))  # fmt: skip
     rep.add(Row(f"connects/s ({n})", g["rate"], p["rate"]))
+    rep.add(Row(f"connect latency p50 / p99 ({n}, {args.concurrency} in flight per generator)",
+                g["latency"], p["latency"]))  # fmt: skip
     rep.add(Row(f"shutdown with {n} open (SIGTERM → exited, every client saw the close)",
                 g["shutdown"], p["shutdown"], f"< {SHUTDOWN_TARGET_S:g} s",
                 gw["shutdown_s"] < SHUTDOWN_TARGET_S and gw["saw_close"] == gw["connected"]))  # fmt: skip
