@@ -15,6 +15,7 @@ from server.app import create_app
 from server.config import Settings
 from server.container import Services
 from server.core.jsonlimits import socket_packet_class
+from server.realtime.transport import Manager
 from tests.helpers import Api
 
 WS_PATH = "/socket.io/?EIO=4&transport=websocket"
@@ -128,3 +129,39 @@ def test_an_integer_of_more_than_100_digits_is_still_refused() -> None:
     packet_class = socket_packet_class(max_bytes=1 << 20, max_depth=64)
     with pytest.raises(ValueError):
         packet_class(encoded_packet='2["consult.chat",{"n":' + "9" * 101 + "}]")
+
+
+async def test_the_room_index_keeps_the_rooms_python_socketio_keeps() -> None:
+    ours, theirs = Manager(), socketio.AsyncManager()
+    for manager in (ours, theirs):
+        manager.set_server(socketio.AsyncServer(async_mode="aiohttp"))
+        manager.initialize()
+
+    async def both(method: str, *args: Any) -> None:
+        for manager in (ours, theirs):
+            await getattr(manager, method)(*args)
+
+    sids = []
+    for n in range(4):
+        sid_ours = await ours.connect(f"eio{n}", "/")
+        sid_theirs = await theirs.connect(f"eio{n}", "/")
+        # Same sids in both, so the two tables can be compared.
+        theirs.rooms["/"][None].pop(sid_theirs)
+        theirs.rooms["/"].pop(sid_theirs)
+        theirs.basic_enter_room(sid_ours, "/", None, eio_sid=f"eio{n}")
+        theirs.basic_enter_room(sid_ours, "/", sid_ours, eio_sid=f"eio{n}")
+        sids.append(sid_ours)
+    for sid in sids:
+        await both("enter_room", sid, "/", "user:1")
+    await both("enter_room", sids[0], "/", "consult:7")
+    await both("enter_room", sids[1], "/", "consult:7")
+    await both("leave_room", sids[1], "/", "user:1")
+    await both("disconnect", sids[2], "/")
+    await both("close_room", "consult:7", "/")
+    for sid in sids:
+        assert sorted(ours.get_rooms(sid, "/")) == sorted(theirs.get_rooms(sid, "/"))
+    assert {r: dict(m) for r, m in ours.rooms["/"].items()} == {
+        r: dict(m) for r, m in theirs.rooms["/"].items()
+    }
+    assert ours.get_rooms(sids[2], "/") == []
+    assert sorted(ours.get_rooms(sids[0], "/")) == sorted([sids[0], "user:1"])
