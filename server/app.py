@@ -72,6 +72,7 @@ from server.prescriptions.catalogue import Catalogue
 from server.prescriptions.record import PatientRecord
 from server.prescriptions.service import PrescriptionService
 from server.realtime.gateway import EVENT, Gateway
+from server.realtime.transport import Manager, RedisManager, close_all, use_compression
 from server.records.merges import RecordMerges
 from server.records.service import RecordsService
 from server.referrals.service import ReferralService
@@ -107,6 +108,8 @@ def create_app(
     app[MAX_DEPTH] = settings.json_max_depth
     sio = _socketio_server(settings)
     sio.attach(app, socketio_path="socket.io")
+    # Every socket closed at once when shutdown starts, not waited on until the timeout.
+    app.on_shutdown.append(_close_sockets(sio))
 
     def resolvers(db: Database) -> dict[str, PatientOf]:
         # A refusal on a consult, prescription or referral route or event names its patient.
@@ -153,9 +156,10 @@ def create_app(
 
 
 def _socketio_server(settings: Settings) -> socketio.AsyncServer:
-    manager: socketio.AsyncManager | None = None
+    # Rooms indexed by socket: a disconnect no longer scans every room (transport.RoomIndex).
+    manager: socketio.AsyncManager = Manager()
     if settings.redis_url:
-        manager = socketio.AsyncRedisManager(
+        manager = RedisManager(
             settings.redis_url,
             channel=settings.redis_channel,
             # Pings on the idle pub/sub connection find a dead Redis link instead of
@@ -163,7 +167,7 @@ def _socketio_server(settings: Settings) -> socketio.AsyncServer:
             redis_options={"socket_connect_timeout": 5, "health_check_interval": 15},
         )
     guard_engineio()
-    return socketio.AsyncServer(
+    sio = socketio.AsyncServer(
         async_mode="aiohttp",
         client_manager=manager,
         cors_allowed_origins=list(settings.cors_origins) or None,
@@ -178,6 +182,15 @@ def _socketio_server(settings: Settings) -> socketio.AsyncServer:
         logger=library_logger("socketio"),
         engineio_logger=library_logger("engineio"),
     )
+    use_compression(sio, settings.socket_compression)
+    return sio
+
+
+def _close_sockets(sio: socketio.AsyncServer) -> Callable[[web.Application], Awaitable[None]]:
+    async def close(app: web.Application) -> None:
+        await close_all(sio)
+
+    return close
 
 
 def build_services(

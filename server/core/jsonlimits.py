@@ -26,11 +26,14 @@ from itertools import accumulate
 from typing import Any
 
 import engineio.packet
+import orjson
 import socketio
 from engineio import json as engineio_json
 
 from server.core.errors import MalformedJSON, PayloadTooLarge, ValidationFailed, YihaoError
 
+# A run of 19 digits may be an integer beyond 64 bits, which orjson would read as a float.
+_LONG_NUMBER = re.compile(r"\d{19}")
 _NAME = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 # What the scan keeps of the raw bytes: brackets, and the quotes that say which are in strings.
 _NOT_STRUCTURAL = bytes(b for b in range(256) if b not in b'[]{}"')
@@ -81,7 +84,14 @@ def check(
     ``wrapping``: levels around the client's value that are not its own (the
     ``[name, payload]`` array of a Socket.IO event).
     """
-    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+    if isinstance(raw, str):
+        # A code point is at most 4 bytes of UTF-8 (a lone surrogate 3), and brackets are
+        # ASCII: most text is measured without encoding it.
+        if len(raw) * 4 <= max_bytes and raw.count("[") + raw.count("{") <= max_depth + wrapping:
+            return
+        data = raw.encode("utf-8", "surrogatepass")
+    else:
+        data = raw
     if len(data) > max_bytes:
         raise PayloadTooLarge(f"{field} may be at most {max_bytes} bytes")
     if too_deep(data, max_depth + wrapping):
@@ -98,6 +108,37 @@ def loads(raw: bytes | str, *, max_bytes: int, max_depth: int, field: str = "bod
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedJSON(f"the {field} is not valid JSON: {exc}") from None
+
+
+def dumps_text(obj: Any) -> str:
+    """Compact JSON text, as ``json.dumps(obj, separators=(",", ":"))`` decodes, by orjson.
+
+    orjson refuses what the standard library writes (integers beyond 64 bits, keys that
+    are not strings, lone surrogates): those go through ``json``, so nothing that was sent
+    before fails now. Non-ASCII is written as UTF-8 rather than ``\\u`` escapes (the same
+    text once decoded). NaN and infinities become ``null`` (``json`` wrote ``NaN``, which
+    no JavaScript client parses).
+    """
+    try:
+        return orjson.dumps(obj).decode()
+    except TypeError:
+        return json.dumps(obj, separators=(",", ":"))
+
+
+def loads_text(text: str | bytes) -> Any:
+    """Decode JSON as engine.io's ``json.loads`` does (integers of more than 100 digits are
+    refused: ``int()`` is quadratic), by orjson where the two agree.
+
+    orjson reads an integer beyond 64 bits as a float and refuses ``NaN``, lone surrogates
+    and numbers beyond a double: text that may hold those is decoded by the standard
+    library, exactly as before.
+    """
+    if _LONG_NUMBER.search(text if isinstance(text, str) else text.decode("utf-8", "replace")):
+        return engineio_json.loads(text)
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return engineio_json.loads(text)
 
 
 class RefusedPayload:
@@ -129,7 +170,8 @@ class SocketJson:
         self.max_depth = max_depth
 
     def dumps(self, obj: Any, **kwargs: Any) -> str:
-        return json.dumps(obj, **kwargs)
+        # python-socketio asks for compact separators, which is what orjson writes.
+        return dumps_text(obj)
 
     def loads(self, text: str | bytes, **kwargs: Any) -> Any:
         # An event (or ack) is an array around the payload; a connect packet is the auth itself.
@@ -147,7 +189,7 @@ class SocketJson:
             name = _event_name(text)
             return refused if name is None else [name, refused]
         # engine.io's loads: integers of more than 100 digits are refused (int() is quadratic).
-        return engineio_json.loads(text, **kwargs)
+        return loads_text(text)
 
 
 def _event_name(text: str | bytes) -> str | None:
@@ -224,14 +266,16 @@ class EngineJson:
     packet it does not know, with the connection still up.
     """
 
-    dumps = staticmethod(json.dumps)
+    @staticmethod
+    def dumps(obj: Any, **kwargs: Any) -> str:
+        return dumps_text(obj)
 
     @staticmethod
     def loads(text: str | bytes, **kwargs: Any) -> Any:
         data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
         if too_deep(data, ENGINEIO_MAX_DEPTH):
             raise ValueError(f"JSON nested deeper than {ENGINEIO_MAX_DEPTH} levels")
-        return engineio_json.loads(text, **kwargs)
+        return loads_text(text)
 
 
 def guard_engineio() -> None:

@@ -340,12 +340,12 @@ async def test_signed_opinion_goes_into_the_patients_record_and_closes(
 async def test_a_flood_is_slowed_down_and_the_connection_survives(
     backend: str, api: Api, consult_case: dict[str, Any], services: Any
 ) -> None:
-    from server.core.ratelimit import RateLimiter
+    from server.realtime.gateway import EventBudget
 
     consult = await scheduled_consult(api, consult_case)
     cid = consult["id"]
     _host, gp = await enter(api, consult)
-    services.gateway.limiter = RateLimiter(5, per=60.0)  # a tight budget for this test
+    services.gateway.budget = EventBudget(5, per=60.0)  # a tight budget for this test
     acks = [
         await gp.call(
             "consult.chat", {"consult_id": cid, "client_id": f"flood-{n:04d}", "text": "!"}
@@ -356,7 +356,7 @@ async def test_a_flood_is_slowed_down_and_the_connection_survives(
     assert refused and all(a["problem"]["status"] == 429 for a in refused)
     accepted = [a["data"]["seq"] for a in acks if a["ok"]]
     assert len(accepted) < 12
-    services.gateway.limiter = RateLimiter(300, per=10.0)
+    services.gateway.budget = EventBudget(300, per=10.0)
     await gp.sync()
     chats = [e for e in gp.events if e["type"] == "consult.chat"]
     assert [e["seq"] for e in chats] == accepted  # only what was acked was written
