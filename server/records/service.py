@@ -705,7 +705,7 @@ def _summary_query(excluded: frozenset[str], dialect: str) -> Select[Any]:
             (RecordEntry.resource_type == "MedicationRequest") & (RecordEntry.status == "active"),
             (RecordEntry.resource_type == "AllergyIntolerance")
             & or_(RecordEntry.status.is_(None), RecordEntry.status == "active"),
-        )
+        ),
     )
     newest_first = (RecordEntry.date.desc(), RecordEntry.id.desc())
     # Each test's results ranked newest first, then the tests ranked by their latest result,

@@ -81,7 +81,10 @@ async def test_lab_fields_extracted_in_sql_equal_the_python_path(
     assert labs["1001-1"]["value"] == 7.25 and labs["1001-1"]["interpretation"] == "H"
     assert [p["value"] for p in labs["1001-1"]["trend"]] == [5.5]
     assert labs["1001-1"]["direction"] == "up" and labs["1001-1"]["abnormal"] is True
-    assert (labs["1002-2"]["unit"], labs["1002-2"]["reference_range"]) == ("mL/min", '> 60 "normal"')
+    assert (labs["1002-2"]["unit"], labs["1002-2"]["reference_range"]) == (
+        "mL/min",
+        '> 60 "normal"',
+    )
     assert (labs["1003-3"]["value"], labs["1003-3"]["interpretation"]) == ("阴性 (negative)", "N")
     assert labs["1004-4"]["abnormal"] is True and labs["1005-5"]["value"] == "Negative"
     assert labs["1006-6"]["date"] is None and labs["1006-6"]["interpretation"] == "L"
