@@ -104,6 +104,9 @@ def _run_app(
     loop = loop_factory() if loop_factory is not None else None
     if loop is not None:
         asyncio.set_event_loop(loop)
+    logging.getLogger("server.workers").info(
+        "event loop", extra={"event_loop": type(loop).__module__ if loop else "asyncio"}
+    )
     app = create_app(settings)
     if worker is not None:
         prepare_worker(app, worker[1])

@@ -134,7 +134,7 @@ def resolve_workers(settings: Settings, requested: int | None) -> int:
         raise WorkersError(f"--workers {explicit}: {why}")
     if not settings.is_sqlite:
         # PostgreSQL without Redis is a half-configured distributed mode: say so.
-        logger.warning("serving with one worker process", extra={"reason": why})
+        logger.warning("serving with one worker process: %s", why)
     return 1
 
 

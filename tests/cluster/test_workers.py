@@ -26,6 +26,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from server.cluster import HOST, Process, free_port, node_environ
+from server.config import Settings, load_settings
+from server.workers import WorkersError, available_cores, event_loop_factory, resolve_workers
 from tests.cluster.client import add_department, is_department, login, platform_admin
 from tests.helpers import SocketClient
 
@@ -140,13 +142,13 @@ async def test_two_workers_share_the_port_fan_out_and_stop_together(serve: Serve
         finally:
             await live.close()
 
-    async with aiohttp.ClientSession() as http:
-        # Long-polling cannot follow a session across workers: refused with the rule.
-        async with http.get(f"{serve.url}/socket.io/?EIO=4&transport=polling") as response:
-            assert response.status == 400
-            problem = await response.json()
-            assert problem["code"] == "websocket_required"
-            assert "websocket" in problem["detail"]
+    # Long-polling cannot follow a session across workers: refused with the rule.
+    polling = f"{serve.url}/socket.io/?EIO=4&transport=polling"
+    async with aiohttp.ClientSession() as http, http.get(polling) as response:
+        assert response.status == 400
+        problem = await response.json()
+        assert problem["code"] == "websocket_required"
+        assert "websocket" in problem["detail"]
 
     workers = serve.workers()
     assert sorted(workers) == [0, 1]
@@ -200,3 +202,33 @@ def test_several_workers_on_sqlite_are_refused(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert "--workers 2: the embedded mode (SQLite) runs one process" in result.stderr
+
+
+def _settings(tmp_path: Path, **values: str) -> Settings:
+    return load_settings(environ={"YIHAO_DATA_DIR": str(tmp_path)}).with_overrides(**values)
+
+
+PG = "postgresql+asyncpg://yihao@db/yihao"
+
+
+def test_the_worker_count_follows_the_deployment(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    embedded = _settings(tmp_path)
+    assert resolve_workers(embedded, None) == 1  # the default: quietly one on SQLite
+    assert resolve_workers(embedded, 1) == 1
+    assert resolve_workers(_settings(tmp_path, database_url=PG), None) == 1
+    assert "YIHAO_REDIS_URL" in caplog.text  # said, since PostgreSQL alone is half a cluster
+    with pytest.raises(WorkersError, match="--workers 3: several workers fan events out"):
+        resolve_workers(_settings(tmp_path, database_url=PG, workers=3), None)
+    distributed = _settings(tmp_path, database_url=PG, redis_url="redis://r:6379/0")
+    assert resolve_workers(distributed, None) == available_cores()
+    assert resolve_workers(distributed, 4) == 4
+    assert resolve_workers(distributed.with_overrides(workers=3), None) == 3
+    assert resolve_workers(distributed.with_overrides(workers=3), 2) == 2  # the flag wins
+
+
+def test_the_event_loop_setting() -> None:
+    assert event_loop_factory("asyncio") is None
+    loop = event_loop_factory("uvloop")
+    assert loop is not None and type(loop()).__module__.startswith("uvloop")
