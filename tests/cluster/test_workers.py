@@ -172,6 +172,16 @@ async def test_a_killed_worker_is_restarted_as_the_same_node(
         async with engine.connect() as conn:
             rows = await conn.execute(text("SELECT id FROM cluster_nodes ORDER BY id"))
             assert [row[0] for row in rows] == nodes
+        # The periodic jobs' ticks are claimed on leases by the workers, as by nodes.
+        deadline = time.monotonic() + DEADLINE
+        while True:
+            async with engine.connect() as conn:
+                rows = await conn.execute(text("SELECT holder FROM job_leases WHERE holder <> ''"))
+                holders = {row[0] for row in rows}
+            if holders & set(nodes):  # (`seed-demo` may have claimed some before)
+                break
+            assert time.monotonic() < deadline, f"no worker claimed a job tick: {holders}"
+            await asyncio.sleep(0.5)  # the next tick of some job; nothing notifies us
     finally:
         await engine.dispose()
 
