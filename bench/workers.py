@@ -278,7 +278,8 @@ def report(results: list[dict[str, Any]], smoke: bool) -> Report:
             yihao=figure(many),
             peer=figure(one),
             target=f"scaling ≥ {0.8 * n:.1f}× ({n} cores)",
-            met=None if smoke or n == 1 else scaling >= 0.8 * n,
+            # Unmeasured (a smoke run, one core, or a side that held no step): no verdict.
+            met=None if smoke or n == 1 or not (cap1.rate and capn.rate) else scaling >= 0.8 * n,
             detail=f"scaling {scaling:.2f}×",
         )
     )
