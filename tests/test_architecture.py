@@ -76,10 +76,8 @@ ALLOWED: dict[str, set[str]] = {
     "media": {"core", "config", "container", "identity", "consults", "realtime"},
     "capabilities": {"core"} | CAPABILITIES_ALL,
     "app": {"core", "config", "container", "capabilities", "realtime"} | CAPABILITIES_ALL,
-    "cli": {
-        "core", "config", "app", "cluster", "seed", "identity", "prescriptions", "records",
-        "workers",
-    },  # fmt: skip
+    "cli": {"core", "config", "app", "cluster", "seed", "identity", "prescriptions", "records"}
+    | {"workers"},
     "seed": {"core", "container", "identity", "prescriptions", "records", "scheduling"},
     "cluster": set(),
     "workers": {"core", "config"},
