@@ -254,10 +254,10 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 class YihaoServer:
     """``yihao serve`` in a subprocess on a fresh data folder, migrated and seeded.
 
-    SQLite by default; ``database_url`` / ``redis_url`` for PostgreSQL and Redis. A
-    PostgreSQL URL is an administrator's: the server gets a scratch database of its own
+    SQLite by default; ``database_url`` / ``redis_url`` for PostgreSQL and Redis; one
+    process unless ``workers`` is given. A PostgreSQL URL is an administrator's: the server gets a scratch database of its own
     created next to the one named, dropped when it stops (nothing in the named one is
-    touched). ``workers`` passes ``--workers`` when given.
+    touched). ``workers`` is passed as ``--workers``.
     The bench settings: cheap argon2 (logins are not what is measured), no idle logoff,
     generous socket and request budgets, warnings only in the log."""
 
@@ -332,9 +332,10 @@ class YihaoServer:
         for step in ("migrate", "seed-demo") if self.seed else ("migrate",):
             if await self.cli(step) != 0:
                 raise RuntimeError(f"yihao {step} failed")
+        # One process unless asked: the per-process figures (PostgreSQL + Redis would
+        # otherwise start a worker per core).
         argv = ["serve", "--host", "127.0.0.1", "--port", str(self.port)]
-        if self.workers is not None:
-            argv += ["--workers", str(self.workers)]
+        argv += ["--workers", str(self.workers or 1)]
         self.process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "server.cli", *argv, env=self.env, cwd=ROOT
         )

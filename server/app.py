@@ -439,7 +439,8 @@ def add_operations_routes(app: web.Application) -> None:
         if any(value != "ok" for value in checks.values()):
             problem = ServiceUnavailable("not ready", code="not_ready", extra={"checks": checks})
             return json_response(problem.to_problem(request.path), 503, "application/problem+json")
-        return json_response({"status": "ready", "checks": checks})
+        # The node that answered: with `yihao serve --workers N` each worker is one.
+        return json_response({"status": "ready", "node": services.nodes.id, "checks": checks})
 
     async def metrics(request: web.Request) -> web.Response:
         body = generate_latest(request.app[METRICS].registry)

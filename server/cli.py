@@ -1,6 +1,6 @@
 """The ``yihao`` command: run the server and administer it without the web client.
 
-    yihao serve [--host H] [--port P] [--config FILE]
+    yihao serve [--host H] [--port P] [--workers N] [--config FILE]
     yihao migrate
     yihao seed-demo
     yihao import-fhir PATH… --institution CODE
@@ -65,7 +65,7 @@ def _with_services(settings: Settings, work: Callable[[Any], Awaitable[int]]) ->
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from server.app import create_app
+    from server import workers
 
     if settings.checkpoint_key_file is None:
         # A public key alone verifies; a server must sign (a practitioner's first key).
@@ -78,19 +78,97 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     if overrides:
         settings = settings.with_overrides(**overrides)
-    print(f"Yihao serving on {settings.effective_public_url}", file=sys.stderr)
+    try:
+        loop_factory = workers.event_loop_factory(settings.event_loop)
+        count = 1 if args.worker else workers.resolve_workers(settings, args.workers)
+    except workers.WorkersError as exc:
+        print(f"yihao: serve: {exc}", file=sys.stderr)
+        return 2
+    if count > 1:
+        return _serve_workers(args, settings, count)
+    if not args.worker:
+        print(f"Yihao serving on {settings.effective_public_url}", file=sys.stderr)
+    _run_app(settings, loop_factory, args.worker)
+    return 0
+
+
+def _run_app(
+    settings: Settings,
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None,
+    worker: tuple[int, int] | None,
+) -> None:
+    """One server process: the whole server, or one worker of ``yihao serve --workers N``."""
+    from server.app import create_app
+    from server.workers import prepare_worker
+
+    loop = loop_factory() if loop_factory is not None else None
+    if loop is not None:
+        asyncio.set_event_loop(loop)
+    logging.getLogger("server.workers").info(
+        "event loop", extra={"event_loop": type(loop).__module__ if loop else "asyncio"}
+    )
+    app = create_app(settings)
+    if worker is not None:
+        prepare_worker(app, worker[1])
     web.run_app(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
+        # Workers share the port; the kernel balances new connections between them.
+        reuse_port=worker is not None or None,
         # Off by default (setup_logging quiets aiohttp.access); when switched on, the lines
         # leave out query strings, which can carry patient names and resident IDs.
         access_log=logging.getLogger("aiohttp.access"),
         access_log_class=QuerylessAccessLogger,
         print=None,
         shutdown_timeout=10,
+        loop=loop,
     )
-    return 0
+
+
+def _serve_workers(args: argparse.Namespace, settings: Settings, count: int) -> int:
+    """The supervisor of ``count`` workers (server/workers.py)."""
+    import os
+
+    from server import workers
+
+    try:
+        workers.check_port_free(settings.host, settings.port)
+        base = workers.node_base(settings)
+        if len(workers.worker_node_id(base, count - 1)) > workers.NODE_ID_MAX:
+            raise workers.WorkersError(
+                f"YIHAO_NODE_ID: each worker's id is <id>/w<index>, at most "
+                f"{workers.NODE_ID_MAX} characters; shorten it"
+            )
+    except workers.WorkersError as exc:
+        print(f"yihao: serve: {exc}", file=sys.stderr)
+        return 2
+    environ = dict(os.environ)
+    if settings.effective_auto_migrate:
+        # Once, here, not N times at once in the workers.
+        from server.core.db import migrate_sync
+
+        migrate_sync(settings)
+        environ["YIHAO_AUTO_MIGRATE"] = "false"
+
+    def argv(index: int, fd: int) -> list[str]:
+        config = ["--config", str(args.config)] if args.config else []
+        return [
+            sys.executable, "-m", "server.cli", *config, "serve",
+            "--host", settings.host, "--port", str(settings.port), "--worker", f"{index}:{fd}",
+        ]  # fmt: skip
+
+    print(
+        f"Yihao serving on {settings.effective_public_url} with {count} worker processes",
+        file=sys.stderr,
+    )
+    supervisor = workers.Supervisor(argv, environ, count, base)
+    return asyncio.run(supervisor.run())
+
+
+def _worker_arg(value: str) -> tuple[int, int]:
+    index, _, fd = value.partition(":")
+    return int(index), int(fd)
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
@@ -367,6 +445,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the server")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="processes sharing the port (default: YIHAO_WORKERS, else one per core with "
+        "PostgreSQL and Redis; one in the embedded mode)",
+    )
+    # Set by the supervisor of `--workers N` for each worker it starts: INDEX:PIPE_FD.
+    serve.add_argument("--worker", type=_worker_arg, help=argparse.SUPPRESS)
     serve.set_defaults(func=cmd_serve)
 
     commands.add_parser("migrate", help="bring the database to the latest schema").set_defaults(

@@ -237,7 +237,11 @@ class LocalCluster:
         environ = node_environ(self.env)
         for index in range(self.nodes):
             port = free_port()
-            argv = [self.python, "-m", "server.cli", "serve", "--host", HOST, "--port", str(port)]
+            # One process per node: nginx's sticky routing is per node (long-polling works).
+            argv = [
+                self.python, "-m", "server.cli", "serve",
+                "--host", HOST, "--port", str(port), "--workers", "1",
+            ]  # fmt: skip
             log = self.workdir / f"node{index}.log"
             self.members.append(Process(f"node{index}", port, log, argv, environ))
         if self.nginx:

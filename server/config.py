@@ -57,6 +57,12 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
+    # `yihao serve` processes sharing the port (SO_REUSEPORT, Linux), each a node of its own
+    # fanning out through Redis (server/workers.py). 0: one per available core with
+    # PostgreSQL and Redis, one in the embedded mode. More than one needs both.
+    workers: int = Field(default=0, ge=0, le=256)
+    # The event loop of `yihao serve`: uvloop where it is installed (auto), or asyncio's own.
+    event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
     # Public base URL, used in FHIR links; derived from host/port when empty.
     public_url: str = ""
     web_dir: Path | None = None

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SERVER = ROOT / "server"
 
 # Top-level part of server/ → the parts it may import (besides itself). Wiring modules
-# (app, capabilities, cli, seed, models, migrations, cluster) build or aggregate the rest.
+# (app, capabilities, cli, seed, models, migrations, cluster, workers) build or aggregate the rest.
 CAPABILITIES_ALL = {
     "access",
     "consults",
@@ -76,9 +76,11 @@ ALLOWED: dict[str, set[str]] = {
     "media": {"core", "config", "container", "identity", "consults", "realtime"},
     "capabilities": {"core"} | CAPABILITIES_ALL,
     "app": {"core", "config", "container", "capabilities", "realtime"} | CAPABILITIES_ALL,
-    "cli": {"core", "config", "app", "cluster", "seed", "identity", "prescriptions", "records"},
+    "cli": {"core", "config", "app", "cluster", "seed", "identity", "prescriptions", "records"}
+    | {"workers"},
     "seed": {"core", "container", "identity", "prescriptions", "records", "scheduling"},
     "cluster": set(),
+    "workers": {"core", "config"},
     "models": {"core"} | CAPABILITIES_ALL,
     "migrations": {"core", "models"},
 }

@@ -52,7 +52,7 @@ def test_fanout_benchmarks_run_beside_their_peers() -> None:
             subprocess.run(
                 [npm, "ci", "--no-audit", "--no-fund"], cwd=peer, check=True, timeout=300
             )
-    for script in ("consult_fanout.py", "cluster_fanout.py", "connections.py"):
+    for script in ("consult_fanout.py", "cluster_fanout.py", "connections.py", "workers.py"):
         result = _run(script)
         assert result.returncode == 0, f"{script}: {result.stderr[-3000:]}"
         assert "p50" in result.stdout + result.stderr, script
