@@ -135,7 +135,9 @@ class Step:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def holds(self, bound_ms: float, keep_up: float = 0.95) -> bool:
-        return self.lost == 0 and self.p99_ms <= bound_ms and self.achieved >= keep_up * self.offered
+        return (
+            self.lost == 0 and self.p99_ms <= bound_ms and self.achieved >= keep_up * self.offered
+        )
 
 
 @dataclass
@@ -320,7 +322,9 @@ class YihaoServer:
         engine = create_async_engine(self.database_url, isolation_level="AUTOCOMMIT")
         try:
             async with engine.connect() as conn:
-                await conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{self.scratch}" WITH (FORCE)'))
+                await conn.execute(
+                    sa.text(f'DROP DATABASE IF EXISTS "{self.scratch}" WITH (FORCE)')
+                )
                 if create:
                     await conn.execute(sa.text(f'CREATE DATABASE "{self.scratch}"'))
         finally:

@@ -100,6 +100,7 @@ def main() -> int:
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--only", help="comma-separated script names (without .py)")
     parser.add_argument("--out", default=str(ROOT / "docs" / "performance.md"))
+    parser.add_argument("--timeout", type=float, default=1200, help="seconds per benchmark")
     args = parser.parse_args()
     only = {s.strip().removesuffix(".py") for s in args.only.split(",")} if args.only else None
 
@@ -127,11 +128,18 @@ def main() -> int:
                 command.append("--smoke")
             print(f"# {label}: load {load:.2f}", file=sys.stderr, flush=True)
             began = time.monotonic()
-            result = subprocess.run(command, cwd=ROOT, check=False)
-            took = time.monotonic() - began
-            if result.returncode != 0 or not out.exists():
+            try:
+                returncode = subprocess.run(
+                    command, cwd=ROOT, check=False, timeout=args.timeout
+                ).returncode
+            except subprocess.TimeoutExpired:
                 failed += 1
-                sections.append(f"## {label}\n\nFailed (exit {result.returncode}).\n")
+                sections.append(f"## {label}\n\nStopped after {args.timeout:.0f} s.\n")
+                continue
+            took = time.monotonic() - began
+            if returncode != 0 or not out.exists():
+                failed += 1
+                sections.append(f"## {label}\n\nFailed (exit {returncode}).\n")
                 continue
             report = json.loads(out.read_text())
             sections.append(_section(label, report, load, took))
@@ -166,7 +174,9 @@ def _section(label: str, report: dict, load: float, took: float) -> str:
             f"| {row['workload']} | {row['yihao']} | {row.get('peer', '—')} | "
             f"{row.get('target', '—')} | {mark} |"
         )
-    details = [f"- {row['workload']}: {row['detail']}" for row in report["rows"] if row.get("detail")]
+    details = [
+        f"- {row['workload']}: {row['detail']}" for row in report["rows"] if row.get("detail")
+    ]
     if details:
         lines += ["", *details]
     for note in report.get("notes", []):
