@@ -108,6 +108,24 @@ def main() -> int:
     info = machine()
     sections: list[str] = []
     failed = 0
+    header = [
+        "# Performance",
+        "",
+        "Written by `make bench` (`bench/run_all.py`); every figure below comes from one run,",
+        "each benchmark beside its peer. Capacity is the highest offered rate a server",
+        "sustained within the latency bound, found by stepping the rate up; CPU is the",
+        "server process's user + system time per operation.",
+        "",
+        f"- date: {started:%Y-%m-%d %H:%M} UTC" + (" (smoke run: figures meaningless)" if args.smoke else ""),
+        f"- machine: {info['cores']} cores, {info['memory_gib']} GiB, {info['system']}, "
+        f"Python {info['python']}",
+        f"- versions: {_versions()}",
+        "",
+    ]  # fmt: skip
+
+    def write() -> None:  # after each benchmark: a run stopped half-way keeps what it measured
+        Path(args.out).write_text("\n".join(header) + "\n" + "\n".join(sections))
+
     with tempfile.TemporaryDirectory() as tmp:
         for index, (script, extra) in enumerate(BENCHMARKS):
             name = script.removesuffix(".py")
@@ -143,22 +161,9 @@ def main() -> int:
                 continue
             report = json.loads(out.read_text())
             sections.append(_section(label, report, load, took))
+            write()
 
-    header = [
-        "# Performance",
-        "",
-        "Written by `make bench` (`bench/run_all.py`); every figure below comes from one run,",
-        "each benchmark beside its peer. Capacity is the highest offered rate a server",
-        "sustained within the latency bound, found by stepping the rate up; CPU is the",
-        "server process's user + system time per operation.",
-        "",
-        f"- date: {started:%Y-%m-%d %H:%M} UTC" + (" (smoke run: figures meaningless)" if args.smoke else ""),
-        f"- machine: {info['cores']} cores, {info['memory_gib']} GiB, {info['system']}, "
-        f"Python {info['python']}",
-        f"- versions: {_versions()}",
-        "",
-    ]  # fmt: skip
-    Path(args.out).write_text("\n".join(header) + "\n" + "\n".join(sections))
+    write()
     print(f"wrote {args.out}", file=sys.stderr)
     return 1 if failed else 0
 
