@@ -9,13 +9,11 @@ validate the request at run time and build the OpenAPI document
 from __future__ import annotations
 
 import inspect
-import json
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic
 
-import orjson
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 from typing_extensions import TypeVar
@@ -259,11 +257,6 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-# A run of 19 digits may be an integer beyond 64 bits, which orjson would read as a float
-# (a different number): such a body is decoded by ``json``, which keeps it exact.
-_LONG_NUMBER = re.compile(rb"\d{19}")
-
-
 def decode_json(raw: bytes, *, max_bytes: int, max_depth: int) -> Any:
     """Client JSON within the size and depth limits (413 / 422 ``json_too_deep``), decoded.
 
@@ -274,12 +267,9 @@ def decode_json(raw: bytes, *, max_bytes: int, max_depth: int) -> Any:
     checked first, so ``RecursionError`` cannot happen.
     """
     jsonlimits.check(raw, max_bytes=max_bytes, max_depth=max_depth)
-    if not _LONG_NUMBER.search(raw):
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            pass
-    return jsonlimits.loads(raw, max_bytes=max_bytes, max_depth=max_depth)
+    return jsonlimits.orjson_or(
+        raw, lambda body: jsonlimits.loads(body, max_bytes=max_bytes, max_depth=max_depth)
+    )
 
 
 async def read_json(request: web.Request, limit: int) -> Any:
@@ -301,12 +291,8 @@ def bearer_token(request: web.Request) -> str:
 
 
 def dump_json(data: Any) -> bytes:
-    """Compact UTF-8 JSON, keys in their order: orjson, or ``json`` for what orjson refuses
-    (an integer past 64 bits, a key that is not a string)."""
-    try:
-        return orjson.dumps(data)
-    except TypeError:
-        return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+    """Compact UTF-8 JSON, keys in their order (:func:`jsonlimits.dumps_bytes`)."""
+    return jsonlimits.dumps_bytes(data)
 
 
 def json_response(

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from itertools import accumulate
 from typing import Any
 
@@ -34,6 +35,7 @@ from server.core.errors import MalformedJSON, PayloadTooLarge, ValidationFailed,
 
 # A run of 19 digits may be an integer beyond 64 bits, which orjson would read as a float.
 _LONG_NUMBER = re.compile(r"\d{19}")
+_LONG_NUMBER_BYTES = re.compile(rb"\d{19}")
 _NAME = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 # What the scan keeps of the raw bytes: brackets, and the quotes that say which are in strings.
 _NOT_STRUCTURAL = bytes(b for b in range(256) if b not in b'[]{}"')
@@ -110,35 +112,46 @@ def loads(raw: bytes | str, *, max_bytes: int, max_depth: int, field: str = "bod
         raise MalformedJSON(f"the {field} is not valid JSON: {exc}") from None
 
 
-def dumps_text(obj: Any) -> str:
-    """Compact JSON text, as ``json.dumps(obj, separators=(",", ":"))`` decodes, by orjson.
+def dumps_bytes(obj: Any) -> bytes:
+    """Compact UTF-8 JSON, keys in their order, by orjson; what orjson refuses goes to ``json``.
 
     orjson refuses what the standard library writes (integers beyond 64 bits, keys that
-    are not strings, lone surrogates): those go through ``json``, so nothing that was sent
-    before fails now. Non-ASCII is written as UTF-8 rather than ``\\u`` escapes (the same
-    text once decoded). NaN and infinities become ``null`` (``json`` wrote ``NaN``, which
-    no JavaScript client parses).
+    are not strings, lone surrogates): those go through ``json`` (ASCII escapes, so a lone
+    surrogate is written too), so nothing that was sent before fails now. Non-ASCII is
+    written as UTF-8 rather than ``\\u`` escapes (the same text once decoded). NaN and
+    infinities become ``null`` (``json`` wrote ``NaN``, which no JavaScript client parses).
     """
     try:
-        return orjson.dumps(obj).decode()
+        return orjson.dumps(obj)
     except TypeError:
-        return json.dumps(obj, separators=(",", ":"))
+        return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def dumps_text(obj: Any) -> str:
+    """:func:`dumps_bytes` as text (python-socketio's packets are text)."""
+    return dumps_bytes(obj).decode()
+
+
+def orjson_or(raw: str | bytes, fallback: Callable[[Any], Any]) -> Any:
+    """Decode ``raw`` by orjson where it reads it exactly as the standard library would,
+    else by ``fallback`` (which decodes it as before, or refuses it as before).
+
+    orjson reads an integer beyond 64 bits as a float and refuses ``NaN``, lone surrogates
+    and numbers beyond a double: text that may hold those goes to ``fallback``.
+    """
+    long = _LONG_NUMBER.search(raw) if isinstance(raw, str) else _LONG_NUMBER_BYTES.search(raw)
+    if not long:
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+    return fallback(raw)
 
 
 def loads_text(text: str | bytes) -> Any:
     """Decode JSON as engine.io's ``json.loads`` does (integers of more than 100 digits are
-    refused: ``int()`` is quadratic), by orjson where the two agree.
-
-    orjson reads an integer beyond 64 bits as a float and refuses ``NaN``, lone surrogates
-    and numbers beyond a double: text that may hold those is decoded by the standard
-    library, exactly as before.
-    """
-    if _LONG_NUMBER.search(text if isinstance(text, str) else text.decode("utf-8", "replace")):
-        return engineio_json.loads(text)
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return engineio_json.loads(text)
+    refused: ``int()`` is quadratic), by orjson where the two agree."""
+    return orjson_or(text, engineio_json.loads)
 
 
 class RefusedPayload:
