@@ -264,7 +264,9 @@ class Database:
             yield session
 
     async def ping(self) -> None:
-        async with self.engine.connect() as conn:
+        # The read engine: on SQLite a write connection begins IMMEDIATE and would wait
+        # behind the writers for the lock (a busy server reported as a missing database).
+        async with self.read_engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
 
     async def migrate(self) -> None:
