@@ -28,7 +28,7 @@ async def node(aiohttp_client: Any, settings: Settings) -> TestClient[Any, Any]:
     changes: dict[str, Any] = {"socket_heads_seconds": FAST}
     if settings.redis_url:
         changes["redis_channel"] = f"yihao-test-alone-{uuid.uuid4().hex[:8]}"
-    return await aiohttp_client(create_app(settings.model_copy(update=changes)))  # type: ignore[no-any-return]
+    return await aiohttp_client(create_app(settings.with_overrides(**changes)))  # type: ignore[no-any-return]
 
 
 def department_named(name: str) -> Any:
