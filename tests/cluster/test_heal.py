@@ -91,6 +91,14 @@ async def test_a_killed_node_comes_back_under_its_id_and_leaves_no_ghost(
                 await asyncio.sleep(0.1)  # the room's presence, asked as a client would
             members = await presence(watcher)
             assert [m["user_id"] for m in members] == [clinic.host_id] * len(tabs)
+
+            # A restart by hand (a deploy) is not taken for a death: the healer, woken by the
+            # old process's exit while the new one boots, leaves the new one alone.
+            pid = cluster.members[victim].pid
+            await cluster.restart_node(victim)
+            assert cluster.members[victim].pid != pid and cluster.members[victim].running
+            assert cluster.members[victim].restarts == 1
+            assert await readyz_node(http, cluster.node_url(victim)) == ids[victim]
         finally:
             for tab in tabs:
                 await tab.close()
