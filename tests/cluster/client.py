@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 import socketio
 
+from server.cluster import LocalCluster
 from server.seed import DEMO_PASSWORD
 from tests.helpers import SocketClient
 
@@ -223,3 +224,15 @@ async def socket_counts(http: aiohttp.ClientSession, urls: list[str]) -> list[in
         line = next(x for x in text.splitlines() if x.startswith("yihao_socketio_connections "))
         counts.append(int(float(line.split()[1])))
     return counts
+
+
+async def place(
+    http: aiohttp.ClientSession, cluster: LocalCluster, client: ReconnectingClient, token: str
+) -> int:
+    """Connect through nginx; which node took the socket (from the nodes' /metrics)."""
+    urls = [m.url for m in cluster.members]
+    before = await socket_counts(http, urls)
+    await client.connect(cluster.url, token)
+    await client.start_from_heads()
+    after = await socket_counts(http, urls)
+    return next(i for i, (b, a) in enumerate(zip(before, after, strict=True)) if a > b)

@@ -17,12 +17,12 @@ import aiohttp
 import pytest
 import socketio
 
-from server.cluster import LocalCluster
 from tests.cluster.client import (
     PollingClient,
     ReconnectingClient,
     add_departments,
     login,
+    place,
     platform_admin,
     socket_counts,
 )
@@ -62,18 +62,6 @@ def assert_in_order(clients: list[ReconnectingClient]) -> None:
         for stream in {e["stream"] for e in client.events}:
             seqs = [e["seq"] for e in client.events if e["stream"] == stream]
             assert seqs == sorted(set(seqs)), f"{stream} out of order or repeated"
-
-
-async def place(
-    http: aiohttp.ClientSession, cluster: LocalCluster, client: ReconnectingClient, token: str
-) -> int:
-    """Connect through nginx; which node took the socket (from the nodes' /metrics)."""
-    urls = [m.url for m in cluster.members]
-    before = await socket_counts(http, urls)
-    await client.connect(cluster.url, token)
-    await client.start_from_heads()
-    after = await socket_counts(http, urls)
-    return next(i for i, (b, a) in enumerate(zip(before, after, strict=True)) if a > b)
 
 
 async def test_kill_9_during_consult_chat_and_prescription_delivery(
@@ -230,8 +218,9 @@ async def test_long_polling_sessions_stick_to_one_node_through_nginx(
 async def test_a_node_restarted_under_its_id_clears_the_presence_its_killed_self_left(
     node_env: dict[str, str], make_cluster: MakeCluster
 ) -> None:
-    """With YIHAO_NODE_ID set, the node is alive again at once: only it can clear its ghosts."""
-    cluster = await make_cluster(dict(node_env, YIHAO_NODE_ID="node-a"), nodes=1)
+    """The node is alive again at once under its stable id: only it can clear its ghosts."""
+    cluster = await make_cluster(dict(node_env, YIHAO_NODE_ID="ward-7"), nodes=1)
+    assert cluster.members[0].node_id == "ward-7/node0"  # YIHAO_NODE_ID: the ids' prefix
     async with aiohttp.ClientSession() as http:
         clinic = await open_clinic(http, cluster.url)
         host = Member(clinic, clinic.host, "dr_li")
@@ -242,6 +231,8 @@ async def test_a_node_restarted_under_its_id_clears_the_presence_its_killed_self
             assert len(await presence(host)) == 1
             cluster.kill_node(0)
             await cluster.restart_node(0)
+            async with http.get(f"{cluster.node_url(0)}/readyz") as response:
+                assert (await response.json())["node"] == "ward-7/node0"
             # The tab reconnects to the restarted node and joins again: one entry, no ghost.
             await asyncio.wait_for(host.joined.wait(), 30)
             assert host.connects == 2
