@@ -72,6 +72,9 @@ def pytest_configure(config: pytest.Config) -> None:
 SERIAL = (
     "tests/media/test_precall.py::test_check_echoes_the_picture_and_reports_the_link",
     "tests/media/test_recording.py::test_shutdown_completes_a_running_recording",
+    # Media durations of a recorder that starts late on a busy machine (seen under load).
+    "tests/media/test_recording.py::test_a_three_party_consult_is_recorded_after_consent",
+    "tests/media/test_recording.py::test_a_killed_worker_is_reported_and_the_consult_goes_on",
     "tests/security/test_flood.py::",
 )
 

@@ -99,6 +99,9 @@ async def free_slots(api: Api, world: World) -> dict[str, list[int]]:
     async with world.services.db.read() as session:
         departments = list(await session.scalars(select(Department)))
     slots: dict[str, list[int]] = {}
+    # Both patients see the same open slots: each side gets its own share, so that two
+    # bookings of one slot (a 409 slot_full, rightly) are not taken for a write-order fault.
+    taken: set[int] = set()
     for side in (world.a, world.b):
         ids: list[int] = []
         for department in departments:
@@ -110,7 +113,9 @@ async def free_slots(api: Api, world: World) -> dict[str, list[int]]:
             )
             assert status == 200, body
             ids += [slot["id"] for slot in body["items"] if slot["id"] != side.slot_id]
-        slots[side.name] = ids
+        mine = [slot_id for slot_id in ids if slot_id not in taken][::2]
+        taken.update(mine)
+        slots[side.name] = mine
     return slots
 
 
