@@ -42,6 +42,7 @@ from server.core.checkpoints import Checkpoints, load_key_files
 from server.core.db import Database, Tx
 from server.core.errors import ServiceUnavailable
 from server.core.events import Events
+from server.core.idempotency import Idempotency
 from server.core.jsonlimits import guard_engineio, socket_packet_class
 from server.core.leases import Jobs, Leases, node_id
 from server.core.middleware import (
@@ -327,6 +328,7 @@ def build_services(
         db=db,
         audit=audit,
         events=events,
+        idempotency=Idempotency(db, settings.secret_key, settings.idempotency_keep_hours),
         auth=auth,
         identity=identity,
         directory=directory,

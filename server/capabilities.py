@@ -30,6 +30,12 @@ if TYPE_CHECKING:
 def _platform_jobs(services: Services) -> Iterable[Periodic]:
     settings = services.settings
     yield Periodic("cluster.reap_nodes", settings.node_heartbeat_seconds, services.nodes.reap)
+    if settings.idempotency_purge_interval_seconds:
+        yield Periodic(
+            "idempotency.purge",
+            settings.idempotency_purge_interval_seconds,
+            services.idempotency.purge,
+        )
     if settings.checkpoint_interval_seconds and services.checkpoints_enabled:
         yield Periodic(
             "audit.checkpoint", settings.checkpoint_interval_seconds, services.checkpoints.run_tick

@@ -131,6 +131,10 @@ class Settings(BaseSettings):
 
     # Scheduling: weekly templates are in this local time zone (slots are stored in UTC).
     schedule_timezone: str = "Asia/Shanghai"
+    # Idempotency keys (a write retried with the same Idempotency-Key is done once) are kept
+    # this long; the purge job looks every interval (0: no job, e.g. a cron runs it).
+    idempotency_keep_hours: float = Field(default=24, gt=0, le=24 * 30)
+    idempotency_purge_interval_seconds: int = Field(default=3600, ge=0)
     # Referrals: an unanswered (requested) referral expires after this many hours.
     referral_expiry_hours: float = Field(default=72, gt=0)
     # How often the background job looks for referrals to expire (0: never, e.g. a cron runs it).

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from server.core.checkpoints import Checkpoints
     from server.core.db import Database
     from server.core.events import Events
+    from server.core.idempotency import Idempotency
     from server.core.leases import Jobs
     from server.core.nodes import Nodes
     from server.core.ratelimit import RateLimits
@@ -49,6 +50,8 @@ class Services:
     db: Database
     audit: AuditLog
     events: Events
+    # Write operations retried with the same Idempotency-Key are done once.
+    idempotency: Idempotency
     auth: AuthService
     identity: IdentityService
     # Identity's public lookups for the other capabilities (they never import its models).

@@ -12,6 +12,7 @@ from server.core.audit import AuditEvent, AuditHead
 from server.core.checkpoints import AuditCheckpoint, CheckpointHead, CheckpointKey
 from server.core.db import Base
 from server.core.events import StreamEvent, StreamHead
+from server.core.idempotency import IdempotencyKey
 from server.core.leases import JobLease
 from server.core.nodes import ClusterNode
 from server.core.signing import PractitionerKey
@@ -67,6 +68,7 @@ __all__ = [
     "DrugInteraction",
     "EmergencyReview",
     "Holiday",
+    "IdempotencyKey",
     "InboxItem",
     "Institution",
     "JobLease",

@@ -18,7 +18,7 @@ import pytest
 from server.config import Settings
 from server.container import Services
 from tests.budget import AUDIT_HEAD, Counts, count_queries
-from tests.consults.conftest import consult_case, scheduled_consult
+from tests.consults.conftest import consult_case, new_consult, scheduled_consult
 from tests.helpers import Api, amlodipine
 
 __all__ = ["consult_case"]  # the fixture, shared with the consult tests
@@ -76,6 +76,12 @@ BUDGETS: dict[str, Budget] = {
     "patient.summary": Budget(7, 2, 1),
     # One read: the decision, the count and the page; the audit entry. Was 10 in 5.
     "fhir.search": Budget(7, 2, 1),
+    # A REST write through the idempotency layer (server/core/idempotency.py), without the
+    # header: the layer costs it nothing.
+    "consult.accept": Budget(12, 1, 1),
+    # The same with an Idempotency-Key: its row inserted in the write's transaction, and the
+    # answer stored after it (one UPDATE, its own short transaction). Nothing else.
+    "consult.accept+key": Budget(14, 2, 2),
 }
 BY_BACKEND: dict[tuple[str, str], Budget] = {}
 
@@ -221,3 +227,38 @@ async def test_fhir_search(
     assert body["total"] >= 1
     check(backend, "fhir.search", counts)
     check_audited_read(counts)
+
+
+async def test_consult_accept_with_and_without_an_idempotency_key(
+    backend: str, api: Api, network: Services, consult_case: dict[str, Any]
+) -> None:
+    """A key costs a write one INSERT (in its transaction) and one UPDATE (the answer)."""
+    await scheduled_consult(api, consult_case)  # warm: the path once through first
+    measured = {}
+    for path, headers in (
+        ("consult.accept", {}),
+        ("consult.accept+key", {"Idempotency-Key": str(uuid.uuid4())}),
+    ):
+        consult = await new_consult(api, consult_case)
+        when = {"scheduled_at": consult["window_start"]}
+        with count_queries(network.db) as counts:
+            status, body = await api.post(
+                f"/api/v1/consults/{consult['id']}/accept",
+                as_="dr_li",
+                json=when,
+                headers=headers,
+            )
+        assert status == 200, body
+        check(backend, path, counts)
+        measured[path] = counts
+    plain, keyed = measured["consult.accept"], measured["consult.accept+key"]
+    added = [s for s in keyed.sql if "idempotency_keys" in s]
+    assert [s.split()[0].upper() for s in added] == ["INSERT", "UPDATE"], keyed.listing()
+    assert keyed.statements - plain.statements == 2
+    # The key's row commits with the accept itself (the first write), not on its own.
+    [with_key] = [
+        t for t in keyed.each if any(s.upper().startswith("INSERT INTO IDEMPOTENCY") for s in t.sql)
+    ]
+    assert any(s.upper().startswith("INSERT INTO CONSULT_TRANSITIONS") for s in with_key.sql), (
+        keyed.listing()
+    )

@@ -12,7 +12,7 @@ import inspect
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic
+from typing import TYPE_CHECKING, Any, Generic, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -30,6 +30,7 @@ from server.core.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
+from server.core.idempotency import key_of
 from server.core.ratelimit import RateLimiter
 
 if TYPE_CHECKING:
@@ -90,6 +91,11 @@ class Call(Generic[BodyT, QueryT]):
 
 
 Handler = Callable[[Call[Any, Any]], Awaitable[Any]]
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# How a write operation takes the Idempotency-Key header (server/core/idempotency.py):
+# "layer" (make_view applies it), "own" (the handler does, e.g. prescribing), "none" (its
+# answer is a secret that must not be kept, e.g. a TOTP secret: a retry makes a new one).
+Idempotent = Literal["layer", "own", "none"]
 
 
 @dataclass
@@ -111,6 +117,17 @@ class Operation:
     operation_id: str = ""
     # A handler that answers with a file (not JSON) names its media type here, for OpenAPI.
     media_type: str | None = None
+    idempotency: Idempotent = "layer"
+
+    @property
+    def takes_idempotency_key(self) -> bool:
+        """An authenticated write under /api/v1 that honours ``Idempotency-Key``."""
+        return (
+            self.auth
+            and self.method in WRITE_METHODS
+            and self.path.startswith("/api/v1/")
+            and self.idempotency != "none"
+        )
 
     @property
     def openapi_path(self) -> str:
@@ -147,6 +164,7 @@ class Routes:
         errors: tuple[int, ...] = (),
         body_limit: int | None = None,
         media_type: str | None = None,
+        idempotency: Idempotent = "layer",
     ) -> Callable[[Handler], Handler]:
         def decorate(handler: Handler) -> Handler:
             check_call_types(handler, body, query)
@@ -167,6 +185,7 @@ class Routes:
                     body_limit=body_limit,
                     operation_id=handler.__name__,
                     media_type=media_type,
+                    idempotency=idempotency,
                 )
             )
             return handler
@@ -321,14 +340,19 @@ async def check_request_rate(request: web.Request, requester: Requester) -> None
 
 
 def make_view(operation: Operation) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    idempotent = operation.takes_idempotency_key and operation.idempotency == "layer"
+
     async def view(request: web.Request) -> web.StreamResponse:
         requester = None
+        key = None
         if operation.auth:
             requester = await request.app[AUTHENTICATE](bearer_token(request))
             request[REQUESTER] = requester
             await check_request_rate(request, requester)
             if operation.roles is not None and requester.role not in operation.roles:
                 raise Forbidden(f"the role '{requester.role}' may not do this")
+            if idempotent:
+                key = key_of(request)
         query = None
         if operation.query is not None:
             params = dict(request.query)
@@ -346,14 +370,23 @@ def make_view(operation: Operation) -> Callable[[web.Request], Awaitable[web.Str
             except ValidationError as exc:
                 raise validation_failed(exc) from None
         call: Call[Any, Any] = Call(request, requester, body, query)
-        result = await operation.handler(call)
-        if isinstance(result, web.StreamResponse):
-            return result
-        if result is None:
-            return web.Response(status=204 if operation.status == 200 else operation.status)
-        # A model is serialised by pydantic-core straight to JSON (the same text as
-        # model_dump(mode="json") then encoding it, without the Python dicts between).
-        return json_response(result, operation.status)
+        if key is None or requester is None:
+            return await answer(operation, call)
+        keys = request.app[SERVICES].idempotency
+        claim = keys.claim(requester.user_id, key, operation.method, request.path, body, query)
+        return await keys.run(claim, request.path, lambda: answer(operation, call))
 
     view.__name__ = operation.operation_id
     return view
+
+
+async def answer(operation: Operation, call: Call[Any, Any]) -> web.StreamResponse:
+    """Run the operation's handler and shape its result as the response."""
+    result = await operation.handler(call)
+    if isinstance(result, web.StreamResponse):
+        return result
+    if result is None:
+        return web.Response(status=204 if operation.status == 200 else operation.status)
+    # A model is serialised by pydantic-core straight to JSON (the same text as
+    # model_dump(mode="json") then encoding it, without the Python dicts between).
+    return json_response(result, operation.status)

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +28,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, ORMExecuteState, Session, UOWTransaction
 from sqlalchemy.types import TypeDecorator
 
 from server.config import Settings
@@ -96,6 +97,15 @@ AUDIT = 1
 
 TX_KEY = "yihao.tx"  # session.info key: the Tx a session belongs to
 
+# Work the request around a unit of work adds to that unit's writes: the idempotency key's
+# row (server/core/idempotency.py) is written in the same transaction as the operation's
+# first write, so the key and the write commit together or not at all. Called just before
+# the staged writes are flushed, in each transaction that wrote something, while it is set.
+WriteHook = Callable[["Tx"], Awaitable[None]]
+before_write_commit: ContextVar[WriteHook | None] = ContextVar(
+    "yihao.before_write_commit", default=None
+)
+
 
 @dataclass
 class Tx:
@@ -109,6 +119,8 @@ class Tx:
 
     session: AsyncSession
     after_commit: list[AfterCommit] = field(default_factory=list)
+    # Set when the session flushed changes or sent a statement other than a SELECT.
+    wrote: bool = False
     _staged: dict[tuple[int, str], list[Any]] = field(default_factory=dict)
     _flushes: dict[tuple[int, str], StagedFlush] = field(default_factory=dict)
 
@@ -120,6 +132,19 @@ class Tx:
         queue (in call order) when the transaction is about to commit."""
         self._staged.setdefault((rank, name), []).append(item)
         self._flushes[(rank, name)] = flush
+
+    @property
+    def writes(self) -> bool:
+        """Whether committing this unit of work would write more than audit entries (a
+        refusal's or a read's entry is on the record, but is not a write of the request)."""
+        session = self.session
+        return bool(
+            self.wrote
+            or session.new
+            or session.dirty
+            or session.deleted
+            or any(rank != AUDIT for rank, _ in self._staged)
+        )
 
     async def flush_staged(self) -> None:
         """Write the staged work in lock order. Called by :meth:`Database.transaction`."""
@@ -136,6 +161,30 @@ class Tx:
         """The unit of work ``session`` belongs to (None for a session made elsewhere)."""
         tx = session.info.get(TX_KEY)
         return tx if isinstance(tx, Tx) else None
+
+
+class WriteSession(Session):
+    """The session of a :meth:`Database.transaction`: it notes on its Tx that it wrote."""
+
+
+def _note_write(session: Session) -> None:
+    tx = session.info.get(TX_KEY)
+    if isinstance(tx, Tx):
+        tx.wrote = True
+
+
+def _on_flush(session: Session, _context: UOWTransaction) -> None:
+    _note_write(session)
+
+
+def _on_execute(state: ORMExecuteState) -> None:
+    # INSERT / UPDATE / DELETE statements, and any text (which might be one).
+    if not state.is_select:
+        _note_write(state.session)
+
+
+event.listen(WriteSession, "after_flush", _on_flush)
+event.listen(WriteSession, "do_orm_execute", _on_execute)
 
 
 def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -227,7 +276,9 @@ class Database:
             ping_when_idle(self.engine)
             self.read_engine = self.engine
         self.closed = False
-        self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.sessionmaker = async_sessionmaker(
+            self.engine, expire_on_commit=False, sync_session_class=WriteSession
+        )
         self.read_sessionmaker = async_sessionmaker(self.read_engine, expire_on_commit=False)
 
     def _check_open(self) -> None:
@@ -241,13 +292,17 @@ class Database:
         """Run a unit of work; after-commit callbacks run only if it committed.
 
         The staged writes (stream appends, audit entries) are flushed after the body and
-        before the commit; a body that raises leaves nothing of them behind.
+        before the commit; a body that raises leaves nothing of them behind. The request's
+        :data:`before_write_commit` hook, if any, runs first when the body wrote.
         """
         self._check_open()
         async with self.sessionmaker() as session, session.begin():
             tx = Tx(session)
             session.info[TX_KEY] = tx
             yield tx
+            hook = before_write_commit.get()
+            if hook is not None and tx.writes:
+                await hook(tx)
             await tx.flush_staged()
         for callback in tx.after_commit:
             try:

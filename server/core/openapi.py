@@ -9,6 +9,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from server import __version__
 from server.core.api import Operation
+from server.core.idempotency import HEADER, MAX_KEY
 
 REF = "#/components/schemas/{model}"
 
@@ -49,6 +50,20 @@ STATUS_TEXT = {
 }
 
 
+# Every authenticated write takes it (server/core/idempotency.py); one declaration here.
+IDEMPOTENCY_PARAMETER: dict[str, Any] = {
+    "name": HEADER,
+    "in": "header",
+    "required": False,
+    "description": "Send a fresh key (e.g. a UUID) with a write you may retry, the same for "
+    "all its retries: a repeat is answered with the first answer (Idempotent-Replayed: true), "
+    "never done twice. 422 idempotency_key_reused: the key was used for a different request; "
+    "409 idempotency_in_progress: the first is not answered yet (retry after Retry-After; if it "
+    "persists, reload the object). Keys are kept 24 hours (IDEMPOTENCY_KEEP_HOURS).",
+    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY, "pattern": "^[ -~]+$"},
+}
+
+
 def build_openapi(operations: list[Operation]) -> dict[str, Any]:
     models: list[tuple[type[BaseModel], JsonSchemaMode]] = []
     for op in operations:
@@ -77,6 +92,11 @@ def build_openapi(operations: list[Operation]) -> dict[str, Any]:
             ],
             "responses": {},
         }
+        if op.takes_idempotency_key:
+            entry["parameters"].append(IDEMPOTENCY_PARAMETER)
+            op_errors = {409, 422}
+        else:
+            op_errors = set()
         if op.query is not None:
             query_schema = op.query.model_json_schema(ref_template=REF)
             required = set(query_schema.get("required", []))
@@ -102,7 +122,7 @@ def build_openapi(operations: list[Operation]) -> dict[str, Any]:
         else:
             code = 204 if op.status == 200 else op.status
             entry["responses"][str(code)] = {"description": op.summary}
-        statuses = set(op.errors)
+        statuses = set(op.errors) | op_errors
         if op.auth:
             statuses |= {401, 403}
             entry["security"] = [{"bearer": []}]

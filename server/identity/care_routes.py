@@ -17,6 +17,8 @@ routes = Routes(tag="care")
     status=201,
     roles={"patient"},
     errors=(403,),
+    # The code is kept only as a hash: its answer is not stored for a retry (a new one is).
+    idempotency="none",
 )
 async def issue_presence_code(call: Call[None, None]) -> schemas.PresenceCodeOut:
     return await services(call).care.issue_presence_code(call.user)

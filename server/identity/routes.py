@@ -58,6 +58,8 @@ async def change_password(call: Call[schemas.PasswordChange, None]) -> None:
     body=schemas.TotpSetupRequest,
     response=schemas.TotpSetup,
     errors=(409,),
+    # The answer is the TOTP secret: not stored for a retry (a retry starts enrolment anew).
+    idempotency="none",
 )
 async def setup_totp(call: Call[schemas.TotpSetupRequest, None]) -> schemas.TotpSetup:
     return await services(call).auth.setup_totp(call.user, call.body.current_password)

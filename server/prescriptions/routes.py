@@ -7,6 +7,7 @@ from typing import Any
 from server.core.api import Call, Routes
 from server.core.errors import ValidationFailed
 from server.core.history import HistoryList
+from server.core.idempotency import key_of
 from server.core.roles import PRESCRIBER_ROLES, Role
 from server.prescriptions import schemas
 from server.prescriptions.service import PrescriptionService
@@ -19,13 +20,6 @@ RULE_ERRORS = (403, 404, 422)
 
 def _rx(call: Call[Any, Any]) -> PrescriptionService:
     return call.services.prescriptions
-
-
-def idempotency_key(call: Call[Any, Any]) -> str | None:
-    key = call.request.headers.get("Idempotency-Key")
-    if key is not None and not (1 <= len(key) <= 100 and key.isprintable()):
-        raise ValidationFailed.field("Idempotency-Key", "1 to 100 printable characters")
-    return key
 
 
 @routes.op(
@@ -50,11 +44,13 @@ async def check_prescription(call: Call[schemas.PrescriptionCreate, None]) -> sc
     status=201,
     roles=PRESCRIBERS,
     errors=RULE_ERRORS,
+    # The key is kept on the prescription row, in the prescribing transaction.
+    idempotency="own",
 )
 async def create_prescription(
     call: Call[schemas.PrescriptionCreate, None],
 ) -> schemas.PrescriptionOut:
-    return await _rx(call).prescribing.create(call.user, call.body, idempotency_key(call))
+    return await _rx(call).prescribing.create(call.user, call.body, key_of(call.request))
 
 
 @routes.op(

@@ -2,9 +2,13 @@
 // (from the feature's api.ts), with a path relative to API_BASE exactly as the OpenAPI
 // document declares it, so the compiler checks the path, its parameters, the body and the
 // answer against schema.d.ts. Bearer token, one refresh-and-retry on an expired token, and
-// every failure turned into an ApiError that carries the server's human message.
+// every failure turned into an ApiError that carries the server's human message. Every
+// write carries an Idempotency-Key, kept for all its tries: one that died with its node
+// (network error, 502/503/504, 409 idempotency_in_progress) is sent again with back-off
+// (./writes.ts), silently; the user hears of it only when the client gives up.
 import type { paths } from "./schema";
 import type { FieldError, Problem } from "./types";
+import { GATEWAY_STATUSES, clientId, retryDelay, type Outcome } from "./writes";
 
 /** Where the REST API lives; the only place the client names it. */
 export const API_BASE = "/api/v1";
@@ -50,12 +54,20 @@ export function useTokenSource(source: TokenSource): void {
   tokens = source;
 }
 
-// Set by the i18n module so network failures read in the user's language.
+// Set by the i18n module so the client's own messages read in the user's language.
 let networkMessage = (): string => "The server cannot be reached; check the connection.";
+// A write given up while the server still had its first try unanswered (409).
+let pendingMessage = (): string =>
+  "The server has not confirmed this submission yet; reload to see whether it went through.";
 
-export function setNetworkMessage(message: () => string): void {
-  networkMessage = message;
+export function setClientMessages(messages: {
+  network: () => string;
+  pending: () => string;
+}): void {
+  networkMessage = messages.network;
+  pendingMessage = messages.pending;
 }
+
 
 async function parseProblem(response: Response): Promise<Problem> {
   const type = response.headers.get("Content-Type") ?? "";
@@ -76,9 +88,17 @@ interface RequestOptions {
   token?: string;
 }
 
-async function send(method: string, path: string, options: RequestOptions): Promise<Response> {
+/** One try: the server's answer, or an ApiError (network, cancelled, signed out). */
+async function send(
+  method: string,
+  path: string,
+  options: RequestOptions,
+  signal: AbortSignal,
+  key: string | null,
+): Promise<Response> {
   const headers: Record<string, string> = { Accept: "application/json" };
   if (options.body !== undefined) headers["Content-Type"] = "application/json";
+  if (key !== null) headers["Idempotency-Key"] = key;
   if (options.auth !== false) {
     const token = options.token ?? tokens?.accessToken();
     // Signed out (a screen still loading as the session ended): nothing to ask the server.
@@ -91,13 +111,71 @@ async function send(method: string, path: string, options: RequestOptions): Prom
       headers,
       body: options.body === undefined ? undefined : JSON.stringify(options.body),
       credentials: "same-origin",
-      signal: inFlight.signal,
+      signal,
     });
   } catch (error) {
-    if (error instanceof DOMException && error.name === "AbortError") {
+    if (signal.aborted || (error instanceof DOMException && error.name === "AbortError")) {
       throw new ApiError(0, { code: "cancelled" }, "");
     }
     throw new ApiError(0, { code: "network" }, networkMessage());
+  }
+}
+
+/** Resolves after `ms`, or rejects as cancelled as soon as the session ends. */
+function pause(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const cancelled = () => {
+      clearTimeout(timer);
+      reject(new ApiError(0, { code: "cancelled" }, ""));
+    };
+    const timer = setTimeout(() => {
+      signal.removeEventListener("abort", cancelled);
+      resolve();
+    }, ms);
+    if (signal.aborted) cancelled();
+    else signal.addEventListener("abort", cancelled, { once: true });
+  });
+}
+
+/** What a try's answer means for retrying (the problem's code is read from a copy). */
+async function outcomeOf(response: Response): Promise<Outcome> {
+  const code = response.status === 409 ? (await parseProblem(response.clone())).code : undefined;
+  return {
+    kind: "answer",
+    status: response.status,
+    code,
+    retryAfter: response.headers.get("Retry-After"),
+  };
+}
+
+/** Send; a write (`key` set) is sent again, same key, while its answer says it may not have
+ * been done, until the policy gives up. Reads are not repeated: their caller shows the error. */
+async function sendRetrying(
+  method: string,
+  path: string,
+  options: RequestOptions,
+  key: string | null,
+): Promise<Response> {
+  // The session's signal when the call began: a session that ends stops its retries too.
+  const signal = inFlight.signal;
+  let waited = 0;
+  for (let attempt = 0; ; attempt++) {
+    let response: Response | null = null;
+    let failure: ApiError | null = null;
+    try {
+      response = await send(method, path, options, signal, key);
+    } catch (error) {
+      if (!(error instanceof ApiError) || error.code !== "network") throw error;
+      failure = error;
+    }
+    const outcome: Outcome = response ? await outcomeOf(response) : { kind: "network" };
+    const delay = key === null ? null : retryDelay(outcome, attempt, waited);
+    if (delay === null) {
+      if (response) return response;
+      throw failure ?? new ApiError(0, { code: "network" }, networkMessage());
+    }
+    await pause(delay, signal);
+    waited += delay;
   }
 }
 
@@ -107,17 +185,23 @@ async function request<T>(
   path: string,
   options: RequestOptions = {},
 ): Promise<T> {
-  let response = await send(method, path, options);
+  // One key for every try of a write, the one after a token refresh included.
+  const key = method === "GET" ? null : clientId();
+  let response = await sendRetrying(method, path, options, key);
   if (response.status === 401 && options.auth !== false && !options.token && tokens) {
     const problem = await parseProblem(response);
     if (problem.code === "token_expired" && (await tokens.refresh())) {
-      response = await send(method, path, options);
+      response = await sendRetrying(method, path, options, key);
     } else {
       throw new ApiError(401, problem, response.statusText);
     }
   }
   if (!response.ok) {
-    throw new ApiError(response.status, await parseProblem(response), response.statusText);
+    const problem = await parseProblem(response);
+    if (problem.code === "idempotency_in_progress") problem.detail = pendingMessage();
+    // nginx's pages for a node that is gone are HTML, not problems: say what it means.
+    const fallback = GATEWAY_STATUSES.has(response.status) ? networkMessage() : response.statusText;
+    throw new ApiError(response.status, problem, fallback);
   }
   if (response.status === 204) return undefined as T;
   const type = response.headers.get("Content-Type") ?? "";

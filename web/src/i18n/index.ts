@@ -3,7 +3,7 @@
 // its CSP-safe setup needs a precompiling build plugin. Two locales of flat, typed keys
 // with `{name}` placeholders need neither.
 import { ref } from "vue";
-import { setNetworkMessage } from "../api/client";
+import { setClientMessages } from "../api/client";
 import { en, zhCN, type MessageKey } from "./messages";
 
 export type Locale = "zh-CN" | "en";
@@ -41,4 +41,4 @@ export function isKey(key: string): key is MessageKey {
   return key in zhCN;
 }
 
-setNetworkMessage(() => t("common.network"));
+setClientMessages({ network: () => t("common.network"), pending: () => t("common.pending") });

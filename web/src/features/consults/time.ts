@@ -10,8 +10,3 @@ export function fromLocalInput(value: string): string | null {
   const date = new Date(value);
   return Number.isNaN(date.getTime()) ? null : date.toISOString();
 }
-
-/** A fresh client id for a chat message or an idempotent request (8–64 of A-Za-z0-9_-). */
-export function clientId(): string {
-  return crypto.randomUUID().replace(/-/g, "");
-}
