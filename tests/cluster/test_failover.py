@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 import socketio
 
-from server.cluster import LocalCluster
+from chaos.clients import place
 from tests.cluster.client import (
     PollingClient,
     ReconnectingClient,
@@ -64,18 +64,6 @@ def assert_in_order(clients: list[ReconnectingClient]) -> None:
             assert seqs == sorted(set(seqs)), f"{stream} out of order or repeated"
 
 
-async def place(
-    http: aiohttp.ClientSession, cluster: LocalCluster, client: ReconnectingClient, token: str
-) -> int:
-    """Connect through nginx; which node took the socket (from the nodes' /metrics)."""
-    urls = [m.url for m in cluster.members]
-    before = await socket_counts(http, urls)
-    await client.connect(cluster.url, token)
-    await client.start_from_heads()
-    after = await socket_counts(http, urls)
-    return next(i for i, (b, a) in enumerate(zip(before, after, strict=True)) if a > b)
-
-
 async def test_kill_9_during_consult_chat_and_prescription_delivery(
     node_env: dict[str, str], make_cluster: MakeCluster
 ) -> None:
@@ -100,7 +88,13 @@ async def test_kill_9_during_consult_chat_and_prescription_delivery(
                     token = clinic.host if len(members) % 2 == 0 else clinic.doctor
                     client = Member(clinic, token, "dr_li" if token == clinic.host else "gp_zhang")
                     members.append(client)
-                where[id(client)] = await place(http, cluster, client, client.token)  # type: ignore[attr-defined]
+                where[id(client)] = await place(
+                    http,
+                    cluster.url,
+                    [m.url for m in cluster.members],
+                    client,
+                    client.token,  # type: ignore[attr-defined]
+                )  # type: ignore[attr-defined]
                 both = {where[id(m)] for m in members} & {where[id(p)] for p in pharmacies}
                 if len(members) >= 4 and len(pharmacies) >= 2 and both:
                     break
