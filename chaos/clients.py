@@ -384,13 +384,40 @@ class Member(ReconnectingClient):
 
 
 class Pharmacy(ReconnectingClient):
-    """A pharmacist's tab on the pharmacy's queue (the institution stream)."""
+    """A pharmacist's tab on the pharmacy's queue: acknowledges every version it receives
+    (delivery is at-least-once; an unacknowledged one is pushed again)."""
 
     def __init__(self, clinic: Clinic) -> None:
         super().__init__()
         self.clinic = clinic
         self.token = clinic.pharmacist
         self.name = "pharmacist_chen"
+        self.acknowledged: set[tuple[int, int]] = set()
+
+    def accept(self, envelope: Envelope) -> None:
+        before = len(self.events)
+        super().accept(envelope)
+        if len(self.events) > before and envelope["op"] == "delivered":
+            sent = envelope["data"]["prescription"]
+            self._spawn(self._acknowledge(int(sent["id"]), int(sent["version"])))
+
+    async def _acknowledge(self, prescription_id: int, version: int, timeout: float = 90) -> None:
+        """``prescription.ack``, retried while the socket reconnects or the database is away."""
+        payload = {"prescription_id": prescription_id, "version": version}
+        deadline = time.monotonic() + timeout
+        attempt = 0
+        while time.monotonic() < deadline:
+            try:
+                ack = await self.call("prescription.ack", payload)
+            except (socketio.exceptions.SocketIOError, TimeoutError):
+                ack = {"ok": False, "problem": {"status": 0}}
+            if ack["ok"]:
+                self.acknowledged.add((prescription_id, version))
+                return
+            if ack["problem"]["status"] not in RETRYABLE:
+                return  # refused for good; the sweep pushes it again
+            await asyncio.sleep(backoff(attempt))
+            attempt += 1
 
     def deliveries(self) -> list[Envelope]:
         """Each delivered version once: a delivery pushed again is a new event (a new seq)
@@ -607,5 +634,12 @@ async def place(
     before = await socket_counts(http, nodes)
     await client.connect(url, token)
     await client.start_from_heads()
-    after = await socket_counts(http, nodes)
-    return next(i for i, (b, a) in enumerate(zip(before, after, strict=True)) if a > b)
+    deadline = time.monotonic() + 5
+    while True:
+        after = await socket_counts(http, nodes)
+        grown = [i for i, (b, a) in enumerate(zip(before, after, strict=True)) if a > b]
+        if len(grown) == 1:
+            return grown[0]
+        # Another socket came or went meanwhile (a tab closed just before): count afresh.
+        assert time.monotonic() < deadline, f"no node took the socket: {before} -> {after}"
+        await asyncio.sleep(0.05)

@@ -58,6 +58,7 @@ from chaos.clients import (
     place,
     prescribe,
     send_chat,
+    socket_counts,
 )
 from chaos.faults import (
     Fault,
@@ -145,6 +146,7 @@ class Ward:
             placed: list[int] = []
             attempts = 0
             while len(placed) < count:
+                await self.settled(http)
                 client = self._tab(kind, len(placed))
                 node = await place(
                     http, self.lab.cluster.url, self.lab.node_urls, client, client.token
@@ -157,6 +159,13 @@ class Ward:
                 self.where[id(client)] = node
                 (self.members if kind is Member else self.pharmacies).append(client)  # type: ignore[arg-type]
         await enter_consult(self.members)
+
+    async def settled(self, http: aiohttp.ClientSession, timeout: float = 10) -> None:
+        """Until the nodes count only this ward's sockets (a tab closed is gone from them)."""
+        deadline = time.monotonic() + timeout
+        while sum(await socket_counts(http, self.lab.node_urls)) != len(self.clients):
+            assert time.monotonic() < deadline, "the nodes still count sockets of closed tabs"
+            await asyncio.sleep(0.05)  # a node counts a socket out once its disconnect ran
 
     def _tab(self, kind: type, index: int) -> Member | Pharmacy:
         if kind is Pharmacy:
