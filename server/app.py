@@ -44,7 +44,6 @@ from server.core.errors import ServiceUnavailable
 from server.core.events import Events
 from server.core.jsonlimits import guard_engineio, socket_packet_class
 from server.core.leases import Jobs, Leases, node_id
-from server.core.listener import redis_listener_status
 from server.core.middleware import (
     ERROR_RENDERERS,
     METRICS,
@@ -146,6 +145,7 @@ def create_app(
     app.cleanup_ctx.append(services.auth.lifespan)
     app.cleanup_ctx.append(services.limits.lifespan)
     app.cleanup_ctx.append(_redis(services, settings, sio))
+    app.cleanup_ctx.append(services.gateway.heads.lifespan)
     app.cleanup_ctx.append(_socketio(sio, services.gateway))
     for capability in capabilities:
         app.cleanup_ctx.extend(capability.lifespan(services))
@@ -435,7 +435,16 @@ def add_operations_routes(app: web.Application) -> None:
                 checks["redis"] = "ok"
             except Exception as exc:
                 checks["redis"] = f"unavailable: {type(exc).__name__}"
-            checks["redis_listener"] = redis_listener_status(services.gateway.sio.manager)
+            manager = services.gateway.sio.manager
+            listener = (
+                manager.listener_status()
+                if isinstance(manager, RedisManager)
+                else "unavailable: no listener"
+            )
+            # A listener cannot be subscribed to a Redis that does not answer.
+            if checks["redis"] != "ok" and listener == "ok":
+                listener = "unavailable: redis unavailable"
+            checks["redis_listener"] = listener
         if any(value != "ok" for value in checks.values()):
             problem = ServiceUnavailable("not ready", code="not_ready", extra={"checks": checks})
             return json_response(problem.to_problem(request.path), 503, "application/problem+json")

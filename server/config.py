@@ -122,6 +122,9 @@ class Settings(BaseSettings):
     # Socket.IO: events a connection may send per 10 s before it is told to slow down.
     socket_events_per_10s: int = Field(default=300, ge=1)
     socket_max_message_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # How often a node compares what it pushed to its sockets with the streams' heads in the
+    # database, and sends `heads` to a room whose push went missing (server/realtime/heads.py).
+    socket_heads_seconds: float = Field(default=1.0, gt=0, le=3600)
     # Accept per-message deflate on Socket.IO websockets (off, as Node's Socket.IO 4: a zlib
     # context per connection is most of its memory; worth it only for large, compressible events).
     socket_compression: bool = False

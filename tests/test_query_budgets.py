@@ -36,6 +36,8 @@ def settings(settings: Settings) -> Settings:
         consult_escalation_interval_seconds=0,
         prescription_sweep_seconds=0,
         session_check_seconds=3600,
+        # Nor a look of the heads beacon (one range read of stream_events a second).
+        socket_heads_seconds=3600,
         # Nor a session cache refresh (one read, in the background, past half the TTL).
         session_cache_seconds=60,
     )

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Index, Integer, String, bindparam, insert, select
+from sqlalchemy import JSON, BigInteger, Index, Integer, String, bindparam, func, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -206,3 +206,24 @@ class Events:
                 rows = list(await own.execute(query))
         found = {stream: int(seq) for stream, seq in rows}
         return {stream: found.get(stream, 0) for stream in streams}
+
+    async def last_event_id(self) -> int:
+        """The id of the newest event row (0 for none): where a look for new events starts."""
+        async with self.db.read() as session:
+            newest = await session.scalar(select(func.max(StreamEvent.id)))
+            return int(newest or 0)
+
+    async def heads_since(self, after_id: int) -> tuple[dict[str, int], int]:
+        """The streams that have events with ids above ``after_id``, each with its highest
+        number, and the highest id read (``after_id`` when nothing is new). One range read
+        on the primary key: the cost follows what was written since, not how many streams
+        exist."""
+        query = (
+            select(StreamEvent.stream, func.max(StreamEvent.seq), func.max(StreamEvent.id))
+            .where(StreamEvent.id > after_id)
+            .group_by(StreamEvent.stream)
+        )
+        async with self.db.read() as session:
+            rows = list(await session.execute(query))
+        newest = max((int(last_id) for _, _, last_id in rows), default=after_id)
+        return {stream: int(seq) for stream, seq, _ in rows}, newest

@@ -59,6 +59,8 @@ from server.core.observability import Metrics
 from server.core.roles import CLINICIAN_ROLES
 from server.core.sessions import SessionEnds
 from server.realtime.acks import Ack, ack_ok, ack_refused
+from server.realtime.heads import HeadsBeacon
+from server.realtime.transport import Manager, RedisManager
 
 logger = logging.getLogger(__name__)
 
@@ -187,6 +189,13 @@ class Gateway:
         # Disconnect handlers still running: shutdown waits for them before closing the database.
         self._inflight: set[asyncio.Task[Any]] = set()
         self.budget = EventBudget(settings.socket_events_per_10s, per=10.0)
+        # No silent lag: what this node delivered, checked against the streams' heads.
+        self.heads = HeadsBeacon(sio, events, settings.socket_heads_seconds)
+        manager = sio.manager
+        if isinstance(manager, Manager | RedisManager):
+            manager.on_delivery = self.heads.note
+        if isinstance(manager, RedisManager):
+            manager.on_resubscribed = self.heads.resubscribed
         self.event_names: list[str] = []
         self.event_models: dict[str, type[BaseModel] | None] = {}
         sio.on("connect", self._on_connect)

@@ -21,7 +21,9 @@ another node, or to this one when it is back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import socketio
@@ -168,9 +170,143 @@ class RoomIndex:
         return [room for room in rooms if room is not None]
 
 
+# Called for every event this node delivers to its own sockets: (event name, argument).
+OnDelivery = Callable[[str, Any], None]
+
+
 class Manager(RoomIndex, socketio.AsyncManager):  # type: ignore[misc]
     """One process's manager (embedded mode), rooms indexed by socket."""
 
+    on_delivery: OnDelivery | None = None
+
+    async def emit(
+        self, event: str, data: Any, namespace: str, room: Any = None, **kwargs: Any
+    ) -> Any:
+        if self.on_delivery is not None:
+            self.on_delivery(event, data)
+        return await super().emit(event, data, namespace, room=room, **kwargs)
+
+
+# The Redis listener: how soon it tries again after losing Redis (doubling up to the cap:
+# python-socketio's own loop waits up to 60 s), how long the subscribed connection may be
+# silent before it is pinged, and how long a ping may go unanswered before the link is
+# taken for dead and opened again.
+LISTEN_RETRY_FIRST = 0.1
+LISTEN_RETRY_MAX = 1.0
+LISTEN_IDLE_PING = 1.0
+LISTEN_PING_TIMEOUT = 2.0
+
 
 class RedisManager(RoomIndex, socketio.AsyncRedisManager):  # type: ignore[misc]
-    """The cluster's manager (fan-out through Redis), rooms indexed by socket."""
+    """The cluster's manager (fan-out through Redis), rooms indexed by socket.
+
+    Its listener is our own loop, not python-socketio's: on a connection of its own
+    (the publisher reconnecting must not swap the listener's connection under it), it
+    subscribes again within a second of Redis coming back, pings a silent link so that
+    a dead one is noticed, says truthfully whether it is subscribed
+    (:meth:`listener_status`, ``/readyz``) and, after subscribing again, runs
+    :attr:`on_resubscribed` (the heads beacon tells this node's clients to catch up).
+    """
+
+    on_delivery: OnDelivery | None = None
+    on_resubscribed: Callable[[], Coroutine[Any, Any, None]] | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.listening = False
+        self.listener_error = "not started"
+        self.listener_pubsub: Any = None
+        self.listener_redis: Any = None
+        self.resubscriptions = 0
+        self._resubscribed_tasks: set[asyncio.Task[None]] = set()
+
+    async def _handle_emit(self, message: dict[str, Any]) -> None:
+        if self.on_delivery is not None:
+            data = message.get("data")
+            if not message.get("binary") and isinstance(data, list) and len(data) == 1:
+                self.on_delivery(message.get("event", ""), data[0])
+        await super()._handle_emit(message)
+
+    def listener_status(self) -> str:
+        """``"ok"`` while subscribed on a live connection, else ``"unavailable: <why>"``."""
+        task = getattr(self, "thread", None)
+        if not isinstance(task, asyncio.Task) or task.done():
+            return "unavailable: listener not running"
+        if not self.listening:
+            return f"unavailable: {self.listener_error}"
+        return "ok"
+
+    async def _close_listener(self) -> None:
+        for resource in (self.listener_pubsub, self.listener_redis):
+            if resource is not None:
+                with contextlib.suppress(Exception):
+                    await resource.aclose()
+        self.listener_pubsub = self.listener_redis = None
+
+    async def _subscribe(self) -> Any:
+        await self._close_listener()
+        module = self._get_redis_module()
+        options = {k: v for k, v in self.redis_options.items() if k != "health_check_interval"}
+        self.listener_redis = module.Redis.from_url(self.redis_url, **options)
+        self.listener_pubsub = self.listener_redis.pubsub(ignore_subscribe_messages=True)
+        await self.listener_pubsub.subscribe(self.channel)
+        return self.listener_pubsub
+
+    async def _redis_listen_with_retries(self) -> AsyncIterator[dict[str, Any]]:
+        retry = LISTEN_RETRY_FIRST
+        subscribed_before = False
+        while True:
+            try:
+                pubsub = await self._subscribe()
+                self.listening, self.listener_error = True, ""
+                retry = LISTEN_RETRY_FIRST
+                if subscribed_before:
+                    self.resubscriptions += 1
+                    logger.warning("redis listener subscribed again")
+                    self._after_resubscribe()
+                subscribed_before = True
+                async for message in self._messages(pubsub):
+                    yield message
+            except asyncio.CancelledError:
+                self.listening, self.listener_error = False, "stopped"
+                await self._close_listener()
+                raise
+            except Exception as exc:
+                if self.listening:
+                    logger.warning(
+                        "redis listener lost its connection; subscribing again",
+                        extra={"redis_exception": f"{type(exc).__name__}: {exc}"},
+                    )
+                self.listening, self.listener_error = (
+                    False,
+                    f"not subscribed ({type(exc).__name__})",
+                )
+                await asyncio.sleep(retry)
+                retry = min(retry * 2, LISTEN_RETRY_MAX)
+
+    async def _messages(self, pubsub: Any) -> AsyncIterator[dict[str, Any]]:
+        """The subscription's messages; a silent link is pinged, an unanswered ping ends it."""
+        loop = asyncio.get_running_loop()
+        heard = loop.time()
+        pinged: float | None = None
+        while True:
+            message = await pubsub.get_message(timeout=LISTEN_IDLE_PING / 2)
+            now = loop.time()
+            if message is not None:
+                heard, pinged = now, None
+                if message.get("type") == "message":
+                    yield message
+                continue
+            if pinged is not None and now - pinged > LISTEN_PING_TIMEOUT:
+                raise ConnectionError(f"no answer from Redis in {LISTEN_PING_TIMEOUT:.0f} s")
+            if pinged is None and now - heard > LISTEN_IDLE_PING:
+                await pubsub.ping()
+                pinged = now
+
+    def _after_resubscribe(self) -> None:
+        hook = self.on_resubscribed
+        if hook is None:
+            return
+        task = asyncio.get_running_loop().create_task(hook())
+        self._resubscribed_tasks.add(task)
+        task.add_done_callback(self._resubscribed_tasks.discard)

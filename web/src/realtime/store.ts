@@ -5,7 +5,9 @@
 // highest seq applied per stream and applies an event only when it is the next one:
 // seq ≤ last is a duplicate (a replay racing a live push) and is dropped; a gap means
 // pushes were missed, so the store asks `sync` for everything after its positions and
-// applies the answer in order. On every (re)connect it syncs the same way.
+// applies the answer in order. On every (re)connect it syncs the same way, and when the
+// server's `heads` names a stream further on than the store holds (a push that never
+// arrived, e.g. while Redis was away: docs/realtime.md, "No silent lag").
 import { io, type Socket } from "socket.io-client";
 import { reactive } from "vue";
 import type { Envelope, Problem } from "../api/types";
@@ -105,6 +107,16 @@ function receive(event: Envelope): void {
   void catchUp(); // a gap, or a stream not synced yet: the replay brings it in order
 }
 
+/** The server's `heads`: catch up when a stream this tab keeps is further on than we are. */
+function receiveHeads(message: { heads?: Record<string, number> }): void {
+  for (const [stream, head] of Object.entries(message.heads ?? {})) {
+    if (head > (seen.get(stream) ?? 0)) {
+      void catchUp();
+      return;
+    }
+  }
+}
+
 async function catchUp(): Promise<void> {
   const current = socket;
   if (!current?.connected) return;
@@ -175,6 +187,7 @@ export function startRealtime(creds: Credentials): void {
     void catchUp();
   });
   created.on("event", (event: Envelope) => receive(event));
+  created.on("heads", receiveHeads);
   created.on("disconnect", (reason) => {
     if (socket !== created) return;
     realtime.status = "reconnecting";
