@@ -1,8 +1,9 @@
 """The chaos suite's cluster and the faults it breaks it with.
 
 :class:`Lab` is a real cluster on this machine: 3 ``yihao serve`` nodes and nginx
-(:class:`server.cluster.LocalCluster`), a PostgreSQL database of its own (created on the
-given server and dropped at the end: nobody else's data is touched), a private
+(:class:`server.cluster.LocalCluster`, healing: a node killed is started again under its
+id), a PostgreSQL database of its own (created on the given server and dropped at the end:
+nobody else's data is touched), a private
 ``redis-server`` (so it can be killed), and a :class:`~chaos.proxy.TcpProxy` between the
 nodes and each of the two, to slow or cut the link.
 
@@ -139,7 +140,7 @@ class lab_running:
             node_dead_after_seconds=DEAD_AFTER,
         )
         self.cluster = LocalCluster(
-            env=env, workdir=self.workdir / "cluster", nodes=self.nodes, nginx=True
+            env=env, workdir=self.workdir / "cluster", nodes=self.nodes, nginx=True, heal=True
         )
         await self.cluster.run_cli("migrate")
         await self.cluster.run_cli("seed-demo")
@@ -181,9 +182,9 @@ class Hooks:
 
 
 async def end_node_kill(cluster: LocalCluster, index: int) -> None:
-    """The node comes back under a supervisor. One call, to swap for the self-healing
-    cluster's ``await cluster.wait_healed(index)`` when that lands."""
-    await cluster.restart_node(index)
+    """The cluster heals: the node is started again under its id; this waits until it is
+    ready (as a supervisor would bring it back: systemd, compose, Kubernetes)."""
+    await cluster.wait_healed(index)
 
 
 def node_kill() -> Fault:

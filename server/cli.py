@@ -14,7 +14,7 @@
                       [--name 李明] [--title 主任医师] [--department 心内科] [--resident-id …]
     yihao user totp --username dr_li
     yihao user disable|enable|unlock --username dr_li   (disable ends every session at once)
-    yihao cluster [--nodes 3] [--port 8080] [--no-nginx] [--web-dir DIR]
+    yihao cluster [--nodes 3] [--port 8080] [--no-nginx] [--web-dir DIR] [--no-heal]
     yihao recordings purge [--dry-run]   (remove consult recordings past their retention)
 
 Exit codes: 0 success, 1 the operation was refused (the message says why),
@@ -416,7 +416,7 @@ def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
     import os
     from pathlib import Path
 
-    from server.cluster import serve_cluster
+    from server.cluster import ClusterError, serve_cluster
 
     if settings.is_sqlite or not settings.redis_url:
         print(
@@ -433,7 +433,15 @@ def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
     if settings.checkpoint_key_file:
         env["YIHAO_CHECKPOINT_KEY_FILE"] = str(settings.checkpoint_key_file.resolve())
     web_dir = Path(args.web_dir) if args.web_dir else settings.web_dir
-    asyncio.run(serve_cluster(env, args.nodes, args.port, not args.no_nginx, web_dir))
+    try:
+        asyncio.run(
+            serve_cluster(
+                env, args.nodes, args.port, not args.no_nginx, web_dir, heal=not args.no_heal
+            )
+        )
+    except ClusterError as exc:
+        print(f"yihao: cluster: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -553,6 +561,11 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_argument("--port", type=int, default=8080, help="nginx's port")
     cluster.add_argument("--no-nginx", action="store_true", help="start the nodes only")
     cluster.add_argument("--web-dir", help="the built web client for nginx to serve")
+    cluster.add_argument(
+        "--no-heal",
+        action="store_true",
+        help="leave a node that dies down (by default it is started again under its id)",
+    )
     cluster.set_defaults(func=cmd_cluster)
 
     recordings = commands.add_parser("recordings", help="consult recordings").add_subparsers(

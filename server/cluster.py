@@ -8,6 +8,21 @@ long-polling, the built web client, passive health checks. Nothing is
 installed or left behind; :meth:`LocalCluster.stop` ends every process it
 started.
 
+Node ids: node ``i`` runs as ``YIHAO_NODE_ID=<prefix>/node<i>``. The prefix is the
+``node_prefix`` given, else the ``YIHAO_NODE_ID`` of ``env``, else ``<host>:<port>`` of
+the cluster's front port (nginx's, or the first node's without it), as the systemd units
+use ``host:port``: unique among the clusters running on one machine, and the same for a
+``yihao cluster --port P`` run again. A node started again under its id clears, at its
+first heartbeat, the presence its killed self left (``server/core/nodes.py``), instead of
+leaving ghosts to the reaper for ``YIHAO_NODE_DEAD_AFTER_SECONDS``.
+
+Healing (``heal=True``, on for ``yihao cluster``): a task per node waits for its process
+to exit (a pidfd on Linux: woken at once, no polling) and, unless the cluster is stopping
+or someone else started the node meanwhile (:meth:`LocalCluster.restart_node`), starts it
+again under the same id after the back-off of ``yihao serve --workers``
+(:class:`server.workers.Backoff`: 0.5 s, doubling while it keeps dying within 10 s of
+its start).
+
 Sticky routing: ``ip_hash`` would send every loopback client to one node, so
 the upstream is hashed on a ``yihao_route`` cookie instead. A request without
 the cookie is hashed on its own ``$request_id`` and the response sets the
@@ -18,6 +33,8 @@ session that follow keep reaching the node that holds the session.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import shutil
 import signal
@@ -25,11 +42,15 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+
+from server.workers import NODE_ID_MAX, Backoff
+
+logger = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
 
@@ -216,6 +237,64 @@ class Process:
 
 
 @dataclass
+class Node(Process):
+    """A ``yihao serve`` process of the cluster, under its stable ``node_id``."""
+
+    node_id: str = ""
+    started: float = 0.0  # monotonic time of the last start
+    restarts: int = 0  # how often the cluster's healing started it again
+
+    def start(self) -> None:
+        super().start()
+        self.started = time.monotonic()
+
+    @property
+    def pid(self) -> int | None:
+        return self.popen.pid if self.popen is not None else None
+
+
+def exit_status(code: int) -> str:
+    """``code 1`` or ``signal SIGKILL``: a Popen return code as an operator reads it."""
+    if code >= 0:
+        return f"code {code}"
+    try:
+        return f"signal {signal.Signals(-code).name}"
+    except ValueError:
+        return f"signal {-code}"
+
+
+async def exited(popen: subprocess.Popen[bytes]) -> int:
+    """Wait for ``popen`` to exit (its return code), holding neither the loop nor a thread.
+
+    A pidfd becomes readable when the process exits (Linux 5.3); elsewhere (or where a
+    seccomp profile refuses pidfds) a thread waits, one of the default executor's few:
+    fine for a handful of nodes."""
+    if popen.poll() is not None:
+        # Reaped: its pid may be another process's by now.
+        return popen.returncode
+    try:
+        fd = os.pidfd_open(popen.pid)
+    except (AttributeError, OSError):
+        return await asyncio.to_thread(popen.wait)
+    loop = asyncio.get_running_loop()
+    gone: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        if not gone.done():
+            gone.set_result(None)
+
+    try:
+        loop.add_reader(fd, readable)
+        try:
+            await gone
+        finally:
+            loop.remove_reader(fd)
+    finally:
+        os.close(fd)
+    return popen.wait()  # a zombie by now: reaped at once
+
+
+@dataclass
 class LocalCluster:
     """N ``yihao serve`` nodes (and nginx) on loopback, sharing ``env``'s database and Redis.
 
@@ -229,33 +308,51 @@ class LocalCluster:
     web_dir: Path | None = None
     nginx_port: int = 0
     python: str = sys.executable
-    members: list[Process] = field(default_factory=list)
+    # Start a node that exited again, under its id (module docstring, "Healing").
+    heal: bool = False
+    # The nodes' ids are <node_prefix>/node<i> (default: module docstring, "Node ids").
+    node_prefix: str = ""
+    members: list[Node] = field(default_factory=list)
     proxy: Process | None = None
+    _stopping: bool = field(default=False, init=False)
+    _healers: list[asyncio.Task[None]] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        environ = node_environ(self.env)
-        for index in range(self.nodes):
-            port = free_port()
+        ports = [free_port() for _ in range(self.nodes)]
+        front = (self.nginx_port or free_port()) if self.nginx else (ports or [0])[0]
+        prefix = (
+            self.node_prefix or self.env.get("YIHAO_NODE_ID") or f"{socket.gethostname()}:{front}"
+        )
+        for index, port in enumerate(ports):
             # One process per node: nginx's sticky routing is per node (long-polling works).
             argv = [
                 self.python, "-m", "server.cli", "serve",
                 "--host", HOST, "--port", str(port), "--workers", "1",
             ]  # fmt: skip
+            node_id = f"{prefix}/node{index}"
+            if len(node_id) > NODE_ID_MAX:
+                raise ClusterError(
+                    f"node id {node_id!r}: at most {NODE_ID_MAX} characters; "
+                    "give a shorter YIHAO_NODE_ID (the nodes' prefix)"
+                )
+            environ = node_environ({**self.env, "YIHAO_NODE_ID": node_id})
             log = self.workdir / f"node{index}.log"
-            self.members.append(Process(f"node{index}", port, log, argv, environ))
+            self.members.append(Node(f"node{index}", port, log, argv, environ, node_id=node_id))
         if self.nginx:
             nginx = nginx_binary()
-            prefix = self.workdir / "nginx"
+            prefix_dir = self.workdir / "nginx"
             for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
-                (prefix / "tmp" / sub).mkdir(parents=True, exist_ok=True)
-            port = self.nginx_port or free_port()
-            conf = prefix / "nginx.conf"
+                (prefix_dir / "tmp" / sub).mkdir(parents=True, exist_ok=True)
+            port = front
+            conf = prefix_dir / "nginx.conf"
             conf.write_text(
-                render_nginx_conf(prefix, port, [m.port for m in self.members], self.web_dir)
+                render_nginx_conf(prefix_dir, port, [m.port for m in self.members], self.web_dir)
             )
-            argv = [nginx, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")]
-            self.proxy = Process("nginx", port, prefix / "nginx.log", argv, dict(os.environ))
+            argv = [
+                nginx, "-p", str(prefix_dir), "-c", str(conf), "-e", str(prefix_dir / "error.log"),
+            ]  # fmt: skip
+            self.proxy = Process("nginx", port, prefix_dir / "nginx.log", argv, dict(os.environ))
 
     @property
     def url(self) -> str:
@@ -292,6 +389,7 @@ class LocalCluster:
         return text
 
     async def start(self, timeout: float = 60) -> None:
+        self._stopping = False
         for member in self.members:
             member.start()
         if self.proxy is not None:
@@ -303,6 +401,8 @@ class LocalCluster:
         except BaseException:
             self.stop()
             raise
+        if self.heal:
+            self._healers = [asyncio.create_task(self._heal(m)) for m in self.members]
 
     async def restart_node(self, index: int, timeout: float = 60) -> None:
         member = self.members[index]
@@ -311,7 +411,7 @@ class LocalCluster:
         await self.wait_ready(member, timeout)
 
     def kill_node(self, index: int) -> None:
-        """``kill -9``: no shutdown, no goodbye to clients."""
+        """``kill -9``: no shutdown, no goodbye to clients (with ``heal``, it comes back)."""
         member = self.members[index]
         member.signal(signal.SIGKILL)
         assert member.popen is not None
@@ -319,23 +419,84 @@ class LocalCluster:
 
     async def wait_ready(self, member: Process, timeout: float = 60) -> None:
         """Poll ``/readyz`` until it answers 200, the process exits, or time is up."""
+        await self._poll_ready(member, timeout, lambda: member.running)
+
+    async def wait_healed(self, index: int, timeout: float = 30) -> float:
+        """Wait until node ``index`` runs and is ready under its id (after a kill, say).
+
+        Returns the seconds waited. Raises :class:`ClusterError` when the cluster does not
+        heal (``heal`` off and the node is down) or the node is not ready in time."""
+        member = self.members[index]
+        began = time.monotonic()
+
+        def may_come_back() -> bool:
+            return member.running or (self.heal and not self._stopping)
+
+        await self._poll_ready(member, timeout, may_come_back, node_id=member.node_id)
+        return time.monotonic() - began
+
+    async def _poll_ready(
+        self,
+        member: Process,
+        timeout: float,
+        alive: Callable[[], bool],
+        node_id: str | None = None,
+    ) -> None:
+        """Poll ``member``'s ``/readyz`` until it answers 200 (naming ``node_id``, if given)."""
         deadline = time.monotonic() + timeout
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
             while True:
-                if not member.running:
+                if not alive():
                     raise ClusterError(f"{member.name} exited:\n{member.tail()}")
-                try:
-                    async with http.get(f"{member.url}/readyz") as response:
-                        if response.status == 200:
-                            return
-                except (aiohttp.ClientError, TimeoutError):
-                    pass
+                if member.running:
+                    with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
+                        async with http.get(f"{member.url}/readyz") as response:
+                            if response.status == 200 and (
+                                node_id is None or (await response.json())["node"] == node_id
+                            ):
+                                return
                 if time.monotonic() > deadline:
                     raise ClusterError(f"{member.name} not ready in {timeout}s:\n{member.tail()}")
                 await asyncio.sleep(0.1)  # polling a process we cannot be notified by
 
+    async def _heal(self, member: Node) -> None:
+        """Start ``member`` again whenever it exits, until the cluster stops."""
+        backoff = Backoff()
+        while not self._stopping:
+            popen = member.popen
+            assert popen is not None
+            code = await exited(popen)
+            if self._stopping:
+                return
+            if member.popen is not popen:  # restarted meanwhile (restart_node)
+                continue
+            delay = backoff.delay(time.monotonic() - member.started)
+            member.restarts += 1
+            logger.warning(
+                "%s (%s, pid %d) exited with %s; restart %d in %.1f s under the same id",
+                member.name, member.node_id, popen.pid, exit_status(code), member.restarts, delay,
+                extra={
+                    "node": member.node_id, "pid": popen.pid, "code": code,
+                    "restarts": member.restarts, "restart_in_seconds": delay,
+                },
+            )  # fmt: skip
+            await asyncio.sleep(delay)
+            if self._stopping or member.popen is not popen:
+                continue
+            member.start()
+            logger.warning(
+                "%s (%s) started again: pid %s, port %d",
+                member.name, member.node_id, member.pid, member.port,
+                extra={"node": member.node_id, "pid": member.pid, "restarts": member.restarts},
+            )  # fmt: skip
+
     def stop(self) -> None:
         """End every process this cluster started (nginx first, then the nodes)."""
+        # Before any signal: a healer that wakes up now sees the cluster stopping.
+        self._stopping = True
+        for healer in self._healers:
+            healer.cancel()
+        self._healers = []
         if self.proxy is not None:
             self.proxy.stop()
         # All at once: each node may wait for its clients' connections to wind down.
@@ -373,9 +534,17 @@ def cluster_env(
 
 
 async def serve_cluster(
-    env: Mapping[str, str], nodes: int, port: int, nginx: bool, web_dir: Path | None
+    env: Mapping[str, str],
+    nodes: int,
+    port: int,
+    nginx: bool,
+    web_dir: Path | None,
+    heal: bool = True,
 ) -> None:
-    """``yihao cluster``: migrate once, start the nodes and nginx, run until interrupted."""
+    """``yihao cluster``: migrate once, start the nodes and nginx, run until interrupted.
+
+    Prints a line per node (``node0: id … port … pid … log …``) on stderr, then where
+    the cluster serves; a node that dies is started again under its id (``heal``)."""
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="yihao-cluster-") as workdir:
@@ -386,6 +555,7 @@ async def serve_cluster(
             nginx=nginx,
             web_dir=web_dir,
             nginx_port=port,
+            heal=heal,
         )
         # Migrations run once, before any node starts (as in a real upgrade).
         await cluster.run_cli("migrate")
@@ -395,7 +565,12 @@ async def serve_cluster(
             loop.add_signal_handler(sig, stop.set)
         async with cluster:
             for member in cluster.members:
-                print(f"{member.name}: {member.url} (log {member.log})", file=sys.stderr)
-            print(f"Yihao cluster of {nodes} serving on {cluster.url}", file=sys.stderr)
+                print(
+                    f"{member.name}: id {member.node_id} port {member.port} pid {member.pid} "
+                    f"log {member.log}",
+                    file=sys.stderr,
+                )
+            healing = "healing" if heal else "not healing"
+            print(f"Yihao cluster of {nodes} serving on {cluster.url} ({healing})", file=sys.stderr)
             await stop.wait()
         print("cluster stopped", file=sys.stderr)

@@ -73,6 +73,23 @@ logger = logging.getLogger(__name__)
 RESTART_RESET_AFTER = 10.0
 RESTART_MIN_DELAY = 0.5
 RESTART_MAX_DELAY = 30.0
+
+
+class Backoff:
+    """How long to wait before restarting a process that died (a worker, a cluster node).
+
+    One that ran ``RESTART_RESET_AFTER`` seconds is restarted after ``RESTART_MIN_DELAY``;
+    one that keeps dying sooner waits twice as long each time, up to ``RESTART_MAX_DELAY``."""
+
+    def __init__(self) -> None:
+        self.failures = 0
+
+    def delay(self, lived: float) -> float:
+        """The wait before the next start, for a process that died after ``lived`` seconds."""
+        self.failures = 0 if lived >= RESTART_RESET_AFTER else self.failures + 1
+        return min(RESTART_MAX_DELAY, RESTART_MIN_DELAY * 2.0 ** max(0, self.failures - 1))
+
+
 # How long the workers get to shut down (aiohttp's own shutdown_timeout is 10 s, then
 # the app's cleanup) before the supervisor kills them.
 STOP_TIMEOUT = 30.0
@@ -313,7 +330,7 @@ class Supervisor:
 
     async def _keep(self, worker: Worker) -> None:
         """Run one worker until the supervisor stops, restarting it when it dies."""
-        failures = 0
+        backoff = Backoff()
         stopping = asyncio.ensure_future(self.stopping.wait())
         try:
             while not self.stopping.is_set():
@@ -334,9 +351,7 @@ class Supervisor:
                     self.exit_code = EXIT_USAGE
                     self.stop()
                     return
-                lived = time.monotonic() - worker.started
-                failures = 0 if lived >= RESTART_RESET_AFTER else failures + 1
-                delay = min(RESTART_MAX_DELAY, RESTART_MIN_DELAY * 2 ** max(0, failures - 1))
+                delay = backoff.delay(time.monotonic() - worker.started)
                 worker.restarts += 1
                 logger.error(
                     "worker exited; restarting it under the same node id",

@@ -79,7 +79,7 @@ ALLOWED: dict[str, set[str]] = {
     "cli": {"core", "config", "app", "cluster", "seed", "identity", "prescriptions", "records"}
     | {"workers"},
     "seed": {"core", "container", "identity", "prescriptions", "records", "scheduling"},
-    "cluster": set(),
+    "cluster": {"workers"},
     "workers": {"core", "config"},
     "models": {"core"} | CAPABILITIES_ALL,
     "migrations": {"core", "models"},

@@ -11,6 +11,7 @@ import aiohttp
 
 import chaos.clients
 from chaos.clients import login, socket_counts
+from server.cluster import LocalCluster
 
 __all__ = [
     "PollingClient",
@@ -20,6 +21,7 @@ __all__ = [
     "institution_id",
     "is_department",
     "login",
+    "place",
     "platform_admin",
     "socket_counts",
 ]
@@ -144,3 +146,11 @@ async def add_departments(
         else:
             raise AssertionError(f"department {name} never committed")
     return retries
+
+
+async def place(
+    http: aiohttp.ClientSession, cluster: LocalCluster, client: ReconnectingClient, token: str
+) -> int:
+    """Connect through the cluster's nginx; which node took the socket (from /metrics)."""
+    urls = [m.url for m in cluster.members]
+    return await chaos.clients.place(http, cluster.url, urls, client, token)

@@ -56,7 +56,7 @@ def test_every_yihao_variable_in_the_artifacts_is_a_setting() -> None:
     assert unknown == []
 
 
-def test_compose_runs_nginx_two_nodes_postgres_redis_coturn_and_migrates_first() -> None:
+def test_compose_runs_nginx_two_restarting_nodes_postgres_redis_coturn_and_migrates_first() -> None:
     (compose,) = yaml_documents(DEPLOY / "docker-compose.yml")
     services = compose["services"]
     assert {"nginx", "node1", "node2", "postgres", "redis", "coturn", "migrate"} <= set(services)
@@ -66,6 +66,12 @@ def test_compose_runs_nginx_two_nodes_postgres_redis_coturn_and_migrates_first()
         )
         assert services[node]["environment"]["YIHAO_AUTO_MIGRATE"] == "false"
     assert services["migrate"]["command"] == ["migrate"]
+    # Healing: every node restarts by itself under a fixed id of its own.
+    ids = [services[node]["environment"]["YIHAO_NODE_ID"] for node in ("node1", "node2")]
+    assert len(set(ids)) == 2 and all(ids)
+    for node in ("node1", "node2"):
+        assert services[node]["restart"] in ("always", "unless-stopped")
+    assert services["migrate"]["restart"] == "no"  # a one-off: done when it succeeded
     assert services["node1"]["build"]["dockerfile"] == "deploy/Dockerfile"
     for mount in services["nginx"]["volumes"]:
         assert (DEPLOY / mount.split(":")[0]).exists() or mount.startswith("./tls")
@@ -78,9 +84,14 @@ def test_kubernetes_manifests_have_probes_affinity_and_a_migration_job() -> None
         "Namespace", "ConfigMap", "Secret", "Deployment", "Service", "Ingress",
         "HorizontalPodAutoscaler", "PodDisruptionBudget", "Job", "Kustomization",
     } <= set(objects)  # fmt: skip
-    (container,) = objects["Deployment"]["spec"]["template"]["spec"]["containers"]
+    pod = objects["Deployment"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    # Healing: a dead container is restarted in its pod, under the pod's name as node id.
+    assert pod["restartPolicy"] == "Always"
+    (node_id,) = [v for v in container["env"] if v["name"] == "YIHAO_NODE_ID"]
+    assert node_id["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert objects["Deployment"]["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"]
     annotations = objects["Ingress"]["metadata"]["annotations"]
@@ -113,11 +124,18 @@ def unit(path: Path) -> configparser.ConfigParser:
     return parser
 
 
-def test_systemd_units_run_as_the_yihao_user_after_migrations() -> None:
+def test_systemd_units_run_as_the_yihao_user_after_migrations_and_restart() -> None:
     node = unit(DEPLOY / "systemd" / "yihao@.service")
     assert node["Service"]["User"] == "yihao"
     assert node["Service"]["ExecStart"].endswith("serve --host 127.0.0.1 --port %i")
     assert "yihao-migrate.service" in node["Unit"]["Requires"]
+    # Healing: restarted after a kill -9 or any exit but bad settings (2), within a second,
+    # under the stable id host:port; `systemctl stop` (SIGTERM) is not undone.
+    assert node["Service"]["Restart"] == "always"
+    assert float(node["Service"]["RestartSec"]) <= 1
+    assert "2" in node["Service"]["RestartPreventExitStatus"].split()
+    assert node["Service"]["KillSignal"] == "SIGTERM"
+    assert "Environment=YIHAO_NODE_ID=%H:%i" in (DEPLOY / "systemd" / "yihao@.service").read_text()
     migrate = unit(DEPLOY / "systemd" / "yihao-migrate.service")
     assert migrate["Service"]["Type"] == "oneshot"
     assert migrate["Service"]["ExecStart"].endswith("yihao migrate")

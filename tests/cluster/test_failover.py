@@ -17,12 +17,12 @@ import aiohttp
 import pytest
 import socketio
 
-from chaos.clients import place
 from tests.cluster.client import (
     PollingClient,
     ReconnectingClient,
     add_departments,
     login,
+    place,
     platform_admin,
     socket_counts,
 )
@@ -88,13 +88,7 @@ async def test_kill_9_during_consult_chat_and_prescription_delivery(
                     token = clinic.host if len(members) % 2 == 0 else clinic.doctor
                     client = Member(clinic, token, "dr_li" if token == clinic.host else "gp_zhang")
                     members.append(client)
-                where[id(client)] = await place(
-                    http,
-                    cluster.url,
-                    [m.url for m in cluster.members],
-                    client,
-                    client.token,  # type: ignore[attr-defined]
-                )  # type: ignore[attr-defined]
+                where[id(client)] = await place(http, cluster, client, client.token)  # type: ignore[attr-defined]
                 both = {where[id(m)] for m in members} & {where[id(p)] for p in pharmacies}
                 if len(members) >= 4 and len(pharmacies) >= 2 and both:
                     break
@@ -224,8 +218,9 @@ async def test_long_polling_sessions_stick_to_one_node_through_nginx(
 async def test_a_node_restarted_under_its_id_clears_the_presence_its_killed_self_left(
     node_env: dict[str, str], make_cluster: MakeCluster
 ) -> None:
-    """With YIHAO_NODE_ID set, the node is alive again at once: only it can clear its ghosts."""
-    cluster = await make_cluster(dict(node_env, YIHAO_NODE_ID="node-a"), nodes=1)
+    """The node is alive again at once under its stable id: only it can clear its ghosts."""
+    cluster = await make_cluster(dict(node_env, YIHAO_NODE_ID="ward-7"), nodes=1)
+    assert cluster.members[0].node_id == "ward-7/node0"  # YIHAO_NODE_ID: the ids' prefix
     async with aiohttp.ClientSession() as http:
         clinic = await open_clinic(http, cluster.url)
         host = Member(clinic, clinic.host, "dr_li")
@@ -236,6 +231,8 @@ async def test_a_node_restarted_under_its_id_clears_the_presence_its_killed_self
             assert len(await presence(host)) == 1
             cluster.kill_node(0)
             await cluster.restart_node(0)
+            async with http.get(f"{cluster.node_url(0)}/readyz") as response:
+                assert (await response.json())["node"] == "ward-7/node0"
             # The tab reconnects to the restarted node and joins again: one entry, no ghost.
             await asyncio.wait_for(host.joined.wait(), 30)
             assert host.connects == 2

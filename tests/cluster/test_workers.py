@@ -27,7 +27,15 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from server.cluster import HOST, Process, free_port, node_environ
 from server.config import Settings, load_settings
-from server.workers import WorkersError, available_cores, event_loop_factory, resolve_workers
+from server.workers import (
+    RESTART_MAX_DELAY,
+    RESTART_RESET_AFTER,
+    Backoff,
+    WorkersError,
+    available_cores,
+    event_loop_factory,
+    resolve_workers,
+)
 from tests.cluster.client import add_department, is_department, login, platform_admin
 from tests.helpers import SocketClient
 
@@ -242,3 +250,14 @@ def test_the_event_loop_setting() -> None:
     assert event_loop_factory("asyncio") is None
     loop = event_loop_factory("uvloop")
     assert loop is not None and type(loop()).__module__.startswith("uvloop")
+
+
+def test_a_process_that_keeps_dying_waits_longer_each_time() -> None:
+    """The back-off of the workers and of ``yihao cluster``'s nodes (server/cluster.py)."""
+    backoff = Backoff()
+    quick = [backoff.delay(lived=1.0) for _ in range(9)]
+    assert quick == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, *[RESTART_MAX_DELAY] * 3]
+    # One that ran a while before it died is restarted at once again.
+    assert backoff.delay(lived=RESTART_RESET_AFTER) == 0.5
+    assert backoff.delay(lived=0.2) == 0.5
+    assert backoff.delay(lived=0.2) == 1.0
