@@ -14,6 +14,7 @@ from typing import Any
 import socketio
 from aiohttp.test_utils import TestClient
 
+from chaos.clients import AMLODIPINE
 from server.seed import DEMO_PASSWORD
 
 
@@ -197,15 +198,4 @@ class Api:
 
 def amlodipine(**over: Any) -> dict[str, Any]:
     """A prescription item every check accepts for hypertension (I10): amlodipine 5 mg qd."""
-    item: dict[str, Any] = {
-        "drug_code": "C08CA01",
-        "drug_name": "苯磺酸氨氯地平片",
-        "strength": "5mg",
-        "dose": 5,
-        "dose_unit": "mg",
-        "route": "口服",
-        "frequency": "qd",
-        "days": 7,
-        "quantity": 1,
-    }
-    return item | over
+    return AMLODIPINE | over

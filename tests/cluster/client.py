@@ -4,25 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Callable
 from typing import Any
 
 import aiohttp
-import socketio
 
+import chaos.clients
+from chaos.clients import login, socket_counts
 from server.cluster import LocalCluster
-from server.seed import DEMO_PASSWORD
-from tests.helpers import SocketClient
 
-
-async def login(http: aiohttp.ClientSession, url: str, username: str) -> str:
-    async with http.post(
-        f"{url}/api/v1/auth/login", json={"username": username, "password": DEMO_PASSWORD}
-    ) as response:
-        body = await response.json()
-        assert response.status == 200, body
-        return str(body["access_token"])
+__all__ = [
+    "PollingClient",
+    "ReconnectingClient",
+    "add_department",
+    "add_departments",
+    "institution_id",
+    "is_department",
+    "login",
+    "place",
+    "platform_admin",
+    "socket_counts",
+]
 
 
 async def institution_id(http: aiohttp.ClientSession, url: str, token: str, code: str) -> int:
@@ -64,71 +66,8 @@ def is_department(name: str) -> Callable[[dict[str, Any]], bool]:
     return match
 
 
-class ReconnectingClient(SocketClient):
-    """A client as a browser tab behaves: reconnects by itself, catches up by sequence number.
-
-    After every reconnect, and whenever a pushed event skips a number (its
-    predecessor's push was lost), it asks ``sync`` for what it missed.
-    ``disconnected_at`` / ``recovered_at`` time the first outage: from losing
-    the connection to having replayed what was missed.
-    """
-
-    def __init__(self, **options: Any) -> None:
-        super().__init__()
-        self.sio = socketio.AsyncClient(
-            reconnection=True,
-            reconnection_delay=0.1,
-            reconnection_delay_max=0.5,
-            randomization_factor=0,
-            **options,
-        )
-        self.sio.on("event", self._on_event)
-        self.sio.on("connect", self._on_connect)
-        self.sio.on("disconnect", self._on_disconnect)
-        self.connects = 0
-        self.gaps = 0
-        self.disconnected_at: float | None = None
-        self.recovered_at: float | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def start_from_heads(self) -> None:
-        """Take the current heads of the client's streams as the starting positions."""
-        ack = await self.call("sync", {"positions": {}})
-        assert ack["ok"], ack
-        for stream, head in ack["data"]["heads"].items():
-            self.positions[stream] = max(self.positions.get(stream, 0), head)
-
-    def accept(self, envelope: dict[str, Any]) -> None:
-        last = self.positions.get(envelope["stream"])
-        if last is not None and envelope["seq"] > last + 1:
-            # A push went missing: replay from the last number seen, in order.
-            self.gaps += 1
-            self._spawn(self._catch_up(reconnected=False))
-            return
-        super().accept(envelope)
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _on_connect(self) -> None:
-        self.connects += 1
-        if self.connects > 1:
-            # Not awaited here: the ack of sync arrives through the loop running this handler.
-            self._spawn(self._catch_up(reconnected=True))
-
-    async def _catch_up(self, reconnected: bool) -> None:
-        try:
-            await self.sync()
-        except (socketio.exceptions.SocketIOError, TimeoutError):
-            return  # disconnected again: the next connect catches up
-        if reconnected and self.recovered_at is None:
-            self.recovered_at = time.monotonic()
-
-    async def _on_disconnect(self, reason: Any = None) -> None:
-        if self.disconnected_at is None:
-            self.disconnected_at = time.monotonic()
+class ReconnectingClient(chaos.clients.ReconnectingClient):
+    """The documented-rule client of ``chaos/clients.py``, watching departments being added."""
 
     def department_names(self) -> list[str]:
         return [
@@ -147,12 +86,6 @@ class ReconnectingClient(SocketClient):
             self._arrived.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._arrived.wait(), min(remaining, 0.5))
-
-    async def close(self) -> None:
-        await super().close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 class PollingClient(ReconnectingClient):
@@ -215,24 +148,9 @@ async def add_departments(
     return retries
 
 
-async def socket_counts(http: aiohttp.ClientSession, urls: list[str]) -> list[int]:
-    """Connected Socket.IO clients per node, from each node's /metrics."""
-    counts = []
-    for url in urls:
-        async with http.get(f"{url}/metrics") as response:
-            text = await response.text()
-        line = next(x for x in text.splitlines() if x.startswith("yihao_socketio_connections "))
-        counts.append(int(float(line.split()[1])))
-    return counts
-
-
 async def place(
     http: aiohttp.ClientSession, cluster: LocalCluster, client: ReconnectingClient, token: str
 ) -> int:
-    """Connect through nginx; which node took the socket (from the nodes' /metrics)."""
+    """Connect through the cluster's nginx; which node took the socket (from /metrics)."""
     urls = [m.url for m in cluster.members]
-    before = await socket_counts(http, urls)
-    await client.connect(cluster.url, token)
-    await client.start_from_heads()
-    after = await socket_counts(http, urls)
-    return next(i for i, (b, a) in enumerate(zip(before, after, strict=True)) if a > b)
+    return await chaos.clients.place(http, cluster.url, urls, client, token)

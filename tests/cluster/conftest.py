@@ -7,21 +7,16 @@ each other.
 
 from __future__ import annotations
 
-import asyncio
-import os
-import shutil
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
-from server.cluster import HOST, LocalCluster, Process, cluster_env, free_port
-from tests.cluster.proxy import TcpProxy
+from chaos.faults import redis_process, wait_for_redis
+from chaos.proxy import TcpProxy
+from server.cluster import LocalCluster, Process, cluster_env
 from tests.conftest import SECRET, _truncate
 
 MakeCluster = Callable[..., Awaitable[LocalCluster]]
@@ -72,33 +67,11 @@ async def make_cluster(tmp_path: Path) -> AsyncIterator[MakeCluster]:
 @pytest.fixture
 async def private_redis(tmp_path: Path) -> AsyncIterator[Process]:
     """A redis-server of this test's own, which the test may kill and restart at will."""
-    port = free_port()
-    argv = [
-        shutil.which("redis-server") or "/usr/bin/redis-server",
-        "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no",
-        "--dir", str(tmp_path),
-    ]  # fmt: skip
-    server = Process("redis", port, tmp_path / "redis.log", argv, dict(os.environ))
+    server = redis_process(tmp_path)
     server.start()
     await wait_for_redis(server)
     yield server
     server.stop()
-
-
-async def wait_for_redis(server: Process, timeout: float = 10) -> None:
-    client = Redis(host=HOST, port=server.port, socket_connect_timeout=1)
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            try:
-                await client.ping()
-                return
-            except RedisError:
-                if time.monotonic() > deadline or not server.running:
-                    raise
-            await asyncio.sleep(0.05)  # polling a process that cannot notify us
-    finally:
-        await client.aclose()
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from chaos.proxy import TcpProxy
 from server.cluster import LocalCluster, Process
 from server.core.leases import JobLease
 from server.prescriptions.models import Delivery, Prescription
@@ -44,7 +45,6 @@ from tests.cluster.clinical import (
     wait_until,
 )
 from tests.cluster.conftest import MakeCluster, wait_for_redis
-from tests.cluster.proxy import TcpProxy
 from tests.cluster.test_failover import assert_in_order
 
 pytestmark = pytest.mark.integration

@@ -1,4 +1,6 @@
-"""A small TCP proxy the tests put between the nodes and PostgreSQL or Redis, to break the link.
+"""A small TCP proxy between the nodes and PostgreSQL or Redis, to break or slow the link.
+
+The chaos suite (``chaos/run.py``) and the cluster tests share it.
 
 The real services are never touched: ``cut()`` stops listening and resets
 every relayed connection (the service looks down to the nodes), ``restore()``
