@@ -117,6 +117,7 @@ APP_JOBS = {
     "consults.escalate",
     "prescriptions.expire",
     "prescriptions.relay",
+    "idempotency.purge",
 }
 
 
@@ -130,6 +131,7 @@ async def two_apps(aiohttp_client: Any, settings: Settings) -> list[Services]:
         node_heartbeat_seconds=1,
         session_check_seconds=1,
         checkpoint_interval_seconds=1,
+        idempotency_purge_interval_seconds=1,
     )
     apps = [create_app(fast), create_app(fast)]
     for app in apps:
