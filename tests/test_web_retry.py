@@ -10,6 +10,7 @@ ended) is never sent again. The module is transpiled by the web client's own Typ
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from datetime import UTC, datetime
@@ -30,6 +31,12 @@ def answer(status: int, code: str | None = None, retry_after: str | None = None)
 
 def delays(*cases: tuple[dict[str, Any], int, int]) -> tuple[list[int | None], str]:
     """retryDelay(outcome, attempt, waited, NOW) for each case, and one clientId()."""
+    found, ident, _ = run_writes(*cases)
+    return found, ident
+
+
+def run_writes(*cases: tuple[dict[str, Any], int, int]) -> tuple[list[int | None], str, str]:
+    """The delays, a clientId(), and a clientId() made without crypto.randomUUID."""
     npx()  # the web client's node_modules, installed if missing
     node = shutil.which("node")
     assert node is not None, "node is needed on PATH"
@@ -42,7 +49,7 @@ def delays(*cases: tuple[dict[str, Any], int, int]) -> tuple[list[int | None], s
         timeout=60,
     )
     out = json.loads(result.stdout)
-    return out["delays"], out["id"]
+    return out["delays"], out["id"], out["insecureId"]
 
 
 def test_a_write_that_died_with_its_node_is_sent_again_with_back_off() -> None:
@@ -95,3 +102,12 @@ def test_retry_after_is_honoured_within_its_cap() -> None:
     assert found == [2000, 2000, 8000, 3000, 500]
     # The key sent with every try of a write: what the server takes (1–100 printable ASCII).
     assert len(client_id) == 32 and client_id.isalnum()
+
+
+def test_ids_are_made_outside_a_secure_context_too() -> None:
+    """Over plain HTTP on a LAN address the browser has no crypto.randomUUID: every write
+    still gets its key (128 random bits, 32 hex digits)."""
+    _, secure, insecure = run_writes()
+    assert re.fullmatch(r"[0-9a-f]{32}", secure), secure
+    assert re.fullmatch(r"[0-9a-f]{32}", insecure), insecure
+    assert secure != insecure

@@ -1,6 +1,7 @@
 // Runs the web client's retry policy (web/src/api/writes.ts) as the browser would: the
 // TypeScript transpiled by the web client's own compiler, then imported. Reads a JSON list
-// of retryDelay argument lists on stdin; prints the delays, and one fresh clientId().
+// of retryDelay argument lists on stdin; prints the delays, and a fresh clientId() with and
+// without crypto.randomUUID (an insecure context).
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
@@ -19,7 +20,11 @@ try {
   const writes = await import(pathToFileURL(file).href);
   const cases = JSON.parse(readFileSync(0, "utf8"));
   const delays = cases.map((args) => writes.retryDelay(...args));
-  process.stdout.write(JSON.stringify({ delays, id: writes.clientId() }));
+  const id = writes.clientId();
+  // A page served over plain HTTP on a LAN address is not a secure context: no randomUUID.
+  Object.defineProperty(globalThis.crypto, "randomUUID", { value: undefined, configurable: true });
+  const insecureId = writes.clientId();
+  process.stdout.write(JSON.stringify({ delays, id, insecureId }));
 } finally {
   rmSync(dir, { recursive: true, force: true });
 }

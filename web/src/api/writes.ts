@@ -7,7 +7,11 @@
 
 /** A fresh id for an Idempotency-Key or a chat message's client_id (8–64 of A-Za-z0-9_-). */
 export function clientId(): string {
-  return crypto.randomUUID().replace(/-/g, "");
+  // randomUUID exists only in secure contexts (HTTPS, localhost); a server reached over
+  // plain HTTP on a LAN address still gets 128 random bits from getRandomValues.
+  if (typeof crypto.randomUUID === "function") return crypto.randomUUID().replace(/-/g, "");
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 /** How one try of a write ended, as far as retrying is concerned. */
