@@ -39,26 +39,15 @@ from typing import Any
 
 import aiohttp
 import socketio
-import sqlalchemy as sa
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from server.cluster import LocalCluster, cluster_env
+from server.cluster import LocalCluster, admin_sql, cluster_env
 from server.core.checkpoints import generate_key_file
 from server.seed import DEMO_PASSWORD
 
 SECRET = "bench-secret-key-that-is-long-enough-0123456789"
-
-
-async def admin_sql(admin_url: str, statement: str) -> None:
-    engine = create_async_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as conn:
-            await conn.execute(sa.text(statement))
-    finally:
-        await engine.dispose()
 
 
 async def login(http: aiohttp.ClientSession, url: str, username: str) -> str:

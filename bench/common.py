@@ -315,20 +315,12 @@ class YihaoServer:
 
     async def _scratch(self, create: bool) -> None:
         """Create (or drop) this server's scratch database through the administrator's URL."""
-        import sqlalchemy as sa
-        from sqlalchemy.ext.asyncio import create_async_engine
+        from server.cluster import admin_sql
 
         assert self.database_url and self.scratch
-        engine = create_async_engine(self.database_url, isolation_level="AUTOCOMMIT")
-        try:
-            async with engine.connect() as conn:
-                await conn.execute(
-                    sa.text(f'DROP DATABASE IF EXISTS "{self.scratch}" WITH (FORCE)')
-                )
-                if create:
-                    await conn.execute(sa.text(f'CREATE DATABASE "{self.scratch}"'))
-        finally:
-            await engine.dispose()
+        drop = f'DROP DATABASE IF EXISTS "{self.scratch}" WITH (FORCE)'
+        create_it = [f'CREATE DATABASE "{self.scratch}"'] if create else []
+        await admin_sql(self.database_url, drop, *create_it)
 
     async def start(self) -> None:
         if self.scratch:

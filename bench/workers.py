@@ -54,6 +54,7 @@ from bench.common import (
     step_capacity,
     wait_quiet,
 )
+from server.cluster import admin_sql
 from server.workers import available_cores
 
 BOUND_MS = 50.0
@@ -213,18 +214,6 @@ async def delivery_check(
         "p50_ms": percentile(latencies, 0.5),
         "p99_ms": percentile(latencies, 0.99),
     }
-
-
-async def admin_sql(admin_url: str, statement: str) -> None:
-    import sqlalchemy as sa
-    from sqlalchemy.ext.asyncio import create_async_engine
-
-    engine = create_async_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as conn:
-            await conn.execute(sa.text(statement))
-    finally:
-        await engine.dispose()
 
 
 @asynccontextmanager

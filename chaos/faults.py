@@ -24,14 +24,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import sqlalchemy as sa
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.engine import make_url
 
 from chaos.proxy import TcpProxy
-from server.cluster import HOST, LocalCluster, Process, cluster_env, free_port
+from server.cluster import HOST, LocalCluster, Process, admin_sql, cluster_env, free_port
 from server.core.checkpoints import generate_key_file
 
 HEARTBEAT, DEAD_AFTER = "0.5", "3"  # a node killed with -9 is found dead in seconds
@@ -63,15 +61,6 @@ async def wait_for_redis(server: Process, timeout: float = 10) -> None:
             await asyncio.sleep(0.05)  # polling a process that cannot notify us
     finally:
         await client.aclose()
-
-
-async def admin_sql(admin_url: URL, statement: str) -> None:
-    engine = create_async_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as conn:
-            await conn.execute(sa.text(statement))
-    finally:
-        await engine.dispose()
 
 
 @dataclass

@@ -47,6 +47,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+import sqlalchemy as sa
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from server.workers import NODE_ID_MAX, Backoff
 
@@ -512,6 +515,19 @@ class LocalCluster:
 
     async def __aexit__(self, *exc: object) -> None:
         self.stop()
+
+
+async def admin_sql(admin_url: str | URL, *statements: str) -> None:
+    """Run statements outside a transaction as the database server's administrator
+    (``CREATE DATABASE`` / ``DROP DATABASE`` of the scratch databases that clusters,
+    benchmarks, the chaos suite and the tests run on)."""
+    engine = create_async_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            for statement in statements:
+                await conn.execute(sa.text(statement))
+    finally:
+        await engine.dispose()
 
 
 def cluster_env(

@@ -39,6 +39,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from server.app import create_app
+from server.cluster import admin_sql
 from server.config import Settings, load_settings
 from server.container import Services
 from server.core.api import SERVICES
@@ -94,22 +95,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 async def _create_pg_database(name: str) -> str:
-    admin = create_async_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    try:
-        async with admin.connect() as conn:
-            await conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    finally:
-        await admin.dispose()
+    await admin_sql(PG_URL, f'CREATE DATABASE "{name}"')
     return make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
 
 
 async def _drop_pg_database(name: str) -> None:
-    admin = create_async_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    try:
-        async with admin.connect() as conn:
-            await conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        await admin.dispose()
+    await admin_sql(PG_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def run_async(coro_fn: Any, *args: Any) -> Any:

@@ -17,16 +17,7 @@ import aiohttp
 import pytest
 import socketio
 
-from tests.cluster.client import (
-    PollingClient,
-    ReconnectingClient,
-    add_departments,
-    login,
-    place,
-    platform_admin,
-    socket_counts,
-)
-from tests.cluster.clinical import (
+from chaos.clients import (
     Flow,
     Member,
     Pharmacy,
@@ -39,6 +30,15 @@ from tests.cluster.clinical import (
     report,
     send_chat,
     wait_until,
+)
+from tests.cluster.client import (
+    PollingClient,
+    ReconnectingClient,
+    add_departments,
+    login,
+    place,
+    platform_admin,
+    socket_counts,
 )
 from tests.cluster.conftest import MakeCluster
 

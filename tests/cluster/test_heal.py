@@ -23,9 +23,9 @@ import psutil
 import pytest
 import socketio
 
+from chaos.clients import Member, enter_consult, open_clinic, presence
 from server.cluster import HOST, LocalCluster, Process, free_port, node_environ
 from tests.cluster.client import place
-from tests.cluster.clinical import Member, enter_consult, open_clinic, presence
 from tests.cluster.conftest import MakeCluster
 
 pytestmark = pytest.mark.integration

@@ -22,11 +22,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from chaos.proxy import TcpProxy
-from server.cluster import LocalCluster, Process
-from server.core.leases import JobLease
-from server.prescriptions.models import Delivery, Prescription
-from tests.cluster.clinical import (
+from chaos.clients import (
     Clinic,
     Flow,
     Member,
@@ -44,7 +40,12 @@ from tests.cluster.clinical import (
     send_chat,
     wait_until,
 )
-from tests.cluster.conftest import MakeCluster, wait_for_redis
+from chaos.faults import wait_for_redis
+from chaos.proxy import TcpProxy
+from server.cluster import LocalCluster, Process
+from server.core.leases import JobLease
+from server.prescriptions.models import Delivery, Prescription
+from tests.cluster.conftest import MakeCluster
 from tests.cluster.test_failover import assert_in_order
 
 pytestmark = pytest.mark.integration
