@@ -115,6 +115,7 @@ class ReconnectingClient:
         self.duplicates = 0
         self.connects = 0
         self.gaps = 0
+        self.heads: list[dict[str, int]] = []  # every `heads` received, as sent
         self.beacons = 0  # heads events that named a stream this client was behind on
         self.disconnected_at: float | None = None
         self.recovered_at: float | None = None
@@ -171,6 +172,7 @@ class ReconnectingClient:
         self.accept(envelope)
 
     async def _on_heads(self, payload: dict[str, Any]) -> None:
+        self.heads.append(payload.get("heads", {}))
         behind = {
             s for s, head in payload.get("heads", {}).items() if head > self.positions.get(s, 0)
         }

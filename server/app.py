@@ -163,9 +163,9 @@ def _socketio_server(settings: Settings) -> socketio.AsyncServer:
         manager = RedisManager(
             settings.redis_url,
             channel=settings.redis_channel,
-            # Pings on the idle pub/sub connection find a dead Redis link instead of
-            # waiting on it forever; the manager then reconnects and resubscribes.
-            redis_options={"socket_connect_timeout": 5, "health_check_interval": 15},
+            # The listener pings its own silent link (transport.RedisManager); a connect
+            # that hangs (a partitioned Redis) gives up after 5 s and is tried again.
+            redis_options={"socket_connect_timeout": 5},
         )
     guard_engineio()
     sio = socketio.AsyncServer(
@@ -328,7 +328,12 @@ def build_services(
         db=db,
         audit=audit,
         events=events,
-        idempotency=Idempotency(db, settings.secret_key, settings.idempotency_keep_hours),
+        idempotency=Idempotency(
+            db,
+            settings.secret_key,
+            settings.idempotency_keep_hours,
+            settings.idempotency_replay_seconds,
+        ),
         auth=auth,
         identity=identity,
         directory=directory,

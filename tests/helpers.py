@@ -43,36 +43,11 @@ class SocketClient:
         self.events: list[dict[str, Any]] = []
         self.positions: dict[str, int] = {}
         self.duplicates = 0
-        # `heads` messages received, and the syncs they prompted (docs/realtime.md's rule).
-        self.heads: list[dict[str, int]] = []
-        self.heads_syncs = 0
         self._arrived = asyncio.Event()
-        self._heads_tasks: set[asyncio.Task[None]] = set()
         self.sio.on("event", self._on_event)
-        self.sio.on("heads", self._on_heads)
 
     async def _on_event(self, envelope: dict[str, Any]) -> None:
         self.accept(envelope)
-
-    async def _on_heads(self, message: dict[str, Any]) -> None:
-        """The documented rule: `sync` every named stream whose head is above what we hold."""
-        heads = message["heads"]
-        self.heads.append(heads)
-        behind = {s: self.positions.get(s, 0) for s, h in heads.items()
-                  if h > self.positions.get(s, 0)}  # fmt: skip
-        if behind:
-            # Not awaited here: the sync's ack arrives through the loop running this handler.
-            task = asyncio.create_task(self._sync_streams(behind))
-            self._heads_tasks.add(task)
-            task.add_done_callback(self._heads_tasks.discard)
-
-    async def _sync_streams(self, positions: dict[str, int]) -> None:
-        with contextlib.suppress(socketio.exceptions.SocketIOError, TimeoutError):
-            ack = await self.call("sync", {"positions": positions})
-            if ack["ok"]:
-                self.heads_syncs += 1
-                for envelope in ack["data"]["events"]:
-                    self.accept(envelope)
 
     def accept(self, envelope: dict[str, Any]) -> None:
         stream, seq = envelope["stream"], envelope["seq"]
@@ -114,9 +89,6 @@ class SocketClient:
     async def close(self) -> None:
         if self.sio.connected:
             await self.sio.disconnect()
-        for task in list(self._heads_tasks):
-            task.cancel()
-        await asyncio.gather(*self._heads_tasks, return_exceptions=True)
 
 
 class Api:

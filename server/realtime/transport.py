@@ -246,8 +246,7 @@ class RedisManager(RoomIndex, socketio.AsyncRedisManager):  # type: ignore[misc]
     async def _subscribe(self) -> Any:
         await self._close_listener()
         module = self._get_redis_module()
-        options = {k: v for k, v in self.redis_options.items() if k != "health_check_interval"}
-        self.listener_redis = module.Redis.from_url(self.redis_url, **options)
+        self.listener_redis = module.Redis.from_url(self.redis_url, **self.redis_options)
         self.listener_pubsub = self.listener_redis.pubsub(ignore_subscribe_messages=True)
         await self.listener_pubsub.subscribe(self.channel)
         return self.listener_pubsub
