@@ -135,6 +135,9 @@ class Settings(BaseSettings):
     # this long; the purge job looks every interval (0: no job, e.g. a cron runs it).
     idempotency_keep_hours: float = Field(default=24, gt=0, le=24 * 30)
     idempotency_purge_interval_seconds: int = Field(default=3600, ge=0)
+    # A repeat that its operation refuses (e.g. "already accepted") hears the stored answer
+    # only this long after the first request (a client's retries); later, the refusal.
+    idempotency_replay_seconds: float = Field(default=60, gt=0, le=24 * 3600)
     # Referrals: an unanswered (requested) referral expires after this many hours.
     referral_expiry_hours: float = Field(default=72, gt=0)
     # How often the background job looks for referrals to expire (0: never, e.g. a cron runs it).

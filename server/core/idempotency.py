@@ -23,7 +23,10 @@ true``. What a repeat meets:
 
 A repeat runs the handler up to its first write (its checks read the current state); a
 refusal there is answered from the row when the key is taken, so a retry of "accept"
-does not turn into "already accepted". Operations that take the key themselves
+does not turn into "already accepted" — for ``idempotency_replay_seconds`` (60, a
+client's retries), and never for a refusal of access (401, 403, 404): who may see the
+answer is decided afresh, so a requester who lost access, or who asks long after, hears
+the refusal, not the stored answer. Operations that take the key themselves
 (prescribing) are declared ``idempotency="own"``; ones whose answer is a secret not to be
 kept (a TOTP secret, a presence code) ``"none"``. Rows older than
 ``idempotency_keep_hours`` are purged by the ``idempotency.purge`` job.
@@ -69,6 +72,8 @@ MAX_KEY = 100
 # How long a client waits before asking again about a key whose first request is running.
 RETRY_AFTER_SECONDS = 1
 JSON_TYPES = frozenset({"application/json", "application/problem+json"})
+# Refusals about the requester's access, which a stored answer never overrides.
+ACCESS_REFUSALS = frozenset({401, 403, 404})
 
 
 class IdempotencyKey(Base):
@@ -102,9 +107,12 @@ ANSWER = (
     .where(IdempotencyKey.user_id == bindparam("uid"), IdempotencyKey.key == bindparam("k"))
     .values(status=bindparam("status"), body=bindparam("body"))
 )
-LOOKUP = select(IdempotencyKey.fingerprint, IdempotencyKey.status, IdempotencyKey.body).where(
-    IdempotencyKey.user_id == bindparam("user_id"), IdempotencyKey.key == bindparam("key")
-)
+LOOKUP = select(
+    IdempotencyKey.fingerprint,
+    IdempotencyKey.status,
+    IdempotencyKey.body,
+    IdempotencyKey.created_at,
+).where(IdempotencyKey.user_id == bindparam("user_id"), IdempotencyKey.key == bindparam("key"))
 
 
 def key_of(request: web.Request) -> str | None:
@@ -136,10 +144,11 @@ class Claim:
 
 
 class Idempotency:
-    def __init__(self, db: Database, secret: str, keep_hours: float) -> None:
+    def __init__(self, db: Database, secret: str, keep_hours: float, replay_seconds: float) -> None:
         self.db = db
         self._secret = secret.encode()
         self.keep = timedelta(hours=keep_hours)
+        self.replay_window = timedelta(seconds=replay_seconds)
 
     def claim(self, user_id: int, key: str, method: str, path: str, body: Any, query: Any) -> Claim:
         """The key with the fingerprint of this request (method, path, query, body)."""
@@ -177,9 +186,16 @@ class Idempotency:
                 problem = jsonlimits.dumps_bytes(refusal.to_problem(instance))
                 await self._store(claim, refusal.status, problem)
                 raise refusal
+            # Access is decided afresh on every request: a repeat refused for who is asking
+            # (signed out, no longer allowed, the object out of reach) hears the refusal,
+            # never the answer stored when it was allowed.
+            if refusal.status in ACCESS_REFUSALS:
+                raise refusal
             # A refusal that wrote nothing is not remembered, unless the key was taken
-            # meanwhile: a repeat refused because the first request already did it.
-            replay = await self._answer_if_known(claim)
+            # meanwhile: a repeat refused because the first request already did it — within
+            # the client's retries (the stored answer is what the operation said then; what
+            # it would show now is for a fresh read to say).
+            replay = await self._answer_if_known(claim, within=self.replay_window)
             if replay is None:
                 raise refusal
             return replay
@@ -226,12 +242,15 @@ class Idempotency:
             # The operation is done; a repeat will hear 409 until the key expires.
             logger.exception("could not store an idempotent answer")
 
-    async def _answer_if_known(self, claim: Claim) -> web.Response | None:
+    async def _answer_if_known(
+        self, claim: Claim, within: timedelta | None = None
+    ) -> web.Response | None:
+        """The key's stored answer (None: no row, or one older than ``within``)."""
         async with self.db.read() as session:
             row = (
                 await session.execute(LOOKUP, {"user_id": claim.user_id, "key": claim.key})
             ).one_or_none()
-        if row is None:
+        if row is None or (within is not None and utcnow() - row.created_at > within):
             return None
         if row.fingerprint != claim.fingerprint:
             raise ValidationFailed(

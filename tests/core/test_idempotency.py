@@ -14,6 +14,8 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 
+from server.app import create_app
+from server.config import Settings
 from server.consults.models import Consult, ConsultTransition
 from server.container import Services
 from server.core.db import utcnow
@@ -147,6 +149,39 @@ async def test_a_retried_accept_is_replayed_not_refused_as_already_accepted(
     # Without the key the same request is a new one, refused as it should be.
     status, problem = await api.post(path, as_="dr_li", json=when)
     assert status == 409, problem
+
+
+async def test_a_repeat_after_the_retry_window_hears_the_refusal_not_the_stored_answer(
+    backend: str,
+    api: Api,
+    network: Services,
+    consult_case: dict[str, Any],
+    settings: Settings,
+    aiohttp_client: Any,
+) -> None:
+    """The stored answer is what the accept said then, clinical text included; once the
+    patient revoked the institution, a repeat past a client's retries hears what a fresh
+    request hears (the accept refused), never that text."""
+    short = Api(await aiohttp_client(create_app(settings.with_overrides(
+        idempotency_replay_seconds=0.5))))  # fmt: skip
+    try:
+        path, when, _ = await accepting(api, consult_case)
+        status, accepted, _ = await send(short, path, "dr_li", "accept-revoked", when)
+        assert status == 200 and accepted["case_summary"], accepted
+        status, out = await api.call(
+            "PUT",
+            f"/api/v1/patients/{consult_case['patient']}/consents/QDSL",
+            as_="patient_sun",
+            json={"granted": False},
+        )
+        assert status == 200, out
+        await asyncio.sleep(0.6)
+        status, again, headers = await send(short, path, "dr_li", "accept-revoked", when)
+        assert status == 409, again
+        assert "Idempotent-Replayed" not in headers
+        assert "case_summary" not in again
+    finally:
+        await short.close()
 
 
 async def test_a_refusal_is_not_remembered_and_a_lost_answer_is_not_redone(
