@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-import pytest
-from playwright.sync_api import Page, WebSocketRoute, expect
+import uuid
 
-from tests.e2e.conftest import LiveServer, inbox_count, screenshot, sign_in
+import pytest
+from playwright.sync_api import Page, Route, WebSocketRoute, expect
+
+from tests.e2e.conftest import (
+    ConsoleWatch,
+    LiveServer,
+    _free_port,
+    inbox_count,
+    screenshot,
+    sign_in,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -114,3 +123,86 @@ def _qdsl_id(server: LiveServer) -> int:
     status, body = server.call("GET", "/api/v1/institutions", as_="admin_qdsl")
     assert status == 200
     return int(next(i["id"] for i in body["items"] if i["code"] == "QDSL"))
+
+
+def test_a_push_lost_between_nodes_reaches_the_page_through_heads(
+    page: Page, server: LiveServer
+) -> None:
+    """A second node on the same database without shared pub/sub (on PostgreSQL, a Redis
+    channel of its own): whatever it commits never reaches this page as a push — what a
+    Redis outage does. The page's node announces the stream's head, and the page syncs; its
+    connection never dropped."""
+    sockets: list[WebSocketRoute] = []
+
+    def route(ws: WebSocketRoute) -> None:
+        sockets.append(ws)
+        ws.connect_to_server()
+
+    page.route_web_socket("**/socket.io/**", route)
+    sign_in(page, "admin_qdsl")
+    before = inbox_count(page)
+    port = _free_port()
+    other = LiveServer(
+        url=f"http://127.0.0.1:{port}",
+        backend=server.backend,
+        env=dict(
+            server.env,
+            YIHAO_PORT=str(port),
+            YIHAO_REDIS_CHANNEL=f"yihao-e2e-alone-{uuid.uuid4().hex[:8]}",
+        ),
+        log=server.log.with_name("other-node.log"),
+    )
+    other.start()
+    try:
+        status, _ = other.call(
+            "POST",
+            f"/api/v1/institutions/{_qdsl_id(other)}/departments",
+            {"name": "远程会诊中心"},
+            as_="admin_qdsl",
+        )
+        assert status == 201
+        # Within the beacon's two looks (SOCKET_HEADS_SECONDS, 1 s) and a sync.
+        expect(page.get_by_test_id("inbox")).to_contain_text(
+            "新增科室「远程会诊中心」", timeout=5_000
+        )
+        expect(page.get_by_test_id("department-list")).to_contain_text("远程会诊中心")
+    finally:
+        other.stop()
+    assert inbox_count(page) == before + 1
+    assert len(sockets) == 1, "the page reconnected: it should have caught up on its socket"
+    expect(page.locator(".app")).to_have_attribute("data-realtime", "live")
+    screenshot(page, server, "heads-caught-up")
+
+
+def test_a_write_whose_answer_was_lost_is_sent_again_and_done_once(
+    page: Page, server: LiveServer, console: ConsoleWatch
+) -> None:
+    """The department is added on the server, but the answer never reaches the page (the
+    connection reset, as when a node dies behind nginx). The page sends it again with the
+    same Idempotency-Key, hears the first answer, and says nothing of the failure."""
+    keys: list[str | None] = []
+
+    def lose_first_answer(route: Route) -> None:
+        keys.append(route.request.headers.get("idempotency-key"))
+        if len(keys) == 1:
+            route.fetch()  # reaches the server, which commits
+            route.abort("connectionreset")
+        else:
+            route.continue_()
+
+    console.allow("ERR_CONNECTION_RESET")  # Chromium's line for the reset we provoke
+    sign_in(page, "admin_qdsl")
+    page.route("**/api/v1/institutions/*/departments", lose_first_answer)
+    page.fill("#department-name", "日间病房")
+    page.get_by_role("button", name="新增科室").click()
+    # The form says what it says after any add: done (once its repeat was answered).
+    form = page.locator("form.inline-form", has=page.locator("#department-name"))
+    expect(form.get_by_role("status")).to_have_text("已新增科室「日间病房」。", timeout=20_000)
+    expect(form.get_by_role("alert")).to_have_count(0)
+    expect(page.locator("#department-name")).to_have_value("")
+    expect(page.get_by_test_id("department-list")).to_contain_text("日间病房")
+    assert len(keys) == 2 and keys[0] and keys[0] == keys[1], keys
+    status, body = server.call("GET", f"/api/v1/institutions/{_qdsl_id(server)}", as_="admin_qdsl")
+    assert status == 200, body
+    names = [d["name"] for d in body["departments"]]
+    assert names.count("日间病房") == 1, names
