@@ -9,6 +9,11 @@ Three parts, one server each (``YihaoServer``: SQLite, or ``--database-url``):
    steady rate alone, then while 10 logins a second run.
 3. **Users created at once** (default argon2): N ``POST /api/v1/users`` at the same moment
    through the admin API all succeed (no ``503 database_unavailable``).
+4. **A write with and without an ``Idempotency-Key``** (``server/core/idempotency.py``):
+   the patient's ``PUT …/consents/{CODE}`` (a consent row, an audit entry), each request
+   with a fresh key beside the same write without one, each stepped: capacity and server
+   CPU per write, what the key costs (its row inserted with the write, the answer stored
+   after it).
 
 The load comes from one or two separate processes (``--generators``; spawned once,
 driven over a pipe), each an open-loop aiohttp client with keep-alive, so the load
@@ -27,6 +32,9 @@ import multiprocessing
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Awaitable
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -62,6 +70,16 @@ MANY_LOGINS = {"YIHAO_LOGIN_RATE_PER_MINUTE": "100000"}
 # ----------------------------------------------------------------------------- generators
 
 
+@dataclass(frozen=True)
+class Write:
+    """What a write step sends: the method and body, and (``key_prefix``) a fresh
+    Idempotency-Key per request; the prefix is made unique per step and generator."""
+
+    method: str
+    body: Any
+    key_prefix: str | None = None
+
+
 def generator(conn: Connection) -> None:
     """A load-generating process: runs each ("run", …) order it is sent, answers its figures."""
     import uvloop
@@ -74,9 +92,19 @@ def generator(conn: Connection) -> None:
 
 
 async def _offer(
-    url: str, path: str, tokens: list[str], rate: float, seconds: float, method: str = "GET"
+    url: str,
+    path: str,
+    tokens: list[str],
+    rate: float,
+    seconds: float,
+    method: str = "GET",
+    body: Any = None,
+    key_prefix: str | None = None,
 ) -> dict[str, Any]:
-    """Offer ``rate`` requests a second (open loop) for ``seconds``: latencies and failures."""
+    """Offer ``rate`` requests a second (open loop) for ``seconds``: latencies and failures.
+
+    With ``key_prefix``, request ``i`` carries ``Idempotency-Key: <prefix>-<i>`` (a fresh
+    key each, as the web client sends on every write)."""
     import aiohttp
 
     latencies: list[float] = []
@@ -86,11 +114,13 @@ async def _offer(
 
         async def one(i: int) -> None:
             headers = {"Authorization": f"Bearer {tokens[i % len(tokens)]}"} if tokens else {}
+            if key_prefix is not None:
+                headers["Idempotency-Key"] = f"{key_prefix}-{i}"
             started = time.perf_counter()
             try:
-                async with http.request(method, url + path, headers=headers) as response:
+                async with http.request(method, url + path, headers=headers, json=body) as response:
                     await response.read()
-                    if response.status != 200:
+                    if not 200 <= response.status < 300:
                         failures[str(response.status)] = failures.get(str(response.status), 0) + 1
                         return
             except aiohttp.ClientError as exc:
@@ -130,12 +160,17 @@ class Generators:
             self.processes.append(process)
 
     async def offer(
-        self, url: str, path: str, tokens: list[str], rate: float, seconds: float
-    ) -> dict[str, Any]:
+        self, url: str, path: str, tokens: list[str], rate: float, seconds: float,
+        write: Write | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
         share = rate / len(self.pipes)
         for index, pipe in enumerate(self.pipes):
             mine = tokens[index :: len(self.pipes)] or tokens
-            pipe.send(("run", url, path, mine, share, seconds))
+            order: tuple[Any, ...] = ("run", url, path, mine, share, seconds)
+            if write is not None:
+                prefix = f"{write.key_prefix}-{index}" if write.key_prefix else None
+                order += (write.method, write.body, prefix)
+            pipe.send(order)
         loop = asyncio.get_running_loop()
         results = [await loop.run_in_executor(None, pipe.recv) for pipe in self.pipes]
         failures: dict[str, int] = {}
@@ -160,11 +195,11 @@ class Generators:
 
 async def measured_step(
     server: YihaoServer, generators: Generators, path: str, tokens: list[str], rate: float,
-    seconds: float,
+    seconds: float, write: Write | None = None,
 ) -> Step:  # fmt: skip
     assert server.cpu is not None
     server.cpu.start()
-    result = await generators.offer(server.url, path, tokens, rate, seconds)
+    result = await generators.offer(server.url, path, tokens, rate, seconds, write)
     server.cpu.stop()
     done = len(result["latencies"])
     lost = result["sent"] - done
@@ -181,14 +216,14 @@ async def measured_step(
 
 async def steady_step(
     server: YihaoServer, generators: Generators, path: str, tokens: list[str], rate: float,
-    seconds: float,
+    seconds: float, write: Write | None = None,
 ) -> Step:  # fmt: skip
     """A step, taken again once if it broke the bound: on a machine shared with other work
     one stall of a few hundred ms is the neighbours', not the server's; two in a row count."""
-    step = await measured_step(server, generators, path, tokens, rate, seconds)
+    step = await measured_step(server, generators, path, tokens, rate, seconds, write)
     if step.holds(BOUND_MS):
         return step
-    again = await measured_step(server, generators, path, tokens, rate, seconds)
+    again = await measured_step(server, generators, path, tokens, rate, seconds, write)
     return again if again.holds(BOUND_MS) or again.p99_ms < step.p99_ms else step
 
 
@@ -348,6 +383,57 @@ async def users_at_once(args: argparse.Namespace, report: Report) -> None:
     )
 
 
+async def keyed_writes(args: argparse.Namespace, report: Report, generators: Generators) -> None:
+    import aiohttp
+
+    seconds = 1.5 if args.smoke else args.seconds
+    backend = "PostgreSQL" if args.database_url else "SQLite"
+    with tempfile.TemporaryDirectory() as data_dir:
+        async with YihaoServer(data_dir, database_url=args.database_url, env=MANY_LOGINS) as server:
+            async with aiohttp.ClientSession() as http:
+                tokens = [await login(http, server.url, "patient_wang") for _ in range(4)]
+                async with http.get(
+                    server.url + "/api/v1/me", headers={"Authorization": f"Bearer {tokens[0]}"}
+                ) as response:
+                    patient = (await response.json())["patient_id"]
+            path = f"/api/v1/patients/{patient}/consents/QDSL"
+            plain = Write("PUT", {"granted": True})
+            capacities = {}
+            for name, write in (("no key", plain), ("a fresh key", replace(plain, key_prefix="k"))):
+                print(f"PUT consent, {name}:", file=sys.stderr)
+
+                def step(rate: float, w: Write = write) -> Awaitable[Step]:
+                    # Keys never repeat across steps (each would be a replay, not a write).
+                    unique = replace(w, key_prefix=f"{uuid.uuid4().hex[:8]}") if w.key_prefix else w
+                    return steady_step(server, generators, path, tokens, rate, seconds, unique)
+
+                await step(20)  # warm-up
+                capacities[name] = await step_capacity(
+                    step, start=args.start_rate / 2, bound_ms=BOUND_MS, smoke=args.smoke
+                )
+    bare, keyed = capacities["no key"], capacities["a fresh key"]
+    common = sorted({s.offered for s in bare.steps if s.holds(BOUND_MS)}
+                    & {s.offered for s in keyed.steps if s.holds(BOUND_MS)}) or [bare.steps[0].offered]  # fmt: skip
+    rate = common[-1]
+    bare_cpu = next(s for s in bare.steps if s.offered == rate).cpu_ms_per_op
+    keyed_cpu = next(s for s in keyed.steps if s.offered == rate).cpu_ms_per_op
+    report.add(
+        Row(
+            workload=f"PUT consent with a fresh Idempotency-Key, {backend}: capacity at p99 ≤ "
+            f"{BOUND_MS:g} ms",
+            yihao=keyed.describe(),
+            peer=f"the same write without a key: {bare.describe()}",
+        )
+    )
+    report.add(
+        Row(
+            workload=f"server CPU per write at {rate:.0f}/s, {backend}",
+            yihao=f"with a key {keyed_cpu:.2f} ms",
+            peer=f"without {bare_cpu:.2f} ms (+{keyed_cpu - bare_cpu:.2f} ms for the key)",
+        )
+    )
+
+
 async def main(args: argparse.Namespace) -> None:
     backend = "PostgreSQL" if args.database_url else "SQLite"
     report = Report("http_fixed", f"Per-request fixed cost and passwords off the loop ({backend})")
@@ -355,6 +441,7 @@ async def main(args: argparse.Namespace) -> None:
     generators = Generators(args.generators)
     try:
         await fixed_cost(args, report, generators)
+        await keyed_writes(args, report, generators)
         if not args.skip_passwords:
             await login_interference(args, report, generators)
             await users_at_once(args, report)
