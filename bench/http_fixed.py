@@ -239,6 +239,21 @@ async def tokens_for(server: YihaoServer, per_user: int) -> list[str]:
         ]
 
 
+def cpu_at_common_rate(ours: Any, peer: Any) -> tuple[float, float, float]:
+    """The highest offered rate both held (else the first), and each one's CPU per op there.
+
+    Compared at the same offered rate: the server's idle work (its jobs and timers) is
+    spread over the requests of a step — fewer requests, more each."""
+    held = {s.offered for s in peer.steps if s.holds(BOUND_MS)}
+    common = [s.offered for s in ours.steps if s.holds(BOUND_MS) and s.offered in held]
+    rate = max(common) if common else ours.steps[0].offered
+
+    def at(capacity: Any) -> float:
+        return float(next(s for s in capacity.steps if s.offered == rate).cpu_ms_per_op)
+
+    return rate, at(ours), at(peer)
+
+
 async def fixed_cost(args: argparse.Namespace, report: Report, generators: Generators) -> None:
     seconds = 1.5 if args.smoke else args.seconds
     with tempfile.TemporaryDirectory() as data_dir:
@@ -261,16 +276,7 @@ async def fixed_cost(args: argparse.Namespace, report: Report, generators: Gener
                     smoke=args.smoke,
                 )
     health, me = capacities["/healthz"], capacities["/me"]
-
-    # CPU per request compared at the same offered rate (the server's idle work, its jobs
-    # and timers, is spread over the requests of a step: fewer requests, more each).
-    def at(capacity: Any, rate: float) -> Step:
-        return next(s for s in capacity.steps if s.offered == rate)
-
-    common = [s.offered for s in me.steps if s.holds(BOUND_MS) and s.offered in
-              {h.offered for h in health.steps if h.holds(BOUND_MS)}] or [me.steps[0].offered]  # fmt: skip
-    rate = max(common)
-    me_cpu, health_cpu = at(me, rate).cpu_ms_per_op, at(health, rate).cpu_ms_per_op
+    rate, me_cpu, health_cpu = cpu_at_common_rate(me, health)
     backend = "PostgreSQL" if args.database_url else "SQLite"
     report.add(
         Row(
@@ -412,11 +418,7 @@ async def keyed_writes(args: argparse.Namespace, report: Report, generators: Gen
                     step, start=args.start_rate / 2, bound_ms=BOUND_MS, smoke=args.smoke
                 )
     bare, keyed = capacities["no key"], capacities["a fresh key"]
-    common = sorted({s.offered for s in bare.steps if s.holds(BOUND_MS)}
-                    & {s.offered for s in keyed.steps if s.holds(BOUND_MS)}) or [bare.steps[0].offered]  # fmt: skip
-    rate = common[-1]
-    bare_cpu = next(s for s in bare.steps if s.offered == rate).cpu_ms_per_op
-    keyed_cpu = next(s for s in keyed.steps if s.offered == rate).cpu_ms_per_op
+    rate, keyed_cpu, bare_cpu = cpu_at_common_rate(keyed, bare)
     report.add(
         Row(
             workload=f"PUT consent with a fresh Idempotency-Key, {backend}: capacity at p99 ≤ "
