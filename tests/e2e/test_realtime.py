@@ -125,6 +125,11 @@ def _qdsl_id(server: LiveServer) -> int:
     return int(next(i["id"] for i in body["items"] if i["code"] == "QDSL"))
 
 
+def unique_department(base: str) -> str:
+    """A department name no other test of the session's shared server uses (letters only)."""
+    return base + "".join(chr(0x4E00 + b * 7) for b in uuid.uuid4().bytes[:3])
+
+
 def test_a_push_lost_between_nodes_reaches_the_page_through_heads(
     page: Page, server: LiveServer
 ) -> None:
@@ -152,20 +157,19 @@ def test_a_push_lost_between_nodes_reaches_the_page_through_heads(
         ),
         log=server.log.with_name("other-node.log"),
     )
+    name = unique_department("远程门诊")
     other.start()
     try:
         status, _ = other.call(
             "POST",
             f"/api/v1/institutions/{_qdsl_id(other)}/departments",
-            {"name": "远程会诊中心"},
+            {"name": name},
             as_="admin_qdsl",
         )
         assert status == 201
         # Within the beacon's two looks (SOCKET_HEADS_SECONDS, 1 s) and a sync.
-        expect(page.get_by_test_id("inbox")).to_contain_text(
-            "新增科室「远程会诊中心」", timeout=5_000
-        )
-        expect(page.get_by_test_id("department-list")).to_contain_text("远程会诊中心")
+        expect(page.get_by_test_id("inbox")).to_contain_text(f"新增科室「{name}」", timeout=5_000)
+        expect(page.get_by_test_id("department-list")).to_contain_text(name)
     finally:
         other.stop()
     assert inbox_count(page) == before + 1
@@ -191,18 +195,19 @@ def test_a_write_whose_answer_was_lost_is_sent_again_and_done_once(
             route.continue_()
 
     console.allow("ERR_CONNECTION_RESET")  # Chromium's line for the reset we provoke
+    name = unique_department("日间病房")
     sign_in(page, "admin_qdsl")
     page.route("**/api/v1/institutions/*/departments", lose_first_answer)
-    page.fill("#department-name", "日间病房")
+    page.fill("#department-name", name)
     page.get_by_role("button", name="新增科室").click()
     # The form says what it says after any add: done (once its repeat was answered).
     form = page.locator("form.inline-form", has=page.locator("#department-name"))
-    expect(form.get_by_role("status")).to_have_text("已新增科室「日间病房」。", timeout=20_000)
+    expect(form.get_by_role("status")).to_have_text(f"已新增科室「{name}」。", timeout=20_000)
     expect(form.get_by_role("alert")).to_have_count(0)
     expect(page.locator("#department-name")).to_have_value("")
-    expect(page.get_by_test_id("department-list")).to_contain_text("日间病房")
+    expect(page.get_by_test_id("department-list")).to_contain_text(name)
     assert len(keys) == 2 and keys[0] and keys[0] == keys[1], keys
     status, body = server.call("GET", f"/api/v1/institutions/{_qdsl_id(server)}", as_="admin_qdsl")
     assert status == 200, body
     names = [d["name"] for d in body["departments"]]
-    assert names.count("日间病房") == 1, names
+    assert names.count(name) == 1, names
