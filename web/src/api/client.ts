@@ -20,7 +20,13 @@ export class ApiError extends Error {
   readonly fieldErrors: FieldError[];
 
   constructor(status: number, problem: Problem, fallback: string) {
-    const detail = problem.detail || problem.title || fallback;
+    // The user's language first: a code with a text in the catalogue (`problem.<code>`) is
+    // shown in it; the server's own words only where the catalogue has none.
+    const detail =
+      (problem.code ? problemMessage(problem.code) : undefined) ||
+      problem.detail ||
+      problem.title ||
+      fallback;
     super(detail);
     this.name = "ApiError";
     this.status = status;
@@ -59,13 +65,17 @@ let networkMessage = (): string => "The server cannot be reached; check the conn
 // A write given up while the server still had its first try unanswered (409).
 let pendingMessage = (): string =>
   "The server has not confirmed this submission yet; reload to see whether it went through.";
+// A problem code's text in the user's language, when the catalogue has one.
+let problemMessage = (_code: string): string | undefined => undefined;
 
 export function setClientMessages(messages: {
   network: () => string;
   pending: () => string;
+  problem: (code: string) => string | undefined;
 }): void {
   networkMessage = messages.network;
   pendingMessage = messages.pending;
+  problemMessage = messages.problem;
 }
 
 

@@ -41,4 +41,14 @@ export function isKey(key: string): key is MessageKey {
   return key in zhCN;
 }
 
-setClientMessages({ network: () => t("common.network"), pending: () => t("common.pending") });
+/** The text of a server problem code (`problem.<code>` in a feature's messages), if any. */
+export function problemText(code: string): string | undefined {
+  const key = `problem.${code}`;
+  return isKey(key) ? t(key) : undefined;
+}
+
+setClientMessages({
+  network: () => t("common.network"),
+  pending: () => t("common.pending"),
+  problem: problemText,
+});
