@@ -64,6 +64,8 @@ from server.identity.care import CareService
 from server.identity.directory import Directory
 from server.identity.patients import PatientIndex
 from server.identity.service import IdentityService
+from server.inbox.dispatch import Outbox, Preferences
+from server.inbox.outbound import build_channels
 from server.inbox.service import InboxService
 from server.media.precall import PrecallService
 from server.media.recording import RecordingService
@@ -267,8 +269,15 @@ def build_services(
     patients = PatientIndex(
         db, audit, access, followers={"access": access, "records": RecordMerges()}
     )
-    records = RecordsService(db, audit, access, patients, identity, directory)
-    inbox = InboxService(db, events, directory)
+    channels = build_channels(settings)
+    inbox = InboxService(
+        db,
+        events,
+        directory,
+        outbox=Outbox(settings, db, directory, channels),
+        preferences=Preferences(db, channels),
+    )
+    records = RecordsService(db, audit, access, patients, identity, directory, inbox)
 
     def slots_cancelled(tx: Tx, appointments: list[Any]) -> Awaitable[None]:
         return referrals.on_slots_cancelled(tx, appointments)
@@ -298,6 +307,7 @@ def build_services(
         node_id=this_node,
         recordings=RecorderSessions(),
         member_listeners=[member_added],
+        inbox=inbox,
     )
     consult_sockets = ConsultSockets(gateway, consults)
     # This node in the cluster: its heartbeat row; what dead nodes left is reaped.
@@ -319,6 +329,7 @@ def build_services(
         Catalogue(db),
         PatientRecord(db, records=records, access=access, directory=directory),
         gateway.push,
+        inbox,
     )
     redis = None
     if settings.redis_url:

@@ -205,8 +205,22 @@ class Settings(BaseSettings):
     # Authenticated /api and /fhir requests one account may make per minute, cluster-wide (bursts
     # up to the same number): a flooding client gets 429s instead of starving the others.
     api_requests_per_minute: int = Field(default=3000, ge=1)
+    # Patient messages outside the app (server/inbox/outbound.py): the channels each patient
+    # notification is sent on (log: a log line, the demo's; sms, wechat: HTTP gateways),
+    # the gateways' URLs (required for their channel), how often the dispatch job sends what
+    # is due (0: no job), the tries per message, the first retry's delay (doubled each try,
+    # at most 10 minutes), and a gateway's answer timeout.
+    notify_channels: tuple[Literal["log", "sms", "wechat"], ...] = ("log",)
+    notify_sms_url: str = ""
+    notify_wechat_url: str = ""
+    notify_dispatch_seconds: float = Field(default=2.0, ge=0)
+    notify_max_attempts: int = Field(default=5, ge=1, le=50)
+    notify_retry_seconds: float = Field(default=5.0, gt=0, le=3600)
+    notify_send_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
 
-    @field_validator("totp_required_roles", "ice_servers", "cors_origins", mode="before")
+    @field_validator(
+        "totp_required_roles", "ice_servers", "cors_origins", "notify_channels", mode="before"
+    )
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -233,6 +247,13 @@ class Settings(BaseSettings):
         for url in value:
             if not url.startswith(("stun:", "stuns:", "turn:", "turns:")):
                 raise ValueError(f"'{url}' must start with stun:, stuns:, turn: or turns:")
+        return value
+
+    @field_validator("notify_channels")
+    @classmethod
+    def _check_notify_channels(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError("names a channel twice")
         return value
 
     @field_validator("secret_key")

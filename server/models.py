@@ -26,7 +26,7 @@ from server.identity.models import (
     PatientMerge,
     User,
 )
-from server.inbox.models import InboxItem
+from server.inbox.models import InboxItem, NotificationPreference, OutboundMessage
 from server.media.models import Recording, RecordingConsent
 from server.prescriptions.models import (
     ChronicCondition,
@@ -72,6 +72,8 @@ __all__ = [
     "InboxItem",
     "Institution",
     "JobLease",
+    "NotificationPreference",
+    "OutboundMessage",
     "Patient",
     "PatientLink",
     "PatientMerge",

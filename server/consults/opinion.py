@@ -24,6 +24,7 @@ from server.core.canonical import canonical_jcs
 from server.core.db import Database, utcnow
 from server.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from server.core.signing import Signature, Signer, signed_bytes
+from server.inbox.service import InboxService
 from server.records.service import RecordsService
 
 OPINION_DOC_TYPE = {
@@ -40,12 +41,15 @@ class ConsultOpinion:
         signer: Signer,
         lifecycle: ConsultLifecycle,
         checks: ConsultAccess,
+        inbox: InboxService | None = None,
     ) -> None:
         self.db = db
         self.records = records
         self.signer = signer
         self.lifecycle = lifecycle
         self.checks = checks
+        # The patient hears that the opinion is there (``opinion_available``).
+        self.inbox = inbox
 
     async def write(
         self, requester: Requester, consult_id: int, data: schemas.OpinionIn
@@ -87,6 +91,15 @@ class ConsultOpinion:
                 },
                 guarded=False,
             )
+            if self.inbox is not None:
+                await self.inbox.notify(
+                    tx,
+                    kind="opinion_available",
+                    title="会诊意见已出具",
+                    patients=[consult.patient_id],
+                    resource=f"Consult/{consult.id}",
+                    data={"consult_id": consult.id},
+                )
             return schemas.OpinionOut(
                 consult_id=consult.id,
                 opinion=opinion,

@@ -45,6 +45,7 @@ from server.core.signing import Signer
 from server.identity.auth_service import AuthService
 from server.identity.directory import Directory
 from server.identity.service import IdentityService
+from server.inbox.service import InboxService
 from server.records.service import RecordsService
 
 
@@ -68,6 +69,7 @@ class ConsultsService:
         node_id: str = "",
         recordings: RecorderSessions | None = None,
         member_listeners: Sequence[MemberAdded] = (),
+        inbox: InboxService | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
@@ -102,7 +104,7 @@ class ConsultsService:
             node_id=node_id,
         )
         self.chat = ConsultChat(db, audit, events, access, records, checks)
-        self.opinion = ConsultOpinion(db, records, signer, self.lifecycle, checks)
+        self.opinion = ConsultOpinion(db, records, signer, self.lifecycle, checks, inbox)
         self.panel = RecordPanel(db, audit, records, checks)
 
     # --- for other capabilities ------------------------------------------------------------

@@ -203,6 +203,20 @@ class Directory:
         rows = await session.scalars(select(User.id).where(User.patient_id.in_(ids)))
         return list(rows)
 
+    async def phones_of_users(
+        self, session: AsyncSession, user_ids: Iterable[int]
+    ) -> dict[int, str | None]:
+        """Each account's patient phone number (None: not a patient, or no number)."""
+        ids = sorted(set(user_ids))
+        if not ids:
+            return {}
+        rows = await session.execute(
+            select(User.id, Patient.phone)
+            .outerjoin(Patient, Patient.id == User.patient_id)
+            .where(User.id.in_(ids))
+        )
+        return {user_id: phone for user_id, phone in rows}
+
     async def prescribing_people(
         self, session: AsyncSession, user_id: int, patient_id: int, pharmacy_id: int | None
     ) -> PrescribingPeople:

@@ -27,11 +27,15 @@ class InboxItemOut(BaseModel):
 class InboxList(BaseModel):
     items: list[InboxItemOut]
     unread: int
+    # Pass as ``before`` for the next (older) page; None: this was the last.
+    next_before: int | None = None
 
 
 class InboxQuery(Strict):
     unread: bool = False
     limit: int = Field(default=100, ge=1, le=500)
+    # The previous page's ``next_before``: the items older than that one.
+    before: int | None = Field(default=None, ge=1)
 
 
 class MarkRead(Strict):
@@ -40,3 +44,26 @@ class MarkRead(Strict):
 
 class MarkedRead(BaseModel):
     ids: list[int]
+
+
+class KindPreference(BaseModel):
+    kind: str
+    # Always true: what happens is always in the app's messages.
+    in_app: bool
+    # Channel name → sent outside the app (SMS, WeChat, log).
+    outbound: dict[str, bool]
+
+
+class PreferencesOut(BaseModel):
+    channels: list[str]
+    kinds: list[KindPreference]
+
+
+class PreferenceChange(Strict):
+    kind: str = Field(min_length=1, max_length=48)
+    channel: str = Field(min_length=1, max_length=16)
+    enabled: bool
+
+
+class PreferencesIn(Strict):
+    preferences: list[PreferenceChange] = Field(min_length=1, max_length=100)

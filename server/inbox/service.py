@@ -21,9 +21,12 @@ from sqlalchemy import func, select, update
 from server.core.auth import Requester
 from server.core.db import Database, Tx, utcnow
 from server.core.events import Events
+from server.core.roles import Role
 from server.identity.directory import Directory
 from server.inbox import schemas
+from server.inbox.dispatch import Outbox, Preferences
 from server.inbox.models import InboxItem
+from server.inbox.outbound import TEMPLATES
 from server.realtime.gateway import base_rooms, desk_stream
 
 EVENT_TYPE = "inbox"
@@ -50,10 +53,21 @@ def item_out(item: InboxItem) -> schemas.InboxItemOut:
 
 
 class InboxService:
-    def __init__(self, db: Database, events: Events, directory: Directory) -> None:
+    def __init__(
+        self,
+        db: Database,
+        events: Events,
+        directory: Directory,
+        outbox: Outbox | None = None,
+        preferences: Preferences | None = None,
+    ) -> None:
         self.db = db
         self.events = events
         self.directory = directory
+        # Patient kinds also go out by SMS / WeChat (server/inbox/dispatch.py), unless the
+        # patient opted out (``preferences``).
+        self.outbox = outbox
+        self.preferences = preferences or Preferences(db, ())
 
     async def notify(
         self,
@@ -73,8 +87,15 @@ class InboxService:
         """
         user_ids = list(users)
         patient_ids = list(patients)
+        patient_users: list[int] = []
         if patient_ids:
-            user_ids += await self.directory.user_ids_of_patients(tx.session, patient_ids)
+            patient_users = await self.directory.user_ids_of_patients(tx.session, patient_ids)
+            user_ids += patient_users
+        outbound = self.outbox is not None and kind in TEMPLATES
+        if outbound and len(patient_users) < len(user_ids):
+            # A patient named by account rather than as a patient is still a patient.
+            named = await self.directory.users(tx.session, user_ids)
+            patient_users += [u for u, ref in named.items() if ref.role == Role.PATIENT]
         streams = list(
             dict.fromkeys(
                 [user_stream(u) for u in user_ids] + [desk_stream(i) for i in institutions]
@@ -82,6 +103,8 @@ class InboxService:
         )
         now = utcnow()
         ids: list[int] = []
+        to_send: dict[str, int] = {user_stream(u): u for u in patient_users} if outbound else {}
+        queued: list[tuple[int, int]] = []
         for stream in streams:
             item = InboxItem(
                 stream=stream,
@@ -104,24 +127,39 @@ class InboxService:
             envelope.number_into(item)
             await tx.session.flush()
             ids.append(item.id)
+            if stream in to_send:
+                queued.append((item.id, to_send[stream]))
+        if queued and self.outbox is not None:
+            await self.outbox.write(tx, kind, data or {}, queued)
         return ids
 
     async def list_items(
-        self, requester: Requester, *, unread_only: bool = False, limit: int = 100
+        self,
+        requester: Requester,
+        *,
+        unread_only: bool = False,
+        limit: int = 100,
+        before: int | None = None,
     ) -> schemas.InboxList:
         streams = base_rooms(requester)
         async with self.db.read() as session:
             query = select(InboxItem).where(InboxItem.stream.in_(streams))
             if unread_only:
                 query = query.where(InboxItem.read_at.is_(None))
-            rows = await session.scalars(query.order_by(InboxItem.id.desc()).limit(limit))
-            items = [item_out(row) for row in rows]
+            if before is not None:
+                query = query.where(InboxItem.id < before)
+            rows = list(await session.scalars(query.order_by(InboxItem.id.desc()).limit(limit + 1)))
+            items = [item_out(row) for row in rows[:limit]]
             unread = await session.scalar(
                 select(func.count(InboxItem.id)).where(
                     InboxItem.stream.in_(streams), InboxItem.read_at.is_(None)
                 )
             )
-        return schemas.InboxList(items=items, unread=int(unread or 0))
+        return schemas.InboxList(
+            items=items,
+            unread=int(unread or 0),
+            next_before=items[-1].id if len(rows) > limit else None,
+        )
 
     async def mark_read(self, requester: Requester, ids: list[int]) -> schemas.MarkedRead:
         """Mark the requester's (or their desk's) items read; ids of others are ignored."""

@@ -7,11 +7,12 @@ conditional status change: of two pharmacists acting at once, one wins.
 from __future__ import annotations
 
 from server.core.auth import Requester
-from server.core.db import Database
+from server.core.db import Database, Tx
 from server.core.errors import ValidationFailed
+from server.inbox.service import InboxService
 from server.prescriptions import schemas
 from server.prescriptions.lifecycle import PrescriptionSteps, load
-from server.prescriptions.models import Dispensation, Prescription
+from server.prescriptions.models import Dispensation, Prescription, PrescriptionStatus
 from server.prescriptions.views import Views
 
 
@@ -32,10 +33,29 @@ def check_dispensed_items(row: Prescription, data: schemas.DispenseRequest) -> N
 
 
 class PharmacyReview:
-    def __init__(self, db: Database, steps: PrescriptionSteps, views: Views) -> None:
+    def __init__(
+        self,
+        db: Database,
+        steps: PrescriptionSteps,
+        views: Views,
+        inbox: InboxService | None = None,
+    ) -> None:
         self.db = db
         self.steps = steps
         self.views = views
+        # The patient's messages: approved, dispensed (kinds of the patient app).
+        self.inbox = inbox
+
+    async def tell_patient(self, tx: Tx, row: Prescription, kind: str, title: str) -> None:
+        if self.inbox is not None:
+            await self.inbox.notify(
+                tx,
+                kind=kind,
+                title=title,
+                patients=[row.patient_id],
+                resource=f"Prescription/{row.id}",
+                data={"prescription_id": row.id, "pharmacy_id": row.pharmacy_id},
+            )
 
     async def review(
         self, requester: Requester, prescription_id: int, data: schemas.ReviewRequest
@@ -50,6 +70,8 @@ class PharmacyReview:
 
             async def then() -> None:
                 await self.steps.notify_users(tx, row, target, data.reason)
+                if target == PrescriptionStatus.APPROVED:
+                    await self.tell_patient(tx, row, "prescription_approved", "处方已审核通过")
 
             await lifecycle.transition(
                 tx,
@@ -85,6 +107,7 @@ class PharmacyReview:
                 )
                 await tx.session.flush()
                 await self.steps.notify_users(tx, row, "dispensed", None)
+                await self.tell_patient(tx, row, "prescription_dispensed", "处方药品已发放")
 
             # The conditional UPDATE is the guard: of two concurrent dispenses one matches.
             await lifecycle.transition(

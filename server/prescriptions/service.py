@@ -23,6 +23,7 @@ from server.core.db import Database
 from server.core.events import Events
 from server.core.leases import Periodic
 from server.core.signing import Signer
+from server.inbox.service import InboxService
 from server.prescriptions.catalogue import Catalogue
 from server.prescriptions.delivery import Deliveries, Push
 from server.prescriptions.lifecycle import PrescriptionSteps
@@ -47,6 +48,7 @@ class PrescriptionService:
         catalogue: Catalogue,
         record: PatientRecord,
         push: Push,
+        inbox: InboxService | None = None,
     ) -> None:
         self.settings = settings
         self.catalogue = catalogue
@@ -57,7 +59,7 @@ class PrescriptionService:
         self.prescribing = Prescribing(
             db, signer, catalogue, record, self.steps, self.views, self.delivery
         )
-        self.review = PharmacyReview(db, self.steps, self.views)
+        self.review = PharmacyReview(db, self.steps, self.views, inbox)
         # What the command line and the jobs call.
         self.expire_due = self.steps.expire_due
         self.relay_pending = self.delivery.relay_pending

@@ -37,6 +37,7 @@ from server.core.db import Database, Tx, utcnow
 from server.core.errors import ValidationFailed
 from server.core.ids import RESIDENT_ID_SYSTEM, ResidentIdError, parse_resident_id
 from server.identity.patients import PatientIndex, parse_local_system
+from server.inbox.service import InboxService
 from server.records.fhir import (
     SOURCE_PREFIX,
     BundleRefused,
@@ -52,6 +53,15 @@ from server.records.fhir import (
 from server.records.models import RecordEntry
 
 UUID_PREFIX = "urn:uuid:"
+# A result the patient is told of: a report or a lab test, once it is final (or corrected).
+READY_STATUSES = frozenset({"final", "amended", "corrected", "appended"})
+
+
+def is_lab_result(row: RecordEntry) -> bool:
+    lab = row.resource_type == "DiagnosticReport" or (
+        row.resource_type == "Observation" and row.category == "laboratory"
+    )
+    return lab and row.status in READY_STATUSES
 
 
 @dataclass
@@ -105,12 +115,19 @@ class Stored:
 
 class Ingest:
     def __init__(
-        self, db: Database, audit: AuditLog, access: AccessService, patients: PatientIndex
+        self,
+        db: Database,
+        audit: AuditLog,
+        access: AccessService,
+        patients: PatientIndex,
+        inbox: InboxService | None = None,
     ) -> None:
         self.db = db
         self.audit = audit
         self.access = access
         self.patients = patients
+        # The patient hears of a new lab result (``result_ready``).
+        self.inbox = inbox
 
     async def bundle(self, sender: Sender, bundle: Any) -> dict[str, Any]:
         kind, items, invalid = parse_bundle(bundle)
@@ -174,6 +191,7 @@ class Ingest:
                 scope.refs[f"{item.type}/{item.source_id}"] = target
         results: dict[int, Stored] = {}
         written: dict[int, Counter[str]] = {}
+        results_ready: dict[int, list[str]] = {}
         for item in items:
             row = rows[item.index]
             resource = copy.deepcopy(item.resource)
@@ -214,6 +232,8 @@ class Ingest:
             results[item.index] = Stored(item, status, location, version, now, patient_id)
             if patient_id is not None:
                 written.setdefault(patient_id, Counter())[item.type] += 1
+                if version == 1 and is_lab_result(row):
+                    results_ready.setdefault(patient_id, []).append(f"{item.type}/{row.id}")
         if issues:
             raise BundleRefused(issues)
         for patient_id, counts in written.items():
@@ -226,6 +246,18 @@ class Ingest:
                 reason="push",
                 details={"institution_id": sender.institution_id, "counts": dict(counts)},
             )
+        # An institution's push of a new result tells the patient; the operator's import of
+        # history (no actor: `yihao import-fhir`, the demo seed) does not message anyone.
+        if self.inbox is not None and sender.actor is not None:
+            for patient_id, ready in sorted(results_ready.items()):
+                await self.inbox.notify(
+                    tx,
+                    kind="result_ready",
+                    title="您有新的检验结果",
+                    patients=[patient_id],
+                    resource=ready[0],
+                    data={"resources": ready, "institution_id": sender.institution_id},
+                )
         return results
 
     async def _rows(self, tx: Tx, sender: Sender, items: list[Item]) -> dict[int, RecordEntry]:

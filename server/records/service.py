@@ -53,6 +53,7 @@ from server.identity.directory import Directory
 from server.identity.patients import PatientIndex, local_identifier_system
 from server.identity.schemas import InstitutionOut, PatientOut
 from server.identity.service import IdentityService
+from server.inbox.service import InboxService
 from server.records import schemas
 from server.records.fhir import (
     SEARCH_PARAMS,
@@ -89,6 +90,7 @@ class RecordsService:
         patients: PatientIndex,
         identity: IdentityService,
         directory: Directory,
+        inbox: InboxService | None = None,
     ) -> None:
         self.db = db
         self.audit = audit
@@ -96,7 +98,7 @@ class RecordsService:
         self.patients = patients
         self.identity = identity
         self.directory = directory
-        self.ingest = Ingest(db, audit, access, patients)
+        self.ingest = Ingest(db, audit, access, patients, inbox)
 
     # --- writes ----------------------------------------------------------------
 

@@ -377,6 +377,23 @@ OPERATIONS: list[Op] = [
         note="ids of other people's items are ignored",
         a="*",
     ),
+    # issue 19: notify
+    Op(
+        "GET /api/v1/me/notification-preferences",
+        get(lambda w, s: "/api/v1/me/notification-preferences"),
+        a="pat",
+        note="the patient's own choices; nobody else has any",
+    ),
+    Op(
+        "PUT /api/v1/me/notification-preferences",
+        body(
+            lambda w, s: "/api/v1/me/notification-preferences",
+            lambda w, s: {
+                "preferences": [{"kind": "result_ready", "channel": "log", "enabled": True}]
+            },
+        ),
+        a="pat",
+    ),
     # --- scheduling ----------------------------------------------------------------------
     Op(
         "GET /api/v1/slots",
