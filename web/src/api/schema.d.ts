@@ -586,6 +586,24 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/me/notification-preferences": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** My notification choices: in the app always; outside it per kind and channel */
+        get: operations["get_notification_preferences"];
+        /** Turn a kind of message on or off on an outbound channel (SMS, WeChat) */
+        put: operations["put_notification_preferences"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/me/presence-code": {
         parameters: {
             query?: never;
@@ -2168,6 +2186,11 @@ export interface components {
         InboxList: {
             /** Items */
             items: components["schemas"]["InboxItemOut"][];
+            /**
+             * Next Before
+             * @default null
+             */
+            next_before?: number | null;
             /** Unread */
             unread: number;
         };
@@ -2295,6 +2318,17 @@ export interface components {
              * @default 盒
              */
             unit?: string;
+        };
+        /** KindPreference */
+        KindPreference: {
+            /** In App */
+            in_app: boolean;
+            /** Kind */
+            kind: string;
+            /** Outbound */
+            outbound: {
+                [key: string]: boolean;
+            };
         };
         /** LabResult */
         LabResult: {
@@ -2647,6 +2681,27 @@ export interface components {
             items: {
                 [key: string]: unknown;
             }[];
+        };
+        /** PreferenceChange */
+        PreferenceChange: {
+            /** Channel */
+            channel: string;
+            /** Enabled */
+            enabled: boolean;
+            /** Kind */
+            kind: string;
+        };
+        /** PreferencesIn */
+        PreferencesIn: {
+            /** Preferences */
+            preferences: components["schemas"]["PreferenceChange"][];
+        };
+        /** PreferencesOut */
+        PreferencesOut: {
+            /** Channels */
+            channels: string[];
+            /** Kinds */
+            kinds: components["schemas"]["KindPreference"][];
         };
         /** PrescriberView */
         PrescriberView: {
@@ -6017,6 +6072,7 @@ export interface operations {
             query?: {
                 unread?: boolean;
                 limit?: number;
+                before?: number | null;
             };
             header?: never;
             path?: never;
@@ -6497,6 +6553,134 @@ export interface operations {
             };
             /** @description Forbidden */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_notification_preferences: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description My notification choices: in the app always; outside it per kind and channel */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PreferencesOut"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    put_notification_preferences: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Send a fresh key (e.g. a UUID) with a write you may retry, the same for all its retries: a repeat is answered with the first answer (Idempotent-Replayed: true), never done twice. 422 idempotency_key_reused: the key was used for a different request; 409 idempotency_in_progress: the first is not answered yet (retry after Retry-After; if it persists, reload the object). Keys are kept 24 hours (IDEMPOTENCY_KEEP_HOURS). */
+                "Idempotency-Key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PreferencesIn"];
+            };
+        };
+        responses: {
+            /** @description Turn a kind of message on or off on an outbound channel (SMS, WeChat) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PreferencesOut"];
+                };
+            };
+            /** @description Bad request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Payload too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unsupported media type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation failed */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -8,6 +8,7 @@ import * as consent from "../features/consent/messages";
 import * as consults from "../features/consults/messages";
 import * as home from "../features/home/messages";
 import * as inbox from "../features/inbox/messages";
+import * as messages from "../features/messages/messages";
 import * as pharmacy from "../features/pharmacy/messages";
 import * as records from "../features/records/messages";
 import * as referrals from "../features/referrals/messages";
@@ -20,6 +21,7 @@ export const zhCN = {
   ...home.zhCN,
   ...admin.zhCN,
   ...inbox.zhCN,
+  ...messages.zhCN,
   ...records.zhCN,
   ...consults.zhCN,
   ...care.zhCN,
@@ -37,6 +39,7 @@ export const en: Record<MessageKey, string> = {
   ...home.en,
   ...admin.en,
   ...inbox.en,
+  ...messages.en,
   ...records.en,
   ...consults.en,
   ...care.en,
