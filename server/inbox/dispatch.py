@@ -11,7 +11,9 @@ is due after commit, on one node per round.
 (``pending`` → ``sending``, one attempt counted), so two rounds or two nodes cannot both
 send it. The channel's answer is then written: ``sent`` with the provider's message id, or
 ``pending`` again with a later ``next_attempt_at`` (``NOTIFY_RETRY_SECONDS``, doubled each
-try, at most 10 minutes) after a failure, ``failed`` when ``NOTIFY_MAX_ATTEMPTS`` are spent.
+try, at most 10 minutes) after a failure the provider surely did not send (no connection, a
+5xx or 429), ``failed`` when ``NOTIFY_MAX_ATTEMPTS`` are spent, and ``failed`` at once when
+the answer leaves it unknown (a timeout, a dropped connection) or refuses it for good (4xx).
 A node killed between the claim and the answer leaves the row ``sending``; once its claim
 has run out the row is marked ``failed`` ("outcome unknown"), never sent again: a patient
 may miss one SMS, but never gets two.
@@ -57,6 +59,13 @@ class Claimed:
     template_id: str
     params: dict[str, Any]
     attempts: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    message_id: str | None
+    error: str = ""
+    retry: bool = False
 
 
 class Outbox:
@@ -125,20 +134,24 @@ class Outbox:
         now = utcnow()
         sent = 0
         async with self.db.transaction() as tx:
-            for message, (message_id, error) in zip(claimed, results, strict=True):
+            for message, outcome in zip(claimed, results, strict=True):
                 values: dict[str, Any]
-                if message_id is not None:
+                if outcome.message_id is not None:
                     sent += 1
-                    values = {"status": SENT, "provider_message_id": message_id, "sent_at": now}
-                elif error == SKIPPED_NO_ADDRESS:
+                    values = {
+                        "status": SENT,
+                        "provider_message_id": outcome.message_id,
+                        "sent_at": now,
+                    }
+                elif outcome.error == SKIPPED_NO_ADDRESS:
                     values = {"status": SKIPPED_NO_ADDRESS}
-                elif message.attempts >= self.max_attempts:
-                    values = {"status": FAILED, "last_error": error}
+                elif not outcome.retry or message.attempts >= self.max_attempts:
+                    values = {"status": FAILED, "last_error": outcome.error}
                 else:
                     delay = min(self.retry * 2 ** (message.attempts - 1), MAX_BACKOFF)
                     values = {
                         "status": PENDING,
-                        "last_error": error,
+                        "last_error": outcome.error,
                         "next_attempt_at": now + delay,
                     }
                 await tx.session.execute(
@@ -205,20 +218,21 @@ class Outbox:
         recipients = {user: Recipient(user, phone) for user, phone in phones.items()}
         return claimed, recipients
 
-    async def _send(self, message: Claimed, recipient: Recipient) -> tuple[str | None, str]:
+    async def _send(self, message: Claimed, recipient: Recipient) -> Outcome:
         channel = self.channels.get(message.channel)
         if channel is None:
-            return None, f"channel {message.channel} is not configured"
+            # Queued when the channel was configured; kept for when it is again.
+            return Outcome(None, f"channel {message.channel} is not configured", retry=True)
         if not channel.reaches(recipient):
-            return None, SKIPPED_NO_ADDRESS
+            return Outcome(None, SKIPPED_NO_ADDRESS)
         try:
-            return await channel.send(recipient, message.template_id, message.params), ""
+            return Outcome(await channel.send(recipient, message.template_id, message.params))
         except ChannelError as exc:
             logger.warning(
                 "outbound message not sent",
                 extra={"outbound_id": message.id, "channel": message.channel, "error": str(exc)},
             )
-            return None, str(exc)[:200]
+            return Outcome(None, str(exc)[:200], retry=exc.retry)
 
 
 class Preferences:

@@ -137,7 +137,14 @@ class Recipient:
 
 
 class ChannelError(Exception):
-    """The message was not accepted; it may be tried again later."""
+    """The message was not sent. ``retry``: the provider surely did not take it (no
+    connection, 5xx, 429), so trying again cannot make a second message; otherwise (refused
+    for good, or no clear answer: a timeout, a dropped connection, a 2xx without an id) it
+    is never tried again, since the provider may have sent it."""
+
+    def __init__(self, message: str, *, retry: bool) -> None:
+        super().__init__(message)
+        self.retry = retry
 
 
 class Channel(Protocol):
@@ -197,13 +204,20 @@ class HttpChannel:
                 session.post(self.url, json=body) as response,
             ):
                 if response.status >= 300:
-                    raise ChannelError(f"{self.name} gateway answered {response.status}")
+                    retry = response.status >= 500 or response.status == 429
+                    raise ChannelError(
+                        f"{self.name} gateway answered {response.status}", retry=retry
+                    )
                 answer = await response.json(content_type=None)
+        except aiohttp.ClientConnectorError as exc:
+            raise ChannelError(f"{self.name} gateway unreachable", retry=True) from exc
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise ChannelError(f"{self.name} gateway: {type(exc).__name__}") from exc
+            raise ChannelError(
+                f"{self.name} gateway: outcome unknown ({type(exc).__name__})", retry=False
+            ) from exc
         message_id = answer.get("message_id") if isinstance(answer, dict) else None
         if not isinstance(message_id, str) or not message_id:
-            raise ChannelError(f"{self.name} gateway gave no message_id")
+            raise ChannelError(f"{self.name} gateway: outcome unknown (no message_id)", retry=False)
         return message_id
 
 

@@ -6,6 +6,7 @@ API); the dispatch job is off here so each test sends exactly when it says so.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from datetime import timedelta
@@ -15,11 +16,11 @@ import pytest
 from aiohttp import web
 from sqlalchemy import select, update
 
-from server.config import Settings
+from server.config import Settings, SettingsError
 from server.container import Services
 from server.core.db import utcnow
 from server.inbox.models import OutboundMessage
-from server.inbox.outbound import TEMPLATES, render, template_for
+from server.inbox.outbound import TEMPLATES, build_channels, render, template_for
 from server.seed import PATIENTS
 from tests.helpers import Api
 from tests.scheduling.support import network_ids
@@ -41,15 +42,19 @@ class Gateway:
     def __init__(self) -> None:
         self.received: dict[str, list[dict[str, Any]]] = {"sms": [], "wechat": []}
         self.fail: dict[str, int] = {"sms": 0, "wechat": 0}
+        self.fail_status = 503
+        self.delay = 0.0
         self.server: Any = None
 
     async def handle(self, request: web.Request) -> web.Response:
         channel = request.match_info["channel"]
         body = await request.json()
         self.received[channel].append(body)
+        if self.delay:
+            await asyncio.sleep(self.delay)
         if self.fail[channel] > 0:
             self.fail[channel] -= 1
-            return web.json_response({"error": "busy"}, status=503)
+            return web.json_response({"error": "busy"}, status=self.fail_status)
         return web.json_response({"message_id": f"{channel}-{len(self.received[channel])}"})
 
     def url(self, channel: str) -> str:
@@ -74,6 +79,7 @@ async def settings(settings: Settings, gateway: Gateway) -> Settings:
         notify_dispatch_seconds=0,
         notify_max_attempts=3,
         notify_retry_seconds=30,
+        notify_send_timeout_seconds=0.5,
     )
 
 
@@ -188,6 +194,49 @@ async def test_a_gateway_that_keeps_failing_gives_up_after_the_attempts(
     assert (wechat.status, wechat.attempts) == ("failed", 3)
     await network.inbox.outbox.dispatch_due()  # type: ignore[union-attr]
     assert len(gateway.received["wechat"]) == 3
+
+
+async def test_what_may_have_been_sent_is_never_sent_again(
+    network: Services, gateway: Gateway
+) -> None:
+    # A gateway that answers too late may still have sent it: failed, not retried.
+    gateway.delay = 1.0
+    item_id = await notify_sun(network)
+    await network.inbox.outbox.dispatch_due()  # type: ignore[union-attr]
+    gateway.delay = 0.0
+    rows = await outbound(network, item_id)
+    for channel in ("sms", "wechat"):
+        assert rows[channel].status == "failed", rows[channel].last_error
+        assert "outcome unknown" in (rows[channel].last_error or "")
+    # A refusal for good (4xx) is not retried either.
+    gateway.fail["sms"], gateway.fail_status = 1, 400
+    refused = await notify_sun(network)
+    await network.inbox.outbox.dispatch_due()  # type: ignore[union-attr]
+    sms = (await outbound(network, refused))["sms"]
+    assert (sms.status, sms.attempts, sms.last_error) == ("failed", 1, "sms gateway answered 400")
+    await make_due(network, item_id)
+    await make_due(network, refused)
+    await network.inbox.outbox.dispatch_due()  # type: ignore[union-attr]
+    assert len(gateway.received["sms"]) == 2 and len(gateway.received["wechat"]) == 2
+
+
+async def test_an_unreachable_gateway_is_tried_again(network: Services, gateway: Gateway) -> None:
+    # The gateway is down: nothing listens, so it surely did not send; tried again later.
+    await gateway.server.close()
+    item_id = await notify_sun(network)
+    await network.inbox.outbox.dispatch_due()  # type: ignore[union-attr]
+    sms = (await outbound(network, item_id))["sms"]
+    assert (sms.status, sms.attempts, sms.last_error) == ("pending", 1, "sms gateway unreachable")
+
+
+def test_a_gateway_channel_without_its_url_stops_the_start(settings: Settings) -> None:
+    for channel, key in (("sms", "NOTIFY_SMS_URL"), ("wechat", "NOTIFY_WECHAT_URL")):
+        with pytest.raises(SettingsError, match=key):
+            build_channels(
+                settings.with_overrides(
+                    notify_channels=(channel,), notify_sms_url="", notify_wechat_url=""
+                )
+            )
 
 
 async def test_a_send_cut_off_by_a_dead_node_is_never_sent_twice(
