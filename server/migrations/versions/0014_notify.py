@@ -1,6 +1,6 @@
 """notify: the outbound outbox (SMS, WeChat) and the patients' opt-outs
 
-Revision ID: 0018
+Revision ID: 0014
 Revises: 0013
 Create Date: 2026-12-04 18:10:00.000000
 """
@@ -12,7 +12,7 @@ from alembic import op
 
 import server.core.db
 
-revision: str = "0018"
+revision: str = "0014"
 down_revision: str | Sequence[str] | None = "0013"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
