@@ -319,6 +319,7 @@ def build_services(
         Catalogue(db),
         PatientRecord(db, records=records, access=access, directory=directory),
         gateway.push,
+        inbox,
     )
     redis = None
     if settings.redis_url:
