@@ -9,6 +9,7 @@ import * as consults from "../features/consults/messages";
 import * as home from "../features/home/messages";
 import * as inbox from "../features/inbox/messages";
 import * as pharmacy from "../features/pharmacy/messages";
+import * as prescriptions from "../features/prescriptions/messages";
 import * as records from "../features/records/messages";
 import * as referrals from "../features/referrals/messages";
 import * as scheduling from "../features/scheduling/messages";
@@ -27,6 +28,7 @@ export const zhCN = {
   ...pharmacy.zhCN,
   ...referrals.zhCN,
   ...scheduling.zhCN,
+  ...prescriptions.zhCN,
 };
 
 export type MessageKey = keyof typeof zhCN;
@@ -44,4 +46,5 @@ export const en: Record<MessageKey, string> = {
   ...pharmacy.en,
   ...referrals.en,
   ...scheduling.en,
+  ...prescriptions.en,
 };
