@@ -172,7 +172,7 @@ async def review_prescription(call: Call[schemas.ReviewRequest, None]) -> schema
     summary="Ready for pickup (备药完成): the chosen pharmacy's pharmacist, after approval",
     body=schemas.ReadyRequest,
     response=schemas.PrescriptionOut,
-    errors=(403, 404, 409),
+    errors=(403, 404, 409, 422),
 )
 async def ready_prescription(call: Call[schemas.ReadyRequest, None]) -> schemas.PrescriptionOut:
     return await _rx(call).review.ready(call.user, call.path_int("prescription_id"), call.body)

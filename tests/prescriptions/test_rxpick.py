@@ -196,6 +196,12 @@ async def test_ready_by_the_chosen_pharmacy_then_dispensed_and_the_patient_told(
     assert status in (403, 404)
     assert await status_of(world, rx["id"]) == "approved"
 
+    status, problem = await api.post(
+        f"{RX}/{rx['id']}/ready", as_="pharmacist_chen", json={"note": "x" * 501}
+    )
+    assert status == 422 and any(e["field"].endswith("note") for e in problem["errors"])
+    assert await status_of(world, rx["id"]) == "approved"
+
     status, ready = await api.post(
         f"{RX}/{rx['id']}/ready", as_="pharmacist_chen", json={"note": "取药窗口 3"}
     )
