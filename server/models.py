@@ -34,6 +34,7 @@ from server.prescriptions.models import (
     Dispensation,
     Drug,
     DrugInteraction,
+    PharmacyProfile,
     Prescription,
     PrescriptionHistory,
 )
@@ -77,6 +78,7 @@ __all__ = [
     "Patient",
     "PatientLink",
     "PatientMerge",
+    "PharmacyProfile",
     "PractitionerKey",
     "Prescription",
     "PrescriptionHistory",

@@ -1,8 +1,8 @@
 """The demo network: what ``yihao seed-demo`` creates (idempotent: it skips what exists).
 
 Two tertiary hospitals with departments and specialists, three community
-health service centres with community doctors, two pharmacies with
-pharmacists, patients with valid resident IDs. Every demo account has the
+health service centres with community doctors, six pharmacies (one per urban
+district; two with pharmacists), patients with valid resident IDs. Every demo account has the
 password :data:`DEMO_PASSWORD`; the README lists the logins.
 """
 
@@ -34,6 +34,15 @@ INSTITUTIONS: list[dict[str, Any]] = [
     {"code": "HCYF", "name": "海川大药房（香港中路店）", "kind": "pharmacy", "region": "370202",
      "departments": []},
     {"code": "TATYF", "name": "同安堂药房（辽宁路店）", "kind": "pharmacy", "region": "370203",
+     "departments": []},
+    # issue 19 (rxpick): a pharmacy in every urban district, for the patient's choice
+    {"code": "LSJM", "name": "崂山健民大药房（海尔路店）", "kind": "pharmacy", "region": "370212",
+     "departments": []},
+    {"code": "LCRH", "name": "李沧仁和药房（书院路店）", "kind": "pharmacy", "region": "370213",
+     "departments": []},
+    {"code": "CYKN", "name": "城阳康宁药房（正阳路店）", "kind": "pharmacy", "region": "370214",
+     "departments": []},
+    {"code": "HDHM", "name": "黄岛惠民药房（长江中路店）", "kind": "pharmacy", "region": "370211",
      "departments": []},
 ]  # fmt: skip
 

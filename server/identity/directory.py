@@ -367,3 +367,11 @@ class Directory:
             select(Institution.kind).where(Institution.id == institution_id)
         )
         return found
+
+    async def institution_ids_of_kind(self, session: AsyncSession, kind: str) -> list[int]:
+        """Every institution of one kind (the network's pharmacies), by id."""
+        return list(
+            await session.scalars(
+                select(Institution.id).where(Institution.kind == kind).order_by(Institution.id)
+            )
+        )

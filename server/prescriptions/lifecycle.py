@@ -2,10 +2,15 @@
 
 Status flow::
 
-    signed ──route──► sent ──start──► under_review ──approve──► approved ──dispense──► dispensed
-       │               │  ╲──────────── approve / reject ─────╱      │
-       │               │                    rejected ──revise──► sent│signed
+    signed ──route──► sent ──start──► under_review ──approve──► approved ──ready──► ready
+       │               │  ╲──────────── approve / reject ─────╱      │                 │
+       │               │                    rejected ──revise──► sent│signed        dispense
+       │               │                                             └──dispense──► dispensed
        └───────────────┴──── cancel (doctor) / expire (automatic) ───┘  (any state before dispensed)
+
+``ready`` is ready for pickup at the chosen pharmacy (its pharmacist says so). Once the
+pharmacy's review has started, the patient can no longer change the pharmacy (409
+``pharmacy_review_started``).
 
 Every change is one transaction: the conditional UPDATE on the status (so two
 pharmacists, or two pharmacies, cannot both win), the status history row, the
@@ -33,9 +38,11 @@ from server.prescriptions.models import PrescriptionStatus as S
 from server.prescriptions.record import PatientRecord
 from server.realtime.gateway import pharmacy_stream
 
-LIVE = frozenset({S.SIGNED, S.SENT, S.UNDER_REVIEW, S.APPROVED, S.REJECTED})
+LIVE = frozenset({S.SIGNED, S.SENT, S.UNDER_REVIEW, S.APPROVED, S.READY, S.REJECTED})
 ROUTABLE = frozenset({S.SIGNED, S.SENT})
 REVISABLE = frozenset({S.SIGNED, S.SENT, S.REJECTED})
+# Where a change of pharmacy is refused because the pharmacy has taken the prescription up.
+REVIEW_STARTED = frozenset({S.UNDER_REVIEW, S.APPROVED, S.READY, S.REJECTED})
 ENDED: dict[str | None, tuple[str, str]] = {
     S.EXPIRED: ("prescription_expired", "the prescription has expired"),
     S.CANCELLED: ("prescription_cancelled", "the prescription was cancelled"),
@@ -99,7 +106,8 @@ STEPS = steps(
     _pharmacist("start", frozenset({S.SENT}), S.UNDER_REVIEW),
     _pharmacist("approve", frozenset({S.SENT, S.UNDER_REVIEW}), S.APPROVED),
     _pharmacist("reject", frozenset({S.SENT, S.UNDER_REVIEW}), S.REJECTED),
-    _pharmacist("dispense", frozenset({S.APPROVED}), S.DISPENSED),
+    _pharmacist("ready", frozenset({S.APPROVED}), S.READY),
+    _pharmacist("dispense", frozenset({S.APPROVED, S.READY}), S.DISPENSED),
     Step("cancel", LIVE, S.CANCELLED, guard=check_prescriber),
     Step("expire", LIVE, S.EXPIRED),
 )
@@ -107,6 +115,14 @@ STEPS = steps(
 
 def status_error(current: str | None, action: str) -> Conflict:
     wanted = WORDING.get(action, action)
+    if action == "deliver" and current in REVIEW_STARTED:
+        return Conflict(
+            f"the pharmacy has started its review (the prescription is {current}); "
+            "the pharmacy can no longer be changed",
+            code="pharmacy_review_started",
+            # Not "status": that member of a problem is the HTTP status.
+            extra={"prescription_status": current},
+        )
     code, detail = ENDED.get(current, ("invalid_status", f"the prescription is {current}"))
     return Conflict(f"{detail}; cannot {wanted}", code=code, extra={"status": current})
 

@@ -1,5 +1,5 @@
 """Tables of the prescriptions capability: the drug catalogue, prescriptions, their
-status history, deliveries to pharmacies and dispensations."""
+status history, deliveries to pharmacies, dispensations and the pharmacies' profiles."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ class PrescriptionStatus(StrEnum):
     SENT = "sent"
     UNDER_REVIEW = "under_review"
     APPROVED = "approved"
+    READY = "ready"  # ready for pickup at the chosen pharmacy
     REJECTED = "rejected"
     DISPENSED = "dispensed"
     CANCELLED = "cancelled"
@@ -146,3 +147,21 @@ class Dispensation(Base):
     items: Mapped[list[dict[str, Any]]] = mapped_column(JSON, nullable=False)
     note: Mapped[str | None] = mapped_column(Text)
     at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class PharmacyProfile(Base):
+    """What a patient needs to choose a pharmacy: where it is, when it is open, its phone.
+
+    One per pharmacy institution; the name is the institution's. ``hours`` is the weekly
+    opening hours, ``[{"days": [1, 2, 3, 4, 5], "opens": "08:00", "closes": "21:00"}]``
+    (ISO weekdays, Monday 1; local time, China; ``"24:00"`` closes at midnight).
+    """
+
+    __tablename__ = "pharmacy_profiles"
+
+    institution_id: Mapped[int] = mapped_column(ForeignKey("institutions.id"), primary_key=True)
+    district: Mapped[str] = mapped_column(String(6), nullable=False, index=True)  # region code
+    address: Mapped[str] = mapped_column(String(200), nullable=False)
+    phone: Mapped[str | None] = mapped_column(String(20))
+    hours: Mapped[list[dict[str, Any]]] = mapped_column(JSON, nullable=False, default=list)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)

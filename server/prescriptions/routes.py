@@ -1,4 +1,5 @@
-"""HTTP edge of prescriptions: prescribing, routing, the pharmacy work queue, review, dispensing."""
+"""HTTP edge of prescriptions: prescribing, routing, the pharmacies, the pharmacy work queue,
+review, ready for pickup, dispensing."""
 
 from __future__ import annotations
 
@@ -163,6 +164,30 @@ async def acknowledge_prescription(call: Call[schemas.AckRequest, None]) -> sche
 )
 async def review_prescription(call: Call[schemas.ReviewRequest, None]) -> schemas.PrescriptionOut:
     return await _rx(call).review.review(call.user, call.path_int("prescription_id"), call.body)
+
+
+@routes.op(
+    "POST",
+    ONE + "/ready",
+    summary="Ready for pickup (备药完成): the chosen pharmacy's pharmacist, after approval",
+    body=schemas.ReadyRequest,
+    response=schemas.PrescriptionOut,
+    errors=(403, 404, 409, 422),
+)
+async def ready_prescription(call: Call[schemas.ReadyRequest, None]) -> schemas.PrescriptionOut:
+    return await _rx(call).review.ready(call.user, call.path_int("prescription_id"), call.body)
+
+
+@routes.op(
+    "GET",
+    "/api/v1/pharmacies",
+    summary="The network's pharmacies: address, district, hours, open now; nearest district first",
+    query=schemas.PharmacyQuery,
+    response=schemas.PharmacyList,
+    errors=(422,),
+)
+async def list_pharmacies(call: Call[None, schemas.PharmacyQuery]) -> schemas.PharmacyList:
+    return await _rx(call).pharmacies.listing(call.user, call.query)
 
 
 @routes.op(

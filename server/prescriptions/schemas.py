@@ -15,7 +15,8 @@ Kind = Literal["normal", "emergency", "long_term"]
 Route = Literal["口服", "舌下", "吸入", "外用", "皮下注射", "肌内注射", "静脉注射", "经皮", "滴眼"]
 Frequency = Literal["qd", "bid", "tid", "qid", "q8h", "q12h", "qn", "qw", "prn"]
 Status = PrescriptionStatus
-QueueStatus = Literal["new", "under_review", "approved", "rejected", "dispensed", "all"]
+QueueStatus = Literal["new", "under_review", "approved", "ready", "rejected", "dispensed", "all"]
+District = Literal["市南区", "市北区", "黄岛区", "崂山区", "李沧区", "城阳区"]
 Severity = Literal["minor", "moderate", "severe"]
 
 # Administrations per day; prn counts as at most four a day for the dose check.
@@ -154,6 +155,14 @@ class PrescriberView(BaseModel):
     institution_name: str | None
 
 
+class Dosing(BaseModel):
+    drug_code: str
+    zh: str = Field(description="e.g. 每日3次，每次1片（5mg），口服，共7天")
+    en: str = Field(
+        description="e.g. 3 times a day, 1 tablet (5 mg) each time, by mouth, for 7 days"
+    )
+
+
 class PrescriptionOut(BaseModel):
     """A prescription. The pharmacy's copy (``patient`` and ``prescriber`` set) carries the
     resident ID masked, in ``content`` too: check its signature with ``GET …/verify``."""
@@ -179,6 +188,9 @@ class PrescriptionOut(BaseModel):
     )
     prescriber: PrescriberView | None = Field(
         default=None, description="who signed it (the pharmacy's view)"
+    )
+    dosing: list[Dosing] = Field(
+        default_factory=list, description="each item's dosing in plain words, zh and en"
     )
 
 
@@ -207,3 +219,43 @@ class MineQuery(Strict):
 
 class PendingList(BaseModel):
     items: list[dict[str, Any]] = Field(description="stream envelopes not yet acknowledged")
+
+
+class ReadyRequest(Strict):
+    note: PlainText | None = Field(default=None, max_length=500, description="e.g. 取药窗口 3")
+
+
+class PharmacyQuery(Strict):
+    district: District | None = Field(
+        default=None, description="the patient's district: nearest first (else their profile's)"
+    )
+    open_now: bool = Field(default=False, description="only pharmacies open right now")
+
+
+class OpeningHours(BaseModel):
+    days: list[int] = Field(description="ISO weekdays, Monday 1 … Sunday 7")
+    opens: str = Field(pattern=r"^\d{2}:\d{2}$", description="local time (China), e.g. 08:00")
+    closes: str = Field(pattern=r"^\d{2}:\d{2}$", description="e.g. 21:00; 24:00 is midnight")
+
+
+class PharmacyOut(BaseModel):
+    id: int = Field(description="the pharmacy's institution id (route a prescription to it)")
+    code: str
+    name: str
+    district: str | None = Field(description="e.g. 市南区")
+    district_code: str | None = Field(description="the district's region code, e.g. 370202")
+    address: str | None
+    phone: str | None
+    hours: list[OpeningHours] = Field(description="weekly opening hours")
+    open_now: bool
+    distance: Literal["same_district", "neighbouring", "other"] | None = Field(
+        description="by district, from the patient's; null when no district is known"
+    )
+
+
+class PharmacyList(BaseModel):
+    items: list[PharmacyOut] = Field(description="same district first, then neighbouring")
+    district: str | None = Field(description="the district the distances are from")
+    district_source: Literal["query", "profile"] | None = Field(
+        description="given in the query, or the patient's registered address"
+    )

@@ -2,7 +2,8 @@
 
 - :mod:`~server.prescriptions.prescribing`: the doctor checks, signs, revises, cancels;
 - :mod:`~server.prescriptions.delivery`: routing to the pharmacy, receipts, pushing again;
-- :mod:`~server.prescriptions.review`: the pharmacist's review and dispensing;
+- :mod:`~server.prescriptions.review`: the pharmacist's review, ready for pickup, dispensing;
+- :mod:`~server.prescriptions.pharmacies`: the pharmacies a patient chooses among;
 - :mod:`~server.prescriptions.views`: the answers, the reads, signature verification;
 - :mod:`~server.prescriptions.lifecycle`: the steps and what every step writes, expiry.
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from server.config import Settings
 from server.core.audit import AuditLog
@@ -23,14 +24,17 @@ from server.core.db import Database
 from server.core.events import Events
 from server.core.leases import Periodic
 from server.core.signing import Signer
-from server.inbox.service import InboxService
 from server.prescriptions.catalogue import Catalogue
 from server.prescriptions.delivery import Deliveries, Push
 from server.prescriptions.lifecycle import PrescriptionSteps
+from server.prescriptions.pharmacies import Pharmacies
 from server.prescriptions.prescribing import Prescribing
 from server.prescriptions.record import PatientRecord
 from server.prescriptions.review import PharmacyReview
 from server.prescriptions.views import Views
+
+if TYPE_CHECKING:
+    from server.inbox.service import InboxService
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +52,7 @@ class PrescriptionService:
         catalogue: Catalogue,
         record: PatientRecord,
         push: Push,
-        inbox: InboxService | None = None,
+        inbox: InboxService,
     ) -> None:
         self.settings = settings
         self.catalogue = catalogue
@@ -59,7 +63,8 @@ class PrescriptionService:
         self.prescribing = Prescribing(
             db, signer, catalogue, record, self.steps, self.views, self.delivery
         )
-        self.review = PharmacyReview(db, self.steps, self.views, inbox)
+        self.review = PharmacyReview(db, self.steps, self.views, inbox, record.directory)
+        self.pharmacies = Pharmacies(db, record.directory)
         # What the command line and the jobs call.
         self.expire_due = self.steps.expire_due
         self.relay_pending = self.delivery.relay_pending

@@ -22,6 +22,7 @@ from server.core.history import HistoryList, read_history
 from server.core.roles import PRESCRIBER_ROLES, Role
 from server.core.signing import Signature, Signer
 from server.prescriptions import schemas
+from server.prescriptions.dosing import dosing_of
 from server.prescriptions.lifecycle import (
     PrescriptionSteps,
     check_may_see,
@@ -133,6 +134,7 @@ class Views:
             updated_at=row.updated_at,
             patient=patient_view,
             prescriber=prescriber_view,
+            dosing=[schemas.Dosing.model_validate(d) for d in dosing_of(row.content)],
         )
 
     async def audit_read(self, tx: Tx, requester: Requester, row: Prescription) -> None:

@@ -652,6 +652,20 @@ OPERATIONS: list[Op] = [
         a="ph",
         b="ph2",
     ),
+    # issue 19: rxpick
+    Op(
+        "GET /api/v1/pharmacies",
+        get(lambda w, s: "/api/v1/pharmacies?district=%E5%B8%82%E5%8D%97%E5%8C%BA"),
+        note="the network's pharmacies (no patient data): every signed-in persona",
+        a="*",
+    ),
+    Op(
+        "POST /api/v1/prescriptions/{prescription_id}/ready",
+        body(lambda w, s: P.format(s.prescription_id) + "/ready", lambda w, s: {}),
+        note="only the chosen pharmacy's pharmacist (409 while under review is fine)",
+        a="ph",
+        b="ph2",
+    ),
     Op(
         "POST /api/v1/prescriptions/{prescription_id}/receipt",
         body(

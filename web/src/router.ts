@@ -12,6 +12,7 @@ import { routes as home } from "./features/home/routes";
 import { HOME } from "./features/home/roles";
 import { routes as inbox } from "./features/inbox/routes";
 import { routes as messages } from "./features/messages/routes";
+import { routes as prescriptions } from "./features/prescriptions/routes";
 import { routes as records } from "./features/records/routes";
 import { routes as referrals } from "./features/referrals/routes";
 import { routes as scheduling } from "./features/scheduling/routes";
@@ -36,6 +37,7 @@ const routes: RouteRecordRaw[] = [
   ...consent,
   ...referrals,
   ...scheduling,
+  ...prescriptions,
 ];
 
 export const router = createRouter({ history: createWebHistory(), routes });

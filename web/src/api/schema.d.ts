@@ -844,6 +844,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/pharmacies": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The network's pharmacies: address, district, hours, open now; nearest district first */
+        get: operations["list_pharmacies"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/pharmacy/deliveries/pending": {
         parameters: {
             query?: never;
@@ -975,6 +992,23 @@ export interface paths {
         get: operations["get_prescription_history"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/prescriptions/{prescription_id}/ready": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Ready for pickup (备药完成): the chosen pharmacy's pharmacist, after approval */
+        post: operations["ready_prescription"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1923,6 +1957,21 @@ export interface components {
             /** Quantity */
             quantity: number;
         };
+        /** Dosing */
+        Dosing: {
+            /** Drug Code */
+            drug_code: string;
+            /**
+             * En
+             * @description e.g. 3 times a day, 1 tablet (5 mg) each time, by mouth, for 7 days
+             */
+            en: string;
+            /**
+             * Zh
+             * @description e.g. 每日3次，每次1片（5mg），口服，共7天
+             */
+            zh: string;
+        };
         /** EmergencyAccessList */
         EmergencyAccessList: {
             /** Items */
@@ -2438,6 +2487,24 @@ export interface components {
              */
             note?: string | null;
         };
+        /** OpeningHours */
+        OpeningHours: {
+            /**
+             * Closes
+             * @description e.g. 21:00; 24:00 is midnight
+             */
+            closes: string;
+            /**
+             * Days
+             * @description ISO weekdays, Monday 1 … Sunday 7
+             */
+            days: number[];
+            /**
+             * Opens
+             * @description local time (China), e.g. 08:00
+             */
+            opens: string;
+        };
         /** OpinionIn */
         OpinionIn: {
             /** Diagnostic Opinion */
@@ -2682,6 +2749,62 @@ export interface components {
                 [key: string]: unknown;
             }[];
         };
+        /** PharmacyList */
+        PharmacyList: {
+            /**
+             * District
+             * @description the district the distances are from
+             */
+            district: string | null;
+            /**
+             * District Source
+             * @description given in the query, or the patient's registered address
+             */
+            district_source: ("query" | "profile") | null;
+            /**
+             * Items
+             * @description same district first, then neighbouring
+             */
+            items: components["schemas"]["PharmacyOut"][];
+        };
+        /** PharmacyOut */
+        PharmacyOut: {
+            /** Address */
+            address: string | null;
+            /** Code */
+            code: string;
+            /**
+             * Distance
+             * @description by district, from the patient's; null when no district is known
+             */
+            distance: ("same_district" | "neighbouring" | "other") | null;
+            /**
+             * District
+             * @description e.g. 市南区
+             */
+            district: string | null;
+            /**
+             * District Code
+             * @description the district's region code, e.g. 370202
+             */
+            district_code: string | null;
+            /**
+             * Hours
+             * @description weekly opening hours
+             */
+            hours: components["schemas"]["OpeningHours"][];
+            /**
+             * Id
+             * @description the pharmacy's institution id (route a prescription to it)
+             */
+            id: number;
+            /** Name */
+            name: string;
+            /** Open Now */
+            open_now: boolean;
+            /** Phone */
+            phone: string | null;
+        };
         /** PreferenceChange */
         PreferenceChange: {
             /** Channel */
@@ -2835,6 +2958,11 @@ export interface components {
             dispensation: {
                 [key: string]: unknown;
             } | null;
+            /**
+             * Dosing
+             * @description each item's dosing in plain words, zh and en
+             */
+            dosing?: components["schemas"]["Dosing"][];
             /** Findings */
             findings: components["schemas"]["Finding"][];
             /** Id */
@@ -2883,7 +3011,7 @@ export interface components {
          * PrescriptionStatus
          * @enum {string}
          */
-        PrescriptionStatus: "signed" | "sent" | "under_review" | "approved" | "rejected" | "dispensed" | "cancelled" | "expired";
+        PrescriptionStatus: "signed" | "sent" | "under_review" | "approved" | "ready" | "rejected" | "dispensed" | "cancelled" | "expired";
         /** PresenceCodeOut */
         PresenceCodeOut: {
             /**
@@ -2940,6 +3068,15 @@ export interface components {
              * Format: date-time
              */
             proposed_at: string;
+        };
+        /** ReadyRequest */
+        ReadyRequest: {
+            /**
+             * Note
+             * @description e.g. 取药窗口 3
+             * @default null
+             */
+            note?: string | null;
         };
         /** ReasonRequest */
         ReasonRequest: {
@@ -7827,6 +7964,65 @@ export interface operations {
             };
         };
     };
+    list_pharmacies: {
+        parameters: {
+            query?: {
+                district?: ("市南区" | "市北区" | "黄岛区" | "崂山区" | "李沧区" | "城阳区") | null;
+                open_now?: boolean;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The network's pharmacies: address, district, hours, open now; nearest district first */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PharmacyList"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation failed */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     pending_deliveries: {
         parameters: {
             query?: never;
@@ -7868,7 +8064,7 @@ export interface operations {
     pharmacy_queue: {
         parameters: {
             query?: {
-                status?: "new" | "under_review" | "approved" | "rejected" | "dispensed" | "all";
+                status?: "new" | "under_review" | "approved" | "ready" | "rejected" | "dispensed" | "all";
                 patient?: string | null;
                 limit?: number;
             };
@@ -8482,6 +8678,107 @@ export interface operations {
             };
             /** @description Not found */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation failed */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    ready_prescription: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Send a fresh key (e.g. a UUID) with a write you may retry, the same for all its retries: a repeat is answered with the first answer (Idempotent-Replayed: true), never done twice. 422 idempotency_key_reused: the key was used for a different request; 409 idempotency_in_progress: the first is not answered yet (retry after Retry-After; if it persists, reload the object). Keys are kept 24 hours (IDEMPOTENCY_KEEP_HOURS). */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                prescription_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ReadyRequest"];
+            };
+        };
+        responses: {
+            /** @description Ready for pickup (备药完成): the chosen pharmacy's pharmacist, after approval */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PrescriptionOut"];
+                };
+            };
+            /** @description Bad request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Payload too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unsupported media type */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -10,6 +10,7 @@ import * as home from "../features/home/messages";
 import * as inbox from "../features/inbox/messages";
 import * as messages from "../features/messages/messages";
 import * as pharmacy from "../features/pharmacy/messages";
+import * as prescriptions from "../features/prescriptions/messages";
 import * as records from "../features/records/messages";
 import * as referrals from "../features/referrals/messages";
 import * as scheduling from "../features/scheduling/messages";
@@ -29,6 +30,7 @@ export const zhCN = {
   ...pharmacy.zhCN,
   ...referrals.zhCN,
   ...scheduling.zhCN,
+  ...prescriptions.zhCN,
 };
 
 export type MessageKey = keyof typeof zhCN;
@@ -47,4 +49,5 @@ export const en: Record<MessageKey, string> = {
   ...pharmacy.en,
   ...referrals.en,
   ...scheduling.en,
+  ...prescriptions.en,
 };

@@ -1,4 +1,5 @@
-// The calls of the pharmacy: its queue, each delivery's receipt, review and dispensing.
+// The calls of the pharmacy: its queue, each delivery's receipt, review, ready for pickup
+// and dispensing.
 import { api, type QueryOf } from "../../api/client";
 import type { components } from "../../api/schema";
 import type { Prescription } from "../../api/types";
@@ -27,4 +28,10 @@ export async function reviewPrescription(id: number, body: S["ReviewRequest"]): 
 export async function dispensePrescription(id: number, body: S["DispenseRequest"]): Promise<Prescription> {
   const path = { prescription_id: id };
   return refined(await api.post("/prescriptions/{prescription_id}/dispense", { path, body }));
+}
+
+/** Ready for pickup (备药完成): after approval, by the chosen pharmacy. */
+export async function readyPrescription(id: number, body: S["ReadyRequest"]): Promise<Prescription> {
+  const path = { prescription_id: id };
+  return refined(await api.post("/prescriptions/{prescription_id}/ready", { path, body }));
 }
