@@ -77,6 +77,8 @@ from server.records.merges import RecordMerges
 from server.records.service import RecordsService
 from server.referrals.service import ReferralService
 from server.scheduling.service import SchedulingService
+from server.triage.knowledge import knowledge_for
+from server.triage.service import TriageService
 
 logger = logging.getLogger(__name__)
 
@@ -320,6 +322,7 @@ def build_services(
         PatientRecord(db, records=records, access=access, directory=directory),
         gateway.push,
     )
+    triage = TriageService(db, audit, access, directory, knowledge_for(settings))
     redis = None
     if settings.redis_url:
         redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2)
@@ -356,6 +359,7 @@ def build_services(
         recording=recording,
         nodes=nodes,
         ends=ends,
+        triage=triage,
         checkpoints_enabled=checkpoint_signer is not None,
         redis=redis,
     )

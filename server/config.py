@@ -205,6 +205,9 @@ class Settings(BaseSettings):
     # Authenticated /api and /fhir requests one account may make per minute, cluster-wide (bursts
     # up to the same number): a flooding client gets 429s instead of starving the others.
     api_requests_per_minute: int = Field(default=3000, ge=1)
+    # Triage (智能导诊): a knowledge table of the deployment's own instead of the shipped one
+    # (server/triage/data/knowledge.yaml; the format is in docs/triage.md). Checked at start.
+    triage_knowledge_path: Path | None = None
 
     @field_validator("totp_required_roles", "ice_servers", "cors_origins", mode="before")
     @classmethod
