@@ -31,11 +31,11 @@ async def triage(call: Call[schemas.TriageRequest, None]) -> schemas.TriageAnswe
     "GET",
     "/api/v1/triage/history",
     summary="My triage suggestions, newest first",
-    query=schemas.HistoryQuery,
-    response=schemas.History,
+    query=schemas.TriageHistoryQuery,
+    response=schemas.TriageHistory,
     roles={Role.PATIENT},
 )
-async def triage_history(call: Call[None, schemas.HistoryQuery]) -> schemas.History:
+async def triage_history(call: Call[None, schemas.TriageHistoryQuery]) -> schemas.TriageHistory:
     return await services(call).triage.history(
         call.user, limit=call.query.limit, before=call.query.before
     )

@@ -20,18 +20,18 @@ class TriageRequest(Strict):
     pregnant: bool | None = None
 
 
-class Words(BaseModel):
+class TriageWords(BaseModel):
     zh: str
     en: str
 
 
-class DepartmentOut(BaseModel):
+class TriageDepartment(BaseModel):
     code: str
     zh: str
     en: str
 
 
-class SymptomOut(BaseModel):
+class TriageSymptom(BaseModel):
     code: str
     zh: str
     en: str
@@ -39,7 +39,7 @@ class SymptomOut(BaseModel):
     said: str
 
 
-class RedFlagOut(BaseModel):
+class TriageRedFlag(BaseModel):
     code: str
     zh: str
     en: str
@@ -49,35 +49,35 @@ class TriageAnswer(BaseModel):
     """What to do, most important first: with a red flag, ``advice[0]`` is 请立即前往急诊或拨打120."""
 
     id: int
-    advice: list[Words]
+    advice: list[TriageWords]
     emergency: bool
-    red_flags: list[RedFlagOut]
+    red_flags: list[TriageRedFlag]
     urgency: Literal["emergency", "urgent", "soon", "routine"]
-    urgency_text: Words
-    departments: list[DepartmentOut]
-    matched: list[SymptomOut]
+    urgency_text: TriageWords
+    departments: list[TriageDepartment]
+    matched: list[TriageSymptom]
     # Symptoms the text named only to deny them (不发烧, 没有胸痛).
-    negated: list[SymptomOut]
+    negated: list[TriageSymptom]
     child: bool
     pregnant: bool
     # Nothing was recognised: the answer asks to describe more.
     describe_more: bool
-    disclaimer: Words
+    disclaimer: TriageWords
     knowledge_version: str
     created_at: datetime
 
 
-class HistoryQuery(Strict):
+class TriageHistoryQuery(Strict):
     limit: int = Field(default=20, ge=1, le=100)
     before: int | None = Field(default=None, ge=1, le=2**31 - 1)
 
 
-class HistoryItem(BaseModel):
+class TriageHistoryItem(BaseModel):
     text: str
     answer: TriageAnswer
 
 
-class History(BaseModel):
-    items: list[HistoryItem]
+class TriageHistory(BaseModel):
+    items: list[TriageHistoryItem]
     # Pass as ``before`` for the next (older) page; None when this was the last.
     next_before: int | None

@@ -110,7 +110,7 @@ class TriageService:
 
     async def history(
         self, requester: Requester, *, limit: int, before: int | None
-    ) -> schemas.History:
+    ) -> schemas.TriageHistory:
         """The patient's own suggestions, newest first, through the access check."""
         patient_id = requester.patient_id
         if requester.role != Role.PATIENT or patient_id is None:
@@ -128,9 +128,9 @@ class TriageService:
         )
         more = len(rows) > limit
         rows = rows[:limit]
-        return schemas.History(
+        return schemas.TriageHistory(
             items=[
-                schemas.HistoryItem(
+                schemas.TriageHistoryItem(
                     text=row.text, answer=schemas.TriageAnswer.model_validate(row.suggestion)
                 )
                 for row in rows
@@ -140,23 +140,24 @@ class TriageService:
 
     def _answer(self, log_id: int, found: Suggestion, at: datetime) -> schemas.TriageAnswer:
         k = self.knowledge
-        advice: list[schemas.Words] = []
+        advice: list[schemas.TriageWords] = []
         if found.red_flags:
-            advice.append(schemas.Words(zh=k.emergency_advice.zh, en=k.emergency_advice.en))
+            advice.append(schemas.TriageWords(zh=k.emergency_advice.zh, en=k.emergency_advice.en))
         if found.describe_more:
-            advice.append(schemas.Words(zh=k.fallback.zh, en=k.fallback.en))
+            advice.append(schemas.TriageWords(zh=k.fallback.zh, en=k.fallback.en))
         urgency = k.urgency[found.urgency]
         return schemas.TriageAnswer(
             id=log_id,
             advice=advice,
             emergency=bool(found.red_flags),
             red_flags=[
-                schemas.RedFlagOut(code=flag.id, zh=flag.zh, en=flag.en) for flag in found.red_flags
+                schemas.TriageRedFlag(code=flag.id, zh=flag.zh, en=flag.en)
+                for flag in found.red_flags
             ],
             urgency=found.urgency,
-            urgency_text=schemas.Words(zh=urgency.zh, en=urgency.en),
+            urgency_text=schemas.TriageWords(zh=urgency.zh, en=urgency.en),
             departments=[
-                schemas.DepartmentOut(
+                schemas.TriageDepartment(
                     code=code, zh=k.departments[code].zh, en=k.departments[code].en
                 )
                 for code in found.departments
@@ -166,12 +167,12 @@ class TriageService:
             child=found.child,
             pregnant=found.pregnant,
             describe_more=found.describe_more,
-            disclaimer=schemas.Words(zh=k.disclaimer.zh, en=k.disclaimer.en),
+            disclaimer=schemas.TriageWords(zh=k.disclaimer.zh, en=k.disclaimer.en),
             knowledge_version=k.version,
             created_at=at,
         )
 
 
-def _symptom(found: Found) -> schemas.SymptomOut:
+def _symptom(found: Found) -> schemas.TriageSymptom:
     s = found.symptom
-    return schemas.SymptomOut(code=s.id, zh=s.zh, en=s.en, said=found.word)
+    return schemas.TriageSymptom(code=s.id, zh=s.zh, en=s.en, said=found.word)
