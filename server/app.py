@@ -78,6 +78,7 @@ from server.records.service import RecordsService
 from server.referrals.service import ReferralService
 from server.scheduling.service import SchedulingService
 from server.triage.knowledge import knowledge_for
+from server.triage.merges import TriageMerges
 from server.triage.service import TriageService
 
 logger = logging.getLogger(__name__)
@@ -267,7 +268,10 @@ def build_services(
 
     access = AccessService(db, audit, settings, directory, revocation_listeners=[consent_revoked])
     patients = PatientIndex(
-        db, audit, access, followers={"access": access, "records": RecordMerges()}
+        db,
+        audit,
+        access,
+        followers={"access": access, "records": RecordMerges(), "triage": TriageMerges()},
     )
     records = RecordsService(db, audit, access, patients, identity, directory)
     inbox = InboxService(db, events, directory)

@@ -7,10 +7,13 @@ input refused with a problem naming the field, with nothing logged.
 
 from __future__ import annotations
 
+from datetime import date
+
 from sqlalchemy import func, select
 
 from server.container import Services
 from server.core.audit import AuditEvent
+from server.core.ids import make_resident_id
 from server.triage.models import TriageLog
 from tests.helpers import Api
 
@@ -176,3 +179,27 @@ async def test_bad_input_is_a_problem_naming_the_field_and_nothing_is_logged(
     assert (status, answer["matched"][0]["code"]) == (200, "cough")
     async with network.db.read() as session:
         assert await session.scalar(select(func.count(TriageLog.id))) == 1
+
+
+async def test_the_log_follows_a_patient_merge_and_its_undo(api: Api, network: Services) -> None:
+    # A second account of 孙美玲 under a mistyped resident ID, used from the app.
+    dup_resident = make_resident_id("370202", date(1990, 6, 18), 27)
+    await api.patient_app(dup_resident, "孙美玲", "sun_dup")
+    status, answer = await api.post("/api/v1/triage", as_="sun_dup", json={"text": "头疼"})
+    assert status == 200
+    sun, dup = await patient_id(api, "patient_sun"), await patient_id(api, "sun_dup")
+    status, merge = await api.post(
+        "/api/v1/patient-merges",
+        as_="admin",
+        json={"source_patient_id": dup, "target_patient_id": sun, "reason": "同一人"},
+    )
+    assert status == 201, merge
+    assert merge["moved"]["triage"] == [answer["id"]]
+    status, history = await api.get("/api/v1/triage/history", as_="patient_sun")
+    assert [i["answer"]["id"] for i in history["items"]] == [answer["id"]]
+    status, undone = await api.post(f"/api/v1/patient-merges/{merge['id']}/undo", as_="admin")
+    assert status == 200, undone
+    status, history = await api.get("/api/v1/triage/history", as_="patient_sun")
+    assert history["items"] == []
+    [log] = await logs(network)
+    assert log.patient_id == dup
