@@ -16,6 +16,7 @@ from server.core.audit import AuditEvent
 from server.core.ids import make_resident_id
 from server.triage.models import TriageLog
 from tests.helpers import Api
+from tests.triage.test_matching import RED_FLAGS
 
 CHEST = "胸口疼，出了一身冷汗"
 
@@ -203,3 +204,24 @@ async def test_the_log_follows_a_patient_merge_and_its_undo(api: Api, network: S
     assert history["items"] == []
     [log] = await logs(network)
     assert log.patient_id == dup
+
+
+async def test_every_red_flag_through_the_api(api: Api, network: Services) -> None:
+    """Each red flag's raising and negated case, as a patient sends them (both tiers)."""
+    for flag, raises, form, does_not in RED_FLAGS:
+        status, answer = await api.post(
+            "/api/v1/triage", as_="patient_sun", json={"text": raises, **form}
+        )
+        assert status == 200, answer
+        assert flag in [f["code"] for f in answer["red_flags"]], (raises, answer["red_flags"])
+        assert answer["advice"][0]["zh"] == "请立即前往急诊或拨打120"
+        assert (answer["urgency"], answer["departments"][0]["code"]) == ("emergency", "emergency")
+        other = {"age": 30} if flag == "child_fever_lethargy" and form else {}
+        if flag == "pregnancy_abdominal_pain" and form:
+            other = {"pregnant": False}
+        status, calm = await api.post(
+            "/api/v1/triage", as_="patient_sun", json={"text": does_not, **other}
+        )
+        assert status == 200, calm
+        assert flag not in [f["code"] for f in calm["red_flags"]], (does_not, calm["red_flags"])
+    assert len(await logs(network)) == 2 * len(RED_FLAGS)
