@@ -79,6 +79,9 @@ from server.records.merges import RecordMerges
 from server.records.service import RecordsService
 from server.referrals.service import ReferralService
 from server.scheduling.service import SchedulingService
+from server.triage.knowledge import knowledge_for
+from server.triage.merges import TriageMerges
+from server.triage.service import TriageService
 
 logger = logging.getLogger(__name__)
 
@@ -267,7 +270,10 @@ def build_services(
 
     access = AccessService(db, audit, settings, directory, revocation_listeners=[consent_revoked])
     patients = PatientIndex(
-        db, audit, access, followers={"access": access, "records": RecordMerges()}
+        db,
+        audit,
+        access,
+        followers={"access": access, "records": RecordMerges(), "triage": TriageMerges()},
     )
     channels = build_channels(settings)
     inbox = InboxService(
@@ -331,6 +337,7 @@ def build_services(
         gateway.push,
         inbox,
     )
+    triage = TriageService(db, audit, access, directory, knowledge_for(settings))
     redis = None
     if settings.redis_url:
         redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2)
@@ -367,6 +374,7 @@ def build_services(
         recording=recording,
         nodes=nodes,
         ends=ends,
+        triage=triage,
         checkpoints_enabled=checkpoint_signer is not None,
         redis=redis,
     )

@@ -592,6 +592,9 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(settings.log_level, settings.log_format)
     try:
         return int(args.func(args, settings))
+    except SettingsError as exc:  # found when the app is built (the triage's knowledge table)
+        print(f"yihao: settings: {exc}", file=sys.stderr)
+        return 2
     except ValidationError as exc:
         for err in field_errors(exc):
             print(f"yihao: {err['field'].replace('_', '-')}: {err['reason']}", file=sys.stderr)

@@ -218,6 +218,10 @@ class Settings(BaseSettings):
     notify_retry_seconds: float = Field(default=5.0, gt=0, le=3600)
     notify_send_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
 
+    # Triage (智能导诊): a knowledge table of the deployment's own instead of the shipped one
+    # (server/triage/data/knowledge.yaml; the format is in docs/triage.md). Checked at start.
+    triage_knowledge_path: Path | None = None
+
     @field_validator(
         "totp_required_roles", "ice_servers", "cors_origins", "notify_channels", mode="before"
     )

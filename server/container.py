@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from server.records.service import RecordsService
     from server.referrals.service import ReferralService
     from server.scheduling.service import SchedulingService
+    from server.triage.service import TriageService
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,8 @@ class Services:
     nodes: Nodes
     ends: SessionEnds
     # The checkpoint job runs only where the signing key was given.
+    # The triage (智能导诊): the knowledge table's suggestions, logged.
+    triage: TriageService
     checkpoints_enabled: bool
     # Shared by readiness and the session broadcasts; opened lazily, closed by the app.
     redis: Redis | None = None

@@ -41,6 +41,7 @@ from server.prescriptions.models import (
 from server.records.models import RecordEntry
 from server.referrals.models import Referral, ReferralHistory
 from server.scheduling.models import Appointment, Holiday, ScheduleTemplate, Slot
+from server.triage.models import TriageLog
 
 __all__ = [
     "AccessWindow",
@@ -92,5 +93,6 @@ __all__ = [
     "Slot",
     "StreamEvent",
     "StreamHead",
+    "TriageLog",
     "User",
 ]

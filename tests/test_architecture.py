@@ -40,6 +40,7 @@ CAPABILITIES_ALL = {
     "records",
     "referrals",
     "scheduling",
+    "triage",
 }
 ALLOWED: dict[str, set[str]] = {
     "core": {"config"},
@@ -84,6 +85,7 @@ ALLOWED: dict[str, set[str]] = {
         "realtime",
     },
     "media": {"core", "config", "container", "identity", "consults", "realtime"},
+    "triage": {"core", "config", "container", "identity", "access"},
     "capabilities": {"core"} | CAPABILITIES_ALL,
     "app": {"core", "config", "container", "capabilities", "realtime"} | CAPABILITIES_ALL,
     "cli": {"core", "config", "app", "cluster", "seed", "identity", "prescriptions", "records"}

@@ -394,6 +394,19 @@ OPERATIONS: list[Op] = [
         ),
         a="pat",
     ),
+    # issue 19: triage
+    Op(
+        "POST /api/v1/triage",
+        body(lambda w, s: "/api/v1/triage", lambda w, s: {"text": "咳嗽三天，不发烧"}),
+        a="pat gp gp2 spec spec2",
+        note="the patient, and clinicians trying the table; no object: both sides alike",
+    ),
+    Op(
+        "GET /api/v1/triage/history",
+        get(lambda w, s: "/api/v1/triage/history"),
+        a="pat",
+        note="the patient's own suggestions only",
+    ),
     # --- scheduling ----------------------------------------------------------------------
     Op(
         "GET /api/v1/slots",

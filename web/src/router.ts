@@ -16,6 +16,7 @@ import { routes as prescriptions } from "./features/prescriptions/routes";
 import { routes as records } from "./features/records/routes";
 import { routes as referrals } from "./features/referrals/routes";
 import { routes as scheduling } from "./features/scheduling/routes";
+import { routes as triage } from "./features/triage/routes";
 
 declare module "vue-router" {
   interface RouteMeta {
@@ -38,6 +39,7 @@ const routes: RouteRecordRaw[] = [
   ...referrals,
   ...scheduling,
   ...prescriptions,
+  ...triage,
 ];
 
 export const router = createRouter({ history: createWebHistory(), routes });

@@ -1358,6 +1358,40 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/triage": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Which department to book and how urgent, from my complaint in my own words (never a diagnosis; red flags say: go to the emergency department or call 120 now) */
+        post: operations["triage"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/triage/history": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** My triage suggestions, newest first */
+        get: operations["triage_history"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/users": {
         parameters: {
             query?: never;
@@ -3553,6 +3587,115 @@ export interface components {
             date: string | null;
             /** Value */
             value: number | null;
+        };
+        /**
+         * TriageAnswer
+         * @description What to do, most important first: with a red flag, ``advice[0]`` is 请立即前往急诊或拨打120.
+         */
+        TriageAnswer: {
+            /** Advice */
+            advice: components["schemas"]["TriageWords"][];
+            /** Child */
+            child: boolean;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Departments */
+            departments: components["schemas"]["TriageDepartment"][];
+            /** Describe More */
+            describe_more: boolean;
+            disclaimer: components["schemas"]["TriageWords"];
+            /** Emergency */
+            emergency: boolean;
+            /** Id */
+            id: number;
+            /** Knowledge Version */
+            knowledge_version: string;
+            /** Matched */
+            matched: components["schemas"]["TriageSymptom"][];
+            /** Negated */
+            negated: components["schemas"]["TriageSymptom"][];
+            /** Pregnant */
+            pregnant: boolean;
+            /** Red Flags */
+            red_flags: components["schemas"]["TriageRedFlag"][];
+            /**
+             * Urgency
+             * @enum {string}
+             */
+            urgency: "emergency" | "urgent" | "soon" | "routine";
+            urgency_text: components["schemas"]["TriageWords"];
+        };
+        /** TriageDepartment */
+        TriageDepartment: {
+            /** Code */
+            code: string;
+            /** En */
+            en: string;
+            /** Zh */
+            zh: string;
+        };
+        /** TriageHistory */
+        TriageHistory: {
+            /** Items */
+            items: components["schemas"]["TriageHistoryItem"][];
+            /** Next Before */
+            next_before: number | null;
+        };
+        /** TriageHistoryItem */
+        TriageHistoryItem: {
+            answer: components["schemas"]["TriageAnswer"];
+            /** Text */
+            text: string;
+        };
+        /** TriageRedFlag */
+        TriageRedFlag: {
+            /** Code */
+            code: string;
+            /** En */
+            en: string;
+            /** Zh */
+            zh: string;
+        };
+        /** TriageRequest */
+        TriageRequest: {
+            /**
+             * Age
+             * @default null
+             */
+            age?: number | null;
+            /**
+             * Pregnant
+             * @default null
+             */
+            pregnant?: boolean | null;
+            /**
+             * Sex
+             * @default null
+             */
+            sex?: ("male" | "female") | null;
+            /** Text */
+            text: string;
+        };
+        /** TriageSymptom */
+        TriageSymptom: {
+            /** Code */
+            code: string;
+            /** En */
+            en: string;
+            /** Said */
+            said: string;
+            /** Zh */
+            zh: string;
+        };
+        /** TriageWords */
+        TriageWords: {
+            /** En */
+            en: string;
+            /** Zh */
+            zh: string;
         };
         /** UserCreate */
         UserCreate: {
@@ -10729,6 +10872,155 @@ export interface operations {
             };
             /** @description Unsupported media type */
             415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation failed */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    triage: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Send a fresh key (e.g. a UUID) with a write you may retry, the same for all its retries: a repeat is answered with the first answer (Idempotent-Replayed: true), never done twice. 422 idempotency_key_reused: the key was used for a different request; 409 idempotency_in_progress: the first is not answered yet (retry after Retry-After; if it persists, reload the object). Keys are kept 24 hours (IDEMPOTENCY_KEEP_HOURS). */
+                "Idempotency-Key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["TriageRequest"];
+            };
+        };
+        responses: {
+            /** @description Which department to book and how urgent, from my complaint in my own words (never a diagnosis; red flags say: go to the emergency department or call 120 now) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TriageAnswer"];
+                };
+            };
+            /** @description Bad request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Payload too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unsupported media type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation failed */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    triage_history: {
+        parameters: {
+            query?: {
+                limit?: number;
+                before?: number | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description My triage suggestions, newest first */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TriageHistory"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -14,6 +14,7 @@ import * as prescriptions from "../features/prescriptions/messages";
 import * as records from "../features/records/messages";
 import * as referrals from "../features/referrals/messages";
 import * as scheduling from "../features/scheduling/messages";
+import * as triage from "../features/triage/messages";
 import * as ui from "../ui/messages";
 
 export const zhCN = {
@@ -31,6 +32,7 @@ export const zhCN = {
   ...referrals.zhCN,
   ...scheduling.zhCN,
   ...prescriptions.zhCN,
+  ...triage.zhCN,
 };
 
 export type MessageKey = keyof typeof zhCN;
@@ -50,4 +52,5 @@ export const en: Record<MessageKey, string> = {
   ...referrals.en,
   ...scheduling.en,
   ...prescriptions.en,
+  ...triage.en,
 };
