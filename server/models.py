@@ -39,7 +39,14 @@ from server.prescriptions.models import (
 )
 from server.records.models import RecordEntry
 from server.referrals.models import Referral, ReferralHistory
-from server.scheduling.models import Appointment, Holiday, ScheduleTemplate, Slot
+from server.scheduling.models import (
+    Appointment,
+    BookingPolicy,
+    DepartmentProfile,
+    Holiday,
+    ScheduleTemplate,
+    Slot,
+)
 
 __all__ = [
     "AccessWindow",
@@ -49,6 +56,7 @@ __all__ = [
     "AuditHead",
     "AuthSession",
     "Base",
+    "BookingPolicy",
     "CareRelationship",
     "CareRequest",
     "CheckpointHead",
@@ -63,6 +71,7 @@ __all__ = [
     "ConsultTransition",
     "Delivery",
     "Department",
+    "DepartmentProfile",
     "Dispensation",
     "Drug",
     "DrugInteraction",
