@@ -3,6 +3,7 @@
 // of its keys (a missing one is a build error).
 import * as admin from "../features/admin/messages";
 import * as auth from "../features/auth/messages";
+import * as booking from "../features/booking/messages";
 import * as care from "../features/care/messages";
 import * as consent from "../features/consent/messages";
 import * as consults from "../features/consults/messages";
@@ -27,6 +28,7 @@ export const zhCN = {
   ...pharmacy.zhCN,
   ...referrals.zhCN,
   ...scheduling.zhCN,
+  ...booking.zhCN,
 };
 
 export type MessageKey = keyof typeof zhCN;
@@ -44,4 +46,5 @@ export const en: Record<MessageKey, string> = {
   ...pharmacy.en,
   ...referrals.en,
   ...scheduling.en,
+  ...booking.en,
 };
