@@ -158,3 +158,55 @@ def test_a_patient_books_and_cancels_on_a_phone(
     page.wait_for_selector("[data-page=book][data-ready]")
     no_horizontal_scroll(page)
     screenshot(page, server, "booking-laptop")
+
+
+def test_the_admin_sets_the_policy_and_a_departments_place(
+    page: Page, server: LiveServer, console: ConsoleWatch
+) -> None:
+    name = f"眼科{uuid.uuid4().hex[:4]}"
+    qdsl = institution(server, "QDSL")
+    status, _ = server.call(
+        "POST", f"/api/v1/institutions/{qdsl['id']}/departments", {"name": name},
+        as_="admin_qdsl",
+    )  # fmt: skip
+    assert status == 201
+    dept = department_id(server, "QDSL", name)
+    status, before = server.call("GET", "/api/v1/booking/policy", as_="admin_qdsl")
+    assert status == 200
+
+    sign_in(page, "admin_qdsl")
+    page.goto("/institution-admin/schedules")
+    settings = page.get_by_test_id("booking-settings")
+    form = settings.locator(f"[data-testid=department-profile][data-department-id='{dept}']")
+    expect(form).to_contain_text(name)
+    form.locator("select").select_option("ophthalmology")
+    inputs = form.locator("input")
+    inputs.nth(0).fill("门诊楼")
+    inputs.nth(1).fill("7层")
+    inputs.nth(2).fill("701诊室")
+    inputs.nth(4).fill("散瞳检查后请勿驾车")
+    form.get_by_role("button", name="保存").click()
+    expect(settings.get_by_role("status")).to_have_text(f"{name}资料已保存。")
+
+    policy = settings.get_by_test_id("policy-form")
+    policy.get_by_test_id("policy-cutoff").fill(str(before["cancel_cutoff_hours"]))
+    policy.get_by_test_id("policy-limit").fill("4")
+    policy.get_by_role("button", name="保存规则").click()
+    expect(settings.get_by_role("status")).to_have_text("预约规则已保存。")
+
+    # What the patients now read in the directory.
+    status, directory = server.call(
+        "GET", f"/api/v1/booking/directory?specialty=ophthalmology&institution={qdsl['id']}",
+        as_="patient_sun",
+    )  # fmt: skip
+    [entry] = [d for i in directory["items"] for d in i["departments"] if d["id"] == dept]
+    assert entry["place"] == {"building": "门诊楼", "floor": "7层", "room": "701诊室"}
+    assert entry["note"] == "散瞳检查后请勿驾车"
+    _, after = server.call("GET", "/api/v1/booking/policy", as_="admin_qdsl")
+    assert after["no_show_limit"] == 4
+    server.call(
+        "PUT", "/api/v1/booking/policy",
+        {"cancel_cutoff_hours": before["cancel_cutoff_hours"],
+         "no_show_limit": before["no_show_limit"]},
+        as_="admin_qdsl",
+    )  # fmt: skip
