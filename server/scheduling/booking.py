@@ -20,6 +20,7 @@ names departments, places, doctors' titles and free places, never a patient.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import Any
@@ -95,18 +96,42 @@ class BookingService:
     # --- rules the scheduling service applies ---------------------------------------------
 
     async def policy(self, session: AsyncSession, institution_id: int) -> Policy:
-        row = await session.get(BookingPolicy, institution_id)
-        if row is None:
-            return Policy(
-                self.settings.booking_cancel_cutoff_hours, self.settings.booking_no_show_limit, True
+        return (await self.policies(session, [institution_id]))[institution_id]
+
+    async def policies(
+        self, session: AsyncSession, institution_ids: Iterable[int]
+    ) -> dict[int, Policy]:
+        """Several institutions' policies in one query (the defaults where none is set)."""
+        ids = sorted(set(institution_ids))
+        rows = {
+            p.institution_id: p
+            for p in (
+                await session.scalars(
+                    select(BookingPolicy).where(BookingPolicy.institution_id.in_(ids))
+                )
+                if ids
+                else []
             )
-        return Policy(row.cancel_cutoff_hours, row.no_show_limit, False)
+        }
+        default = Policy(
+            self.settings.booking_cancel_cutoff_hours, self.settings.booking_no_show_limit, True
+        )
+        return {
+            i: Policy(rows[i].cancel_cutoff_hours, rows[i].no_show_limit, False)
+            if i in rows
+            else default
+            for i in ids
+        }
+
+    @staticmethod
+    def effective_cutoff(profile: DepartmentProfile | None, policy: Policy) -> int:
+        if profile is not None and profile.cancel_cutoff_hours is not None:
+            return profile.cancel_cutoff_hours
+        return policy.cancel_cutoff_hours
 
     async def cutoff_hours(self, session: AsyncSession, slot: Slot) -> int:
         profile = await session.get(DepartmentProfile, slot.department_id)
-        if profile is not None and profile.cancel_cutoff_hours is not None:
-            return profile.cancel_cutoff_hours
-        return (await self.policy(session, slot.institution_id)).cancel_cutoff_hours
+        return self.effective_cutoff(profile, await self.policy(session, slot.institution_id))
 
     async def check_cutoff(self, session: AsyncSession, slot: Slot) -> None:
         """A patient's cancellation after the cut-off is refused (409, with the cut-off)."""
@@ -207,7 +232,7 @@ class BookingService:
             slots = await self._free_slots(
                 session, [d.id for d in shown], start, end, query.slots_per_doctor
             )
-            policies = {i: await self.policy(session, i) for i in page}
+            policies = await self.policies(session, page)
         free: dict[tuple[int, int | None], list[schemas.FreeSlot]] = defaultdict(list)
         for slot in slots:
             free[(slot.department_id, slot.practitioner_id)].append(
@@ -242,11 +267,7 @@ class BookingService:
                 clinic = free.get((department.id, None))
                 if clinic:
                     cards.append(schemas.DoctorEntry(id=None, name=None, title=None, slots=clinic))
-                cutoff = (
-                    profile.cancel_cutoff_hours
-                    if profile is not None and profile.cancel_cutoff_hours is not None
-                    else policies[institution_id].cancel_cutoff_hours
-                )
+                cutoff = self.effective_cutoff(profile, policies[institution_id])
                 entries.append(
                     schemas.DepartmentEntry(
                         id=department.id,

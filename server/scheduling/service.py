@@ -706,10 +706,7 @@ class SchedulingService:
         doctors = await self.directory.users(
             session, {s.practitioner_id for s in slots if s.practitioner_id is not None}
         )
-        cutoffs: dict[int, int] = {}
-        for slot in slots:
-            if slot.department_id not in cutoffs:
-                cutoffs[slot.department_id] = await self.booking.cutoff_hours(session, slot)
+        policies = await self.booking.policies(session, {s.institution_id for s in slots})
         out = []
         for appointment, slot in rows:
             institution = institutions.get(slot.institution_id)
@@ -727,7 +724,10 @@ class SchedulingService:
                     note=profile.note if profile else None,
                     doctor_name=doctor.name if doctor else None,
                     doctor_title=doctor.title if doctor else None,
-                    cancel_cutoff_at=slot.start - timedelta(hours=cutoffs[slot.department_id]),
+                    cancel_cutoff_at=slot.start
+                    - timedelta(
+                        hours=self.booking.effective_cutoff(profile, policies[slot.institution_id])
+                    ),
                 )
             )
         return out
