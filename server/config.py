@@ -131,6 +131,15 @@ class Settings(BaseSettings):
 
     # Scheduling: weekly templates are in this local time zone (slots are stored in UTC).
     schedule_timezone: str = "Asia/Shanghai"
+    # Booking (预约挂号). Reminders go this many hours before an appointment; a patient with
+    # the limit of no-shows at an institution within the days may not book there; an
+    # institution without a policy lets patients cancel until the cut-off hours before.
+    # The reminder and no-show jobs look every interval (0: no jobs, e.g. a cron runs them).
+    booking_reminder_hours: float = Field(default=24, gt=0, le=24 * 14)
+    booking_no_show_limit: int = Field(default=3, ge=1, le=100)
+    booking_no_show_days: int = Field(default=90, ge=1, le=3650)
+    booking_cancel_cutoff_hours: int = Field(default=2, ge=0, le=24 * 14)
+    booking_job_interval_seconds: int = Field(default=300, ge=0)
     # Idempotency keys (a write retried with the same Idempotency-Key is done once) are kept
     # this long; the purge job looks every interval (0: no job, e.g. a cron runs it).
     idempotency_keep_hours: float = Field(default=24, gt=0, le=24 * 30)

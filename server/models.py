@@ -40,7 +40,14 @@ from server.prescriptions.models import (
 )
 from server.records.models import RecordEntry
 from server.referrals.models import Referral, ReferralHistory
-from server.scheduling.models import Appointment, Holiday, ScheduleTemplate, Slot
+from server.scheduling.models import (
+    Appointment,
+    BookingPolicy,
+    DepartmentProfile,
+    Holiday,
+    ScheduleTemplate,
+    Slot,
+)
 from server.triage.models import TriageLog
 
 __all__ = [
@@ -51,6 +58,7 @@ __all__ = [
     "AuditHead",
     "AuthSession",
     "Base",
+    "BookingPolicy",
     "CareRelationship",
     "CareRequest",
     "CheckpointHead",
@@ -65,6 +73,7 @@ __all__ = [
     "ConsultTransition",
     "Delivery",
     "Department",
+    "DepartmentProfile",
     "Dispensation",
     "Drug",
     "DrugInteraction",

@@ -59,6 +59,9 @@ TEST_SETTINGS: dict[str, Any] = {
     "argon2_time_cost": 1,
     "argon2_memory_kib": 64,
     "log_format": "text",
+    # Booking's reminder and no-show jobs are run by the tests that mean to (a reminder
+    # arriving mid-test would be an inbox event nobody asked for).
+    "booking_job_interval_seconds": 0,
 }
 
 

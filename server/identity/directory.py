@@ -277,6 +277,34 @@ class Directory:
             return None
         return DepartmentRef(id=row.id, institution_id=row.institution_id, name=row.name)
 
+    async def departments_of(
+        self, session: AsyncSession, institution_id: int | None = None
+    ) -> list[DepartmentRef]:
+        """The network's departments (one institution's, when named), by institution and id."""
+        stmt = select(Department.id, Department.institution_id, Department.name)
+        if institution_id is not None:
+            stmt = stmt.where(Department.institution_id == institution_id)
+        rows = await session.execute(stmt.order_by(Department.institution_id, Department.id))
+        return [DepartmentRef(*row) for row in rows]
+
+    async def doctors_in(
+        self, session: AsyncSession, department_ids: Iterable[int]
+    ) -> list[UserRef]:
+        """The active doctors (specialists, community doctors) of these departments."""
+        ids = sorted(set(department_ids))
+        if not ids:
+            return []
+        rows = await session.scalars(
+            select(User)
+            .where(
+                User.department_id.in_(ids),
+                User.role.in_([Role.SPECIALIST, Role.GP]),
+                User.active.is_(True),
+            )
+            .order_by(User.department_id, User.id)
+        )
+        return [_user(row) for row in rows]
+
     # --- patients ----------------------------------------------------------------------
 
     async def patient(self, session: AsyncSession, patient_id: int) -> PatientRef | None:

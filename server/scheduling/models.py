@@ -1,4 +1,5 @@
-"""Tables of scheduling: weekly templates, holidays, slots and appointments."""
+"""Tables of scheduling: weekly templates, holidays, slots and appointments; booking's
+department profiles and per-institution policies."""
 
 from __future__ import annotations
 
@@ -102,3 +103,41 @@ class Appointment(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     cancel_reason: Mapped[str | None] = mapped_column(String(200))
+    # Booking (issue 19): the desk's attendance mark, the no-show job's mark, the reminder.
+    attended: Mapped[bool | None] = mapped_column(Boolean)
+    attendance_marked_by: Mapped[int | None] = mapped_column(Integer)
+    attendance_marked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    no_show_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    reminder_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class DepartmentProfile(Base):
+    """What a patient needs to book a department: its specialty, where it is, its cut-off."""
+
+    __tablename__ = "department_profiles"
+
+    department_id: Mapped[int] = mapped_column(ForeignKey("departments.id"), primary_key=True)
+    institution_id: Mapped[int] = mapped_column(
+        ForeignKey("institutions.id"), nullable=False, index=True
+    )
+    specialty: Mapped[str] = mapped_column(String(32), nullable=False, index=True)
+    building: Mapped[str | None] = mapped_column(String(50))
+    floor: Mapped[str | None] = mapped_column(String(20))
+    room: Mapped[str | None] = mapped_column(String(50))
+    description: Mapped[str | None] = mapped_column(String(500))
+    note: Mapped[str | None] = mapped_column(String(200))
+    # Overrides the institution's policy when set.
+    cancel_cutoff_hours: Mapped[int | None] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class BookingPolicy(Base):
+    """An institution's booking rules (the settings' defaults when it has no row)."""
+
+    __tablename__ = "booking_policies"
+
+    institution_id: Mapped[int] = mapped_column(ForeignKey("institutions.id"), primary_key=True)
+    cancel_cutoff_hours: Mapped[int] = mapped_column(Integer, nullable=False)
+    no_show_limit: Mapped[int] = mapped_column(Integer, nullable=False)
+    updated_by: Mapped[int | None] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)

@@ -10,6 +10,10 @@ at most one place per slot (a unique key that is NULL once cancelled).
 Cancelling an appointment frees its place; a slot cancelled by the hospital —
 or falling on a holiday added later — cancels its appointments and notifies
 every patient booked on it through the inbox.
+
+Booking (预约挂号, :mod:`server.scheduling.booking`) adds the rules a patient meets:
+no booking while suspended for no-shows, no cancelling after the institution's
+cut-off, a notification on each, and the desk's attendance mark on the day.
 """
 
 from __future__ import annotations
@@ -34,9 +38,11 @@ from server.core.roles import DESK_ROLES, Role
 from server.identity.directory import Directory
 from server.inbox.service import InboxService
 from server.scheduling import schemas
+from server.scheduling.booking import BookingService, place_of
 from server.scheduling.models import (
     Appointment,
     AppointmentStatus,
+    DepartmentProfile,
     Holiday,
     ScheduleTemplate,
     Slot,
@@ -83,7 +89,7 @@ def slot_out(slot: Slot) -> schemas.SlotOut:
     )
 
 
-def appointment_out(appointment: Appointment, slot: Slot) -> schemas.AppointmentOut:
+def appointment_out(appointment: Appointment, slot: Slot, **details: Any) -> schemas.AppointmentOut:
     return schemas.AppointmentOut(
         id=appointment.id,
         slot=slot_out(slot),
@@ -94,7 +100,51 @@ def appointment_out(appointment: Appointment, slot: Slot) -> schemas.Appointment
         created_at=appointment.created_at,
         cancelled_at=appointment.cancelled_at,
         cancel_reason=appointment.cancel_reason,
+        attended=appointment.attended,
+        no_show=appointment.no_show_at is not None,
+        **details,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class UpcomingAppointment:
+    """A booked appointment and its slot, as other capabilities see it (reminders, visits)."""
+
+    id: int
+    patient_id: int
+    slot_id: int
+    institution_id: int
+    department_id: int
+    practitioner_id: int | None
+    start: datetime
+    minutes: int
+    visit_type: str
+
+
+async def appointments_starting_between(
+    tx: Tx, start: datetime, end: datetime
+) -> list[UpcomingAppointment]:
+    """The appointments still booked whose slot starts in ``[start, end)``, by start."""
+    rows = await tx.session.execute(
+        select(Appointment, Slot)
+        .join(Slot, Slot.id == Appointment.slot_id)
+        .where(
+            Appointment.status == AppointmentStatus.BOOKED,
+            Slot.status == SlotStatus.OPEN,
+            Slot.start >= start,
+            Slot.start < end,
+        )
+        .order_by(Slot.start, Appointment.id)
+        .limit(5000)
+    )
+    return [
+        UpcomingAppointment(
+            id=a.id, patient_id=a.patient_id, slot_id=s.id, institution_id=s.institution_id,
+            department_id=s.department_id, practitioner_id=s.practitioner_id, start=s.start,
+            minutes=s.minutes, visit_type=s.visit_type,
+        )
+        for a, s in rows
+    ]  # fmt: skip
 
 
 def template_out(template: ScheduleTemplate) -> schemas.TemplateOut:
@@ -155,6 +205,8 @@ class SchedulingService:
         self.zone = ZoneInfo(settings.schedule_timezone)
         # Called in the transaction that cancels a slot (referrals re-open their scheduling).
         self.slot_cancelled_listeners = tuple(slot_cancelled_listeners)
+        # The directory, profiles, policies and jobs of booking (预约挂号).
+        self.booking = BookingService(settings, db, audit, inbox, directory)
 
     # --- templates, generation, holidays ---------------------------------------
 
@@ -422,8 +474,23 @@ class SchedulingService:
         if patient_id is None:
             raise Forbidden("this account has no patient record")
         async with self.db.transaction() as tx:
+            if requester.role == Role.PATIENT:
+                slot = await load_slot(tx.session, data.slot_id)
+                await self.booking.check_not_suspended(tx.session, patient_id, slot.institution_id)
             appointment, slot = await self.book_in(tx, requester, data.slot_id, patient_id)
-            return appointment_out(appointment, slot)
+            [out] = await self._describe(tx.session, [(appointment, slot)])
+            local = slot.start.astimezone(self.zone)
+            await self.inbox.notify(
+                tx,
+                kind="booking_confirmed",
+                title=f"预约成功：{local:%m月%d日 %H:%M} {out.institution_name} {out.department_name}",
+                patients=[patient_id],
+                resource=f"Appointment/{appointment.id}",
+                data={"appointment_id": appointment.id, "slot_id": slot.id,
+                      "start": slot.start.isoformat(), "institution": out.institution_name,
+                      "department": out.department_name},
+            )  # fmt: skip
+            return out
 
     async def book_in(
         self,
@@ -534,10 +601,26 @@ class SchedulingService:
             if requester.role == Role.PATIENT:
                 if requester.patient_id != appointment.patient_id:
                     raise NotFound(f"no appointment {appointment_id}")
+                if appointment.status == AppointmentStatus.BOOKED:
+                    await self.booking.check_cutoff(tx.session, slot)
             else:
                 check_desk(requester, slot.institution_id)
             await self.cancel_appointment_in(tx, requester, appointment, reason)
-            return appointment_out(appointment, await load_slot(tx.session, slot.id))
+            slot = await load_slot(tx.session, slot.id)
+            [out] = await self._describe(tx.session, [(appointment, slot)])
+            if requester.role == Role.PATIENT:
+                local = slot.start.astimezone(self.zone)
+                await self.inbox.notify(
+                    tx,
+                    kind="booking_cancelled",
+                    title=f"已取消预约：{local:%m月%d日 %H:%M} {out.institution_name} "
+                    f"{out.department_name}",
+                    patients=[appointment.patient_id],
+                    resource=f"Appointment/{appointment.id}",
+                    data={"appointment_id": appointment.id, "slot_id": slot.id,
+                          "start": slot.start.isoformat(), "reason": reason},
+                )  # fmt: skip
+            return out
 
     async def cancel_appointment_in(
         self, tx: Tx, requester: Requester, appointment: Appointment, reason: str | None
@@ -602,4 +685,84 @@ class SchedulingService:
                 patient_id=requester.patient_id,
                 details={"count": len(rows)},
             )
-            return [appointment_out(a, s) for a, s in rows]
+            return await self._describe(tx.session, [(a, s) for a, s in rows])
+
+    async def _describe(
+        self, session: AsyncSession, rows: list[tuple[Appointment, Slot]]
+    ) -> list[schemas.AppointmentOut]:
+        """Appointments with where and with whom: institution, department, place, doctor."""
+        slots = [slot for _, slot in rows]
+        institutions = await self.directory.institutions(session, {s.institution_id for s in slots})
+        department_ids = {s.department_id for s in slots}
+        departments = {
+            d: await self.directory.department(session, d) for d in sorted(department_ids)
+        }
+        profiles = {
+            p.department_id: p
+            for p in await session.scalars(
+                select(DepartmentProfile).where(DepartmentProfile.department_id.in_(department_ids))
+            )
+        } if department_ids else {}  # fmt: skip
+        doctors = await self.directory.users(
+            session, {s.practitioner_id for s in slots if s.practitioner_id is not None}
+        )
+        policies = await self.booking.policies(session, {s.institution_id for s in slots})
+        out = []
+        for appointment, slot in rows:
+            institution = institutions.get(slot.institution_id)
+            department = departments.get(slot.department_id)
+            profile = profiles.get(slot.department_id)
+            doctor = doctors.get(slot.practitioner_id) if slot.practitioner_id else None
+            out.append(
+                appointment_out(
+                    appointment,
+                    slot,
+                    institution_name=institution.name if institution else None,
+                    department_name=department.name if department else None,
+                    specialty=profile.specialty if profile else None,
+                    place=place_of(profile),
+                    note=profile.note if profile else None,
+                    doctor_name=doctor.name if doctor else None,
+                    doctor_title=doctor.title if doctor else None,
+                    cancel_cutoff_at=slot.start
+                    - timedelta(
+                        hours=self.booking.effective_cutoff(profile, policies[slot.institution_id])
+                    ),
+                )
+            )
+        return out
+
+    async def mark_attendance(
+        self, requester: Requester, appointment_id: int, attended: bool
+    ) -> schemas.AppointmentOut:
+        """The desk (or a clinician) of the institution marks on the day whether the patient came."""
+        async with self.db.transaction() as tx:
+            appointment = await self._appointment(tx.session, appointment_id)
+            slot = await load_slot(tx.session, appointment.slot_id)
+            check_desk(requester, slot.institution_id)
+            if appointment.status != AppointmentStatus.BOOKED:
+                raise Conflict("the appointment was cancelled", code="appointment_cancelled")
+            today = datetime.now(self.zone).date()
+            day = slot.start.astimezone(self.zone).date()
+            if day != today:
+                raise Conflict(
+                    f"attendance is marked on the day of the appointment ({day.isoformat()})",
+                    code="attendance_not_today",
+                    extra={"day": day.isoformat()},
+                )
+            now = utcnow()
+            appointment.attended = attended
+            appointment.attendance_marked_by = requester.user_id
+            appointment.attendance_marked_at = now
+            appointment.no_show_at = None if attended else (appointment.no_show_at or now)
+            await tx.session.flush()
+            await self.audit.record(
+                tx.session,
+                "appointment.attendance",
+                actor=requester,
+                patient_id=appointment.patient_id,
+                resource=f"Appointment/{appointment.id}",
+                details={"attended": attended},
+            )
+            [out] = await self._describe(tx.session, [(appointment, slot)])
+            return out

@@ -119,6 +119,8 @@ APP_JOBS = {
     "prescriptions.relay",
     "idempotency.purge",
     "notify.dispatch",
+    "booking.reminders",
+    "booking.no_shows",
 }
 
 
@@ -134,6 +136,7 @@ async def two_apps(aiohttp_client: Any, settings: Settings) -> list[Services]:
         checkpoint_interval_seconds=1,
         idempotency_purge_interval_seconds=1,
         notify_dispatch_seconds=1,
+        booking_job_interval_seconds=1,
     )
     apps = [create_app(fast), create_app(fast)]
     for app in apps:

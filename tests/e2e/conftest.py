@@ -219,6 +219,8 @@ def server(
         YIHAO_LOG_LEVEL="WARNING",
         YIHAO_LOGIN_RATE_PER_MINUTE="1000",
         YIHAO_ACCESS_TOKEN_TTL_SECONDS=str(ACCESS_TOKEN_TTL),
+        # No booking reminders arriving in another test's inbox count.
+        YIHAO_BOOKING_JOB_INTERVAL_SECONDS="0",
     )
     database = None
     if backend == "postgres":

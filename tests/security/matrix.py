@@ -819,6 +819,52 @@ OPERATIONS: list[Op] = [
         a="pat",
         b="",
     ),
+    # issue 19: booking
+    Op(
+        "GET /api/v1/booking/specialties",
+        get(lambda w, s: "/api/v1/booking/specialties"),
+        a="*",
+    ),
+    Op(
+        "GET /api/v1/booking/directory",
+        get(lambda w, s: f"/api/v1/booking/directory?institution={s.hospital_id}"),
+        note="the network's departments, doctors and free slots: no clinical data",
+        a="*",
+    ),
+    Op(
+        "GET /api/v1/booking/policy",
+        get(lambda w, s: "/api/v1/booking/policy"),
+        note="the caller's own institution's policy",
+        a="iadm",
+    ),
+    Op(
+        "PUT /api/v1/booking/policy",
+        body(
+            lambda w, s: "/api/v1/booking/policy",
+            lambda w, s: {"cancel_cutoff_hours": 2, "no_show_limit": 3},
+        ),
+        note="the caller's own institution's policy",
+        a="iadm",
+    ),
+    Op(
+        "PUT /api/v1/booking/departments/{department_id}",
+        body(
+            lambda w, s: f"/api/v1/booking/departments/{s.slot_department_id}",
+            lambda w, s: {"specialty": "endocrinology" if s.name == "A" else "cardiology"},
+        ),
+        a="iadm",
+        b="",
+    ),
+    Op(
+        "PUT /api/v1/appointments/{appointment_id}/attendance",
+        body(
+            lambda w, s: f"/api/v1/appointments/{s.appointment_id}/attendance",
+            lambda w, s: {"attended": True},
+        ),
+        note="the institution's desk or clinicians, on the day (409 attendance_not_today else)",
+        a="spec iadm",
+        b="spec2",
+    ),
     # --- creating (new objects about the side's patient / in the side's institutions) ----
     Op(
         "POST /api/v1/institutions",

@@ -4,6 +4,7 @@ import { createRouter, createWebHistory, type RouteRecordRaw } from "vue-router"
 import type { Role } from "./api/types";
 import { routes as admin } from "./features/admin/routes";
 import { routes as auth } from "./features/auth/routes";
+import { routes as booking } from "./features/booking/routes";
 import { session } from "./features/auth/session";
 import { routes as care } from "./features/care/routes";
 import { routes as consent } from "./features/consent/routes";
@@ -40,6 +41,7 @@ const routes: RouteRecordRaw[] = [
   ...scheduling,
   ...prescriptions,
   ...triage,
+  ...booking,
 ];
 
 export const router = createRouter({ history: createWebHistory(), routes });

@@ -22,6 +22,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/appointments/{appointment_id}/attendance": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /** Mark on the day whether the patient came (the institution's desk or clinicians) */
+        put: operations["mark_attendance"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/appointments/{appointment_id}/cancel": {
         parameters: {
             query?: never;
@@ -135,6 +152,75 @@ export interface paths {
         put?: never;
         /** Start TOTP enrolment (asks for the current password) */
         post: operations["setup_totp"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/booking/departments/{department_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /** Set a department's profile: specialty, place, description, note, cut-off (its institution's administrator) */
+        put: operations["set_department_profile"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/booking/directory": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Institutions of the network → departments (specialty, place) → doctors (title) → their next free slots; paged by institution, no clinical data */
+        get: operations["booking_directory"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/booking/policy": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** My institution's booking policy: cancellation cut-off and no-show limit */
+        get: operations["get_booking_policy"];
+        /** Set my institution's booking policy */
+        put: operations["set_booking_policy"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/booking/specialties": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The specialty codes of departments, with their Chinese and English names */
+        get: operations["list_specialties"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -1621,8 +1707,19 @@ export interface components {
         };
         /** AppointmentOut */
         AppointmentOut: {
+            /**
+             * Attended
+             * @default null
+             */
+            attended?: boolean | null;
             /** Booked By */
             booked_by: number;
+            /**
+             * Cancel Cutoff At
+             * @description a patient may cancel until then (the institution's cut-off)
+             * @default null
+             */
+            cancel_cutoff_at?: string | null;
             /** Cancel Reason */
             cancel_reason: string | null;
             /** Cancelled At */
@@ -1632,13 +1729,50 @@ export interface components {
              * Format: date-time
              */
             created_at: string;
+            /**
+             * Department Name
+             * @default null
+             */
+            department_name?: string | null;
+            /**
+             * Doctor Name
+             * @default null
+             */
+            doctor_name?: string | null;
+            /**
+             * Doctor Title
+             * @default null
+             */
+            doctor_title?: string | null;
             /** Id */
             id: number;
+            /**
+             * Institution Name
+             * @default null
+             */
+            institution_name?: string | null;
+            /**
+             * No Show
+             * @default false
+             */
+            no_show?: boolean;
+            /**
+             * Note
+             * @default null
+             */
+            note?: string | null;
             /** Patient Id */
             patient_id: number;
+            /** @default null */
+            place?: components["schemas"]["Place"] | null;
             /** Referral Id */
             referral_id: number | null;
             slot: components["schemas"]["SlotOut"];
+            /**
+             * Specialty
+             * @default null
+             */
+            specialty?: string | null;
             status: components["schemas"]["AppointmentStatus"];
         };
         /**
@@ -1646,6 +1780,11 @@ export interface components {
          * @enum {string}
          */
         AppointmentStatus: "booked" | "cancelled";
+        /** Attendance */
+        Attendance: {
+            /** Attended */
+            attended: boolean;
+        };
         /** Cancel */
         Cancel: {
             /** Reason */
@@ -1946,12 +2085,89 @@ export interface components {
             /** Name */
             name: string;
         };
+        /** DepartmentEntry */
+        DepartmentEntry: {
+            /** Cancel Cutoff Hours */
+            cancel_cutoff_hours: number;
+            /** Description */
+            description: string | null;
+            /** Doctors */
+            doctors: components["schemas"]["DoctorEntry"][];
+            /** Id */
+            id: number;
+            /** Name */
+            name: string;
+            /** Note */
+            note: string | null;
+            place: components["schemas"]["Place"];
+            /** Specialty */
+            specialty: string | null;
+            /** Specialty En */
+            specialty_en: string | null;
+            /** Specialty Zh */
+            specialty_zh: string | null;
+        };
         /** DepartmentOut */
         DepartmentOut: {
             /** Id */
             id: number;
             /** Name */
             name: string;
+        };
+        /** DepartmentProfileIn */
+        DepartmentProfileIn: {
+            /**
+             * Building
+             * @default null
+             */
+            building?: string | null;
+            /**
+             * Cancel Cutoff Hours
+             * @description null: the institution's policy
+             * @default null
+             */
+            cancel_cutoff_hours?: number | null;
+            /**
+             * Description
+             * @default null
+             */
+            description?: string | null;
+            /**
+             * Floor
+             * @default null
+             */
+            floor?: string | null;
+            /**
+             * Note
+             * @description shown on appointments
+             * @default null
+             */
+            note?: string | null;
+            /**
+             * Room
+             * @default null
+             */
+            room?: string | null;
+            /** Specialty */
+            specialty: string;
+        };
+        /** DepartmentProfileOut */
+        DepartmentProfileOut: {
+            /** Cancel Cutoff Hours */
+            cancel_cutoff_hours: number | null;
+            /** Department Id */
+            department_id: number;
+            /** Description */
+            description: string | null;
+            /** Institution Id */
+            institution_id: number;
+            /** Name */
+            name: string;
+            /** Note */
+            note: string | null;
+            place: components["schemas"]["Place"];
+            /** Specialty */
+            specialty: string;
         };
         /** Diagnosis */
         Diagnosis: {
@@ -1968,6 +2184,32 @@ export interface components {
              * @constant
              */
             system?: "ICD-10";
+        };
+        /** DirectoryOut */
+        DirectoryOut: {
+            /**
+             * Date From
+             * Format: date
+             */
+            date_from: string;
+            /**
+             * Date To
+             * Format: date
+             */
+            date_to: string;
+            /** Items */
+            items: components["schemas"]["InstitutionEntry"][];
+            /** Limit */
+            limit: number;
+            /** Next Offset */
+            next_offset: number | null;
+            /** Offset */
+            offset: number;
+            /**
+             * Total
+             * @description institutions matching, over all pages
+             */
+            total: number;
         };
         /** DispenseRequest */
         DispenseRequest: {
@@ -1990,6 +2232,20 @@ export interface components {
             drug_code: string;
             /** Quantity */
             quantity: number;
+        };
+        /** DoctorEntry */
+        DoctorEntry: {
+            /**
+             * Id
+             * @description null: the department's clinic (普通门诊), no named doctor
+             */
+            id: number | null;
+            /** Name */
+            name: string | null;
+            /** Slots */
+            slots: components["schemas"]["FreeSlot"][];
+            /** Title */
+            title: string | null;
         };
         /** Dosing */
         Dosing: {
@@ -2099,6 +2355,25 @@ export interface components {
             due_date?: string | null;
             /** Title */
             title: string;
+        };
+        /** FreeSlot */
+        FreeSlot: {
+            /** Available */
+            available: number;
+            /** Id */
+            id: number;
+            /** Minutes */
+            minutes: number;
+            /**
+             * Start
+             * Format: date-time
+             */
+            start: string;
+            /**
+             * Visit Type
+             * @enum {string}
+             */
+            visit_type: "in_person" | "remote";
         };
         /** GenerateResult */
         GenerateResult: {
@@ -2326,6 +2601,21 @@ export interface components {
              * @default null
              */
             region?: string | null;
+        };
+        /** InstitutionEntry */
+        InstitutionEntry: {
+            /** Code */
+            code: string;
+            /** Departments */
+            departments: components["schemas"]["DepartmentEntry"][];
+            /** Id */
+            id: number;
+            /** Kind */
+            kind: string;
+            /** Name */
+            name: string;
+            /** Region */
+            region: string | null;
         };
         /** InstitutionList */
         InstitutionList: {
@@ -2838,6 +3128,49 @@ export interface components {
             open_now: boolean;
             /** Phone */
             phone: string | null;
+        };
+        /** Place */
+        Place: {
+            /**
+             * Building
+             * @default null
+             */
+            building?: string | null;
+            /**
+             * Floor
+             * @default null
+             */
+            floor?: string | null;
+            /**
+             * Room
+             * @default null
+             */
+            room?: string | null;
+        };
+        /** PolicyIn */
+        PolicyIn: {
+            /** Cancel Cutoff Hours */
+            cancel_cutoff_hours: number;
+            /** No Show Limit */
+            no_show_limit: number;
+        };
+        /** PolicyOut */
+        PolicyOut: {
+            /** Cancel Cutoff Hours */
+            cancel_cutoff_hours: number;
+            /**
+             * Default
+             * @description true: the settings' defaults (the institution set none)
+             */
+            default: boolean;
+            /** Institution Id */
+            institution_id: number;
+            /** No Show Days */
+            no_show_days: number;
+            /** No Show Limit */
+            no_show_limit: number;
+            /** Reminder Hours */
+            reminder_hours: number;
         };
         /** PreferenceChange */
         PreferenceChange: {
@@ -3468,6 +3801,20 @@ export interface components {
             /** Name */
             name: string;
         };
+        /** SpecialtyList */
+        SpecialtyList: {
+            /** Items */
+            items: components["schemas"]["SpecialtyOut"][];
+        };
+        /** SpecialtyOut */
+        SpecialtyOut: {
+            /** Code */
+            code: string;
+            /** En */
+            en: string;
+            /** Zh */
+            zh: string;
+        };
         /** TemplateCreate */
         TemplateCreate: {
             /** Capacity */
@@ -3876,6 +4223,107 @@ export interface operations {
         responses: {
             /** @description Book a place on a slot (预约挂号): a patient for themself, a desk for a patient */
             201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AppointmentOut"];
+                };
+            };
+            /** @description Bad request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Payload too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unsupported media type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation failed */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    mark_attendance: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Send a fresh key (e.g. a UUID) with a write you may retry, the same for all its retries: a repeat is answered with the first answer (Idempotent-Replayed: true), never done twice. 422 idempotency_key_reused: the key was used for a different request; 409 idempotency_in_progress: the first is not answered yet (retry after Retry-After; if it persists, reload the object). Keys are kept 24 hours (IDEMPOTENCY_KEEP_HOURS). */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                appointment_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["Attendance"];
+            };
+        };
+        responses: {
+            /** @description Mark on the day whether the patient came (the institution's desk or clinicians) */
+            200: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4534,6 +4982,337 @@ export interface operations {
             };
             /** @description Validation failed */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    set_department_profile: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Send a fresh key (e.g. a UUID) with a write you may retry, the same for all its retries: a repeat is answered with the first answer (Idempotent-Replayed: true), never done twice. 422 idempotency_key_reused: the key was used for a different request; 409 idempotency_in_progress: the first is not answered yet (retry after Retry-After; if it persists, reload the object). Keys are kept 24 hours (IDEMPOTENCY_KEEP_HOURS). */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                department_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["DepartmentProfileIn"];
+            };
+        };
+        responses: {
+            /** @description Set a department's profile: specialty, place, description, note, cut-off (its institution's administrator) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DepartmentProfileOut"];
+                };
+            };
+            /** @description Bad request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Payload too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unsupported media type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation failed */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    booking_directory: {
+        parameters: {
+            query?: {
+                specialty?: string | null;
+                institution?: number | null;
+                date_from?: string | null;
+                date_to?: string | null;
+                slots_per_doctor?: number;
+                limit?: number;
+                offset?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Institutions of the network → departments (specialty, place) → doctors (title) → their next free slots; paged by institution, no clinical data */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DirectoryOut"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation failed */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_booking_policy: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description My institution's booking policy: cancellation cut-off and no-show limit */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PolicyOut"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    set_booking_policy: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Send a fresh key (e.g. a UUID) with a write you may retry, the same for all its retries: a repeat is answered with the first answer (Idempotent-Replayed: true), never done twice. 422 idempotency_key_reused: the key was used for a different request; 409 idempotency_in_progress: the first is not answered yet (retry after Retry-After; if it persists, reload the object). Keys are kept 24 hours (IDEMPOTENCY_KEEP_HOURS). */
+                "Idempotency-Key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PolicyIn"];
+            };
+        };
+        responses: {
+            /** @description Set my institution's booking policy */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PolicyOut"];
+                };
+            };
+            /** @description Bad request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Payload too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unsupported media type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation failed */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    list_specialties: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The specialty codes of departments, with their Chinese and English names */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SpecialtyList"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -3,6 +3,7 @@
 // of its keys (a missing one is a build error).
 import * as admin from "../features/admin/messages";
 import * as auth from "../features/auth/messages";
+import * as booking from "../features/booking/messages";
 import * as care from "../features/care/messages";
 import * as consent from "../features/consent/messages";
 import * as consults from "../features/consults/messages";
@@ -33,6 +34,7 @@ export const zhCN = {
   ...scheduling.zhCN,
   ...prescriptions.zhCN,
   ...triage.zhCN,
+  ...booking.zhCN,
 };
 
 export type MessageKey = keyof typeof zhCN;
@@ -53,4 +55,5 @@ export const en: Record<MessageKey, string> = {
   ...scheduling.en,
   ...prescriptions.en,
   ...triage.en,
+  ...booking.en,
 };
