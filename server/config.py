@@ -205,6 +205,21 @@ class Settings(BaseSettings):
     # Authenticated /api and /fhir requests one account may make per minute, cluster-wide (bursts
     # up to the same number): a flooding client gets 429s instead of starving the others.
     api_requests_per_minute: int = Field(default=3000, ge=1)
+    # Payments (server/payments, docs/payments.md). The built-in sandbox provider (the demo's
+    # and the tests'; turn it off where a real provider is configured), the key it signs its
+    # notifications with (empty: derived from secret_key), and how long after "charging" it
+    # sends the asynchronous notification.
+    payments_sandbox: bool = True
+    payments_sandbox_key: str = ""
+    payments_sandbox_notify_delay_seconds: float = Field(default=0.2, ge=0, le=3600)
+    # A notification whose signed timestamp is further than this from now is refused.
+    payments_notify_max_skew_seconds: int = Field(default=300, ge=10, le=86400)
+    # The reconciliation job (payments.reconcile_pending): how often it runs (0: no job), and
+    # how old an order still `created` (or a refund still `refunding`) must be before the
+    # provider is asked; an order left unpaid this long is closed.
+    payments_reconcile_interval_seconds: float = Field(default=30, ge=0)
+    payments_pending_seconds: float = Field(default=60, ge=0)
+    payments_order_ttl_seconds: int = Field(default=1800, ge=60)
 
     @field_validator("totp_required_roles", "ice_servers", "cors_origins", mode="before")
     @classmethod

@@ -28,6 +28,7 @@ from server.identity.models import (
 )
 from server.inbox.models import InboxItem
 from server.media.models import Recording, RecordingConsent
+from server.payments.models import Fee, Order, PaymentEvent, SandboxTrade
 from server.prescriptions.models import (
     ChronicCondition,
     Delivery,
@@ -67,14 +68,17 @@ __all__ = [
     "Drug",
     "DrugInteraction",
     "EmergencyReview",
+    "Fee",
     "Holiday",
     "IdempotencyKey",
     "InboxItem",
     "Institution",
     "JobLease",
+    "Order",
     "Patient",
     "PatientLink",
     "PatientMerge",
+    "PaymentEvent",
     "PractitionerKey",
     "Prescription",
     "PrescriptionHistory",
@@ -84,6 +88,7 @@ __all__ = [
     "RecordingConsent",
     "Referral",
     "ReferralHistory",
+    "SandboxTrade",
     "ScheduleTemplate",
     "Slot",
     "StreamEvent",

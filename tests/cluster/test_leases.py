@@ -118,6 +118,7 @@ APP_JOBS = {
     "prescriptions.expire",
     "prescriptions.relay",
     "idempotency.purge",
+    "payments.reconcile_pending",
 }
 
 
@@ -132,6 +133,7 @@ async def two_apps(aiohttp_client: Any, settings: Settings) -> list[Services]:
         session_check_seconds=1,
         checkpoint_interval_seconds=1,
         idempotency_purge_interval_seconds=1,
+        payments_reconcile_interval_seconds=1,
     )
     apps = [create_app(fast), create_app(fast)]
     for app in apps:
