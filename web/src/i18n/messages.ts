@@ -8,6 +8,7 @@ import * as consent from "../features/consent/messages";
 import * as consults from "../features/consults/messages";
 import * as home from "../features/home/messages";
 import * as inbox from "../features/inbox/messages";
+import * as payments from "../features/payments/messages";
 import * as pharmacy from "../features/pharmacy/messages";
 import * as records from "../features/records/messages";
 import * as referrals from "../features/referrals/messages";
@@ -27,6 +28,7 @@ export const zhCN = {
   ...pharmacy.zhCN,
   ...referrals.zhCN,
   ...scheduling.zhCN,
+  ...payments.zhCN,
 };
 
 export type MessageKey = keyof typeof zhCN;
@@ -44,4 +46,5 @@ export const en: Record<MessageKey, string> = {
   ...pharmacy.en,
   ...referrals.en,
   ...scheduling.en,
+  ...payments.en,
 };
