@@ -56,6 +56,9 @@ class Order(Base):
     institution_id: Mapped[int] = mapped_column(ForeignKey("institutions.id"), nullable=False)
     kind: Mapped[str] = mapped_column(String(32), nullable=False)
     subject_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    # "<kind>:<subject_id>" while the order is active (created, paid, refunding), NULL once
+    # closed or refunded: one active order per subject, enforced by the database.
+    holds: Mapped[str | None] = mapped_column(String(64), unique=True)
     department_id: Mapped[int | None] = mapped_column(Integer)
     amount_fen: Mapped[int] = mapped_column(Integer, nullable=False)
     status: Mapped[str] = mapped_column(String(16), nullable=False, default=OrderStatus.CREATED)

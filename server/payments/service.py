@@ -242,24 +242,48 @@ class PaymentsService:
             raise ValidationFailed.field(
                 "kind", f"'{data.kind}' cannot be paid for yet", code="payment_kind_unsupported"
             )
+        try:
+            order, description, existing = await self._new_order(requester, data, provider.name)
+        except IntegrityError:
+            # Another request for the same subject committed first: answer its order.
+            async with self.db.read() as session:
+                active = await session.scalar(
+                    select(Order).where(Order.holds == f"{data.kind}:{data.subject_id}")
+                )
+                if active is None:
+                    raise
+                return self._order_out(active, await self._refundable(session, requester, active))
+        if existing is not None:
+            return existing
+        # The provider is asked outside our transaction (it is another system); a failure
+        # leaves an order without a trade, which reconciliation closes when it lapses.
+        trade = await provider.create_order(order.out_trade_no, order.amount_fen, description)
+        async with self.db.transaction() as tx:
+            await tx.session.execute(
+                update(Order)
+                .where(Order.id == order.id)
+                .values(pay_url=trade.pay_url, pay_code=trade.code)
+            )
+        order.pay_url, order.pay_code = trade.pay_url, trade.code
+        return self._order_out(order)
+
+    async def _new_order(
+        self, requester: Requester, data: schemas.OrderCreate, provider: str
+    ) -> tuple[Order, str, schemas.OrderOut | None]:
+        """The order row (committed), its description, or the subject's active order."""
+        resolver = self.resolvers[data.kind]
         async with self.db.transaction() as tx:
             subject = await resolver(tx.session, data.subject_id)
             if subject is None or subject.patient_id != requester.patient_id:
                 raise NotFound(f"no {data.kind} {data.subject_id}", code="subject_not_found")
-            active = await tx.session.scalar(
-                select(Order).where(
-                    Order.kind == data.kind,
-                    Order.subject_id == data.subject_id,
-                    Order.status.in_(
-                        [OrderStatus.CREATED, OrderStatus.PAID, OrderStatus.REFUNDING]
-                    ),
-                )
-            )
+            holds = f"{data.kind}:{data.subject_id}"
+            active = await tx.session.scalar(select(Order).where(Order.holds == holds))
             if active is not None:
                 # Asking again answers the same order: one subject is paid once.
-                return self._order_out(
+                answer = self._order_out(
                     active, await self._refundable(tx.session, requester, active)
                 )
+                return active, "", answer
             if not subject.payable:
                 raise Conflict(f"this {data.kind} can no longer be paid for",
                                code="subject_not_payable")  # fmt: skip
@@ -274,10 +298,11 @@ class PaymentsService:
                 institution_id=subject.institution_id,
                 kind=data.kind,
                 subject_id=data.subject_id,
+                holds=holds,
                 department_id=subject.department_id,
                 amount_fen=amount,
                 status=OrderStatus.CREATED,
-                provider=provider.name,
+                provider=provider,
                 out_trade_no=f"YH{now:%Y%m%d%H%M%S}{secrets.token_hex(6).upper()}",
                 created_by=requester.user_id,
                 created_at=now,
@@ -292,18 +317,7 @@ class PaymentsService:
                 resource=f"Order/{order.id}",
                 details={"kind": data.kind, "subject_id": data.subject_id, "amount_fen": amount},
             )
-            description = subject.description or data.kind
-        # The provider is asked outside our transaction (it is another system); a failure
-        # leaves an order without a trade, which reconciliation closes when it lapses.
-        trade = await provider.create_order(order.out_trade_no, order.amount_fen, description)
-        async with self.db.transaction() as tx:
-            await tx.session.execute(
-                update(Order)
-                .where(Order.id == order.id)
-                .values(pay_url=trade.pay_url, pay_code=trade.code)
-            )
-        order.pay_url, order.pay_code = trade.pay_url, trade.code
-        return self._order_out(order)
+            return order, subject.description or data.kind, None
 
     async def _readable(self, session: AsyncSession, requester: Requester, order_id: int) -> Order:
         order = await session.get(Order, order_id, populate_existing=True)
@@ -327,14 +341,26 @@ class PaymentsService:
             return []
         async with self.db.read() as session:
             orders = list(await session.scalars(query))
-            return [
+            answer = [
                 self._order_out(o, await self._refundable(session, requester, o)) for o in orders
             ]
+        if requester.role != Role.PATIENT:
+            # Staff looking at patients' orders is audited (a patient's own look is not news).
+            await self.audit.record_alone(
+                "payment.order_list", actor=requester, details={"count": len(answer)}
+            )
+        return answer
 
     async def get_order(self, requester: Requester, order_id: int) -> schemas.OrderOut:
         async with self.db.read() as session:
             order = await self._readable(session, requester, order_id)
-            return self._order_out(order, await self._refundable(session, requester, order))
+            answer = self._order_out(order, await self._refundable(session, requester, order))
+        if requester.role != Role.PATIENT:
+            await self.audit.record_alone(
+                "payment.order_read", actor=requester, patient_id=order.patient_id,
+                resource=f"Order/{order.id}",
+            )  # fmt: skip
+        return answer
 
     async def order_for_trade(self, requester: Requester, out_trade_no: str) -> Order:
         """The requester's own unpaid order of that trade number (the sandbox payer page)."""
@@ -386,6 +412,16 @@ class PaymentsService:
             raise
         return schemas.NotifyAnswer(order_id=order.id, status=OrderStatus(order.status),
                                     duplicate=duplicate)  # fmt: skip
+
+    async def _order_of_trade(
+        self, session: AsyncSession, provider: str, out_trade_no: str
+    ) -> Order:
+        order = await session.scalar(
+            select(Order).where(Order.out_trade_no == out_trade_no, Order.provider == provider)
+        )
+        if order is None:
+            raise order_not_found(out_trade_no)
+        return order
 
     async def _locked_order(self, session: AsyncSession, provider: str, out_trade_no: str) -> Order:
         order = await session.scalar(
@@ -441,7 +477,7 @@ class PaymentsService:
         except IntegrityError:
             # Another node recorded the same transaction between our check and our insert.
             async with self.db.read() as session:
-                order = await self._locked_order(session, provider, note.out_trade_no)
+                order = await self._order_of_trade(session, provider, note.out_trade_no)
             return order, True
 
     async def _event_exists(self, session: AsyncSession, key: str) -> bool:
@@ -466,7 +502,7 @@ class PaymentsService:
                 if order.status not in (OrderStatus.PAID, OrderStatus.REFUNDING):
                     raise Conflict("the order is not paid", code="order_not_paid")
                 now = utcnow()
-                order.status, order.refunded_at = OrderStatus.REFUNDED, now
+                order.status, order.refunded_at, order.holds = OrderStatus.REFUNDED, now, None
                 tx.session.add(PaymentEvent(order_id=order.id, event_key=key, kind="refunded",
                                             amount_fen=note.amount_fen, source=source,
                                             created_at=now))  # fmt: skip
@@ -489,7 +525,7 @@ class PaymentsService:
                 return order, False
         except IntegrityError:
             async with self.db.read() as session:
-                order = await self._locked_order(session, provider, note.out_trade_no)
+                order = await self._order_of_trade(session, provider, note.out_trade_no)
             return order, True
 
     # --- refunds ----------------------------------------------------------------------
@@ -510,7 +546,9 @@ class PaymentsService:
             ):
                 raise Conflict("the service was given; ask the institution for a refund",
                                code="order_served")  # fmt: skip
-            await self._start_refund(tx, order, reason or "requested", actor=requester)
+            if not await self._start_refund(tx, order, reason or "requested", actor=requester):
+                # Another request started the refund between our read and our update.
+                raise Conflict("the order is already refunded", code="order_already_refunded")
         await self.refund_at_provider(order_id)
         async with self.db.read() as session:
             order = await self._readable(session, requester, order_id)
@@ -573,7 +611,7 @@ class PaymentsService:
                 await tx.session.execute(
                     update(Order)
                     .where(Order.id == order.id, Order.status == OrderStatus.CREATED)
-                    .values(status=OrderStatus.CLOSED, closed_at=utcnow())
+                    .values(status=OrderStatus.CLOSED, closed_at=utcnow(), holds=None)
                     .execution_options(synchronize_session=False)
                 )
                 continue
@@ -655,7 +693,7 @@ class PaymentsService:
             closed = await tx.session.execute(
                 update(Order)
                 .where(Order.id == order_id, Order.status == OrderStatus.CREATED)
-                .values(status=OrderStatus.CLOSED, closed_at=utcnow())
+                .values(status=OrderStatus.CLOSED, closed_at=utcnow(), holds=None)
                 .execution_options(synchronize_session=False)
             )
             return rowcount(closed)

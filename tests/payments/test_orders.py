@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from server.container import Services
 from tests.helpers import Api
 from tests.payments.support import book, counts, order, wait_status
@@ -107,6 +109,15 @@ async def test_a_patient_pays_a_booking_through_the_sandbox(api: Api, network: S
     assert [o["id"] for o in desk["items"]] == [created["id"]]
     _, elsewhere = await api.get("/api/v1/orders", as_="dr_li")  # QDSL's
     assert elsewhere["items"] == []
+
+
+async def test_two_orders_at_once_for_one_booking_are_one(api: Api, network: Services) -> None:
+    appointment = await book(api, network)
+    answers = await asyncio.gather(
+        *(order(api, "patient_wang", appointment["id"]) for _ in range(4))
+    )
+    assert len({a["id"] for a in answers}) == 1
+    assert len({a["out_trade_no"] for a in answers}) == 1
 
 
 async def test_refunds_of_unpaid_and_paid_orders(api: Api, network: Services) -> None:

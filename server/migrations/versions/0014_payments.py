@@ -76,6 +76,7 @@ def upgrade() -> None:
         sa.Column("institution_id", sa.Integer(), nullable=False),
         sa.Column("kind", sa.String(length=32), nullable=False),
         sa.Column("subject_id", sa.Integer(), nullable=False),
+        sa.Column("holds", sa.String(length=64), nullable=True),
         sa.Column("department_id", sa.Integer(), nullable=True),
         sa.Column("amount_fen", sa.Integer(), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
@@ -105,6 +106,7 @@ def upgrade() -> None:
             ["patient_id"], ["patients.id"], name=op.f("fk_payment_orders_patient_id_patients")
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_payment_orders")),
+        sa.UniqueConstraint("holds", name=op.f("uq_payment_orders_holds")),
         sa.UniqueConstraint("out_trade_no", name=op.f("uq_payment_orders_out_trade_no")),
     )
     with op.batch_alter_table("payment_orders", schema=None) as batch_op:
