@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
+
+from sqlalchemy import update
 
 from server.container import Services
+from server.core.db import utcnow
+from server.scheduling.models import Slot
 from tests.helpers import Api
 from tests.payments.support import book, counts, order, wait_status
 from tests.scheduling.support import network_ids
@@ -210,3 +215,39 @@ async def test_kinds_nobody_resolves_yet_and_unknown_providers_are_clear(
         "/api/v1/orders", as_="dr_li", json={"kind": "appointment", "subject_id": appointment["id"]}
     )
     assert status == 403
+
+
+async def test_after_the_visit_only_the_institution_refunds(api: Api, network: Services) -> None:
+    appointment = await book(api, network)
+    created = await order(api, "patient_wang", appointment["id"])
+    await api.post(created["pay"]["pay_url"], as_="patient_wang")
+    await wait_status(api, "patient_wang", created["id"], "paid")
+    # The visit's time has come (the slot started an hour ago).
+    async with network.db.transaction() as tx:
+        await tx.session.execute(
+            update(Slot)
+            .where(Slot.id == appointment["slot"]["id"])
+            .values(start=utcnow() - timedelta(hours=1))
+        )
+    _, body = await api.get(f"/api/v1/orders/{created['id']}", as_="patient_wang")
+    assert (body["status"], body["refundable"]) == ("paid", False)
+    status, problem = await api.post(f"/api/v1/orders/{created['id']}/refund",
+                                     as_="patient_wang", json={})  # fmt: skip
+    assert (status, problem["code"]) == (409, "order_served")
+    # QDFY's desk may refund it (a doctor of another hospital may not even see it).
+    _, desk = await api.get(f"/api/v1/orders/{created['id']}", as_="dr_zhao")
+    assert desk["refundable"] is True
+    status, refunded = await api.post(f"/api/v1/orders/{created['id']}/refund", as_="dr_zhao",
+                                      json={"reason": "医院取消门诊"})  # fmt: skip
+    assert (status, refunded["status"], refunded["refund_reason"]) == (
+        200,
+        "refunded",
+        "医院取消门诊",
+    )
+    # dr_zhao's look is in the patient's access log.
+    status, log = await api.get(
+        f"/api/v1/patients/{created['patient_id']}/access-log", as_="patient_wang"
+    )
+    assert status == 200, log
+    reads = [e for e in log["items"] if e["action"] == "payment.order_read"]
+    assert [(e["user_name"], e["resources"]) for e in reads] == [("赵强", f"Order/{created['id']}")]
