@@ -18,7 +18,10 @@ MAX_FEN = 10_000_000
 class FeeItem(Strict):
     kind: ServiceKind
     department_id: StrictInt | None = Field(
-        default=None, ge=1, description="the department's own fee; absent: the institution's"
+        default=None,
+        ge=1,
+        le=2**31 - 1,
+        description="the department's own fee; absent: the institution's",
     )
     amount_fen: StrictInt = Field(ge=0, le=MAX_FEN, description="integer fen (1 yuan = 100)")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import timedelta
 
 from sqlalchemy import select, update
@@ -11,7 +12,7 @@ from server.container import Services
 from server.core.audit import AuditEvent
 from server.core.db import utcnow
 from server.payments.models import Order
-from server.payments.providers import SIGNATURE, TIMESTAMP, ProviderTrade
+from server.payments.providers import NONCE, SIGNATURE, TIMESTAMP, ProviderTrade, sign
 from tests.helpers import Api
 from tests.payments.support import NOTIFY, book, counts, order, sandbox, trade, wait_status
 
@@ -132,3 +133,17 @@ async def test_an_order_left_unpaid_is_closed(api: Api, network: Services) -> No
     assert closed["status"] == "closed"
     status, problem = await api.post(created["pay"]["pay_url"], as_="patient_wang")
     assert (status, problem["code"]) == (409, "order_not_payable")
+
+
+async def test_a_signed_body_that_is_no_notification_is_refused(
+    api: Api, network: Services
+) -> None:
+    created, _ = await _charged(api, network)
+    body = b'{"event_type": "TRANSACTION.SUCCESS", "resource": {"amount": {"total": 1.5}}}'
+    timestamp, nonce = str(int(time.time())), "n0nce"
+    headers = {"Content-Type": "application/json", TIMESTAMP: timestamp, NONCE: nonce,
+               SIGNATURE: sign(sandbox(network).key, timestamp, nonce, body)}  # fmt: skip
+    status, problem = await api.post(NOTIFY, headers=headers, data=body)
+    assert (status, problem["code"]) == (400, "payment_notification_malformed")
+    _, still = await api.get(f"/api/v1/orders/{created['id']}", as_="patient_wang")
+    assert still["status"] == "created"

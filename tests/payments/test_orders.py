@@ -251,3 +251,21 @@ async def test_after_the_visit_only_the_institution_refunds(api: Api, network: S
     assert status == 200, log
     reads = [e for e in log["items"] if e["action"] == "payment.order_read"]
     assert [(e["user_name"], e["resources"]) for e in reads] == [("赵强", f"Order/{created['id']}")]
+
+
+async def test_the_hospital_cancelling_the_slot_refunds_the_booking(
+    api: Api, network: Services
+) -> None:
+    appointment = await book(api, network)
+    created = await order(api, "patient_wang", appointment["id"])
+    await api.post(created["pay"]["pay_url"], as_="patient_wang")
+    await wait_status(api, "patient_wang", created["id"], "paid")
+    status, _ = await api.post(
+        f"/api/v1/slots/{appointment['slot']['id']}/cancel", as_="dr_zhao", json={"reason": "停诊"}
+    )
+    assert status == 200
+    body = await wait_status(api, "patient_wang", created["id"], "refunded")
+    assert body["refund_reason"] == "appointment cancelled"
+    assert await counts(network, created["id"], created["out_trade_no"]) == {
+        "charges": 1, "events": 2, "inbox": 2,
+    }  # fmt: skip
