@@ -593,15 +593,27 @@ class PaymentsService:
     async def on_appointments_cancelled(
         self, tx: Tx, appointments: list[BookedAppointment]
     ) -> None:
-        """In the cancelling transaction: paid orders start their refund, unpaid ones close."""
-        ids = [a.id for a in appointments]
-        if not ids:
+        """Scheduling's listener: cancelled appointments refund (or close) their orders."""
+        await self.subjects_cancelled(
+            tx, "appointment", [a.id for a in appointments], "appointment cancelled"
+        )
+
+    async def subjects_cancelled(
+        self, tx: Tx, kind: str, subject_ids: list[int], reason: str
+    ) -> None:
+        """In the transaction that cancels the subjects before their service: a paid order
+        starts its refund (the provider is asked after the commit), an unpaid one closes.
+
+        For any kind: a capability whose subjects can be cancelled (a visit, a prescription)
+        calls this through a listener wired in ``server/app.py``, as scheduling does.
+        """
+        if not subject_ids:
             return
         orders = list(
             await tx.session.scalars(
                 select(Order).where(
-                    Order.kind == "appointment",
-                    Order.subject_id.in_(ids),
+                    Order.kind == kind,
+                    Order.subject_id.in_(subject_ids),
                     Order.status.in_([OrderStatus.CREATED, OrderStatus.PAID]),
                 )
             )
@@ -615,7 +627,7 @@ class PaymentsService:
                     .execution_options(synchronize_session=False)
                 )
                 continue
-            if await self._start_refund(tx, order, "appointment cancelled", actor=None):
+            if await self._start_refund(tx, order, reason, actor=None):
                 tx.on_commit(self._refund_later(order.id))
 
     def _refund_later(self, order_id: int) -> Callable[[], Awaitable[None]]:
