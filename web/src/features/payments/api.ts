@@ -38,3 +38,8 @@ export function yuan(fen: number): string {
   const abs = Math.abs(fen);
   return `${sign}${Math.floor(abs / 100)}.${String(abs % 100).padStart(2, "0")}`;
 }
+
+/** When a visit is: the day and the minute (seconds say nothing about an appointment). */
+export function formatWhen(iso: string, lang: string): string {
+  return new Intl.DateTimeFormat(lang, { dateStyle: "medium", timeStyle: "short" }).format(new Date(iso));
+}
