@@ -301,6 +301,7 @@ def build_services(
         providers,
         # kind → resolver; visits, consults and prescriptions add theirs here.
         {"appointment": appointment_resolver(scheduling)},
+        limits,
         sandbox=sandbox,
     )
     care = CareService(settings, db, audit, access, inbox)

@@ -214,6 +214,9 @@ class Settings(BaseSettings):
     payments_sandbox_notify_delay_seconds: float = Field(default=0.2, ge=0, le=3600)
     # A notification whose signed timestamp is further than this from now is refused.
     payments_notify_max_skew_seconds: int = Field(default=300, ge=10, le=86400)
+    # Refused notifications one address may send per minute before it hears 429 (unaudited):
+    # the route takes no account, so a flood of forged ones must not write audit rows.
+    payments_notify_refusals_per_minute: int = Field(default=60, ge=1)
     # The reconciliation job (payments.reconcile_pending): how often it runs (0: no job), and
     # how old an order still `created` (or a refund still `refunding`) must be before the
     # provider is asked; an order left unpaid this long is closed.

@@ -94,12 +94,12 @@ async def refund_order(call: Call[schemas.RefundRequest, None]) -> schemas.Order
     summary="A payment provider's asynchronous notification (signed; no account)",
     response=schemas.NotifyAnswer,
     auth=False,
-    errors=(400, 404, 409),
+    errors=(400, 404, 409, 429),
 )
 async def payment_notify(call: Call[None, None]) -> schemas.NotifyAnswer:
     body = await read_body(call.request, NOTIFY_MAX_BYTES)
     return await services(call).payments.handle_notification(
-        call.path_str("provider"), call.request.headers, body
+        call.path_str("provider"), call.request.headers, body, call.request.remote or ""
     )
 
 

@@ -29,7 +29,15 @@ from server.config import Settings
 from server.core.audit import AuditLog
 from server.core.auth import Requester
 from server.core.db import Database, Tx, rowcount, utcnow
-from server.core.errors import BadRequest, Conflict, Forbidden, NotFound, ValidationFailed
+from server.core.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    TooManyRequests,
+    ValidationFailed,
+)
+from server.core.ratelimit import RateLimits
 from server.core.roles import DESK_ROLES, Role
 from server.identity.directory import Directory
 from server.inbox.service import InboxService
@@ -97,6 +105,7 @@ class PaymentsService:
         directory: Directory,
         providers: Mapping[str, Provider],
         resolvers: Mapping[str, SubjectResolver],
+        limits: RateLimits,
         sandbox: SandboxProvider | None = None,
     ) -> None:
         self.db = db
@@ -106,6 +115,9 @@ class PaymentsService:
         self.providers = dict(providers)
         self.resolvers = dict(resolvers)
         self.sandbox = sandbox
+        self.refusals = limits.limiter(
+            "payment_notify_refusals", settings.payments_notify_refusals_per_minute
+        )
         self.public_url = settings.public_url.rstrip("/")
         self.pending_seconds = settings.payments_pending_seconds
         self.order_ttl = settings.payments_order_ttl_seconds
@@ -391,7 +403,7 @@ class PaymentsService:
     # --- notifications and recording ------------------------------------------------
 
     async def handle_notification(
-        self, provider_name: str, headers: Mapping[str, str], body: bytes
+        self, provider_name: str, headers: Mapping[str, str], body: bytes, address: str
     ) -> schemas.NotifyAnswer:
         provider = self.providers.get(provider_name)
         if provider is None:
@@ -404,7 +416,15 @@ class PaymentsService:
             else:
                 order, duplicate = await self.record_refunded(provider.name, note, source="notify")
         except (BadRequest, NotFound, Conflict) as exc:
-            # Nothing changed; the refusal is kept (a forged or wrong notification is news).
+            # Nothing changed; the refusal is kept (a forged or wrong notification is news),
+            # up to a rate per address: past it, a flood hears 429 and writes nothing.
+            if not await self.refusals.allow(address):
+                retry = await self.refusals.retry_after(address)
+                raise TooManyRequests(
+                    f"too many refused notifications from this address; retry in {retry} s",
+                    code="rate_limited",
+                    headers={"Retry-After": str(retry)},
+                ) from None
             await self.audit.record_alone(
                 "payment.notify_refused", outcome="denied", reason=exc.code,
                 resource=f"PaymentProvider/{provider.name}",

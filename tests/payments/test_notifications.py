@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 import time
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
+from server.app import create_app
+from server.config import Settings
 from server.container import Services
+from server.core.api import SERVICES
 from server.core.audit import AuditEvent
 from server.core.db import utcnow
 from server.payments.models import Order
@@ -147,3 +151,23 @@ async def test_a_signed_body_that_is_no_notification_is_refused(
     assert (status, problem["code"]) == (400, "payment_notification_malformed")
     _, still = await api.get(f"/api/v1/orders/{created['id']}", as_="patient_wang")
     assert still["status"] == "created"
+
+
+async def test_a_flood_of_forged_notifications_writes_nothing_past_the_limit(
+    aiohttp_client: Any, settings: Settings
+) -> None:
+    app = create_app(settings.with_overrides(payments_notify_refusals_per_minute=3))
+    client = await aiohttp_client(app)
+    forged = {"Content-Type": "application/json", SIGNATURE: "0" * 64, TIMESTAMP: "1", NONCE: "x"}
+    statuses = []
+    for _ in range(6):
+        response = await client.post(NOTIFY, data=b"{}", headers=forged)
+        statuses.append(response.status)
+        problem = await response.json()
+    assert statuses == [400, 400, 400, 429, 429, 429]
+    assert problem["code"] == "rate_limited" and int(response.headers["Retry-After"]) >= 1
+    async with app[SERVICES].db.read() as session:
+        refusals = await session.scalar(
+            select(func.count(AuditEvent.seq)).where(AuditEvent.action == "payment.notify_refused")
+        )
+    assert refusals == 3
