@@ -70,6 +70,9 @@ from server.inbox.service import InboxService
 from server.media.precall import PrecallService
 from server.media.recording import RecordingService
 from server.media.sessions import RecorderSessions
+from server.payments.providers import Provider, SandboxProvider
+from server.payments.service import PaymentsService
+from server.payments.subjects import appointment_resolver
 from server.prescriptions.catalogue import Catalogue
 from server.prescriptions.record import PatientRecord
 from server.prescriptions.service import PrescriptionService
@@ -288,8 +291,33 @@ def build_services(
     def slots_cancelled(tx: Tx, appointments: list[Any]) -> Awaitable[None]:
         return referrals.on_slots_cancelled(tx, appointments)
 
+    # A cancelled appointment (or slot) refunds its paid order in the same transaction.
+    def appointments_cancelled(tx: Tx, appointments: list[Any]) -> Awaitable[None]:
+        return payments.on_appointments_cancelled(tx, appointments)
+
     scheduling = SchedulingService(
-        settings, db, audit, inbox, access, directory, slot_cancelled_listeners=[slots_cancelled]
+        settings,
+        db,
+        audit,
+        inbox,
+        access,
+        directory,
+        slot_cancelled_listeners=[slots_cancelled, appointments_cancelled],
+        appointment_cancelled_listeners=[appointments_cancelled],
+    )
+    sandbox = SandboxProvider(settings, db) if settings.payments_sandbox else None
+    providers: dict[str, Provider] = {sandbox.name: sandbox} if sandbox else {}
+    payments = PaymentsService(
+        settings,
+        db,
+        audit,
+        inbox,
+        directory,
+        providers,
+        # kind → resolver; visits, consults and prescriptions add theirs here.
+        {"appointment": appointment_resolver(scheduling)},
+        limits,
+        sandbox=sandbox,
     )
     care = CareService(settings, db, audit, access, inbox)
     referrals = ReferralService(settings, db, audit, access, records, inbox, scheduling, directory)
@@ -375,6 +403,7 @@ def build_services(
         nodes=nodes,
         ends=ends,
         triage=triage,
+        payments=payments,
         checkpoints_enabled=checkpoint_signer is not None,
         redis=redis,
     )

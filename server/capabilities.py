@@ -18,6 +18,7 @@ from server.core.leases import Periodic
 from server.identity.capability import capability as identity
 from server.inbox.capability import capability as inbox
 from server.media.capability import capability as media
+from server.payments.capability import capability as payments
 from server.prescriptions.capability import capability as prescriptions
 from server.records.capability import capability as records
 from server.referrals.capability import capability as referrals
@@ -62,4 +63,5 @@ CAPABILITIES: tuple[Capability, ...] = (
     prescriptions,
     media,
     triage,
+    payments,
 )

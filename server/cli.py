@@ -16,6 +16,7 @@
     yihao user disable|enable|unlock --username dr_li   (disable ends every session at once)
     yihao cluster [--nodes 3] [--port 8080] [--no-nginx] [--web-dir DIR] [--no-heal]
     yihao recordings purge [--dry-run]   (remove consult recordings past their retention)
+    yihao payments reconcile --date 2026-12-04   (the day's settlement; exit 1 on mismatches)
 
 Exit codes: 0 success, 1 the operation was refused (the message says why),
 2 bad usage or settings.
@@ -332,6 +333,50 @@ def cmd_verify_signatures(args: argparse.Namespace, settings: Settings) -> int:
     return _with_services(settings, work)
 
 
+def _yuan(fen: int) -> str:
+    sign = "-" if fen < 0 else ""
+    return f"{sign}¥{abs(fen) // 100}.{abs(fen) % 100:02d}"
+
+
+def cmd_payments_reconcile(args: argparse.Namespace, settings: Settings) -> int:
+    """The day's settlement per institution, and every order the provider sees otherwise."""
+    from datetime import date
+
+    try:
+        day = date.fromisoformat(args.date)
+    except ValueError:
+        print(f"yihao: payments reconcile: --date {args.date!r}: use YYYY-MM-DD", file=sys.stderr)
+        return 2
+
+    async def work(services: Any) -> int:
+        report = await services.payments.reconcile_day(day)
+        names = {i.id: f"{i.code} {i.name}" for i in await services.identity.list_institutions()}
+        print(f"settlement {day.isoformat()} ({settings.schedule_timezone})")
+        paid = refunded = paid_n = refunded_n = 0
+        for line in report.settlement:
+            print(
+                f"  {names.get(line.institution_id, line.institution_id)}: "
+                f"paid {line.paid_count} = {_yuan(line.paid_fen)}, "
+                f"refunded {line.refunded_count} = {_yuan(line.refunded_fen)}, "
+                f"net {_yuan(line.paid_fen - line.refunded_fen)}"
+            )
+            paid, refunded = paid + line.paid_fen, refunded + line.refunded_fen
+            paid_n, refunded_n = paid_n + line.paid_count, refunded_n + line.refunded_count
+        print(
+            f"total: paid {paid_n} = {_yuan(paid)}, refunded {refunded_n} = {_yuan(refunded)}, "
+            f"net {_yuan(paid - refunded)}"
+        )
+        for m in report.mismatches:
+            print(
+                f"MISMATCH order {m.order_id} ({m.out_trade_no}): ours {m.ours}, "
+                f"provider {m.provider} [{m.reason}]"
+            )
+        print(f"mismatches: {len(report.mismatches)}")
+        return 1 if report.mismatches else 0
+
+    return _with_services(settings, work)
+
+
 def cmd_institution_create(args: argparse.Namespace, settings: Settings) -> int:
     data = schemas.InstitutionCreate(
         code=args.code, name=args.name, kind=args.kind, region=args.region
@@ -513,6 +558,17 @@ def build_parser() -> argparse.ArgumentParser:
         "verify-signatures",
         help="check every signed prescription and consult opinion; exit 1 naming any changed",
     ).set_defaults(func=cmd_verify_signatures)
+
+    payments = commands.add_parser("payments", help="payments").add_subparsers(
+        dest="sub", required=True
+    )
+    reconcile = payments.add_parser(
+        "reconcile",
+        help="print a day's settlement per institution and every mismatch with the provider "
+        "(exit 1 when there is one)",
+    )
+    reconcile.add_argument("--date", required=True, help="the local day, YYYY-MM-DD")
+    reconcile.set_defaults(func=cmd_payments_reconcile)
 
     institution = commands.add_parser("institution", help="institutions").add_subparsers(
         dest="sub", required=True

@@ -226,6 +226,24 @@ class Settings(BaseSettings):
     notify_max_attempts: int = Field(default=5, ge=1, le=50)
     notify_retry_seconds: float = Field(default=5.0, gt=0, le=3600)
     notify_send_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    # Payments (server/payments, docs/payments.md). The built-in sandbox provider (the demo's
+    # and the tests'; turn it off where a real provider is configured), the key it signs its
+    # notifications with (empty: derived from secret_key), and how long after "charging" it
+    # sends the asynchronous notification.
+    payments_sandbox: bool = True
+    payments_sandbox_key: str = ""
+    payments_sandbox_notify_delay_seconds: float = Field(default=0.2, ge=0, le=3600)
+    # A notification whose signed timestamp is further than this from now is refused.
+    payments_notify_max_skew_seconds: int = Field(default=300, ge=10, le=86400)
+    # Refused notifications one address may send per minute before it hears 429 (unaudited):
+    # the route takes no account, so a flood of forged ones must not write audit rows.
+    payments_notify_refusals_per_minute: int = Field(default=60, ge=1)
+    # The reconciliation job (payments.reconcile_pending): how often it runs (0: no job), and
+    # how old an order still `created` (or a refund still `refunding`) must be before the
+    # provider is asked; an order left unpaid this long is closed.
+    payments_reconcile_interval_seconds: float = Field(default=30, ge=0)
+    payments_pending_seconds: float = Field(default=60, ge=0)
+    payments_order_ttl_seconds: int = Field(default=1800, ge=60)
 
     # Triage (智能导诊): a knowledge table of the deployment's own instead of the shipped one
     # (server/triage/data/knowledge.yaml; the format is in docs/triage.md). Checked at start.

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from server.inbox.service import InboxService
     from server.media.precall import PrecallService
     from server.media.recording import RecordingService
+    from server.payments.service import PaymentsService
     from server.prescriptions.service import PrescriptionService
     from server.realtime.gateway import Gateway
     from server.records.service import RecordsService
@@ -82,6 +83,8 @@ class Services:
     # The triage (智能导诊): the knowledge table's suggestions, logged.
     triage: TriageService
     checkpoints_enabled: bool
+    # Fee schedules, orders, provider notifications, refunds and reconciliation.
+    payments: PaymentsService
     # Shared by readiness and the session broadcasts; opened lazily, closed by the app.
     redis: Redis | None = None
 

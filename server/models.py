@@ -28,6 +28,7 @@ from server.identity.models import (
 )
 from server.inbox.models import InboxItem, NotificationPreference, OutboundMessage
 from server.media.models import Recording, RecordingConsent
+from server.payments.models import Fee, Order, PaymentEvent, SandboxTrade
 from server.prescriptions.models import (
     ChronicCondition,
     Delivery,
@@ -78,16 +79,19 @@ __all__ = [
     "Drug",
     "DrugInteraction",
     "EmergencyReview",
+    "Fee",
     "Holiday",
     "IdempotencyKey",
     "InboxItem",
     "Institution",
     "JobLease",
     "NotificationPreference",
+    "Order",
     "OutboundMessage",
     "Patient",
     "PatientLink",
     "PatientMerge",
+    "PaymentEvent",
     "PharmacyProfile",
     "PractitionerKey",
     "Prescription",
@@ -98,6 +102,7 @@ __all__ = [
     "RecordingConsent",
     "Referral",
     "ReferralHistory",
+    "SandboxTrade",
     "ScheduleTemplate",
     "Slot",
     "StreamEvent",

@@ -15,6 +15,7 @@ from typing import Any
 from server.container import Services
 from server.core.ids import make_resident_id
 from server.identity import schemas
+from server.payments.seed import seed_payments
 from server.prescriptions.seed import seed_prescriptions
 from server.scheduling.seed import seed_scheduling
 
@@ -133,4 +134,5 @@ async def seed_demo(services: Services) -> dict[str, int]:
 
     await seed_records(services)
     await seed_scheduling(services)
+    await seed_payments(services)
     return created

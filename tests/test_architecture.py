@@ -36,6 +36,7 @@ CAPABILITIES_ALL = {
     "identity",
     "inbox",
     "media",
+    "payments",
     "prescriptions",
     "records",
     "referrals",
@@ -86,11 +87,14 @@ ALLOWED: dict[str, set[str]] = {
     },
     "media": {"core", "config", "container", "identity", "consults", "realtime"},
     "triage": {"core", "config", "container", "identity", "access"},
+    "payments": {"core", "config", "container", "identity", "access", "inbox", "scheduling"},
     "capabilities": {"core"} | CAPABILITIES_ALL,
     "app": {"core", "config", "container", "capabilities", "realtime"} | CAPABILITIES_ALL,
     "cli": {"core", "config", "app", "cluster", "seed", "identity", "prescriptions", "records"}
-    | {"workers"},
-    "seed": {"core", "container", "identity", "prescriptions", "records", "scheduling"},
+    | {"workers"}
+    | {"payments"},
+    "seed": {"core", "container", "identity", "prescriptions", "records", "scheduling"}
+    | {"payments"},
     "cluster": {"workers"},
     "workers": {"core", "config"},
     "models": {"core"} | CAPABILITIES_ALL,

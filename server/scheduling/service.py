@@ -70,6 +70,20 @@ def booked(appointment: Appointment) -> BookedAppointment:
 
 
 SlotCancelled = Callable[[Tx, list[BookedAppointment]], Awaitable[None]]
+# Called in the transaction that cancels one appointment (payments refunds its paid order).
+AppointmentCancelled = Callable[[Tx, list[BookedAppointment]], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class AppointmentFacts:
+    """Where and when an appointment is, for other capabilities (payments' fee and refund)."""
+
+    id: int
+    patient_id: int
+    institution_id: int
+    department_id: int
+    start: datetime
+    status: str
 
 
 def slot_out(slot: Slot) -> schemas.SlotOut:
@@ -196,6 +210,7 @@ class SchedulingService:
         access: AccessService,
         directory: Directory,
         slot_cancelled_listeners: Sequence[SlotCancelled] = (),
+        appointment_cancelled_listeners: Sequence[AppointmentCancelled] = (),
     ) -> None:
         self.db = db
         self.audit = audit
@@ -207,6 +222,7 @@ class SchedulingService:
         self.slot_cancelled_listeners = tuple(slot_cancelled_listeners)
         # The directory, profiles, policies and jobs of booking (预约挂号).
         self.booking = BookingService(settings, db, audit, inbox, directory)
+        self.appointment_cancelled_listeners = tuple(appointment_cancelled_listeners)
 
     # --- templates, generation, holidays ---------------------------------------
 
@@ -586,6 +602,29 @@ class SchedulingService:
         if appointment is not None and appointment.status == AppointmentStatus.BOOKED:
             await self.cancel_appointment_in(tx, requester, appointment, reason)
 
+    async def appointment_facts(
+        self, session: AsyncSession, appointment_id: int
+    ) -> AppointmentFacts | None:
+        """An appointment's patient, place and time (None: no such appointment)."""
+        row = (
+            await session.execute(
+                select(Appointment, Slot)
+                .join(Slot, Slot.id == Appointment.slot_id)
+                .where(Appointment.id == appointment_id)
+            )
+        ).first()
+        if row is None:
+            return None
+        appointment, slot = row
+        return AppointmentFacts(
+            id=appointment.id,
+            patient_id=appointment.patient_id,
+            institution_id=slot.institution_id,
+            department_id=slot.department_id,
+            start=slot.start,
+            status=appointment.status,
+        )
+
     async def _appointment(self, session: AsyncSession, appointment_id: int) -> Appointment:
         appointment = await session.get(Appointment, appointment_id)
         if appointment is None:
@@ -654,6 +693,8 @@ class SchedulingService:
             resource=f"Appointment/{appointment.id}",
             reason=reason,
         )
+        for listener in self.appointment_cancelled_listeners:
+            await listener(tx, [booked(appointment)])
         if requester.role != Role.PATIENT:
             await self.inbox.notify(
                 tx,

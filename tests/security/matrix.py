@@ -790,6 +790,76 @@ OPERATIONS: list[Op] = [
         a="gp",
         b="gp2",
     ),
+    # issue 19: payments
+    Op(
+        "GET /api/v1/institutions/{institution_id}/fees",
+        get(lambda w, s: f"/api/v1/institutions/{s.hospital_id}/fees"),
+        note="prices are public to every signed-in account",
+        a="*",
+    ),
+    Op(
+        "PUT /api/v1/institutions/{institution_id}/fees",
+        body(
+            lambda w, s: f"/api/v1/institutions/{s.hospital_id}/fees",
+            lambda w, s: {
+                "items": [
+                    {"kind": k, "amount_fen": v}
+                    for k, v in (
+                        ("appointment", 2500),
+                        ("visit", 3000),
+                        ("consult", 20000),
+                        ("prescription", 800),
+                    )
+                ]
+            },
+        ),
+        note="the institution's own administrator only",
+        a="iadm",
+        b="",
+    ),
+    Op(
+        "POST /api/v1/orders",
+        body(
+            lambda w, s: "/api/v1/orders",
+            lambda w, s: {"kind": "appointment", "subject_id": s.appointment_id},
+        ),
+        note="a patient, for their own subject (another's: 404 subject_not_found)",
+        a="pat",
+        b="",
+    ),
+    Op(
+        "GET /api/v1/orders",
+        get(lambda w, s: "/api/v1/orders"),
+        note="a patient's own; staff their institution's; others an empty list",
+        a="*",
+    ),
+    Op(
+        "GET /api/v1/orders/{order_id}",
+        get(lambda w, s: f"/api/v1/orders/{s.extra['order_id']}"),
+        note="the patient and the institution's desk roles",
+        a="pat spec iadm",
+        b="spec2",
+    ),
+    Op(
+        "POST /api/v1/payments/sandbox/{trade_no}/pay",
+        body(lambda w, s: f"/api/v1/payments/sandbox/{s.extra['trade_no']}/pay", lambda w, s: None),
+        note="the sandbox payer: the order's own patient",
+        a="pat",
+        b="",
+    ),
+    Op(
+        "POST /api/v1/payments/notify/{provider}",
+        body(lambda w, s: "/api/v1/payments/notify/sandbox", lambda w, s: {}),
+        note="no account: an unsigned notification is 400 payment_signature_invalid for everyone",
+        a="all",
+    ),
+    Op(
+        "POST /api/v1/orders/{order_id}/refund",
+        body(lambda w, s: f"/api/v1/orders/{s.extra['order_id']}/refund", lambda w, s: {}),
+        note="the patient (before the service) and the institution's desk roles",
+        a="pat spec iadm",
+        b="spec2",
+    ),
     Op(
         "POST /api/v1/slots/{slot_id}/cancel",
         body(lambda w, s: f"/api/v1/slots/{s.slot_id}/cancel", lambda w, s: {"reason": "停诊"}),

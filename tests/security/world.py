@@ -185,6 +185,10 @@ async def build_side(api: Api, services: Services, side: Side) -> None:
     appointment = await _ok(await api.post("/api/v1/appointments", as_=side.patient_user,
                                            json={"slot_id": slots["items"][1]["id"]}))  # fmt: skip
     side.appointment_id = appointment["id"]
+    # issue 19: payments — the patient's order for that appointment (unpaid).
+    order = await _ok(await api.post("/api/v1/orders", as_=side.patient_user,
+                                     json={"kind": "appointment", "subject_id": side.appointment_id}))  # fmt: skip
+    side.extra["order_id"], side.extra["trade_no"] = order["id"], order["out_trade_no"]
 
 
 async def build_world(api: Api, services: Services) -> World:

@@ -14,6 +14,7 @@ import { HOME } from "./features/home/roles";
 import { routes as inbox } from "./features/inbox/routes";
 import { routes as messages } from "./features/messages/routes";
 import { routes as prescriptions } from "./features/prescriptions/routes";
+import { routes as payments } from "./features/payments/routes";
 import { routes as records } from "./features/records/routes";
 import { routes as referrals } from "./features/referrals/routes";
 import { routes as scheduling } from "./features/scheduling/routes";
@@ -42,6 +43,7 @@ const routes: RouteRecordRaw[] = [
   ...prescriptions,
   ...triage,
   ...booking,
+  ...payments,
 ];
 
 export const router = createRouter({ history: createWebHistory(), routes });

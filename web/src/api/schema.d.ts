@@ -655,6 +655,24 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/institutions/{institution_id}/fees": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The institution's fee schedule (integer fen per service kind, per department) */
+        get: operations["get_fees"];
+        /** Replace the institution's fee schedule (its administrator) */
+        put: operations["set_fees"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/me": {
         parameters: {
             query?: never;
@@ -701,6 +719,58 @@ export interface paths {
         put?: never;
         /** A short-lived 一号通 presence code for the desk (the patient's app shows it) */
         post: operations["issue_presence_code"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/orders": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** My orders (patient) or my institution's (its staff), newest first */
+        get: operations["list_orders"];
+        put?: never;
+        /** Order and pay for my own appointment, visit, consult or prescription (结算支付) */
+        post: operations["create_order"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/orders/{order_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One order */
+        get: operations["get_order"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/orders/{order_id}/refund": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Refund a paid order: the patient before the service, or the institution's staff */
+        post: operations["refund_order"];
         delete?: never;
         options?: never;
         head?: never;
@@ -924,6 +994,40 @@ export interface paths {
         /** Record the real-name verification status */
         put: operations["set_verification"];
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/payments/notify/{provider}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** A payment provider's asynchronous notification (signed; no account) */
+        post: operations["payment_notify"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/payments/sandbox/{trade_no}/pay": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** The sandbox provider's payer (demo and tests): charge, then notify asynchronously */
+        post: operations["sandbox_pay"];
         delete?: never;
         options?: never;
         head?: never;
@@ -2324,6 +2428,54 @@ export interface components {
              */
             verdict: "justified" | "unjustified";
         };
+        /** FeeItem */
+        FeeItem: {
+            /**
+             * Amount Fen
+             * @description integer fen (1 yuan = 100)
+             */
+            amount_fen: number;
+            /**
+             * Department Id
+             * @description the department's own fee; absent: the institution's
+             * @default null
+             */
+            department_id?: number | null;
+            /**
+             * Kind
+             * @enum {string}
+             */
+            kind: "visit" | "consult" | "prescription" | "appointment";
+        };
+        /** FeeOut */
+        FeeOut: {
+            /** Amount Fen */
+            amount_fen: number;
+            /** Department Id */
+            department_id: number | null;
+            /**
+             * Kind
+             * @enum {string}
+             */
+            kind: "visit" | "consult" | "prescription" | "appointment";
+            /**
+             * Updated At
+             * Format: date-time
+             */
+            updated_at: string;
+        };
+        /** FeeSchedule */
+        FeeSchedule: {
+            /** Items */
+            items: components["schemas"]["FeeItem"][];
+        };
+        /** FeeScheduleOut */
+        FeeScheduleOut: {
+            /** Institution Id */
+            institution_id: number;
+            /** Items */
+            items: components["schemas"]["FeeOut"][];
+        };
         /** Finding */
         Finding: {
             /**
@@ -2811,6 +2963,23 @@ export interface components {
              */
             note?: string | null;
         };
+        /**
+         * NotifyAnswer
+         * @description The answer a provider expects (WeChat Pay: 2xx with code SUCCESS).
+         */
+        NotifyAnswer: {
+            /**
+             * Code
+             * @default SUCCESS
+             * @constant
+             */
+            code?: "SUCCESS";
+            /** Duplicate */
+            duplicate: boolean;
+            /** Order Id */
+            order_id: number;
+            status: components["schemas"]["OrderStatus"];
+        };
         /** OpeningHours */
         OpeningHours: {
             /**
@@ -2862,6 +3031,77 @@ export interface components {
             /** Verified */
             verified: boolean;
         };
+        /** OrderCreate */
+        OrderCreate: {
+            /**
+             * Kind
+             * @enum {string}
+             */
+            kind: "visit" | "consult" | "prescription" | "appointment";
+            /**
+             * Provider
+             * @default sandbox
+             */
+            provider?: string;
+            /** Subject Id */
+            subject_id: number;
+        };
+        /** OrderList */
+        OrderList: {
+            /** Items */
+            items: components["schemas"]["OrderOut"][];
+        };
+        /** OrderOut */
+        OrderOut: {
+            /** Amount Fen */
+            amount_fen: number;
+            /** Closed At */
+            closed_at: string | null;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Department Id */
+            department_id: number | null;
+            /** Id */
+            id: number;
+            /** Institution Id */
+            institution_id: number;
+            /**
+             * Kind
+             * @enum {string}
+             */
+            kind: "visit" | "consult" | "prescription" | "appointment";
+            /** Out Trade No */
+            out_trade_no: string;
+            /** Paid At */
+            paid_at: string | null;
+            /** Patient Id */
+            patient_id: number;
+            pay: components["schemas"]["PayInfo"] | null;
+            /** Provider */
+            provider: string;
+            /** Provider Trade No */
+            provider_trade_no: string | null;
+            /** Refund Reason */
+            refund_reason: string | null;
+            /**
+             * Refundable
+             * @description whether the requester may ask for a refund now
+             */
+            refundable: boolean;
+            /** Refunded At */
+            refunded_at: string | null;
+            status: components["schemas"]["OrderStatus"];
+            /** Subject Id */
+            subject_id: number;
+        };
+        /**
+         * OrderStatus
+         * @enum {string}
+         */
+        OrderStatus: "created" | "paid" | "refunding" | "refunded" | "closed";
         /** Participant */
         Participant: {
             /** Admitted */
@@ -3062,6 +3302,18 @@ export interface components {
              * @description the latest body weight (LOINC 29463-7)
              */
             weight_kg: number | null;
+        };
+        /**
+         * PayInfo
+         * @description What the client needs to pay at the provider (never card data: the provider asks).
+         */
+        PayInfo: {
+            /** Code */
+            code: string;
+            /** Pay Url */
+            pay_url: string;
+            /** Provider */
+            provider: string;
         };
         /** PendingList */
         PendingList: {
@@ -3708,6 +3960,14 @@ export interface components {
             /** Refresh Token */
             refresh_token: string;
         };
+        /** RefundRequest */
+        RefundRequest: {
+            /**
+             * Reason
+             * @default null
+             */
+            reason?: string | null;
+        };
         /** ReviewRequest */
         ReviewRequest: {
             /**
@@ -3731,6 +3991,15 @@ export interface components {
             patient_choice?: boolean;
             /** Pharmacy Id */
             pharmacy_id: number;
+        };
+        /** SandboxPaid */
+        SandboxPaid: {
+            /** Out Trade No */
+            out_trade_no: string;
+            /** State */
+            state: string;
+            /** Transaction Id */
+            transaction_id: string | null;
         };
         /** Schedule */
         Schedule: {
@@ -7583,6 +7852,165 @@ export interface operations {
             };
         };
     };
+    get_fees: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                institution_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The institution's fee schedule (integer fen per service kind, per department) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FeeScheduleOut"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation failed */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    set_fees: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Send a fresh key (e.g. a UUID) with a write you may retry, the same for all its retries: a repeat is answered with the first answer (Idempotent-Replayed: true), never done twice. 422 idempotency_key_reused: the key was used for a different request; 409 idempotency_in_progress: the first is not answered yet (retry after Retry-After; if it persists, reload the object). Keys are kept 24 hours (IDEMPOTENCY_KEEP_HOURS). */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                institution_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["FeeSchedule"];
+            };
+        };
+        responses: {
+            /** @description Replace the institution's fee schedule (its administrator) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FeeScheduleOut"];
+                };
+            };
+            /** @description Bad request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Payload too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unsupported media type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation failed */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     get_me: {
         parameters: {
             query?: never;
@@ -7778,6 +8206,302 @@ export interface operations {
             };
             /** @description Forbidden */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    list_orders: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description My orders (patient) or my institution's (its staff), newest first */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrderList"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    create_order: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Send a fresh key (e.g. a UUID) with a write you may retry, the same for all its retries: a repeat is answered with the first answer (Idempotent-Replayed: true), never done twice. 422 idempotency_key_reused: the key was used for a different request; 409 idempotency_in_progress: the first is not answered yet (retry after Retry-After; if it persists, reload the object). Keys are kept 24 hours (IDEMPOTENCY_KEEP_HOURS). */
+                "Idempotency-Key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["OrderCreate"];
+            };
+        };
+        responses: {
+            /** @description Order and pay for my own appointment, visit, consult or prescription (结算支付) */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrderOut"];
+                };
+            };
+            /** @description Bad request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Payload too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unsupported media type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation failed */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_order: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                order_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description One order */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrderOut"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation failed */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    refund_order: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Send a fresh key (e.g. a UUID) with a write you may retry, the same for all its retries: a repeat is answered with the first answer (Idempotent-Replayed: true), never done twice. 422 idempotency_key_reused: the key was used for a different request; 409 idempotency_in_progress: the first is not answered yet (retry after Retry-After; if it persists, reload the object). Keys are kept 24 hours (IDEMPOTENCY_KEEP_HOURS). */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                order_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RefundRequest"];
+            };
+        };
+        responses: {
+            /** @description Refund a paid order: the patient before the service, or the institution's staff */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrderOut"];
+                };
+            };
+            /** @description Bad request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Payload too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unsupported media type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation failed */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -8868,6 +9592,143 @@ export interface operations {
             };
             /** @description Unsupported media type */
             415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation failed */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    payment_notify: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                provider: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A payment provider's asynchronous notification (signed; no account) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["NotifyAnswer"];
+                };
+            };
+            /** @description Bad request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation failed */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    sandbox_pay: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Send a fresh key (e.g. a UUID) with a write you may retry, the same for all its retries: a repeat is answered with the first answer (Idempotent-Replayed: true), never done twice. 422 idempotency_key_reused: the key was used for a different request; 409 idempotency_in_progress: the first is not answered yet (retry after Retry-After; if it persists, reload the object). Keys are kept 24 hours (IDEMPOTENCY_KEEP_HOURS). */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                trade_no: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The sandbox provider's payer (demo and tests): charge, then notify asynchronously */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SandboxPaid"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };

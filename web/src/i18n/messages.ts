@@ -10,6 +10,7 @@ import * as consults from "../features/consults/messages";
 import * as home from "../features/home/messages";
 import * as inbox from "../features/inbox/messages";
 import * as messages from "../features/messages/messages";
+import * as payments from "../features/payments/messages";
 import * as pharmacy from "../features/pharmacy/messages";
 import * as prescriptions from "../features/prescriptions/messages";
 import * as records from "../features/records/messages";
@@ -35,6 +36,7 @@ export const zhCN = {
   ...prescriptions.zhCN,
   ...triage.zhCN,
   ...booking.zhCN,
+  ...payments.zhCN,
 };
 
 export type MessageKey = keyof typeof zhCN;
@@ -56,4 +58,5 @@ export const en: Record<MessageKey, string> = {
   ...prescriptions.en,
   ...triage.en,
   ...booking.en,
+  ...payments.en,
 };
