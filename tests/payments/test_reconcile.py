@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from tests.helpers import Api
 from tests.payments.support import book, order, wait_status
 
 
-def _reconcile(settings: Settings, day: str) -> subprocess.CompletedProcess[str]:
+async def _reconcile(settings: Settings, day: str) -> subprocess.CompletedProcess[str]:
     environ = {
         "PATH": os.environ["PATH"],
         "YIHAO_DATA_DIR": str(settings.data_dir),
@@ -29,7 +30,10 @@ def _reconcile(settings: Settings, day: str) -> subprocess.CompletedProcess[str]
     if settings.database_url:
         environ["YIHAO_DATABASE_URL"] = settings.database_url
         environ["YIHAO_CHECKPOINT_KEY_FILE"] = str(settings.checkpoint_key_file)
-    return subprocess.run(
+    # In a thread: the app's own jobs (the outbound dispatch) keep running and commit, so an
+    # open write of theirs never holds SQLite's lock while the loop waits on the CLI.
+    return await asyncio.to_thread(
+        subprocess.run,
         [sys.executable, "-m", "server.cli", "payments", "reconcile", "--date", day],
         env=environ, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
@@ -51,7 +55,7 @@ async def test_the_days_settlement_and_a_mismatch(
     assert status == 200
     today = datetime.now(ZoneInfo(settings.schedule_timezone)).date().isoformat()
 
-    clean = _reconcile(settings, today)
+    clean = await _reconcile(settings, today)
     assert clean.returncode == 0, clean.stdout + clean.stderr
     lines = clean.stdout.splitlines()
     assert lines[0] == f"settlement {today} (Asia/Shanghai)"
@@ -66,7 +70,7 @@ async def test_the_days_settlement_and_a_mismatch(
             .where(SandboxTrade.out_trade_no == first["out_trade_no"])
             .values(amount_fen=2900)
         )
-    found = _reconcile(settings, today)
+    found = await _reconcile(settings, today)
     assert found.returncode == 1, found.stdout + found.stderr
     assert (
         f"MISMATCH order {first['id']} ({first['out_trade_no']}): ours paid 3000, "
@@ -74,8 +78,8 @@ async def test_the_days_settlement_and_a_mismatch(
     ) in found.stdout.splitlines()
     assert found.stdout.splitlines()[-1] == "mismatches: 1"
     # Another day has nothing to settle.
-    empty = _reconcile(settings, "2020-01-01")
+    empty = await _reconcile(settings, "2020-01-01")
     assert empty.returncode == 0
     assert "total: paid 0 = ¥0.00, refunded 0 = ¥0.00, net ¥0.00" in empty.stdout
-    bad = _reconcile(settings, "yesterday")
+    bad = await _reconcile(settings, "yesterday")
     assert bad.returncode == 2 and "YYYY-MM-DD" in bad.stderr
