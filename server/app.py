@@ -77,6 +77,7 @@ from server.records.merges import RecordMerges
 from server.records.service import RecordsService
 from server.referrals.service import ReferralService
 from server.scheduling.service import SchedulingService
+from server.visits.service import VisitsService
 
 logger = logging.getLogger(__name__)
 
@@ -320,6 +321,19 @@ def build_services(
         PatientRecord(db, records=records, access=access, directory=directory),
         gateway.push,
     )
+    visits = VisitsService(
+        settings,
+        db,
+        audit,
+        events,
+        access,
+        records,
+        directory,
+        auth,
+        consults,
+        prescriptions,
+        inbox,
+    )
     redis = None
     if settings.redis_url:
         redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2)
@@ -347,6 +361,7 @@ def build_services(
         consults=consults,
         consult_sockets=consult_sockets,
         prescriptions=prescriptions,
+        visits=visits,
         signer=signer,
         checkpoints=checkpoints,
         access=access,

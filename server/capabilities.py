@@ -22,6 +22,7 @@ from server.prescriptions.capability import capability as prescriptions
 from server.records.capability import capability as records
 from server.referrals.capability import capability as referrals
 from server.scheduling.capability import capability as scheduling
+from server.visits.capability import capability as visits
 
 if TYPE_CHECKING:
     from server.container import Services
@@ -60,4 +61,5 @@ CAPABILITIES: tuple[Capability, ...] = (
     consults,
     prescriptions,
     media,
+    visits,
 )

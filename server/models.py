@@ -40,6 +40,7 @@ from server.prescriptions.models import (
 from server.records.models import RecordEntry
 from server.referrals.models import Referral, ReferralHistory
 from server.scheduling.models import Appointment, Holiday, ScheduleTemplate, Slot
+from server.visits.models import Visit, VisitTransition
 
 __all__ = [
     "AccessWindow",
@@ -89,4 +90,6 @@ __all__ = [
     "StreamEvent",
     "StreamHead",
     "User",
+    "Visit",
+    "VisitTransition",
 ]

@@ -40,6 +40,7 @@ CAPABILITIES_ALL = {
     "records",
     "referrals",
     "scheduling",
+    "visits",
 }
 ALLOWED: dict[str, set[str]] = {
     "core": {"config"},
@@ -74,6 +75,17 @@ ALLOWED: dict[str, set[str]] = {
     },
     "prescriptions": {"core", "config", "container", "identity", "access", "records", "realtime"},
     "media": {"core", "config", "container", "identity", "consults", "realtime"},
+    "visits": {
+        "core",
+        "config",
+        "container",
+        "identity",
+        "access",
+        "inbox",
+        "records",
+        "consults",
+        "prescriptions",
+    },
     "capabilities": {"core"} | CAPABILITIES_ALL,
     "app": {"core", "config", "container", "capabilities", "realtime"} | CAPABILITIES_ALL,
     "cli": {"core", "config", "app", "cluster", "seed", "identity", "prescriptions", "records"}

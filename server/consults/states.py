@@ -36,6 +36,9 @@ CHAT_STATES = frozenset(
 )
 # A live session (video, presence, signaling) may be joined.
 LIVE_STATES = frozenset({ConsultStatus.ACCEPTED, ConsultStatus.SCHEDULED, ConsultStatus.IN_SESSION})
+# The kinds of consult room: a remote consultation, or a follow-up visit's (server/visits).
+REMOTE_KIND = "remote"
+FOLLOWUP_KIND = "followup"
 # The role of the system account whose worker records consults (server/media/recording.py).
 RECORDER_ROLE = "recorder"
 
