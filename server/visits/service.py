@@ -505,16 +505,20 @@ class VisitsService:
         async with self.db.read() as session:
             visit = await self._visible(session, requester, visit_id)
         check_doctor(requester, visit)
-        prescription = await self.prescriptions.views.get(requester, data.prescription_id)
+        not_this_visit = ValidationFailed.field(
+            "prescription_id",
+            "not a prescription you signed for this visit's patient",
+            code="not_this_visit",
+        )
+        try:
+            prescription = await self.prescriptions.views.get(requester, data.prescription_id)
+        except NotFound:  # unknown, or another prescriber's: the same answer
+            raise not_this_visit from None
         if (
             prescription.prescriber_id != requester.user_id
             or prescription.patient_id != visit.patient_id
         ):
-            raise ValidationFailed.field(
-                "prescription_id",
-                "not a prescription you signed for this visit's patient",
-                code="not_this_visit",
-            )
+            raise not_this_visit
         async with self.db.transaction() as tx:
             visit = await self._locked(tx, requester, visit_id)
             if visit.status not in (VisitStatus.IN_PROGRESS, VisitStatus.COMPLETED):
