@@ -23,7 +23,7 @@ class VisitQuery(Strict):
     response=schemas.VisitDoctorList,
     roles=PATIENT,
 )
-async def list_doctors(call: Call[None, None]) -> schemas.VisitDoctorList:
+async def list_visit_doctors(call: Call[None, None]) -> schemas.VisitDoctorList:
     return await services(call).visits.doctors(call.user)
 
 
@@ -34,7 +34,7 @@ async def list_doctors(call: Call[None, None]) -> schemas.VisitDoctorList:
     response=schemas.FollowUpConditionList,
     roles=PATIENT,
 )
-async def list_conditions(call: Call[None, None]) -> schemas.FollowUpConditionList:
+async def list_visit_conditions(call: Call[None, None]) -> schemas.FollowUpConditionList:
     return await services(call).visits.conditions(call.user)
 
 
@@ -73,7 +73,7 @@ async def get_visit(call: Call[None, None]) -> schemas.VisitOut:
     "POST", ONE + "/accept", summary="The doctor accepts", response=schemas.VisitOut,
     roles=PRESCRIBER_ROLES, errors=(403, 404, 409),
 )  # fmt: skip
-async def accept(call: Call[None, None]) -> schemas.VisitOut:
+async def visit_accept(call: Call[None, None]) -> schemas.VisitOut:
     return await services(call).visits.accept(call.user, call.path_int("visit_id"))
 
 
@@ -82,7 +82,7 @@ async def accept(call: Call[None, None]) -> schemas.VisitOut:
     body=schemas.VisitDecline, response=schemas.VisitOut, roles=PRESCRIBER_ROLES,
     errors=(403, 404, 409),
 )  # fmt: skip
-async def decline(call: Call[schemas.VisitDecline, None]) -> schemas.VisitOut:
+async def visit_decline(call: Call[schemas.VisitDecline, None]) -> schemas.VisitOut:
     return await services(call).visits.decline(call.user, call.path_int("visit_id"), call.body)
 
 
@@ -90,7 +90,7 @@ async def decline(call: Call[schemas.VisitDecline, None]) -> schemas.VisitOut:
     "POST", ONE + "/cancel", summary="The patient cancels (before the room opens)",
     response=schemas.VisitOut, roles=PATIENT, errors=(403, 404, 409),
 )  # fmt: skip
-async def cancel(call: Call[None, None]) -> schemas.VisitOut:
+async def visit_cancel(call: Call[None, None]) -> schemas.VisitOut:
     return await services(call).visits.cancel(call.user, call.path_int("visit_id"))
 
 
@@ -100,7 +100,7 @@ async def cancel(call: Call[None, None]) -> schemas.VisitOut:
     body=schemas.VisitOpen, response=schemas.VisitOut, roles=PRESCRIBER_ROLES,
     errors=(401, 403, 404, 409),
 )  # fmt: skip
-async def open_room(call: Call[schemas.VisitOpen, None]) -> schemas.VisitOut:
+async def visit_open_room(call: Call[schemas.VisitOpen, None]) -> schemas.VisitOut:
     return await services(call).visits.open(call.user, call.path_int("visit_id"), call.body)
 
 
@@ -108,7 +108,7 @@ async def open_room(call: Call[schemas.VisitOpen, None]) -> schemas.VisitOut:
     "POST", ONE + "/admit", summary="The doctor admits the patient from the waiting room",
     response=schemas.VisitOut, roles=PRESCRIBER_ROLES, errors=(403, 404, 409),
 )  # fmt: skip
-async def admit(call: Call[None, None]) -> schemas.VisitOut:
+async def visit_admit(call: Call[None, None]) -> schemas.VisitOut:
     return await services(call).visits.admit(call.user, call.path_int("visit_id"))
 
 
@@ -118,7 +118,7 @@ async def admit(call: Call[None, None]) -> schemas.VisitOut:
     body=schemas.VisitRecord, response=schemas.VisitOut, roles=PRESCRIBER_ROLES,
     errors=(403, 404, 409, 422),
 )  # fmt: skip
-async def write_record(call: Call[schemas.VisitRecord, None]) -> schemas.VisitOut:
+async def visit_write_record(call: Call[schemas.VisitRecord, None]) -> schemas.VisitOut:
     return await services(call).visits.write_record(call.user, call.path_int("visit_id"), call.body)
 
 
@@ -128,7 +128,9 @@ async def write_record(call: Call[schemas.VisitRecord, None]) -> schemas.VisitOu
     body=schemas.VisitPrescriptionLink, response=schemas.VisitOut, roles=PRESCRIBER_ROLES,
     errors=(403, 404, 409, 422),
 )  # fmt: skip
-async def link_prescription(call: Call[schemas.VisitPrescriptionLink, None]) -> schemas.VisitOut:
+async def visit_link_prescription(
+    call: Call[schemas.VisitPrescriptionLink, None],
+) -> schemas.VisitOut:
     return await services(call).visits.link_prescription(
         call.user, call.path_int("visit_id"), call.body
     )
@@ -138,5 +140,5 @@ async def link_prescription(call: Call[schemas.VisitPrescriptionLink, None]) -> 
     "POST", ONE + "/end", summary="The doctor ends the visit (the record written)",
     response=schemas.VisitOut, roles=PRESCRIBER_ROLES, errors=(403, 404, 409),
 )  # fmt: skip
-async def end(call: Call[None, None]) -> schemas.VisitOut:
+async def visit_end(call: Call[None, None]) -> schemas.VisitOut:
     return await services(call).visits.end(call.user, call.path_int("visit_id"))

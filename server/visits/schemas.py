@@ -64,6 +64,13 @@ class VisitRecord(Strict):
     plan: Text
 
 
+class VisitRecordOut(BaseModel):
+    complaint: str
+    findings: str
+    assessment: str
+    plan: str
+
+
 class VisitPrescriptionLink(Strict):
     prescription_id: int = Field(gt=0, description="a prescription the doctor signed for it")
 
@@ -94,7 +101,7 @@ class VisitOut(BaseModel):
     guardian: GuardianOut | None
     decline_reason: str | None
     consult_id: int | None = Field(description="the visit's room (a consult of kind followup)")
-    record: VisitRecord | None
+    record: VisitRecordOut | None
     encounter_id: str | None = Field(description="the Encounter (class VR) in the record")
     prescription_ids: list[int]
     opened_at: datetime | None
@@ -121,6 +128,7 @@ class FollowUpCondition(BaseModel):
 
 class FollowUpConditionList(BaseModel):
     items: list[FollowUpCondition]
+    guardian_required: bool = Field(description="the patient is under 6: name a guardian")
 
 
 class VisitDoctor(BaseModel):

@@ -179,12 +179,16 @@ class VisitsService:
             found = await self.records.resources_of_types(
                 session, patient_id, ("Encounter", "Condition")
             )
-            return read_conditions(found["Encounter"], found["Condition"])
+            patient = await self.directory.patient(session, patient_id)
+            assert patient is not None
+            age = age_on(patient.birth_date, datetime.now(CHINA).date())
+            return read_conditions(found["Encounter"], found["Condition"]), age
 
-        _, found = await self.access.read_checked(
+        _, (found, age) = await self.access.read_checked(
             requester, patient_id, read, action="visit.conditions", resources="Condition"
         )
         return schemas.FollowUpConditionList(
+            guardian_required=age < GUARDIAN_BELOW_AGE,
             items=[
                 schemas.FollowUpCondition(
                     id=c.id,
@@ -194,7 +198,7 @@ class VisitsService:
                 )
                 for c in found
                 if c.id is not None
-            ]
+            ],
         )
 
     @staticmethod
@@ -669,7 +673,7 @@ class VisitsService:
             else None,
             decline_reason=visit.decline_reason,
             consult_id=visit.consult_id,
-            record=schemas.VisitRecord(**visit.record) if visit.record else None,
+            record=schemas.VisitRecordOut(**visit.record) if visit.record else None,
             encounter_id=visit.encounter_id,
             prescription_ids=list(visit.prescription_ids or []),
             opened_at=visit.opened_at,

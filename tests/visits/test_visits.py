@@ -151,6 +151,7 @@ async def test_follow_up_only_a_diagnosis_made_in_person(
     status, conditions = await api.get(f"{V}/conditions", as_=PATIENT)
     in_person = {c["code"]: c["in_person"] for c in conditions["items"]}
     assert in_person["I10"] is True and in_person["E11"] is False
+    assert conditions["guardian_required"] is False
     visit = await requested(api, case, code="I48")
     assert visit["condition_code"] == "I48"
 
@@ -176,6 +177,8 @@ async def test_a_child_under_six_needs_a_guardian_present(
     status, body = await api.post(V, as_=CHILD, json=base)
     assert status == 422 and body["code"] == "guardian_required", body
     assert body["errors"][0]["field"] == "guardian"
+    status, conditions = await api.get(f"{V}/conditions", as_=CHILD)
+    assert conditions["guardian_required"] is True
     for wrong in ("370202201001010000", "11010520200101003X"):
         guardian = {"name": "李娟", "relation": "母亲", "resident_id": wrong}
         status, body = await api.post(V, as_=CHILD, json=base | {"guardian": guardian})

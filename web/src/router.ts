@@ -14,6 +14,7 @@ import { routes as inbox } from "./features/inbox/routes";
 import { routes as records } from "./features/records/routes";
 import { routes as referrals } from "./features/referrals/routes";
 import { routes as scheduling } from "./features/scheduling/routes";
+import { routes as visits } from "./features/visits/routes";
 
 declare module "vue-router" {
   interface RouteMeta {
@@ -34,6 +35,7 @@ const routes: RouteRecordRaw[] = [
   ...consent,
   ...referrals,
   ...scheduling,
+  ...visits,
 ];
 
 export const router = createRouter({ history: createWebHistory(), routes });

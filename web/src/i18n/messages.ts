@@ -12,6 +12,7 @@ import * as pharmacy from "../features/pharmacy/messages";
 import * as records from "../features/records/messages";
 import * as referrals from "../features/referrals/messages";
 import * as scheduling from "../features/scheduling/messages";
+import * as visits from "../features/visits/messages";
 import * as ui from "../ui/messages";
 
 export const zhCN = {
@@ -27,6 +28,7 @@ export const zhCN = {
   ...pharmacy.zhCN,
   ...referrals.zhCN,
   ...scheduling.zhCN,
+  ...visits.zhCN,
 };
 
 export type MessageKey = keyof typeof zhCN;
@@ -44,4 +46,5 @@ export const en: Record<MessageKey, string> = {
   ...pharmacy.en,
   ...referrals.en,
   ...scheduling.en,
+  ...visits.en,
 };
