@@ -2,7 +2,8 @@
 dr_li for a follow-up, the doctor (another context, a laptop) accepts and opens the room,
 the patient waits in the waiting room and is admitted; remote video plays on both sides
 (Chromium's fake camera, real WebRTC signaled through the server); the doctor writes the
-visit record and ends the visit; the patient reads it. No patient page scrolls sideways.
+visit record, prescribes (linked to the visit) and ends the visit; the patient reads it.
+No patient page scrolls sideways.
 """
 
 from __future__ import annotations
@@ -96,10 +97,25 @@ def test_a_follow_up_video_visit_on_the_phone(new_page: Any, server: LiveServer)
     doctor.get_by_test_id("record-plan").fill("左甲状腺素钠片加量至 75μg qd，六周后复查")
     doctor.get_by_test_id("visit-record-save").click()
     expect(doctor.get_by_test_id("visit-notice")).to_be_visible()
+    # The doctor prescribes through the prescription form; the prescription links to the visit.
+    doctor.select_option("#rx-diagnosis", "E03.9")
+    doctor.select_option("#rx-drug-0", "H03AA01")
+    doctor.fill("#rx-dose-0", "75")
+    doctor.select_option("#rx-frequency-0", "qd")
+    doctor.fill("#rx-days-0", "7")
+    doctor.fill("#rx-quantity-0", "1")
+    doctor.get_by_test_id("rx-check").click()
+    expect(doctor.get_by_test_id("rx-findings")).to_be_visible()
+    doctor.get_by_test_id("rx-sign").click()
+    created = doctor.get_by_test_id("rx-created")
+    expect(created).to_be_visible()
+    rx_id = int(created.get_attribute("data-rx-id") or 0)
+    expect(doctor.get_by_test_id("visit-rx-ids")).to_contain_text(f"#{rx_id}")
     doctor.get_by_test_id("visit-end").click()
     expect(doctor.get_by_test_id("visit-ended")).to_be_visible()
     expect(patient.get_by_test_id("visit-status")).to_have_text("已完成", timeout=15_000)
     expect(patient.get_by_test_id("visit-plan")).to_contain_text("75μg")
+    expect(patient.get_by_test_id("visit-rx")).to_have_text(f"#{rx_id}")
     call_state(patient, "ended")
     no_horizontal_scroll(patient)
     screenshot(patient, server, "visits-patient-record-phone")
