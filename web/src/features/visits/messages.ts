@@ -3,6 +3,7 @@
 
 export const zhCN = {
   "nav.visits": "在线复诊",
+  "event.visit": "在线复诊 #{id}：{status}",
   "visit.title": "在线复诊",
   "visit.mine": "我的复诊",
   "visit.none": "还没有复诊记录",
@@ -86,6 +87,7 @@ export const zhCN = {
 
 export const en: Record<keyof typeof zhCN, string> = {
   "nav.visits": "Follow-up visits",
+  "event.visit": "Follow-up visit #{id}: {status}",
   "visit.title": "Online follow-up",
   "visit.mine": "My follow-up visits",
   "visit.none": "No follow-up visits yet",
