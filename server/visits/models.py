@@ -34,6 +34,9 @@ class Visit(Base):
     condition_id: Mapped[str] = mapped_column(String(64), nullable=False)
     condition_code: Mapped[str | None] = mapped_column(String(64))
     condition_display: Mapped[str] = mapped_column(String(300), nullable=False)
+    # The condition's sensitive category (as the record classified it): the visit's
+    # Encounter carries it, so a reader excluded from it never sees the visit either.
+    condition_sensitivity: Mapped[str | None] = mapped_column(String(32))
     complaint: Mapped[str] = mapped_column(Text, nullable=False)
     # None: as soon as possible ("now").
     preferred_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

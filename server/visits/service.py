@@ -57,6 +57,8 @@ from server.visits.states import (
     GUARDIAN_BELOW_AGE,
     MEDIA_RETENTION_YEARS,
     RECORD_RETENTION_YEARS,
+    SECURITY_LABELS,
+    SECURITY_SYSTEM,
     VIRTUAL_CLASS,
     VisitStatus,
 )
@@ -243,6 +245,11 @@ class VisitsService:
                 code="not_a_follow_up",
             )
         guardian = self._check_guardian(patient, data.guardian)
+        sensitivity = (
+            (await self.records.sensitivities([int(data.condition_id)])).get(int(data.condition_id))
+            if data.condition_id.isdigit()
+            else None
+        )
         if data.preferred_at is not None and data.preferred_at < now - PAST_GRACE:
             raise ValidationFailed.field(
                 "preferred_at", "the time has passed", code="preferred_at_past"
@@ -256,6 +263,7 @@ class VisitsService:
                 condition_id=data.condition_id,
                 condition_code=min(condition.codes) if condition.codes else None,
                 condition_display=condition.display or data.condition_id,
+                condition_sensitivity=sensitivity,
                 complaint=data.complaint,
                 preferred_at=data.preferred_at,
                 guardian=guardian,
@@ -500,6 +508,9 @@ class VisitsService:
                 "div": f'<div xmlns="http://www.w3.org/1999/xhtml">{div}</div>',
             },
         }
+        label = SECURITY_LABELS.get(visit.condition_sensitivity or "")
+        if label is not None:
+            resource["meta"] = {"security": [{"system": SECURITY_SYSTEM, "code": label}]}
         return resource
 
     async def link_prescription(

@@ -27,5 +27,15 @@ ENDED = frozenset({VisitStatus.COMPLETED, VisitStatus.DECLINED, VisitStatus.CANC
 GUARDIAN_BELOW_AGE = 6
 RECORD_RETENTION_YEARS = 15
 MEDIA_RETENTION_YEARS = 3
+# A sensitive category of the record (server/records/fhir.py) → the HL7 v3 security label
+# that makes ingest classify the visit's Encounter the same way.
+SECURITY_LABELS = {
+    "mental_health": "PSY",
+    "reproductive_health": "SEX",
+    "hiv": "HIV",
+    "substance_use": "SUD",
+    "genetic": "GDIS",
+}
+SECURITY_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 # The FHIR v3-ActCode class of the encounter a visit writes into the record.
 VIRTUAL_CLASS = "VR"

@@ -10,10 +10,19 @@ from sqlalchemy import func, select
 
 from server.container import Services
 from server.core.audit import AuditEvent
+from server.records.models import RecordEntry
 from server.visits.models import Visit
 from tests.helpers import Api, amlodipine
-from tests.prescriptions.conftest import PATIENT
-from tests.visits.conftest import CHILD, MOTHER_ID, Case, doctor_id, verify, visit_request
+from tests.prescriptions.conftest import PATIENT, condition
+from tests.visits.conftest import (
+    CHILD,
+    MOTHER_ID,
+    Case,
+    condition_ids,
+    doctor_id,
+    verify,
+    visit_request,
+)
 
 V = "/api/v1/visits"
 RECORD = {
@@ -29,15 +38,17 @@ async def visit_count(services: Services) -> int:
         return int(await session.scalar(select(func.count()).select_from(Visit)) or 0)
 
 
-async def requested(api: Api, case: Case, username: str = PATIENT, **over: Any) -> dict[str, Any]:
-    body = visit_request(case, doctor_id=await doctor_id(api), **over)
+async def requested(
+    api: Api, case: Case, username: str = PATIENT, code: str = "I10", **over: Any
+) -> dict[str, Any]:
+    body = visit_request(case, code, doctor_id=await doctor_id(api), **over)
     status, visit = await api.post(V, as_=username, json=body)
     assert status == 201, visit
     return visit  # type: ignore[no-any-return]
 
 
-async def opened(api: Api, case: Case) -> dict[str, Any]:
-    visit = await requested(api, case)
+async def opened(api: Api, case: Case, code: str = "I10") -> dict[str, Any]:
+    visit = await requested(api, case, code=code)
     status, body = await api.post(f"{V}/{visit['id']}/accept", as_="dr_li")
     assert status == 200 and body["status"] == "accepted", body
     status, body = await api.post(f"{V}/{visit['id']}/open", as_="dr_li", json={})
@@ -256,3 +267,36 @@ async def test_decline_with_a_reason_and_cancel(backend: str, api: Api, case: Ca
     body = visit_request(case, doctor_id=await doctor_id(api), preferred_at=past)
     status, problem = await api.post(V, as_=PATIENT, json=body)
     assert status == 422 and problem["errors"][0]["field"] == "preferred_at", problem
+
+
+async def test_a_sensitive_condition_keeps_the_visit_sensitive(
+    backend: str, api: Api, case: Case, network: Services
+) -> None:
+    """A follow-up of a mental-health diagnosis: the visit's Encounter is classified so too,
+    so a reader excluded from that category never sees the visit in the record."""
+    office = next(
+        e
+        for e in await network.records.resources(case.patient_id, "Encounter")
+        if e["class"]["code"] == "AMB"
+    )
+    async with network.db.transaction() as tx:
+        await network.records.add_resource(
+            tx,
+            patient_id=case.patient_id,
+            institution_id=case.world.qdsl,
+            resource=condition("F32.1", "中度抑郁发作", office["id"]),
+        )
+    case.conditions = await condition_ids(api, PATIENT)
+    visit = await opened(api, case, code="F32.1")
+    status, body = await api.post(f"{V}/{visit['id']}/admit", as_="dr_li")
+    assert status == 200, body
+    status, body = await api.call("PUT", f"{V}/{visit['id']}/record", as_="dr_li", json=RECORD)
+    assert status == 200, body
+    async with network.db.read() as session:
+        sensitivity = await session.scalar(
+            select(RecordEntry.sensitivity).where(
+                RecordEntry.resource_type == "Encounter",
+                RecordEntry.source_id == f"visit-{visit['id']}",
+            )
+        )
+    assert sensitivity == "mental_health"

@@ -35,6 +35,7 @@ def upgrade() -> None:
         sa.Column("condition_id", sa.String(length=64), nullable=False),
         sa.Column("condition_code", sa.String(length=64), nullable=True),
         sa.Column("condition_display", sa.String(length=300), nullable=False),
+        sa.Column("condition_sensitivity", sa.String(length=32), nullable=True),
         sa.Column("complaint", sa.Text(), nullable=False),
         sa.Column("preferred_at", UTC, nullable=True),
         sa.Column("guardian", sa.JSON(), nullable=True),
