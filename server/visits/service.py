@@ -46,7 +46,7 @@ from server.core.events import Events
 from server.core.ids import ResidentIdError, parse_resident_id
 from server.core.roles import PRESCRIBER_ROLES, Role
 from server.identity.auth_service import AuthService
-from server.identity.directory import Directory, PatientRef, UserRef
+from server.identity.directory import Directory, InstitutionRef, PatientRef, UserRef
 from server.inbox.service import InboxService
 from server.prescriptions.record import CHINA, age_on, mask_resident_id, read_conditions
 from server.prescriptions.service import PrescriptionService
@@ -612,7 +612,7 @@ class VisitsService:
             query = query.where(Visit.status == status)
         async with self.db.read() as session:
             visits = list(await session.scalars(query))
-            return schemas.VisitList(items=[await self._out(session, v) for v in visits])
+            return schemas.VisitList(items=await self._outs(session, visits))
 
     async def _visible(self, session: AsyncSession, requester: Requester, visit_id: int) -> Visit:
         """The visit, for its patient and its doctor; anyone else is refused (audited
@@ -646,15 +646,32 @@ class VisitsService:
             await self.events.append(tx, f"user:{user_id}", "visit", op, data)
 
     async def _out(self, session: AsyncSession, visit: Visit) -> schemas.VisitOut:
-        users = await self.directory.users(session, [visit.doctor_id])
-        doctor = users.get(visit.doctor_id)
-        patient = await self.directory.patient(session, visit.patient_id)
-        institutions = await self.directory.institutions(session, [visit.institution_id])
-        department = (
-            await self.directory.department(session, doctor.department_id)
-            if doctor is not None and doctor.department_id
-            else None
+        return (await self._outs(session, [visit]))[0]
+
+    async def _outs(self, session: AsyncSession, visits: list[Visit]) -> list[schemas.VisitOut]:
+        """The visits as answered, their people and places read once for all of them."""
+        doctors = await self.directory.users(session, {v.doctor_id for v in visits})
+        institutions = await self.directory.institutions(
+            session, {v.institution_id for v in visits}
         )
+        patients = {
+            pid: await self.directory.patient(session, pid)
+            for pid in {v.patient_id for v in visits}
+        }
+        departments = await self._department_names(session, list(doctors.values()))
+        return [self._visit_out(v, doctors, institutions, patients, departments) for v in visits]
+
+    @staticmethod
+    def _visit_out(
+        visit: Visit,
+        doctors: dict[int, UserRef],
+        institutions: dict[int, InstitutionRef],
+        patients: dict[int, PatientRef | None],
+        departments: dict[int, str],
+    ) -> schemas.VisitOut:
+        doctor = doctors.get(visit.doctor_id)
+        patient = patients.get(visit.patient_id)
+        department = departments.get(doctor.department_id or 0) if doctor is not None else None
         guardian = visit.guardian
         return schemas.VisitOut(
             id=visit.id,
@@ -665,7 +682,7 @@ class VisitsService:
             doctor_id=visit.doctor_id,
             doctor_name=doctor.name if doctor else None,
             doctor_title=doctor.title if doctor else None,
-            department=department.name if department else None,
+            department=department,
             institution_id=visit.institution_id,
             institution_name=institutions[visit.institution_id].name
             if visit.institution_id in institutions
