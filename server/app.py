@@ -85,6 +85,7 @@ from server.scheduling.service import SchedulingService
 from server.triage.knowledge import knowledge_for
 from server.triage.merges import TriageMerges
 from server.triage.service import TriageService
+from server.visits.service import VisitsService
 
 logger = logging.getLogger(__name__)
 
@@ -366,6 +367,19 @@ def build_services(
         inbox,
     )
     triage = TriageService(db, audit, access, directory, knowledge_for(settings))
+    visits = VisitsService(
+        settings,
+        db,
+        audit,
+        events,
+        access,
+        records,
+        directory,
+        auth,
+        consults,
+        prescriptions,
+        inbox,
+    )
     redis = None
     if settings.redis_url:
         redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2)
@@ -393,6 +407,7 @@ def build_services(
         consults=consults,
         consult_sockets=consult_sockets,
         prescriptions=prescriptions,
+        visits=visits,
         signer=signer,
         checkpoints=checkpoints,
         access=access,

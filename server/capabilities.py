@@ -24,6 +24,7 @@ from server.records.capability import capability as records
 from server.referrals.capability import capability as referrals
 from server.scheduling.capability import capability as scheduling
 from server.triage.capability import capability as triage
+from server.visits.capability import capability as visits
 
 if TYPE_CHECKING:
     from server.container import Services
@@ -64,4 +65,5 @@ CAPABILITIES: tuple[Capability, ...] = (
     media,
     triage,
     payments,
+    visits,
 )

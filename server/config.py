@@ -158,6 +158,9 @@ class Settings(BaseSettings):
     # Joining a live session needs a password/TOTP re-check, or a login younger than this.
     consult_reauth_seconds: int = Field(default=300, ge=0)
     consult_max_participants: int = Field(default=4, ge=2, le=10)
+    # Follow-up video visits: the doctor opens the room with a login younger than this,
+    # or with the password / a TOTP code (互联网诊疗管理办法: authenticated before the visit).
+    visit_doctor_auth_minutes: int = Field(default=30, ge=0, le=24 * 60)
     # WebRTC: STUN/TURN URLs handed to clients (comma separated in the environment), and the
     # coturn REST-API shared secret (static-auth-secret) for short-lived TURN credentials.
     ice_servers: tuple[str, ...] = ()

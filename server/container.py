@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from server.referrals.service import ReferralService
     from server.scheduling.service import SchedulingService
     from server.triage.service import TriageService
+    from server.visits.service import VisitsService
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,8 @@ class Services:
     # The consult room's socket edge (per-socket presence and signaling live there).
     consult_sockets: ConsultSockets
     prescriptions: PrescriptionService
+    # Follow-up video visits (互联网复诊); their rooms are consult rooms of kind followup.
+    visits: VisitsService
     signer: Signer
     checkpoints: Checkpoints
     access: AccessService

@@ -50,6 +50,7 @@ from server.scheduling.models import (
     Slot,
 )
 from server.triage.models import TriageLog
+from server.visits.models import Visit, VisitTransition
 
 __all__ = [
     "AccessWindow",
@@ -109,4 +110,6 @@ __all__ = [
     "StreamHead",
     "TriageLog",
     "User",
+    "Visit",
+    "VisitTransition",
 ]

@@ -129,6 +129,17 @@ async def seed_demo(services: Services) -> dict[str, int]:
             None, schemas.UserCreate(password=DEMO_PASSWORD, **spec)
         )
         created["users"] += 1
+    # The demo patients' accounts were checked in person (实名认证): they may see doctors
+    # online (follow-up video visits, server/visits).
+    async with services.db.read() as session:
+        verify = []
+        for person in PATIENTS:
+            user_id = await services.directory.user_id_by_username(session, person.username)
+            user = await services.directory.user(session, user_id) if user_id else None
+            if user is not None and user.patient_id is not None:
+                verify.append(user.patient_id)
+    for patient_id in verify:
+        await services.patients.set_verified(None, patient_id, True)
     await seed_prescriptions(services)
     from server.records.seed import seed_records  # imports this module's PATIENTS
 

@@ -42,6 +42,7 @@ CAPABILITIES_ALL = {
     "referrals",
     "scheduling",
     "triage",
+    "visits",
 }
 ALLOWED: dict[str, set[str]] = {
     "core": {"config"},
@@ -88,6 +89,17 @@ ALLOWED: dict[str, set[str]] = {
     "media": {"core", "config", "container", "identity", "consults", "realtime"},
     "triage": {"core", "config", "container", "identity", "access"},
     "payments": {"core", "config", "container", "identity", "access", "inbox", "scheduling"},
+    "visits": {
+        "core",
+        "config",
+        "container",
+        "identity",
+        "access",
+        "inbox",
+        "records",
+        "consults",
+        "prescriptions",
+    },
     "capabilities": {"core"} | CAPABILITIES_ALL,
     "app": {"core", "config", "container", "capabilities", "realtime"} | CAPABILITIES_ALL,
     "cli": {"core", "config", "app", "cluster", "seed", "identity", "prescriptions", "records"}

@@ -121,6 +121,7 @@ def facts_of(consult: Consult) -> ConsultFacts:
         host_id=consult.host_id,
         requesting_institution_id=consult.requesting_institution_id,
         invited_institution_id=consult.invited_institution_id,
+        kind=consult.kind,
     )
 
 

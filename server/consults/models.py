@@ -54,6 +54,11 @@ class Consult(Base):
     consent: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
     snapshot: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
     status: Mapped[str] = mapped_column(String(16), nullable=False)
+    # "remote" (远程会诊, doctor to doctor) or "followup": the room of a follow-up video
+    # visit (server/visits), whose guest is the patient.
+    kind: Mapped[str] = mapped_column(
+        String(16), nullable=False, default="remote", server_default="remote"
+    )
     host_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     scheduled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     proposed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

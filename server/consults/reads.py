@@ -8,7 +8,7 @@ from server.access import AccessService
 from server.consults import schemas
 from server.consults.guards import consult_out, get_consult, get_participant, may_view
 from server.consults.models import Consult, ConsultParticipant, ConsultTransition
-from server.consults.states import ENDED, consult_stream
+from server.consults.states import ENDED, REMOTE_KIND, consult_stream
 from server.consults.steps import history_entry
 from server.core.auth import Requester
 from server.core.db import Database
@@ -43,7 +43,13 @@ class ConsultReads:
     async def list_consults(
         self, requester: Requester, status: str | None
     ) -> list[schemas.ConsultOut]:
-        query = select(Consult).order_by(Consult.id.desc()).limit(200)
+        # A follow-up visit's room is listed with the visits (server/visits), not here.
+        query = (
+            select(Consult)
+            .where(Consult.kind == REMOTE_KIND)
+            .order_by(Consult.id.desc())
+            .limit(200)
+        )
         if requester.role == Role.PATIENT:
             query = query.where(Consult.patient_id == requester.patient_id)
         elif requester.role in CLINICIAN_ROLES and requester.institution_id is not None:

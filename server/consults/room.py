@@ -33,6 +33,7 @@ from server.core.auth import Requester
 from server.core.db import Database, utcnow
 from server.core.errors import Conflict, Forbidden, NotFound, PayloadTooLarge
 from server.core.events import Events
+from server.core.roles import Role
 from server.identity.auth_service import AuthService
 
 SIGNAL_MAX_BYTES = 64 * 1024
@@ -114,12 +115,18 @@ class ConsultRoom:
             raise await self.checks.refuse(requester, consult, "consult.join")
         if consult.status not in LIVE_STATES:
             raise Conflict(f"the consult is {consult.status}: no session", code="consult_not_live")
-        method = await self.auth.reauthenticate(
-            requester,
-            password=data.password,
-            totp=data.totp,
-            fresh_seconds=self.reauth_seconds,
-            action="consult.reauth",
+        # Practitioners confirm it is them; a patient (a follow-up visit's guest) enters with
+        # their own real-name account's login.
+        method = (
+            "patient_login"
+            if requester.role == Role.PATIENT
+            else await self.auth.reauthenticate(
+                requester,
+                password=data.password,
+                totp=data.totp,
+                fresh_seconds=self.reauth_seconds,
+                action="consult.reauth",
+            )
         )
         async with self.db.transaction() as tx:
             consult, participant = await check_participant(

@@ -12,6 +12,7 @@ directly:
 - :mod:`~server.consults.chat` — messages and their record attachments;
 - :mod:`~server.consults.opinion` — the signed opinion;
 - :mod:`~server.consults.panel` — the record panel;
+- :mod:`~server.consults.followup` — the room of a follow-up video visit (server/visits);
 - :mod:`~server.consults.guards` — the loaders and checks they share.
 
 Other capabilities never touch the consult tables: they call the public methods below,
@@ -30,6 +31,7 @@ from server.config import Settings
 from server.consults import guards, schemas
 from server.consults.chat import ConsultChat
 from server.consults.escalation import ConsultEscalation
+from server.consults.followup import FollowupRooms
 from server.consults.guards import ConsultAccess
 from server.consults.lifecycle import ConsultLifecycle, MemberAdded
 from server.consults.opinion import ConsultOpinion
@@ -106,6 +108,7 @@ class ConsultsService:
         self.chat = ConsultChat(db, audit, events, access, records, checks)
         self.opinion = ConsultOpinion(db, records, signer, self.lifecycle, checks, inbox)
         self.panel = RecordPanel(db, audit, records, checks)
+        self.followup = FollowupRooms(self.lifecycle)
 
     # --- for other capabilities ------------------------------------------------------------
 

@@ -36,6 +36,12 @@ CHAT_STATES = frozenset(
 )
 # A live session (video, presence, signaling) may be joined.
 LIVE_STATES = frozenset({ConsultStatus.ACCEPTED, ConsultStatus.SCHEDULED, ConsultStatus.IN_SESSION})
+# The kinds of consult room: a remote consultation, or a follow-up visit's (server/visits).
+REMOTE_KIND = "remote"
+FOLLOWUP_KIND = "followup"
+# A follow-up visit's chat, audio and video are kept at least this long (互联网诊疗管理办法),
+# whatever shorter retention an operator sets for recordings.
+FOLLOWUP_MEDIA_RETENTION_DAYS = 3 * 366
 # The role of the system account whose worker records consults (server/media/recording.py).
 RECORDER_ROLE = "recorder"
 
@@ -61,6 +67,7 @@ class ConsultFacts:
     host_id: int | None
     requesting_institution_id: int
     invited_institution_id: int
+    kind: str = REMOTE_KIND
 
     @property
     def ended(self) -> bool:

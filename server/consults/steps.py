@@ -61,6 +61,8 @@ STEPS = steps(
     Step("start", frozenset({S.ACCEPTED, S.SCHEDULED}), S.IN_SESSION, guard=_host),
     Step("opinion", frozenset({S.IN_SESSION}), S.OPINION_WRITTEN, guard=_host),
     Step("close", frozenset({S.OPINION_WRITTEN}), S.CLOSED, guard=_requester_or_host),
+    # A follow-up visit's room only (server/consults/followup.py): its host ends it.
+    Step("finish", frozenset({S.ACCEPTED, S.SCHEDULED, S.IN_SESSION}), S.CLOSED, guard=_host),
     Step(
         "cancel", frozenset({S.REQUESTED, S.ACCEPTED, S.SCHEDULED}), S.CANCELLED, guard=_requester
     ),

@@ -24,7 +24,7 @@ from sqlalchemy.orm import aliased
 
 from server.core.auth import hash_refresh_token, new_refresh_token
 from server.core.db import utcnow
-from server.core.roles import Role
+from server.core.roles import PRESCRIBER_ROLES, Role
 from server.identity.models import AuthSession, Department, Institution, Patient, User
 
 # Built once (building a statement costs more than SQLite takes to answer it).
@@ -73,6 +73,8 @@ class PatientRef:
     birth_date: date
     guardian_name: str | None
     merged_into_id: int | None
+    # Recorded by an administrator after checking the person (实名认证).
+    real_name_verified: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +153,7 @@ def _patient(row: Patient) -> PatientRef:
         birth_date=row.birth_date,
         guardian_name=row.guardian_name,
         merged_into_id=row.merged_into_id,
+        real_name_verified=row.real_name_verified,
     )
 
 
@@ -169,6 +172,15 @@ class Directory:
             return {}
         rows = await session.scalars(select(User).where(User.id.in_(ids)))
         return {row.id: _user(row) for row in rows}
+
+    async def prescribers(self, session: AsyncSession) -> list[UserRef]:
+        """The active doctors (specialists and gps) of every institution, by institution."""
+        rows = await session.scalars(
+            select(User)
+            .where(User.role.in_(sorted(PRESCRIBER_ROLES)), User.active.is_(True))
+            .order_by(User.institution_id, User.id)
+        )
+        return [_user(row) for row in rows]
 
     async def user_id_by_username(self, session: AsyncSession, username: str) -> int | None:
         found: int | None = await session.scalar(select(User.id).where(User.username == username))

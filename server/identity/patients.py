@@ -390,15 +390,16 @@ class PatientIndex:
     # --- real-name verification ----------------------------------------------
 
     async def set_verified(
-        self, actor: Requester, patient_id: int, verified: bool
+        self, actor: Requester | None, patient_id: int, verified: bool
     ) -> schemas.PatientOut:
-        if actor.role not in ("platform_admin", "institution_admin"):
+        """Record the real-name verification; ``actor`` None is the operator (the demo seed)."""
+        if actor is not None and actor.role not in ("platform_admin", "institution_admin"):
             raise Forbidden("administrators record real-name verification")
         async with self.db.transaction() as tx:
             patient = await tx.session.get(Patient, patient_id)
             if patient is None:
                 raise NotFound(f"no patient {patient_id}")
-            if actor.role == "institution_admin":
+            if actor is not None and actor.role == "institution_admin":
                 assert actor.institution_id is not None
                 if not await self.access.has_care(tx.session, patient_id, actor.institution_id):
                     raise Forbidden("the patient is not registered at your institution")

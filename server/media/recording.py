@@ -39,7 +39,14 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from server.config import Settings
-from server.consults.states import RECORDER_ROLE, ConsultFacts, ConsultStatus, consult_stream
+from server.consults.states import (
+    FOLLOWUP_KIND,
+    FOLLOWUP_MEDIA_RETENTION_DAYS,
+    RECORDER_ROLE,
+    ConsultFacts,
+    ConsultStatus,
+    consult_stream,
+)
 from server.core.auth import Requester
 from server.core.db import Tx, utcnow
 from server.core.errors import (
@@ -731,6 +738,14 @@ class RecordingService:
                     .order_by(Recording.id)
                 )
             )
+            # A follow-up visit's recordings are kept 3 years at least (server/visits).
+            kept = {
+                r.id
+                for r in due
+                if r.started_at >= (now or utcnow()) - timedelta(days=FOLLOWUP_MEDIA_RETENTION_DAYS)
+                and (await self.consults.consult_facts(session, r.consult_id)).kind == FOLLOWUP_KIND
+            }
+            due = [r for r in due if r.id not in kept]
         if dry_run:
             return [r.id for r in due]
         purged = []

@@ -63,6 +63,8 @@ class RecordedCondition:
     codes: frozenset[str]
     display: str
     offline: bool
+    # The Condition's id in the record (a follow-up visit names it: server/visits).
+    id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,7 @@ def read_conditions(
                 display=_label(resource.get("code")),
                 offline=encounter_class is not None
                 and encounter_class not in ONLINE_ENCOUNTER_CLASSES,
+                id=str(resource["id"]) if resource.get("id") is not None else None,
             )
         )
     return found

@@ -203,6 +203,7 @@ C = "/api/v1/consults/{}"
 P = "/api/v1/prescriptions/{}"
 R = "/api/v1/referrals/{}"
 PT = "/api/v1/patients/{}"
+V = "/api/v1/visits/{}"
 FHIR = {"Content-Type": "application/fhir+json"}
 
 # Everything an expired or absent token may still do.
@@ -1125,6 +1126,99 @@ OPERATIONS: list[Op] = [
         a="gp",
         b="gp2",
         covers=("POST /fhir/",),
+    ),
+    # issue 19: visits (follow-up video visits; the room's socket events are the consult
+    # room's, above). Side A's visit is patient_sun's with dr_li (spec), waiting in its room;
+    # side B's is patient_liu's with dr_sun, no persona's. Admit, record and end succeed
+    # for spec on A, in that order.
+    Op("GET /api/v1/visits/doctors", get(lambda w, s: "/api/v1/visits/doctors"), a="pat"),
+    Op(
+        "GET /api/v1/visits/conditions",
+        get(lambda w, s: "/api/v1/visits/conditions"),
+        a="pat",
+        note="the patient's own diagnoses only",
+    ),
+    Op(
+        "GET /api/v1/visits",
+        get(lambda w, s: "/api/v1/visits"),
+        a="pat gp gp2 spec spec2",
+        note="a patient's own, a doctor's asked of them; administrators and pharmacists 403",
+    ),
+    Op(
+        "POST /api/v1/visits",
+        body(
+            lambda w, s: "/api/v1/visits",
+            lambda w, s: {
+                "doctor_id": s.specialist_id,
+                "condition_id": s.extra["condition_id"],
+                "complaint": "复诊",
+            },
+        ),
+        a="pat",
+        note="a patient asks for themself: B's condition is not in A's record (422)",
+    ),
+    Op("GET /api/v1/visits/{visit_id}", get(lambda w, s: V.format(s.visit_id)), a="pat spec", b=""),
+    Op(
+        "POST /api/v1/visits/{visit_id}/accept",
+        body(lambda w, s: V.format(s.visit_id) + "/accept", lambda w, s: None),
+        a="spec",
+        b="",
+        note="already accepted and open: 409 for its doctor",
+    ),
+    Op(
+        "POST /api/v1/visits/{visit_id}/decline",
+        body(lambda w, s: V.format(s.visit_id) + "/decline", lambda w, s: {"reason": "矩阵"}),
+        a="spec",
+        b="",
+    ),
+    Op(
+        "POST /api/v1/visits/{visit_id}/cancel",
+        body(lambda w, s: V.format(s.visit_id) + "/cancel", lambda w, s: None),
+        a="pat",
+        b="",
+        note="its room is open: 409 for its patient",
+    ),
+    Op(
+        "POST /api/v1/visits/{visit_id}/open",
+        body(lambda w, s: V.format(s.visit_id) + "/open", lambda w, s: {}),
+        a="spec",
+        b="",
+    ),
+    Op(
+        "POST /api/v1/visits/{visit_id}/admit",
+        body(lambda w, s: V.format(s.visit_id) + "/admit", lambda w, s: None),
+        a="spec",
+        b="",
+    ),
+    Op(
+        "PUT /api/v1/visits/{visit_id}/record",
+        body(
+            lambda w, s: V.format(s.visit_id) + "/record",
+            lambda w, s: {
+                "complaint": "复诊",
+                "findings": "平稳",
+                "assessment": "稳定",
+                "plan": "续用",
+            },
+        ),
+        a="spec",
+        b="",
+    ),
+    Op(
+        "POST /api/v1/visits/{visit_id}/prescriptions",
+        body(
+            lambda w, s: V.format(s.visit_id) + "/prescriptions",
+            lambda w, s: {"prescription_id": s.prescription_id},
+        ),
+        a="spec",
+        b="",
+        note="the side's prescription is its gp's, not the visit doctor's: 422 not_this_visit",
+    ),
+    Op(
+        "POST /api/v1/visits/{visit_id}/end",
+        body(lambda w, s: V.format(s.visit_id) + "/end", lambda w, s: None),
+        a="spec",
+        b="",
     ),
     # --- account access (administrators): they end sessions, so late ----------------------
     # The targets are no persona's account: dr_wang (QDSL, side A's hospital, the institution

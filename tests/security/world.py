@@ -53,6 +53,7 @@ class Side:
     referral_id: int = 0
     slot_id: int = 0
     appointment_id: int = 0
+    visit_id: int = 0  # a follow-up video visit, its room open (waiting)
     care_request_id: int = 0  # the other side's hospital asks to care for this patient
     user_id: int = 0  # the patient's account
     gp_user_id: int = 0
@@ -189,6 +190,17 @@ async def build_side(api: Api, services: Services, side: Side) -> None:
     order = await _ok(await api.post("/api/v1/orders", as_=side.patient_user,
                                      json={"kind": "appointment", "subject_id": side.appointment_id}))  # fmt: skip
     side.extra["order_id"], side.extra["trade_no"] = order["id"], order["out_trade_no"]
+    # A follow-up video visit (server/visits): the patient, real-name verified, asks the
+    # side's specialist about a diagnosis made in person; the specialist opens its room.
+    await _ok(await api.call("PUT", f"/api/v1/patients/{side.patient_id}/verification",
+                             as_="admin", json={"verified": True}))  # fmt: skip
+    conditions = await _ok(await api.get("/api/v1/visits/conditions", as_=side.patient_user))
+    condition = next(c for c in conditions["items"] if c["in_person"])
+    visit = await _ok(await api.post("/api/v1/visits", as_=side.patient_user, json={
+        "doctor_id": side.specialist_id, "condition_id": condition["id"], "complaint": "复诊"}))  # fmt: skip
+    side.visit_id, side.extra["condition_id"] = visit["id"], condition["id"]
+    await _ok(await api.post(f"/api/v1/visits/{side.visit_id}/accept", as_=side.specialist))
+    await _ok(await api.post(f"/api/v1/visits/{side.visit_id}/open", as_=side.specialist, json={}))
 
 
 async def build_world(api: Api, services: Services) -> World:

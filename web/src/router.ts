@@ -19,6 +19,7 @@ import { routes as records } from "./features/records/routes";
 import { routes as referrals } from "./features/referrals/routes";
 import { routes as scheduling } from "./features/scheduling/routes";
 import { routes as triage } from "./features/triage/routes";
+import { routes as visits } from "./features/visits/routes";
 
 declare module "vue-router" {
   interface RouteMeta {
@@ -44,6 +45,7 @@ const routes: RouteRecordRaw[] = [
   ...triage,
   ...booking,
   ...payments,
+  ...visits,
 ];
 
 export const router = createRouter({ history: createWebHistory(), routes });

@@ -1685,6 +1685,211 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/visits": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** My follow-up visits (a patient's), or the visits asked of me (a doctor's) */
+        get: operations["list_visits"];
+        put?: never;
+        /** Ask a doctor for a follow-up video visit (互联网复诊) */
+        post: operations["request_visit"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/visits/conditions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** My diagnoses, each marked whether it was made in person (follow-up only) */
+        get: operations["list_visit_conditions"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/visits/doctors": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The doctors a patient may ask for a follow-up video visit */
+        get: operations["list_visit_doctors"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/visits/{visit_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One visit */
+        get: operations["get_visit"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/visits/{visit_id}/accept": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** The doctor accepts */
+        post: operations["visit_accept"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/visits/{visit_id}/admit": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** The doctor admits the patient from the waiting room */
+        post: operations["visit_admit"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/visits/{visit_id}/cancel": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** The patient cancels (before the room opens) */
+        post: operations["visit_cancel"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/visits/{visit_id}/decline": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** The doctor declines, with a reason */
+        post: operations["visit_decline"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/visits/{visit_id}/end": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** The doctor ends the visit (the record written) */
+        post: operations["visit_end"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/visits/{visit_id}/open": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** The doctor, authenticated, opens the visit's room (the patient is told) */
+        post: operations["visit_open_room"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/visits/{visit_id}/prescriptions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Link a prescription the doctor signed for this visit */
+        post: operations["visit_link_prescription"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/visits/{visit_id}/record": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /** The visit record (complaint, findings, assessment, plan), into the patient's record */
+        put: operations["visit_write_record"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -2493,6 +2698,30 @@ export interface components {
              */
             severity: "minor" | "moderate" | "severe";
         };
+        /**
+         * FollowUpCondition
+         * @description A diagnosis in the patient's record, and whether it was made in person.
+         */
+        FollowUpCondition: {
+            /** Code */
+            code: string | null;
+            /** Display */
+            display: string;
+            /** Id */
+            id: string;
+            /** In Person */
+            in_person: boolean;
+        };
+        /** FollowUpConditionList */
+        FollowUpConditionList: {
+            /**
+             * Guardian Required
+             * @description the patient is under 6: name a guardian
+             */
+            guardian_required: boolean;
+            /** Items */
+            items: components["schemas"]["FollowUpCondition"][];
+        };
         /** FollowUpTask */
         FollowUpTask: {
             /**
@@ -2548,6 +2777,33 @@ export interface components {
              * Format: date
              */
             to_date: string;
+        };
+        /**
+         * Guardian
+         * @description The guardian present at a child's visit (a child under 6 is seen only so).
+         */
+        Guardian: {
+            /** Name */
+            name: string;
+            /**
+             * Relation
+             * @description e.g. 母亲, 父亲
+             */
+            relation: string;
+            /**
+             * Resident Id
+             * @description GB 11643, an adult's
+             */
+            resident_id: string;
+        };
+        /** GuardianOut */
+        GuardianOut: {
+            /** Name */
+            name: string;
+            /** Relation */
+            relation: string;
+            /** Resident Id Masked */
+            resident_id_masked: string;
         };
         /**
          * HistoryEntry
@@ -4426,6 +4682,191 @@ export interface components {
             signed_at: string;
             /** Valid */
             valid: boolean;
+        };
+        /** VisitCreate */
+        VisitCreate: {
+            /** Complaint */
+            complaint: string;
+            /**
+             * Condition Id
+             * @description a Condition of the patient's record diagnosed at an in-person encounter
+             */
+            condition_id: string;
+            /**
+             * Doctor Id
+             * @description the doctor asked (a specialist or gp)
+             */
+            doctor_id: number;
+            /**
+             * @description required under 6
+             * @default null
+             */
+            guardian?: components["schemas"]["Guardian"] | null;
+            /**
+             * Preferred At
+             * @description when the patient would like it; none: as soon as possible
+             * @default null
+             */
+            preferred_at?: string | null;
+        };
+        /** VisitDecline */
+        VisitDecline: {
+            /** Reason */
+            reason: string;
+        };
+        /** VisitDoctor */
+        VisitDoctor: {
+            /** Department */
+            department: string | null;
+            /** Id */
+            id: number;
+            /** Institution Id */
+            institution_id: number;
+            /** Institution Name */
+            institution_name: string | null;
+            /** Name */
+            name: string | null;
+            /** Title */
+            title: string | null;
+        };
+        /** VisitDoctorList */
+        VisitDoctorList: {
+            /** Items */
+            items: components["schemas"]["VisitDoctor"][];
+        };
+        /** VisitList */
+        VisitList: {
+            /** Items */
+            items: components["schemas"]["VisitOut"][];
+        };
+        /**
+         * VisitOpen
+         * @description The doctor's authentication before the visit, unless the login is fresh enough.
+         */
+        VisitOpen: {
+            /**
+             * Password
+             * @default null
+             */
+            password?: string | null;
+            /**
+             * Totp
+             * @default null
+             */
+            totp?: string | null;
+        };
+        /** VisitOut */
+        VisitOut: {
+            /** Complaint */
+            complaint: string;
+            /** Condition Code */
+            condition_code: string | null;
+            /** Condition Display */
+            condition_display: string;
+            /** Condition Id */
+            condition_id: string;
+            /**
+             * Consult Id
+             * @description the visit's room (a consult of kind followup)
+             */
+            consult_id: number | null;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Decline Reason */
+            decline_reason: string | null;
+            /** Department */
+            department: string | null;
+            /** Doctor Id */
+            doctor_id: number;
+            /** Doctor Name */
+            doctor_name: string | null;
+            /** Doctor Title */
+            doctor_title: string | null;
+            /**
+             * Encounter Id
+             * @description the Encounter (class VR) in the record
+             */
+            encounter_id: string | null;
+            /** Ended At */
+            ended_at: string | null;
+            guardian: components["schemas"]["GuardianOut"] | null;
+            /** Id */
+            id: number;
+            /** Institution Id */
+            institution_id: number;
+            /** Institution Name */
+            institution_name: string | null;
+            /**
+             * Media Retain Until
+             * Format: date-time
+             */
+            media_retain_until: string;
+            /** Opened At */
+            opened_at: string | null;
+            /** Patient Id */
+            patient_id: number;
+            /** Patient Name */
+            patient_name: string | null;
+            /** Patient User Id */
+            patient_user_id: number;
+            /** Preferred At */
+            preferred_at: string | null;
+            /** Prescription Ids */
+            prescription_ids: number[];
+            record: components["schemas"]["VisitRecordOut"] | null;
+            /**
+             * Record Retain Until
+             * Format: date-time
+             */
+            record_retain_until: string;
+            /** Started At */
+            started_at: string | null;
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "requested" | "accepted" | "waiting" | "in_progress" | "completed" | "declined" | "cancelled";
+            /**
+             * Updated At
+             * Format: date-time
+             */
+            updated_at: string;
+        };
+        /** VisitPrescriptionLink */
+        VisitPrescriptionLink: {
+            /**
+             * Prescription Id
+             * @description a prescription the doctor signed for it
+             */
+            prescription_id: number;
+        };
+        /**
+         * VisitRecord
+         * @description The visit record (a note): written by the doctor, kept in the patient's record.
+         */
+        VisitRecord: {
+            /** Assessment */
+            assessment: string;
+            /** Complaint */
+            complaint: string;
+            /** Findings */
+            findings: string;
+            /** Plan */
+            plan: string;
+        };
+        /** VisitRecordOut */
+        VisitRecordOut: {
+            /** Assessment */
+            assessment: string;
+            /** Complaint */
+            complaint: string;
+            /** Findings */
+            findings: string;
+            /** Plan */
+            plan: string;
         };
     };
     responses: never;
@@ -13148,6 +13589,972 @@ export interface operations {
             };
             /** @description Conflict */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation failed */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    list_visits: {
+        parameters: {
+            query?: {
+                status?: ("requested" | "accepted" | "waiting" | "in_progress" | "completed" | "declined" | "cancelled") | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description My follow-up visits (a patient's), or the visits asked of me (a doctor's) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["VisitList"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation failed */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    request_visit: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Send a fresh key (e.g. a UUID) with a write you may retry, the same for all its retries: a repeat is answered with the first answer (Idempotent-Replayed: true), never done twice. 422 idempotency_key_reused: the key was used for a different request; 409 idempotency_in_progress: the first is not answered yet (retry after Retry-After; if it persists, reload the object). Keys are kept 24 hours (IDEMPOTENCY_KEEP_HOURS). */
+                "Idempotency-Key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["VisitCreate"];
+            };
+        };
+        responses: {
+            /** @description Ask a doctor for a follow-up video visit (互联网复诊) */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["VisitOut"];
+                };
+            };
+            /** @description Bad request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Payload too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unsupported media type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation failed */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    list_visit_conditions: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description My diagnoses, each marked whether it was made in person (follow-up only) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FollowUpConditionList"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    list_visit_doctors: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The doctors a patient may ask for a follow-up video visit */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["VisitDoctorList"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_visit: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                visit_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description One visit */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["VisitOut"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation failed */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    visit_accept: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Send a fresh key (e.g. a UUID) with a write you may retry, the same for all its retries: a repeat is answered with the first answer (Idempotent-Replayed: true), never done twice. 422 idempotency_key_reused: the key was used for a different request; 409 idempotency_in_progress: the first is not answered yet (retry after Retry-After; if it persists, reload the object). Keys are kept 24 hours (IDEMPOTENCY_KEEP_HOURS). */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                visit_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The doctor accepts */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["VisitOut"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation failed */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    visit_admit: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Send a fresh key (e.g. a UUID) with a write you may retry, the same for all its retries: a repeat is answered with the first answer (Idempotent-Replayed: true), never done twice. 422 idempotency_key_reused: the key was used for a different request; 409 idempotency_in_progress: the first is not answered yet (retry after Retry-After; if it persists, reload the object). Keys are kept 24 hours (IDEMPOTENCY_KEEP_HOURS). */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                visit_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The doctor admits the patient from the waiting room */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["VisitOut"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation failed */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    visit_cancel: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Send a fresh key (e.g. a UUID) with a write you may retry, the same for all its retries: a repeat is answered with the first answer (Idempotent-Replayed: true), never done twice. 422 idempotency_key_reused: the key was used for a different request; 409 idempotency_in_progress: the first is not answered yet (retry after Retry-After; if it persists, reload the object). Keys are kept 24 hours (IDEMPOTENCY_KEEP_HOURS). */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                visit_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The patient cancels (before the room opens) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["VisitOut"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation failed */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    visit_decline: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Send a fresh key (e.g. a UUID) with a write you may retry, the same for all its retries: a repeat is answered with the first answer (Idempotent-Replayed: true), never done twice. 422 idempotency_key_reused: the key was used for a different request; 409 idempotency_in_progress: the first is not answered yet (retry after Retry-After; if it persists, reload the object). Keys are kept 24 hours (IDEMPOTENCY_KEEP_HOURS). */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                visit_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["VisitDecline"];
+            };
+        };
+        responses: {
+            /** @description The doctor declines, with a reason */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["VisitOut"];
+                };
+            };
+            /** @description Bad request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Payload too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unsupported media type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation failed */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    visit_end: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Send a fresh key (e.g. a UUID) with a write you may retry, the same for all its retries: a repeat is answered with the first answer (Idempotent-Replayed: true), never done twice. 422 idempotency_key_reused: the key was used for a different request; 409 idempotency_in_progress: the first is not answered yet (retry after Retry-After; if it persists, reload the object). Keys are kept 24 hours (IDEMPOTENCY_KEEP_HOURS). */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                visit_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The doctor ends the visit (the record written) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["VisitOut"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation failed */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    visit_open_room: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Send a fresh key (e.g. a UUID) with a write you may retry, the same for all its retries: a repeat is answered with the first answer (Idempotent-Replayed: true), never done twice. 422 idempotency_key_reused: the key was used for a different request; 409 idempotency_in_progress: the first is not answered yet (retry after Retry-After; if it persists, reload the object). Keys are kept 24 hours (IDEMPOTENCY_KEEP_HOURS). */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                visit_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["VisitOpen"];
+            };
+        };
+        responses: {
+            /** @description The doctor, authenticated, opens the visit's room (the patient is told) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["VisitOut"];
+                };
+            };
+            /** @description Bad request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Payload too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unsupported media type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation failed */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    visit_link_prescription: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Send a fresh key (e.g. a UUID) with a write you may retry, the same for all its retries: a repeat is answered with the first answer (Idempotent-Replayed: true), never done twice. 422 idempotency_key_reused: the key was used for a different request; 409 idempotency_in_progress: the first is not answered yet (retry after Retry-After; if it persists, reload the object). Keys are kept 24 hours (IDEMPOTENCY_KEEP_HOURS). */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                visit_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["VisitPrescriptionLink"];
+            };
+        };
+        responses: {
+            /** @description Link a prescription the doctor signed for this visit */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["VisitOut"];
+                };
+            };
+            /** @description Bad request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Payload too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unsupported media type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation failed */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    visit_write_record: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Send a fresh key (e.g. a UUID) with a write you may retry, the same for all its retries: a repeat is answered with the first answer (Idempotent-Replayed: true), never done twice. 422 idempotency_key_reused: the key was used for a different request; 409 idempotency_in_progress: the first is not answered yet (retry after Retry-After; if it persists, reload the object). Keys are kept 24 hours (IDEMPOTENCY_KEEP_HOURS). */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                visit_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["VisitRecord"];
+            };
+        };
+        responses: {
+            /** @description The visit record (complaint, findings, assessment, plan), into the patient's record */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["VisitOut"];
+                };
+            };
+            /** @description Bad request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Payload too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unsupported media type */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -65,6 +65,15 @@ export type LabResult = S["LabResult"];
 export type ClinicalSummary = S["ClinicalSummary"];
 export type Timeline = S["Timeline"];
 
+// --- follow-up video visits ----------------------------------------------------------------
+
+export type Visit = S["VisitOut"];
+export type VisitStatus = Visit["status"];
+export type VisitCreate = S["VisitCreate"];
+export type VisitRecord = S["VisitRecord"];
+export type VisitDoctor = S["VisitDoctor"];
+export type FollowUpCondition = S["FollowUpCondition"];
+
 /** GET /consults/{id}/record: the frozen snapshot and the live summary (free-form in OpenAPI). */
 export interface ConsultRecord {
   snapshot: { taken_at?: string; summary?: ClinicalSummary; items?: Record<string, unknown>[] };

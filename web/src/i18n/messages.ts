@@ -17,6 +17,7 @@ import * as records from "../features/records/messages";
 import * as referrals from "../features/referrals/messages";
 import * as scheduling from "../features/scheduling/messages";
 import * as triage from "../features/triage/messages";
+import * as visits from "../features/visits/messages";
 import * as ui from "../ui/messages";
 
 export const zhCN = {
@@ -37,6 +38,7 @@ export const zhCN = {
   ...triage.zhCN,
   ...booking.zhCN,
   ...payments.zhCN,
+  ...visits.zhCN,
 };
 
 export type MessageKey = keyof typeof zhCN;
@@ -59,4 +61,5 @@ export const en: Record<MessageKey, string> = {
   ...triage.en,
   ...booking.en,
   ...payments.en,
+  ...visits.en,
 };

@@ -27,8 +27,14 @@ const PAGES_NAV: Partial<Record<Role, NavItem[]>> = {
     { to: "/patient/access", label: "nav.access" },
     { to: "/patient/presence", label: "nav.presence" },
   ],
-  gp: [{ to: "/referrals", label: "nav.referrals" }],
-  specialist: [{ to: "/referrals", label: "nav.referrals" }],
+  gp: [
+    { to: "/referrals", label: "nav.referrals" },
+    { to: "/visits", label: "nav.visits" },
+  ],
+  specialist: [
+    { to: "/referrals", label: "nav.referrals" },
+    { to: "/visits", label: "nav.visits" },
+  ],
   nurse: [{ to: "/referrals", label: "nav.referrals" }],
   institution_admin: [{ to: "/institution-admin/schedules", label: "nav.schedules" }],
 };
