@@ -6,6 +6,7 @@ import { startRealtime, stopRealtime } from "./realtime/store";
 import { router } from "./router";
 import "./styles.css";
 import "./ui/pages.css";
+import "./features/patient/patient.css";
 
 onSessionEnd(() => {
   stopRealtime();
