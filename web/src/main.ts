@@ -1,5 +1,6 @@
 import { createApp } from "vue";
 import App from "./App.vue";
+import { registerServiceWorker, watchConnectivity } from "./features/patient/pwa";
 import { onSessionEnd, restoreSession, tokenSource } from "./features/auth/session";
 import "./i18n";
 import { startRealtime, stopRealtime } from "./realtime/store";
@@ -21,4 +22,6 @@ async function boot(): Promise<void> {
   app.mount("#app");
 }
 
+watchConnectivity();
+registerServiceWorker();
 void boot();

@@ -11,6 +11,7 @@ import { routes as consults } from "./features/consults/routes";
 import { routes as home } from "./features/home/routes";
 import { HOME } from "./features/home/roles";
 import { routes as inbox } from "./features/inbox/routes";
+import { routes as patient } from "./features/patient/routes";
 import { routes as records } from "./features/records/routes";
 import { routes as referrals } from "./features/referrals/routes";
 import { routes as scheduling } from "./features/scheduling/routes";
@@ -34,6 +35,7 @@ const routes: RouteRecordRaw[] = [
   ...consent,
   ...referrals,
   ...scheduling,
+  ...patient,
 ];
 
 export const router = createRouter({ history: createWebHistory(), routes });

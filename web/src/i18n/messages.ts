@@ -8,6 +8,7 @@ import * as consent from "../features/consent/messages";
 import * as consults from "../features/consults/messages";
 import * as home from "../features/home/messages";
 import * as inbox from "../features/inbox/messages";
+import * as patient from "../features/patient/messages";
 import * as pharmacy from "../features/pharmacy/messages";
 import * as records from "../features/records/messages";
 import * as referrals from "../features/referrals/messages";
@@ -24,6 +25,7 @@ export const zhCN = {
   ...consults.zhCN,
   ...care.zhCN,
   ...consent.zhCN,
+  ...patient.zhCN,
   ...pharmacy.zhCN,
   ...referrals.zhCN,
   ...scheduling.zhCN,
@@ -41,6 +43,7 @@ export const en: Record<MessageKey, string> = {
   ...consults.en,
   ...care.en,
   ...consent.en,
+  ...patient.en,
   ...pharmacy.en,
   ...referrals.en,
   ...scheduling.en,
