@@ -91,3 +91,11 @@ self.addEventListener("fetch", (event) => {
     event.respondWith(publicFile(event));
   }
 });
+
+// The page names the assets it loaded before this worker controlled it: keep them too.
+self.addEventListener("message", (event) => {
+  const data = event.data || {};
+  if (data.type !== "keep" || !Array.isArray(data.urls)) return;
+  const urls = data.urls.filter((u) => typeof u === "string" && u.startsWith("/assets/"));
+  event.waitUntil(caches.open(VERSION).then((cache) => cache.addAll(urls)).catch(() => undefined));
+});

@@ -16,6 +16,15 @@ export function registerServiceWorker(): void {
   if (!("serviceWorker" in navigator) || !window.isSecureContext) return;
   // The worker is a network-first cache of the shell: no update prompt is needed.
   navigator.serviceWorker.register("/sw.js", { scope: "/" }).catch(() => undefined);
+  // What this page loaded before the worker ran (the screens' chunks) is kept too.
+  void navigator.serviceWorker.ready.then((registration) => {
+    const loaded = performance
+      .getEntriesByType("resource")
+      .map((entry) => new URL(entry.name))
+      .filter((url) => url.origin === location.origin && url.pathname.startsWith("/assets/"))
+      .map((url) => url.pathname);
+    registration.active?.postMessage({ type: "keep", urls: [...new Set(loaded)] });
+  });
   navigator.serviceWorker.addEventListener("message", (event: MessageEvent) => {
     const data = event.data as { type?: string } | null;
     if (data?.type === "offline") offline.value = true;
