@@ -10,17 +10,19 @@ Screenshots: ``test-artifacts/screenshots/patient-app/patient-<page>-<phone|lapt
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-import socketio
 from playwright.sync_api import Page, ViewportSize, expect
 
+from tests.conftest import run_async
 from tests.e2e.conftest import SCREENSHOTS, ConsoleWatch, LiveServer, sign_in, wait_live
 from tests.e2e.pages_support import me, request_consult
+from tests.helpers import SocketClient
 
 pytestmark = pytest.mark.e2e
 
@@ -79,17 +81,24 @@ def consult_with_opinion(server: LiveServer) -> dict[str, Any]:
         "POST", f"/api/v1/consults/{consult['id']}/accept", {"scheduled_at": when}, as_="dr_li"
     )
     assert status == 200, body
-    host = socketio.SimpleClient()
-    host.connect(server.url, auth={"token": server.token("dr_li")}, transports=["websocket"])
-    try:
-        ack = host.call("consult.join", {"consult_id": consult["id"]}, timeout=10)
-        assert ack["ok"], ack
-        status, body = server.call(
-            "POST", f"/api/v1/consults/{consult['id']}/opinion", OPINION, as_="dr_li"
-        )
-        assert status == 201, body
-    finally:
-        host.disconnect()
+    token = server.token("dr_li")
+
+    async def join_and_sign() -> tuple[dict[str, Any], tuple[int, Any]]:
+        host = SocketClient()
+        await host.connect(server.url, token)
+        try:
+            ack = await host.call("consult.join", {"consult_id": consult["id"]}, timeout=10)
+            # Signed while the host is in the session (the opinion needs one).
+            signed = await asyncio.to_thread(
+                server.call, "POST", f"/api/v1/consults/{consult['id']}/opinion", OPINION, "dr_li"
+            )
+            return ack, signed
+        finally:
+            await host.close()
+
+    ack, (status, body) = run_async(join_and_sign)
+    assert ack["ok"], ack
+    assert status == 201, body
     return consult
 
 

@@ -8,16 +8,24 @@ export { listAppointments, listMyPrescriptions } from "../care/api";
 
 export interface InboxSummary {
   unread: number;
-  items: { id: number; title: string; kind: string; created_at: string; read: boolean }[];
+  items: {
+    id: number;
+    title: string;
+    kind: string;
+    created_at: string;
+    read: boolean;
+    resource: string | null;
+    data: Record<string, unknown>;
+  }[];
 }
 
-/** My unread inbox items (the newest few) and how many there are. */
-export async function unreadInbox(limit = 3): Promise<InboxSummary> {
+/** My unread inbox items (the newest first) and how many there are. */
+export async function unreadInbox(limit = 20): Promise<InboxSummary> {
   const answer = await api.get("/inbox", { query: { unread: true, limit } });
   return { unread: answer.unread, items: answer.items };
 }
 
-/** A follow-up video visit (互联网复诊), as the visits capability lists it. */
+/** A follow-up video visit (互联网复诊), as the visits capability answers it. */
 export interface VisitBrief {
   id: number;
   status: string;
@@ -28,11 +36,24 @@ export interface VisitBrief {
 
 const LIVE_VISIT = new Set(["accepted", "waiting", "in_progress"]);
 
-/** My visit in progress (accepted, waiting or in progress), if the server has visits. */
-export async function liveVisit(): Promise<VisitBrief | null> {
-  const answer = await getIfServed<{ items?: VisitBrief[] }>("/visits");
-  const items = Array.isArray(answer?.items) ? answer.items : [];
-  return items.find((v) => LIVE_VISIT.has(v.status)) ?? null;
+/** The visit a `visit_ready` notification names (data.visit_id, or resource `…/<id>`). */
+function visitOf(item: InboxSummary["items"][number]): number | null {
+  if (typeof item.data.visit_id === "number") return item.data.visit_id;
+  const match = /(\d+)$/.exec(item.resource ?? "");
+  return match ? Number(match[1]) : null;
+}
+
+/**
+ * My visit in progress: the newest unread `visit_ready` notification's visit, when the
+ * visits capability says it is still accepted, waiting or in progress. Only a server that
+ * sends `visit_ready` is asked about a visit, so a deployment without visits asks nothing.
+ */
+export async function liveVisit(inbox: InboxSummary): Promise<VisitBrief | null> {
+  const ready = inbox.items.find((item) => item.kind === "visit_ready");
+  const id = ready ? visitOf(ready) : null;
+  if (id === null) return null;
+  const visit = await getIfServed<VisitBrief>(`/visits/${id}`);
+  return visit && LIVE_VISIT.has(visit.status) ? visit : null;
 }
 
 const DONE_RX = new Set(["dispensed", "rejected", "cancelled", "expired"]);
