@@ -143,6 +143,8 @@ def test_patient_sets_consent_and_sees_who_looked(
     # The same screen in English.
     page.get_by_test_id("lang").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Who looked at my record")
-    expect(page.get_by_test_id("patient-nav").get_by_role("link", name="Me")).to_be_visible()
+    expect(
+        page.get_by_test_id("patient-nav").get_by_role("link", name="Me", exact=True)
+    ).to_be_visible()
     screenshot(page, server, "patient-access-log-en")
     page.get_by_test_id("lang").click()
