@@ -21,7 +21,7 @@ from playwright.sync_api import Page, ViewportSize, expect
 
 from tests.conftest import run_async
 from tests.e2e.conftest import SCREENSHOTS, ConsoleWatch, LiveServer, sign_in, wait_live
-from tests.e2e.pages_support import me, request_consult
+from tests.e2e.pages_support import me, prescribe, request_consult
 from tests.helpers import SocketClient
 
 pytestmark = pytest.mark.e2e
@@ -160,9 +160,18 @@ def test_every_patient_page_fits_and_keeps_the_tabs_in_reach(
 
 def test_home_me_and_the_consult_opinion_in_words(new_page: Any, server: LiveServer) -> None:
     consult = consult_with_opinion(server)
+    rx = prescribe(server)
     page: Page = new_page(PHONE)
     sign_in(page, "patient_wang")
     expect(page.locator("h1")).to_contain_text("您好，王建国")
+    # A prescription on its way: its diagnosis, where it stands and the chosen pharmacy.
+    waiting = page.get_by_test_id("home-rx").locator(f"[data-rx-id='{rx['id']}']")
+    expect(waiting).to_contain_text("原发性高血压")
+    expect(waiting).to_contain_text("待审核")
+    expect(waiting).to_contain_text("海川大药房")
+    expect(waiting.get_by_role("link")).to_have_attribute(
+        "href", f"/patient/prescriptions/{rx['id']}"
+    )
     quick = page.get_by_test_id("quick-actions")
     for label, path in [("智能导诊", "/patient/triage"), ("预约挂号", "/patient/book"),
                         ("我的处方", "/patient/prescriptions"), ("我的订单", "/patient/orders")]:  # fmt: skip
