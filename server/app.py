@@ -48,6 +48,7 @@ from server.core.leases import Jobs, Leases, node_id
 from server.core.middleware import (
     ERROR_RENDERERS,
     METRICS,
+    WEB_CSP,
     context_middleware,
     error_middleware,
     metrics_middleware,
@@ -534,6 +535,16 @@ def add_operations_routes(app: web.Application) -> None:
     app.router.add_get("/api/openapi.json", openapi)
 
 
+def _public_file(
+    path: Path, content_type: str, extra: dict[str, str]
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def serve(request: web.Request) -> web.StreamResponse:
+        headers = {"Cache-Control": "no-cache", "Content-Type": content_type, **extra}
+        return web.FileResponse(path, headers=headers)
+
+    return serve
+
+
 def add_web_client(app: web.Application, web_dir: Path) -> None:
     """Serve the built browser client at ``/``; deep links get index.html."""
     index = web_dir / "index.html"
@@ -554,6 +565,18 @@ def add_web_client(app: web.Application, web_dir: Path) -> None:
     assets = web_dir / "assets"
     if assets.is_dir():
         app.router.add_static("/assets", assets, append_version=False)
+    # The installable patient app (web/public/): its manifest, icons and service worker, at
+    # the root so the worker's scope is the whole app. The worker is fetched fresh (no-cache)
+    # and runs under the same Content-Security-Policy as the page.
+    for name, kind, extra in (
+        ("sw.js", "text/javascript; charset=utf-8", {"Content-Security-Policy": WEB_CSP}),
+        ("manifest.webmanifest", "application/manifest+json; charset=utf-8", {}),
+    ):
+        if (web_dir / name).is_file():
+            app.router.add_get(f"/{name}", _public_file(web_dir / name, kind, extra))
+    icons = web_dir / "icons"
+    if icons.is_dir():
+        app.router.add_static("/icons", icons, append_version=False)
     app.router.add_get("/", spa)
     # Client-side routes of the single-page app (not /api, /fhir or /socket.io).
     app.router.add_get(r"/{path:(?!api/|fhir|socket\.io|assets/)[^.]*}", spa)

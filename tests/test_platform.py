@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import io
+import json
+import shutil
+import struct
+from pathlib import Path
 from typing import Any
 
+from server.app import create_app
+from server.config import Settings
 from tests.helpers import Api
+
+PUBLIC = Path(__file__).resolve().parent.parent / "web" / "public"
 
 PROBLEM = "application/problem+json"
 
@@ -126,3 +134,43 @@ async def test_web_client_is_served_with_a_csp(api: Api) -> None:
     assert "default-src 'self'" in response.headers["Content-Security-Policy"]
     deep = await api.client.get("/consults/12")
     assert deep.status == 200
+
+
+async def test_the_installable_app_is_served_from_the_root(
+    aiohttp_client: Any, settings: Settings, tmp_path: Path
+) -> None:
+    """The built client's manifest, icons and service worker (web/public/) at the root, so
+    the worker's scope is the whole app; the worker under the page's strict policy."""
+    web_dir = tmp_path / "dist"
+    shutil.copytree(PUBLIC, web_dir)
+    (web_dir / "index.html").write_text("<!doctype html><title>一号通</title>")
+    client = await aiohttp_client(create_app(settings.model_copy(update={"web_dir": web_dir})))
+
+    worker = await client.get("/sw.js")
+    assert worker.status == 200
+    assert worker.headers["Content-Type"].startswith("text/javascript")
+    assert worker.headers["Cache-Control"] == "no-cache"
+    assert "script-src 'self';" in worker.headers["Content-Security-Policy"]
+    source = await worker.text()
+    assert "PRIVATE = /^\\/(api|fhir|socket\\.io)(\\/|$)/" in source  # never cached
+
+    manifest = await client.get("/manifest.webmanifest")
+    assert manifest.status == 200
+    assert manifest.headers["Content-Type"].startswith("application/manifest+json")
+    body = json.loads(await manifest.text())
+    assert (body["name"], body["start_url"], body["display"]) == (
+        "一号通",
+        "/patient",
+        "standalone",
+    )
+    for icon in body["icons"]:
+        answer = await client.get(icon["src"])
+        assert answer.status == 200, icon
+        data = await answer.read()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n"
+        width, height = struct.unpack(">II", data[16:24])
+        assert f"{width}x{height}" == icon["sizes"]
+    assert {i["purpose"] for i in body["icons"]} == {"any", "maskable"}
+    # A patient page is still the app, with its policy.
+    page = await client.get("/patient/me")
+    assert page.status == 200 and "default-src 'self'" in page.headers["Content-Security-Policy"]

@@ -101,6 +101,15 @@ class AccessLogQuery(Strict):
         default=None, ge=1, le=2**62, description="the `next_before` of the previous page"
     )
     limit: int = Field(default=50, ge=1, le=200)
+    grouped: bool = Field(
+        default=False,
+        description="one line per session of access: consecutive entries of the same person, "
+        "institution and kind within 30 minutes are one item (`count`, `first_at`, `actions`); "
+        "`limit` then counts sessions",
+    )
+
+
+AccessKind = Literal["read", "write", "denied", "emergency", "other"]
 
 
 class AccessLogEntry(BaseModel):
@@ -116,6 +125,15 @@ class AccessLogEntry(BaseModel):
     resources: str | None
     ip: str | None
     emergency: bool
+    kind: AccessKind = Field(
+        description="what was done: read (查阅), write (上传: a push or an import), denied "
+        "(拒绝), emergency (紧急访问: break the glass), other (an action on a consult, "
+        "prescription, appointment … about the patient)"
+    )
+    count: int = Field(default=1, description="entries in this session (1 when not grouped)")
+    first_at: datetime = Field(description="the session's first entry (`at` is its last)")
+    first_seq: int = Field(description="the session's first entry's `seq` (`seq` is its last)")
+    actions: list[str] = Field(description="the distinct actions of the session, newest first")
 
 
 class AccessLog(BaseModel):

@@ -54,7 +54,7 @@ from server.identity.patients import PatientIndex, local_identifier_system
 from server.identity.schemas import InstitutionOut, PatientOut
 from server.identity.service import IdentityService
 from server.inbox.service import InboxService
-from server.records import schemas
+from server.records import access_log, schemas
 from server.records.fhir import (
     SEARCH_PARAMS,
     BundleRefused,
@@ -560,7 +560,8 @@ class RecordsService:
     async def access_log(
         self, requester: Requester, patient_id: int, query: schemas.AccessLogQuery
     ) -> schemas.AccessLog:
-        """Everything others did or were refused about the patient, newest first, paged."""
+        """Everything others did or were refused about the patient, newest first, paged;
+        ``grouped``: one item per session of access (:mod:`server.records.access_log`)."""
         if requester.role != "platform_admin":
             _check_self(requester, patient_id)
         institutions = await self._institutions()
@@ -571,39 +572,66 @@ class RecordsService:
                 or_(
                     AuditEvent.actor_user_id.is_(None),
                     AuditEvent.actor_user_id != requester.user_id,
-                )
+                ),
+                or_(AuditEvent.reason.is_(None), AuditEvent.reason != "self"),
             )
-        if query.before is not None:
-            stmt = stmt.where(AuditEvent.seq < query.before)
-        async with self.db.read() as session:
-            rows = list(
-                await session.scalars(stmt.order_by(AuditEvent.seq.desc()).limit(query.limit + 1))
-            )
-        more = len(rows) > query.limit
-        rows = rows[: query.limit]
-        items = []
-        for event in rows:
+
+        def entry(event: AuditEvent) -> schemas.AccessLogEntry:
             user = users.get(event.actor_user_id or 0)
             inst_id = event.details.get("institution_id")
             if inst_id is None and user is not None and user.institution is not None:
                 inst_id = user.institution.id
-            items.append(
-                schemas.AccessLogEntry(
-                    seq=event.seq,
-                    at=event.at,
-                    user_id=event.actor_user_id,
-                    user_name=user.name if user else None,
-                    role=event.actor_role,
-                    institution=institutions.get(inst_id) if inst_id else None,
-                    action=str(event.details.get("action", event.action)),
-                    outcome=event.outcome,
-                    reason=event.reason,
-                    resources=event.resource,
-                    ip=event.ip,
-                    emergency=bool(event.details.get("break_the_glass")),
-                )
+            action = str(event.details.get("action", event.action))
+            emergency = bool(event.details.get("break_the_glass"))
+            return schemas.AccessLogEntry(
+                seq=event.seq,
+                at=event.at,
+                user_id=event.actor_user_id,
+                user_name=user.name if user else None,
+                role=event.actor_role,
+                institution=institutions.get(inst_id) if inst_id else None,
+                action=action,
+                outcome=event.outcome,
+                reason=event.reason,
+                resources=event.resource,
+                ip=event.ip,
+                emergency=emergency,
+                kind=access_log.kind_of(event.action, action, event.outcome, emergency),
+                first_at=event.at,
+                first_seq=event.seq,
+                actions=[action],
             )
-        return schemas.AccessLog(items=items, next_before=rows[-1].seq if more else None)
+
+        async def page(before: int | None, size: int) -> list[schemas.AccessLogEntry]:
+            page_stmt = stmt if before is None else stmt.where(AuditEvent.seq < before)
+            async with self.db.read() as session:
+                rows = await session.scalars(page_stmt.order_by(AuditEvent.seq.desc()).limit(size))
+                return [entry(e) for e in rows]
+
+        if not query.grouped:
+            items = await page(query.before, query.limit + 1)
+            more = len(items) > query.limit
+            items = items[: query.limit]
+            return schemas.AccessLog(items=items, next_before=items[-1].seq if more else None)
+        # Sessions: read entries in chunks until a session after the last one wanted starts
+        # (so that one is whole), or the log ends, or GROUPED_READ_MAX entries were read.
+        entries: list[schemas.AccessLogEntry] = []
+        cursor, done = query.before, False
+        while not done:
+            chunk = await page(cursor, GROUPED_CHUNK)
+            entries += chunk
+            done = len(chunk) < GROUPED_CHUNK or len(entries) >= GROUPED_READ_MAX
+            cursor = chunk[-1].seq if chunk else cursor
+            grouped = list(access_log.sessions(entries))
+            if len(grouped) > query.limit:
+                return schemas.AccessLog(
+                    items=grouped[: query.limit], next_before=grouped[query.limit - 1].first_seq
+                )
+        grouped = list(access_log.sessions(entries))
+        truncated = len(entries) >= GROUPED_READ_MAX and bool(grouped)
+        return schemas.AccessLog(
+            items=grouped, next_before=grouped[-1].first_seq if truncated else None
+        )
 
     # --- trusted reads in a caller's session --------------------------------------------
 
@@ -645,6 +673,9 @@ class EverythingPage:
 
 
 _OPERATOR = Requester(user_id=0, role="platform_admin", session_id="")
+# The grouped access log reads the audit in chunks of this many entries, at most this many.
+GROUPED_CHUNK = 200
+GROUPED_READ_MAX = 5000
 
 
 def _check_self(requester: Requester, patient_id: int) -> None:

@@ -65,6 +65,8 @@ def test_each_role_signs_in_to_its_home(
     page.goto(other)
     expect(page).to_have_url(re.compile(re.escape(home) + "$"))
 
+    if me["role"] == "patient":  # the patient app signs out from 我的
+        page.get_by_test_id("patient-nav").get_by_role("link", name="我的", exact=True).click()
     page.get_by_test_id("logout").click()
     expect(page).to_have_url(re.compile(r"/login$"))
     # The session is over on the server too: the old deep link asks for a login again.

@@ -227,3 +227,92 @@ async def test_the_patient_sees_who_accessed_their_record(
     assert (await api.get(f"/api/v1/patients/{zhao}/access-log", as_="dr_li"))[0] == 403
     verified = await network.audit.verify()
     assert verified.ok, verified
+
+
+async def test_the_patient_reads_one_line_per_session_labelled_by_what_was_done(
+    api: Api, network: Services, zhao: int
+) -> None:
+    await set_consent(api, zhao, "QDSL", granted=True)
+    assert (await summary_status(api, zhao, "patient_zhao"))[0] == 200  # his own: not listed
+    # dr_li opens the record page: summary, timeline and a FHIR search, one session.
+    assert (await summary_status(api, zhao, "dr_li"))[0] == 200
+    assert (await api.get(f"/api/v1/patients/{zhao}/timeline", as_="dr_li"))[0] == 200
+    await api.get("/fhir/Condition", as_="dr_li", params={"patient": str(zhao)})
+    assert (await summary_status(api, zhao, "dr_zhao"))[0] == 403
+    assert (await summary_status(api, zhao, "dr_zhao"))[0] == 403
+    await summary_status(api, zhao, "dr_sun", **{"X-Emergency-Reason": "抢救"})
+
+    path = f"/api/v1/patients/{zhao}/access-log"
+    status, flat = await api.get(path, as_="patient_zhao")
+    assert status == 200, flat
+    status, log = await api.get(path, as_="patient_zhao", params={"grouped": "1"})
+    assert status == 200, log
+    seen = [
+        (e["user_name"], e["institution"]["code"] if e["institution"] else None, e["kind"],
+         e["count"], e["reason"])
+        for e in log["items"]
+    ]  # fmt: skip
+    assert seen[:3] == [
+        ("孙丽", "QDFY", "emergency", 1, "emergency"),
+        ("赵强", "QDFY", "denied", 2, "no_reason"),
+        ("李明", "QDSL", "read", 3, "consent"),
+    ]
+    li = log["items"][2]
+    assert li["actions"] == ["fhir.search", "record.timeline", "record.summary"]
+    assert li["first_at"] <= li["at"] and li["first_seq"] < li["seq"]
+    # The clinic's push is an upload (上传), never a view; his own reads are not there.
+    uploads = [e for e in log["items"] if e["kind"] == "write"]
+    assert uploads and all(e["institution"]["code"] == "LSZH" for e in uploads[:2])
+    assert uploads[0]["user_name"] == "陈静"
+    assert uploads[0]["actions"] == ["record.write", "patient.register"]
+    assert all(e["reason"] != "self" for e in flat["items"])
+    assert sum(e["count"] for e in log["items"]) == len(flat["items"])
+    assert [e["kind"] for e in flat["items"][:3]] == ["emergency", "denied", "denied"]
+
+    # Paged by session: one a page, each page continuing where the last one stopped.
+    status, first = await api.get(path, as_="patient_zhao", params={"grouped": "1", "limit": "2"})
+    assert status == 200, first
+    assert [e["kind"] for e in first["items"]] == ["emergency", "denied"]
+    status, second = await api.get(
+        path,
+        as_="patient_zhao",
+        params={"grouped": "1", "limit": "2", "before": str(first["next_before"])},
+    )
+    assert status == 200, second
+    assert second["items"][0]["kind"] == "read" and second["items"][0]["count"] == 3
+    assert (await api.get(path, as_="patient_zhao", params={"grouped": "yes please"}))[0] == 422
+    assert (await api.get(path, as_="patient_liu", params={"grouped": "1"}))[0] == 403
+
+
+def test_a_session_ends_after_thirty_minutes_and_at_another_reader() -> None:
+    from datetime import UTC, datetime
+
+    from server.records.access_log import sessions
+    from server.records.schemas import AccessLogEntry
+
+    start = datetime(2026, 12, 4, 9, 0, tzinfo=UTC)
+
+    def entry(seq: int, minutes: int, user: int) -> AccessLogEntry:
+        at = start + timedelta(minutes=minutes)
+        return AccessLogEntry(
+            seq=seq, at=at, user_id=user, user_name=None, role="gp", institution=None,
+            action="record.summary", outcome="success", reason="care_relationship",
+            resources=None, ip=None, emergency=False, kind="read", first_at=at,
+            first_seq=seq, actions=["record.summary"],
+        )  # fmt: skip
+
+    newest_first = [
+        entry(5, 50, 1),
+        entry(4, 25, 1),
+        entry(3, 20, 1),
+        entry(2, 10, 2),
+        entry(1, 5, 1),
+    ]
+    got = [(s.seq, s.first_seq, s.count) for s in sessions(newest_first)]
+    # 09:50 and 09:25 are 25 minutes apart (one session); 09:20 is 30 minutes from 09:50
+    # (still one); another reader at 09:10 ends it; 09:05 is a new one.
+    assert got == [(5, 3, 3), (2, 2, 1), (1, 1, 1)]
+    assert [(s.seq, s.count) for s in sessions([entry(2, 40, 1), entry(1, 5, 1)])] == [
+        (2, 1),
+        (1, 1),
+    ]

@@ -1,11 +1,13 @@
 import { createApp } from "vue";
 import App from "./App.vue";
+import { registerServiceWorker, watchConnectivity } from "./features/patient/pwa";
 import { onSessionEnd, restoreSession, tokenSource } from "./features/auth/session";
 import "./i18n";
 import { startRealtime, stopRealtime } from "./realtime/store";
 import { router } from "./router";
 import "./styles.css";
 import "./ui/pages.css";
+import "./features/patient/patient.css";
 
 onSessionEnd(() => {
   stopRealtime();
@@ -20,4 +22,6 @@ async function boot(): Promise<void> {
   app.mount("#app");
 }
 
+watchConnectivity();
+registerServiceWorker();
 void boot();

@@ -15,6 +15,7 @@ import { routes as inbox } from "./features/inbox/routes";
 import { routes as messages } from "./features/messages/routes";
 import { routes as prescriptions } from "./features/prescriptions/routes";
 import { routes as payments } from "./features/payments/routes";
+import { routes as patient } from "./features/patient/routes";
 import { routes as records } from "./features/records/routes";
 import { routes as referrals } from "./features/referrals/routes";
 import { routes as scheduling } from "./features/scheduling/routes";
@@ -46,6 +47,7 @@ const routes: RouteRecordRaw[] = [
   ...booking,
   ...payments,
   ...visits,
+  ...patient,
 ];
 
 export const router = createRouter({ history: createWebHistory(), routes });

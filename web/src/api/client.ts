@@ -327,3 +327,17 @@ export const api = {
   put: <P extends PathsOf<"put">>(path: P, ...[init]: InitArgs<Operation<P, "put">>) =>
     call<Answer<Operation<P, "put">>>("PUT", path, init),
 };
+
+/**
+ * A GET of a route this build's OpenAPI document may not declare (another capability's,
+ * deployed apart from this client): its answer, or null when the server has no such route
+ * (404, 405). A screen shows what it reads from there only when the route answers.
+ */
+export async function getIfServed<T>(path: string): Promise<T | null> {
+  try {
+    return await request<T>("GET", path);
+  } catch (error) {
+    if (error instanceof ApiError && (error.status === 404 || error.status === 405)) return null;
+    throw error;
+  }
+}

@@ -1932,15 +1932,43 @@ export interface components {
             /** Action */
             action: string;
             /**
+             * Actions
+             * @description the distinct actions of the session, newest first
+             */
+            actions: string[];
+            /**
              * At
              * Format: date-time
              */
             at: string;
+            /**
+             * Count
+             * @description entries in this session (1 when not grouped)
+             * @default 1
+             */
+            count?: number;
             /** Emergency */
             emergency: boolean;
+            /**
+             * First At
+             * Format: date-time
+             * @description the session's first entry (`at` is its last)
+             */
+            first_at: string;
+            /**
+             * First Seq
+             * @description the session's first entry's `seq` (`seq` is its last)
+             */
+            first_seq: number;
             institution: components["schemas"]["SourceInstitution"] | null;
             /** Ip */
             ip: string | null;
+            /**
+             * Kind
+             * @description what was done: read (查阅), write (上传: a push or an import), denied (拒绝), emergency (紧急访问: break the glass), other (an action on a consult, prescription, appointment … about the patient)
+             * @enum {string}
+             */
+            kind: "read" | "write" | "denied" | "emergency" | "other";
             /** Outcome */
             outcome: string;
             /** Reason */
@@ -9393,6 +9421,7 @@ export interface operations {
             query?: {
                 before?: number | null;
                 limit?: number;
+                grouped?: boolean;
             };
             header?: never;
             path: {

@@ -11,6 +11,7 @@ import * as home from "../features/home/messages";
 import * as inbox from "../features/inbox/messages";
 import * as messages from "../features/messages/messages";
 import * as payments from "../features/payments/messages";
+import * as patient from "../features/patient/messages";
 import * as pharmacy from "../features/pharmacy/messages";
 import * as prescriptions from "../features/prescriptions/messages";
 import * as records from "../features/records/messages";
@@ -31,6 +32,7 @@ export const zhCN = {
   ...consults.zhCN,
   ...care.zhCN,
   ...consent.zhCN,
+  ...patient.zhCN,
   ...pharmacy.zhCN,
   ...referrals.zhCN,
   ...scheduling.zhCN,
@@ -54,6 +56,7 @@ export const en: Record<MessageKey, string> = {
   ...consults.en,
   ...care.en,
   ...consent.en,
+  ...patient.en,
   ...pharmacy.en,
   ...referrals.en,
   ...scheduling.en,

@@ -13,6 +13,9 @@ interface Tokens {
 }
 
 const STORAGE_KEY = "yihao.session";
+// The signed-in user as /me last answered, so a reload without a network (the installed
+// app offline) still opens the user's own shell; forgotten with the tokens.
+const USER_KEY = "yihao.session.user";
 // Renew this long before expiry, or at 80% of the lifetime for short-lived tokens.
 const REFRESH_MARGIN_MS = 60_000;
 
@@ -29,7 +32,10 @@ const endListeners = new Set<() => void>();
 function save(tokens: Tokens | null): void {
   session.tokens = tokens;
   if (tokens) sessionStorage.setItem(STORAGE_KEY, JSON.stringify(tokens));
-  else sessionStorage.removeItem(STORAGE_KEY);
+  else {
+    sessionStorage.removeItem(STORAGE_KEY);
+    sessionStorage.removeItem(USER_KEY);
+  }
   scheduleRefresh();
 }
 
@@ -89,6 +95,7 @@ export async function signIn(username: string, password: string, totp?: string):
   session.endedReason = "";
   save(fromResponse(answer));
   session.user = await getMe();
+  sessionStorage.setItem(USER_KEY, JSON.stringify(session.user));
   return session.user;
 }
 
@@ -132,8 +139,19 @@ export async function restoreSession(): Promise<boolean> {
   scheduleRefresh();
   try {
     session.user = await getMe();
+    sessionStorage.setItem(USER_KEY, JSON.stringify(session.user));
     return true;
   } catch (error) {
+    const known = sessionStorage.getItem(USER_KEY);
+    if (error instanceof ApiError && error.status === 0 && known) {
+      // Offline: the session is kept (the server decides on it once the network is back).
+      try {
+        session.user = JSON.parse(known) as User;
+        return true;
+      } catch {
+        // fall through: an unreadable copy ends the session as before
+      }
+    }
     end(error instanceof ApiError && error.status !== 0 ? error.detail : "");
     return false;
   }

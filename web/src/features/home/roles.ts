@@ -19,14 +19,8 @@ export const HOME: Record<Role, string> = {
 };
 
 // The screens each role reaches from the navigation, beside home and the inbox.
+// Patients have the 一号通 app's own tabs instead (features/patient/nav.ts).
 const PAGES_NAV: Partial<Record<Role, NavItem[]>> = {
-  patient: [
-    { to: "/patient/record", label: "nav.myRecord" },
-    { to: "/patient/care", label: "nav.myCare" },
-    { to: "/patient/consents", label: "nav.consents" },
-    { to: "/patient/access", label: "nav.access" },
-    { to: "/patient/presence", label: "nav.presence" },
-  ],
   gp: [
     { to: "/referrals", label: "nav.referrals" },
     { to: "/visits", label: "nav.visits" },

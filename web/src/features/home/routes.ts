@@ -10,7 +10,6 @@ export const routes: RouteRecordRaw[] = [
   { path: "/gp", component: roleHome, meta: { roles: ["gp"] } },
   { path: "/pharmacist", component: roleHome, meta: { roles: ["pharmacist"] } },
   { path: "/nurse", component: roleHome, meta: { roles: ["nurse"] } },
-  { path: "/patient", component: roleHome, meta: { roles: ["patient"] } },
   // Ranked last by vue-router whatever the order: every other path is more specific.
   { path: "/:pathMatch(.*)*", component: () => import("./NotFoundView.vue"), meta: { public: true } },
 ];
