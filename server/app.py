@@ -20,6 +20,7 @@ import socketio
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.access import AccessService
 from server.capabilities import CAPABILITIES
@@ -40,7 +41,7 @@ from server.core.auth import Passwords, Tokens
 from server.core.capability import Capability
 from server.core.checkpoints import Checkpoints, load_key_files
 from server.core.db import Database, Tx
-from server.core.errors import ServiceUnavailable
+from server.core.errors import NotFound, ServiceUnavailable
 from server.core.events import Events
 from server.core.idempotency import Idempotency
 from server.core.jsonlimits import guard_engineio, socket_packet_class
@@ -72,7 +73,7 @@ from server.media.precall import PrecallService
 from server.media.recording import RecordingService
 from server.media.sessions import RecorderSessions
 from server.payments.providers import Provider, SandboxProvider
-from server.payments.service import PaymentsService
+from server.payments.service import PaymentsService, Subject, SubjectResolver
 from server.payments.subjects import appointment_resolver
 from server.prescriptions.catalogue import Catalogue
 from server.prescriptions.record import PatientRecord
@@ -202,6 +203,26 @@ def _close_sockets(sio: socketio.AsyncServer) -> Callable[[web.Application], Awa
         await close_all(sio)
 
     return close
+
+
+def visit_subjects(visits: VisitsService) -> SubjectResolver:
+    """A follow-up visit as an order's subject: payable once accepted, served once completed."""
+
+    async def resolve(session: AsyncSession, visit_id: int) -> Subject | None:
+        try:
+            facts = await visits.visit_for_payment(session, visit_id)
+        except NotFound:
+            return None
+        return Subject(
+            patient_id=facts.patient_id,
+            institution_id=facts.institution_id,
+            department_id=None,
+            served=facts.status == "completed",
+            payable=facts.status in {"accepted", "waiting", "in_progress", "completed"},
+            description="互联网复诊",
+        )
+
+    return resolve
 
 
 def build_services(
@@ -368,6 +389,12 @@ def build_services(
         inbox,
     )
     triage = TriageService(db, audit, access, directory, knowledge_for(settings))
+
+    # A visit declined or cancelled before its service refunds its paid order, as an
+    # appointment does.
+    def visits_cancelled(tx: Tx, visit_ids: list[int], reason: str) -> Awaitable[None]:
+        return payments.subjects_cancelled(tx, "visit", visit_ids, reason)
+
     visits = VisitsService(
         settings,
         db,
@@ -380,7 +407,9 @@ def build_services(
         consults,
         prescriptions,
         inbox,
+        cancelled_listeners=[visits_cancelled],
     )
+    payments.add_subjects("visit", visit_subjects(visits))
     redis = None
     if settings.redis_url:
         redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2)

@@ -123,6 +123,10 @@ class PaymentsService:
         self.order_ttl = settings.payments_order_ttl_seconds
         self.zone = ZoneInfo(settings.schedule_timezone)
 
+    def add_subjects(self, kind: str, resolver: SubjectResolver) -> None:
+        """A capability built after payments (visits) names what its orders are for."""
+        self.resolvers[kind] = resolver
+
     # --- fee schedule -------------------------------------------------------------
 
     async def get_fees(self, institution_id: int) -> schemas.FeeScheduleOut:

@@ -26,6 +26,7 @@ Retention: each visit row carries ``record_retain_until`` (15 years) and
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from html import escape
@@ -73,6 +74,10 @@ PAST_GRACE = timedelta(minutes=5)
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 
 
+# (tx, visit ids, reason): a visit ended before its service (declined, cancelled).
+VisitsCancelled = Callable[[Tx, list[int], str], Awaitable[None]]
+
+
 @dataclass(frozen=True, slots=True)
 class VisitFacts:
     """A visit as the payments capability needs it (fees): who, where, its state."""
@@ -105,6 +110,7 @@ class VisitsService:
         consults: ConsultsService,
         prescriptions: PrescriptionService,
         inbox: InboxService,
+        cancelled_listeners: Iterable[VisitsCancelled] = (),
     ) -> None:
         self.settings = settings
         self.db = db
@@ -118,6 +124,9 @@ class VisitsService:
         self.prescriptions = prescriptions
         self.inbox = inbox
         self.steps = visit_lifecycle(audit)
+        # Called in the transaction that declines or cancels a visit (payments refunds its
+        # paid order, closes an unpaid one).
+        self.cancelled_listeners = tuple(cancelled_listeners)
         # VISIT_DOCTOR_AUTH_MINUTES (an attribute: a test shortens it).
         self.doctor_auth_minutes = settings.visit_doctor_auth_minutes
 
@@ -135,6 +144,10 @@ class VisitsService:
             patient_id=visit.patient_id,
             status=visit.status,
         )
+
+    async def _cancelled(self, tx: Tx, visit: Visit, reason: str) -> None:
+        for listener in self.cancelled_listeners:
+            await listener(tx, [visit.id], reason)
 
     # --- what the patient chooses from ---------------------------------------------------
 
@@ -343,6 +356,7 @@ class VisitsService:
 
             async def then() -> None:
                 await self._announce(tx, visit, "declined")
+                await self._cancelled(tx, visit, "declined")
 
             await self.steps.transition(
                 tx,
@@ -362,6 +376,7 @@ class VisitsService:
             async def then() -> None:
                 await self.access.close_window(tx, source=SOURCE, source_id=visit.id)
                 await self._announce(tx, visit, "cancelled")
+                await self._cancelled(tx, visit, "cancelled")
 
             await self.steps.transition(tx, visit, "cancel", requester, then=then)
             return await self._out(tx.session, visit)
