@@ -23,6 +23,7 @@ from playwright.sync_api import Page, expect
 
 from tests.e2e.conftest import LAPTOP, LiveServer, screenshot, sign_in
 from tests.e2e.test_consult_room import wait_remote_video
+from tests.e2e.test_visits import call_state, record_and_prescribe
 
 pytestmark = pytest.mark.e2e
 
@@ -37,10 +38,6 @@ def fits(page: Page) -> None:
     width = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
     assert width[0] <= width[1], f"{page.url} scrolls sideways: {width}"
     expect(page.get_by_test_id("patient-nav")).to_be_visible()
-
-
-def call_state(page: Page, state: str) -> None:
-    expect(page.get_by_test_id("visit-call")).to_have_attribute("data-state", state, timeout=15_000)
 
 
 def test_triage_book_visit_pay_pharmacy_dispensed(new_page: Any, server: LiveServer) -> None:
@@ -148,23 +145,7 @@ def test_triage_book_visit_pay_pharmacy_dispensed(new_page: Any, server: LiveSer
     screenshot(doctor, server, "journey-3-video-doctor-laptop")
 
     # The doctor writes the record, prescribes (linked to the visit) and ends the visit.
-    doctor.get_by_test_id("record-findings").fill("TSH 7.1 mIU/L，FT4 偏低")
-    doctor.get_by_test_id("record-assessment").fill("甲状腺功能减退症，替代剂量不足")
-    doctor.get_by_test_id("record-plan").fill("左甲状腺素钠片加量至 75μg qd，六周后复查甲功")
-    doctor.get_by_test_id("visit-record-save").click()
-    expect(doctor.get_by_test_id("visit-notice")).to_be_visible()
-    doctor.select_option("#rx-diagnosis", "E03.9")
-    doctor.select_option("#rx-drug-0", "H03AA01")
-    doctor.fill("#rx-dose-0", "75")
-    doctor.select_option("#rx-frequency-0", "qd")
-    doctor.fill("#rx-days-0", "7")
-    doctor.fill("#rx-quantity-0", "1")
-    doctor.get_by_test_id("rx-check").click()
-    expect(doctor.get_by_test_id("rx-findings")).to_be_visible()
-    doctor.get_by_test_id("rx-sign").click()
-    created = doctor.get_by_test_id("rx-created")
-    expect(created).to_be_visible()
-    rx_id = int(created.get_attribute("data-rx-id") or 0)
+    rx_id = record_and_prescribe(doctor, findings="TSH 7.1 mIU/L，FT4 偏低")
     doctor.get_by_test_id("visit-end").click()
     expect(doctor.get_by_test_id("visit-ended")).to_be_visible()
     expect(phone.get_by_test_id("visit-status")).to_have_text("已完成", timeout=15_000)

@@ -33,6 +33,31 @@ def call_state(page: Page, state: str) -> None:
     expect(page.get_by_test_id("visit-call")).to_have_attribute("data-state", state, timeout=15_000)
 
 
+def record_and_prescribe(doctor: Page, *, findings: str) -> int:
+    """The doctor writes the visit record (hypothyroidism, under-replaced) and prescribes
+    levothyroxine 75 μg qd through the prescription form; the prescription links to the
+    visit. Returns its id."""
+    doctor.get_by_test_id("record-findings").fill(findings)
+    doctor.get_by_test_id("record-assessment").fill("甲状腺功能减退症，替代剂量不足")
+    doctor.get_by_test_id("record-plan").fill("左甲状腺素钠片加量至 75μg qd，六周后复查")
+    doctor.get_by_test_id("visit-record-save").click()
+    expect(doctor.get_by_test_id("visit-notice")).to_be_visible()
+    doctor.select_option("#rx-diagnosis", "E03.9")
+    doctor.select_option("#rx-drug-0", "H03AA01")
+    doctor.fill("#rx-dose-0", "75")
+    doctor.select_option("#rx-frequency-0", "qd")
+    doctor.fill("#rx-days-0", "7")
+    doctor.fill("#rx-quantity-0", "1")
+    doctor.get_by_test_id("rx-check").click()
+    expect(doctor.get_by_test_id("rx-findings")).to_be_visible()
+    doctor.get_by_test_id("rx-sign").click()
+    created = doctor.get_by_test_id("rx-created")
+    expect(created).to_be_visible()
+    rx_id = int(created.get_attribute("data-rx-id") or 0)
+    expect(doctor.get_by_test_id("visit-rx-ids")).to_contain_text(f"#{rx_id}")
+    return rx_id
+
+
 def test_a_follow_up_video_visit_on_the_phone(new_page: Any, server: LiveServer) -> None:
     _, me = server.call("GET", "/api/v1/me", as_=PATIENT)
     status, body = server.call(
@@ -92,25 +117,7 @@ def test_a_follow_up_video_visit_on_the_phone(new_page: Any, server: LiveServer)
     screenshot(doctor, server, "visits-doctor-call-laptop")
 
     # The doctor writes the visit record and ends the visit; the patient reads it.
-    doctor.get_by_test_id("record-findings").fill("TSH 6.2 mIU/L，略高")
-    doctor.get_by_test_id("record-assessment").fill("甲状腺功能减退症，替代剂量不足")
-    doctor.get_by_test_id("record-plan").fill("左甲状腺素钠片加量至 75μg qd，六周后复查")
-    doctor.get_by_test_id("visit-record-save").click()
-    expect(doctor.get_by_test_id("visit-notice")).to_be_visible()
-    # The doctor prescribes through the prescription form; the prescription links to the visit.
-    doctor.select_option("#rx-diagnosis", "E03.9")
-    doctor.select_option("#rx-drug-0", "H03AA01")
-    doctor.fill("#rx-dose-0", "75")
-    doctor.select_option("#rx-frequency-0", "qd")
-    doctor.fill("#rx-days-0", "7")
-    doctor.fill("#rx-quantity-0", "1")
-    doctor.get_by_test_id("rx-check").click()
-    expect(doctor.get_by_test_id("rx-findings")).to_be_visible()
-    doctor.get_by_test_id("rx-sign").click()
-    created = doctor.get_by_test_id("rx-created")
-    expect(created).to_be_visible()
-    rx_id = int(created.get_attribute("data-rx-id") or 0)
-    expect(doctor.get_by_test_id("visit-rx-ids")).to_contain_text(f"#{rx_id}")
+    rx_id = record_and_prescribe(doctor, findings="TSH 6.2 mIU/L，略高")
     doctor.get_by_test_id("visit-end").click()
     expect(doctor.get_by_test_id("visit-ended")).to_be_visible()
     expect(patient.get_by_test_id("visit-status")).to_have_text("已完成", timeout=15_000)
