@@ -161,6 +161,10 @@ class Settings(BaseSettings):
     # Follow-up video visits: the doctor opens the room with a login younger than this,
     # or with the password / a TOTP code (互联网诊疗管理办法: authenticated before the visit).
     visit_doctor_auth_minutes: int = Field(default=30, ge=0, le=24 * 60)
+    # The patient is reminded (inbox ``visit_reminder``) this many minutes before an accepted
+    # visit's time, once; the job ``visits.reminders`` runs this often (0: never).
+    visit_reminder_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    visit_job_interval_seconds: float = Field(default=60, ge=0)
     # WebRTC: STUN/TURN URLs handed to clients (comma separated in the environment), and the
     # coturn REST-API shared secret (static-auth-secret) for short-lived TURN credentials.
     ice_servers: tuple[str, ...] = ()

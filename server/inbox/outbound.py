@@ -41,6 +41,7 @@ KINDS = (
     "booking_confirmed",
     "booking_cancelled",
     "visit_ready",
+    "visit_reminder",
     "prescription_approved",
     "prescription_ready",
     "prescription_dispensed",
@@ -70,6 +71,9 @@ TEMPLATES: dict[str, Template] = {
     ),
     "booking_cancelled": Template("YH_BOOK_CANCEL", "【一号通】您{time}的预约已取消。", ("time",)),
     "visit_ready": Template("YH_VISIT_READY", "【一号通】医生已开始复诊，请打开一号通进入候诊室。"),
+    "visit_reminder": Template(
+        "YH_VISIT_REMIND", "【一号通】您的在线复诊将于{time}开始，请提前打开一号通。", ("time",)
+    ),
     "prescription_approved": Template(
         "YH_RX_APPROVED", "【一号通】您的处方已审核通过，请在一号通查看。"
     ),

@@ -51,6 +51,8 @@ class Visit(Base):
     opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When the patient was reminded of the visit's time (job ``visits.reminders``); once.
+    reminder_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     record_retain_until: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     media_retain_until: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)

@@ -45,6 +45,7 @@ from server.core.db import Database, Tx, utcnow
 from server.core.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
 from server.core.events import Events
 from server.core.ids import ResidentIdError, parse_resident_id
+from server.core.leases import Periodic
 from server.core.roles import PRESCRIBER_ROLES, Role
 from server.identity.auth_service import AuthService
 from server.identity.directory import Directory, InstitutionRef, PatientRef, UserRef
@@ -67,6 +68,8 @@ from server.visits.steps import check_doctor, visit_lifecycle
 
 SOURCE = "visit"
 ADULT_AGE = 18
+# Visits reminded per run of the job (the rest on the next run).
+REMINDER_BATCH = 200
 # How long a visit's room is open for, once the doctor opens it.
 ROOM_HOURS = 4
 # A preferred time a little in the past still counts as "now" (the phone's clock).
@@ -144,6 +147,52 @@ class VisitsService:
             patient_id=visit.patient_id,
             status=visit.status,
         )
+
+    # --- jobs ------------------------------------------------------------------------------
+
+    async def send_reminders(self) -> int:
+        """One ``visit_reminder`` per accepted visit whose time is within the minutes."""
+        now = utcnow()
+        horizon = now + timedelta(minutes=self.settings.visit_reminder_minutes)
+        async with self.db.transaction() as tx:
+            due = list(
+                await tx.session.scalars(
+                    select(Visit)
+                    .where(
+                        Visit.status == VisitStatus.ACCEPTED,
+                        Visit.reminder_sent_at.is_(None),
+                        Visit.preferred_at > now,
+                        Visit.preferred_at <= horizon,
+                    )
+                    .order_by(Visit.preferred_at, Visit.id)
+                    .limit(REMINDER_BATCH)
+                    .with_for_update(skip_locked=True)
+                )
+            )
+            doctors = await self.directory.users(tx.session, {v.doctor_id for v in due})
+            for visit in due:
+                visit.reminder_sent_at = now
+                doctor = doctors.get(visit.doctor_id)
+                assert visit.preferred_at is not None
+                await self.inbox.notify(
+                    tx,
+                    kind="visit_reminder",
+                    title=f"您与{doctor.name if doctor else '医生'}的在线复诊即将开始",
+                    patients=[visit.patient_id],
+                    resource=f"Visit/{visit.id}",
+                    data={"visit_id": visit.id, "start": visit.preferred_at.isoformat()},
+                )
+            return len(due)
+
+    def periodic_jobs(self) -> list[Periodic]:
+        interval = self.settings.visit_job_interval_seconds
+        if interval <= 0:
+            return []
+
+        async def reminders(tick: int) -> None:
+            await self.send_reminders()
+
+        return [Periodic("visits.reminders", interval, reminders)]
 
     async def _cancelled(self, tx: Tx, visit: Visit, reason: str) -> None:
         for listener in self.cancelled_listeners:

@@ -121,6 +121,7 @@ APP_JOBS = {
     "notify.dispatch",
     "booking.reminders",
     "booking.no_shows",
+    "visits.reminders",
     "payments.reconcile_pending",
 }
 
@@ -138,6 +139,7 @@ async def two_apps(aiohttp_client: Any, settings: Settings) -> list[Services]:
         idempotency_purge_interval_seconds=1,
         notify_dispatch_seconds=1,
         booking_job_interval_seconds=1,
+        visit_job_interval_seconds=1,
         payments_reconcile_interval_seconds=1,
     )
     apps = [create_app(fast), create_app(fast)]

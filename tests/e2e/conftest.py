@@ -221,6 +221,7 @@ def server(
         YIHAO_ACCESS_TOKEN_TTL_SECONDS=str(ACCESS_TOKEN_TTL),
         # No booking reminders arriving in another test's inbox count.
         YIHAO_BOOKING_JOB_INTERVAL_SECONDS="0",
+        YIHAO_VISIT_JOB_INTERVAL_SECONDS="0",
     )
     database = None
     if backend == "postgres":

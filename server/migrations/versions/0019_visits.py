@@ -48,6 +48,7 @@ def upgrade() -> None:
         sa.Column("prescription_ids", sa.JSON(), nullable=False),
         sa.Column("opened_at", UTC, nullable=True),
         sa.Column("started_at", UTC, nullable=True),
+        sa.Column("reminder_sent_at", UTC, nullable=True),
         sa.Column("ended_at", UTC, nullable=True),
         sa.Column("record_retain_until", UTC, nullable=False),
         sa.Column("media_retain_until", UTC, nullable=False),

@@ -15,7 +15,8 @@ export function subjectLink(item: Pick<InboxItem, "kind" | "data" | "resource">)
     case "booking_cancelled":
     case "appointment.cancelled":
       return "/patient/appointments";
-    case "visit_ready": {
+    case "visit_ready":
+    case "visit_reminder": {
       const visit = id(data, "visit_id");
       return visit ? `/patient/visits/${visit}` : "/patient/visits";
     }
