@@ -180,7 +180,11 @@ class VisitsService:
                     title=f"您与{doctor.name if doctor else '医生'}的在线复诊即将开始",
                     patients=[visit.patient_id],
                     resource=f"Visit/{visit.id}",
-                    data={"visit_id": visit.id, "start": visit.preferred_at.isoformat()},
+                    data={
+                        "visit_id": visit.id,
+                        "start": visit.preferred_at.isoformat(),
+                        "title_en": "Your online follow-up visit starts soon",
+                    },
                 )
             return len(due)
 
@@ -477,7 +481,11 @@ class VisitsService:
                     title="医生已开启复诊诊室，请进入候诊",
                     patients=[visit.patient_id],
                     resource=f"Visit/{visit.id}",
-                    data={"visit_id": visit.id, "consult_id": consult_id},
+                    data={
+                        "visit_id": visit.id,
+                        "consult_id": consult_id,
+                        "title_en": "The doctor opened the visit room; please enter the waiting room",
+                    },
                 )
                 await self._announce(tx, visit, "waiting")
 
