@@ -232,7 +232,11 @@ def test_access_log_consents_and_record_read_plainly(new_page: Any, server: Live
     expect(refused.get_by_test_id("access-kind")).to_have_text("拒绝")
     doctor = rows.filter(has_text="张伟").first
     expect(doctor.get_by_test_id("access-kind")).to_have_text("查阅")
-    expect(doctor.get_by_test_id("access-count")).to_have_text("2 次")
+    # One session holds both reads (and any earlier test's reads as 张伟 on the shared server
+    # within the half hour): the page says the count the server grouped.
+    session = next(i for i in grouped["items"] if i["user_name"] == "张伟" and i["kind"] == "read")
+    assert session["count"] >= 2, session
+    expect(doctor.get_by_test_id("access-count")).to_have_text(f"{session['count']} 次")
     expect(doctor.locator("[data-reason=care_relationship]")).to_have_text("诊疗关系")
     upload = page.locator("[data-testid=access-row][data-kind=write]").first
     expect(upload.get_by_test_id("access-kind")).to_have_text("上传")
