@@ -33,7 +33,7 @@ web:
 demo: install web
 	$(BIN)/yihao migrate
 	$(BIN)/yihao seed-demo
-	$(BIN)/yihao serve --host 127.0.0.1 --port 8080
+	YIHAO_PAYMENTS_SANDBOX=true $(BIN)/yihao serve --host 127.0.0.1 --port 8080
 
 # Lint, format check and strict typing first, so CI enforces them as it does the tests.
 # The tests run on every core (pytest-xdist); TEST_WORKERS=0 runs them in one process. The

@@ -233,11 +233,11 @@ class Settings(BaseSettings):
     notify_max_attempts: int = Field(default=5, ge=1, le=50)
     notify_retry_seconds: float = Field(default=5.0, gt=0, le=3600)
     notify_send_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
-    # Payments (server/payments, docs/payments.md). The built-in sandbox provider (the demo's
-    # and the tests'; turn it off where a real provider is configured), the key it signs its
-    # notifications with (empty: derived from secret_key), and how long after "charging" it
-    # sends the asynchronous notification.
-    payments_sandbox: bool = True
+    # Payments (server/payments, docs/payments.md). The built-in sandbox provider: off unless
+    # asked for (`make demo` and the tests turn it on), since with it a patient "pays" without
+    # paying; the key it signs its notifications with (empty: derived from secret_key), and how
+    # long after "charging" it sends the asynchronous notification.
+    payments_sandbox: bool = False
     payments_sandbox_key: str = ""
     payments_sandbox_notify_delay_seconds: float = Field(default=0.2, ge=0, le=3600)
     # A notification whose signed timestamp is further than this from now is refused.

@@ -62,6 +62,8 @@ TEST_SETTINGS: dict[str, Any] = {
     # Booking's reminder and no-show jobs are run by the tests that mean to (a reminder
     # arriving mid-test would be an inbox event nobody asked for).
     "booking_job_interval_seconds": 0,
+    # The built-in sandbox payment provider (off by default in a deployment).
+    "payments_sandbox": True,
     "visit_job_interval_seconds": 0,
 }
 

@@ -222,6 +222,7 @@ def server(
         # No booking reminders arriving in another test's inbox count.
         YIHAO_BOOKING_JOB_INTERVAL_SECONDS="0",
         YIHAO_VISIT_JOB_INTERVAL_SECONDS="0",
+        YIHAO_PAYMENTS_SANDBOX="true",
     )
     database = None
     if backend == "postgres":

@@ -43,6 +43,7 @@ def kill_env(
             "YIHAO_CHECKPOINT_KEY_FILE": str(checkpoint_key_file),
         }
     # The first life of the node: the notification waits 30 s, and no reconciliation runs.
+    env["YIHAO_PAYMENTS_SANDBOX"] = "true"
     env["YIHAO_PAYMENTS_SANDBOX_NOTIFY_DELAY_SECONDS"] = "30"
     env["YIHAO_PAYMENTS_RECONCILE_INTERVAL_SECONDS"] = "0"
     return env

@@ -26,6 +26,7 @@ async def _reconcile(settings: Settings, day: str) -> subprocess.CompletedProces
         "YIHAO_LOG_LEVEL": "WARNING",
         # The operator's run only reads: its own reconciliation job stays off.
         "YIHAO_PAYMENTS_RECONCILE_INTERVAL_SECONDS": "0",
+        "YIHAO_PAYMENTS_SANDBOX": "true",
     }
     if settings.database_url:
         environ["YIHAO_DATABASE_URL"] = settings.database_url
