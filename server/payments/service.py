@@ -479,23 +479,9 @@ class PaymentsService:
                 if order.status in (OrderStatus.CREATED, OrderStatus.CLOSED):
                     order.status, order.paid_at = OrderStatus.PAID, now
                     order.provider_trade_no = note.transaction_id
-                tx.session.add(PaymentEvent(order_id=order.id, event_key=key, kind="paid",
-                                            amount_fen=note.amount_fen, source=source,
-                                            created_at=now))  # fmt: skip
-                await tx.session.flush()
-                await self.audit.record(
-                    tx.session, "payment.paid", patient_id=order.patient_id,
-                    resource=f"Order/{order.id}",
-                    details={"amount_fen": order.amount_fen, "source": source},
-                )  # fmt: skip
-                await self.inbox.notify(
-                    tx,
-                    kind="payment_paid",
+                await self._recorded(
+                    tx, order, key, "paid", note.amount_fen, source, now,
                     title=f"已支付 ¥{yuan(order.amount_fen)}",
-                    patients=[order.patient_id],
-                    resource=f"Order/{order.id}",
-                    data={"order_id": order.id, "amount_fen": order.amount_fen,
-                          "kind": order.kind, "subject_id": order.subject_id},
                 )  # fmt: skip
                 return order, False
         except IntegrityError:
@@ -503,6 +489,40 @@ class PaymentsService:
             async with self.db.read() as session:
                 order = await self._order_of_trade(session, provider, note.out_trade_no)
             return order, True
+
+    async def _recorded(
+        self,
+        tx: Tx,
+        order: Order,
+        key: str,
+        kind: str,
+        amount_fen: int,
+        source: str,
+        now: datetime,
+        *,
+        title: str,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        """A payment or refund the provider confirmed: its event row (unique by ``key``), its
+        audit entry and the patient's inbox item (``payment_<kind>``), in the caller's
+        transaction."""
+        tx.session.add(PaymentEvent(order_id=order.id, event_key=key, kind=kind,
+                                    amount_fen=amount_fen, source=source, created_at=now))  # fmt: skip
+        await tx.session.flush()
+        await self.audit.record(
+            tx.session, f"payment.{kind}", patient_id=order.patient_id,
+            resource=f"Order/{order.id}",
+            details={"amount_fen": order.amount_fen, "source": source},
+        )  # fmt: skip
+        await self.inbox.notify(
+            tx,
+            kind=f"payment_{kind}",
+            title=title,
+            patients=[order.patient_id],
+            resource=f"Order/{order.id}",
+            data={"order_id": order.id, "amount_fen": order.amount_fen, "kind": order.kind,
+                  "subject_id": order.subject_id, **(extra or {})},
+        )  # fmt: skip
 
     async def _event_exists(self, session: AsyncSession, key: str) -> bool:
         found = await session.scalar(select(PaymentEvent.id).where(PaymentEvent.event_key == key))
@@ -527,24 +547,10 @@ class PaymentsService:
                     raise Conflict("the order is not paid", code="order_not_paid")
                 now = utcnow()
                 order.status, order.refunded_at, order.holds = OrderStatus.REFUNDED, now, None
-                tx.session.add(PaymentEvent(order_id=order.id, event_key=key, kind="refunded",
-                                            amount_fen=note.amount_fen, source=source,
-                                            created_at=now))  # fmt: skip
-                await tx.session.flush()
-                await self.audit.record(
-                    tx.session, "payment.refunded", patient_id=order.patient_id,
-                    resource=f"Order/{order.id}",
-                    details={"amount_fen": order.amount_fen, "source": source},
-                )  # fmt: skip
-                await self.inbox.notify(
-                    tx,
-                    kind="payment_refunded",
+                await self._recorded(
+                    tx, order, key, "refunded", note.amount_fen, source, now,
                     title=f"已退款 ¥{yuan(order.amount_fen)}",
-                    patients=[order.patient_id],
-                    resource=f"Order/{order.id}",
-                    data={"order_id": order.id, "amount_fen": order.amount_fen,
-                          "kind": order.kind, "subject_id": order.subject_id,
-                          "reason": order.refund_reason},
+                    extra={"reason": order.refund_reason},
                 )  # fmt: skip
                 return order, False
         except IntegrityError:

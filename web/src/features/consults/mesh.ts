@@ -10,7 +10,7 @@
 // negotiation": either side may offer; on a collision the newcomer (polite) rolls back.
 import { markRaw, reactive } from "vue";
 import type { PresenceMember } from "../../api/types";
-import { emitWithAck } from "../../realtime/store";
+import { emitWithAck, onSocketEvent } from "../../realtime/store";
 
 export type Quality = "unknown" | "good" | "poor" | "bad";
 
@@ -306,4 +306,34 @@ export function classify(rtt: number | null, loss: number): Quality {
   if (r < 0.3 && loss < 0.02) return "good";
   if (r < 0.8 && loss < 0.08) return "poor";
   return "bad";
+}
+
+/**
+ * A room's media wiring, the consult room's and the follow-up visit call's: the ICE servers
+ * asked of the server, one mesh, and the room's `presence` and `signal` events fed to it
+ * (presence shapes the mesh only while `joined()`). Returns the mesh and the functions that
+ * stop listening.
+ */
+export async function connectMesh(opts: {
+  consultId: number;
+  me: number;
+  local: MediaStream | null;
+  joined: () => boolean;
+  onMembers: (members: PresenceMember[]) => void;
+}): Promise<{ mesh: Mesh; stops: Array<() => void> }> {
+  let ice: RTCIceServer[] = [];
+  const iceAck = await emitWithAck<{ ice_servers: RTCIceServer[] }>("consult.ice_servers", { consult_id: opts.consultId });
+  if (iceAck.ok && iceAck.data) ice = iceAck.data.ice_servers;
+  const mesh = new Mesh(opts.consultId, opts.me, opts.local, ice);
+  const stops = [
+    onSocketEvent("presence", (data: { consult_id: number; members: PresenceMember[] }) => {
+      if (data.consult_id !== opts.consultId) return;
+      opts.onMembers(data.members);
+      if (opts.joined()) mesh.sync(data.members);
+    }),
+    onSocketEvent("signal", (data: Parameters<Mesh["onSignal"]>[0]) => {
+      void mesh.onSignal(data);
+    }),
+  ];
+  return { mesh, stops };
 }
